@@ -1,0 +1,103 @@
+"""Command line: serve, init-db, seed-demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+
+import structlog
+from aiohttp import web
+
+from cmdb_asso.app import create_app, open_mongo
+from cmdb_asso.config import ConfigError, Settings, load_settings
+from cmdb_asso.errors import CmdbError
+from cmdb_asso.keys import MONGO
+from cmdb_asso.log import setup_logging
+from cmdb_asso.storage.client import Mongo
+from cmdb_asso.storage.schema import ensure_indexes, has_definitions, seed_demo
+
+log = structlog.get_logger("cmdb_asso")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cmdb-asso", description="Instance associations for a BlueKing CMDB.")
+    parser.add_argument("--config", help="YAML settings file (default: $CMDB_ASSO_CONFIG)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="serve the HTTP API")
+    serve.add_argument("--seed-demo-if-empty", action="store_true", help="write the demo data into an empty database")
+    commands.add_parser("init-db", help="create the indexes of every model's association table (idempotent)")
+    commands.add_parser("seed-demo", help="write the demo models, definitions and instances (idempotent)")
+    return parser
+
+
+def serve(settings: Settings, *, seed_if_empty: bool) -> None:
+    """Run the HTTP service until SIGINT or SIGTERM."""
+    app = create_app(settings)
+    if seed_if_empty:
+
+        async def seed(app: web.Application) -> None:
+            if not await has_definitions(app[MONGO]):
+                await seed_demo(app[MONGO], settings.supplier_account)
+                log.info("demo_data_seeded")
+
+        app.on_startup.append(seed)
+    log.info(
+        "serving",
+        host=settings.http.host,
+        port=settings.http.port,
+        mongodb=settings.mongodb.uri.split("@")[-1],
+    )
+    web.run_app(
+        app,
+        host=settings.http.host,
+        port=settings.http.port,
+        access_log=None,
+        shutdown_timeout=settings.http.shutdown_timeout,
+        print=None,
+    )
+
+
+async def _with_mongo(settings: Settings, work: Callable[[Mongo], Awaitable[None]]) -> None:
+    mongo, embedded = await open_mongo(settings)
+    try:
+        await work(mongo)
+    finally:
+        await mongo.close()
+        if embedded is not None:
+            await embedded.stop()
+
+
+async def _init_db(mongo: Mongo, supplier_account: str) -> None:
+    tables = await ensure_indexes(mongo, supplier_account)
+    log.info("indexes_ready", tables=len(tables))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `cmdb-asso` and `python -m cmdb_asso`."""
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"cmdb-asso: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log)
+    if args.command == "serve":
+        serve(settings, seed_if_empty=args.seed_demo_if_empty)
+        return 0
+    supplier = settings.supplier_account
+    try:
+        if args.command == "init-db":
+            asyncio.run(_with_mongo(settings, lambda mongo: _init_db(mongo, supplier)))
+        else:
+            asyncio.run(_with_mongo(settings, lambda mongo: seed_demo(mongo, supplier)))
+            log.info("demo_data_ready")
+    except CmdbError as exc:
+        print(f"cmdb-asso: {args.command} failed: {exc.message('en')}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""Plain records shared by the service and storage layers (no behaviour, no driver types)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+Mapping = Literal["1:1", "1:n", "n:n"]
+MAPPINGS: tuple[Mapping, ...] = ("1:1", "1:n", "n:n")
+
+
+@dataclass(frozen=True, slots=True)
+class Definition:
+    """A model association definition (a `cc_ObjAsst` row)."""
+
+    obj_asst_id: str
+    obj_id: str
+    asst_obj_id: str
+    asst_id: str
+    mapping: Mapping
+    supplier_account: str
+
+
+@dataclass(frozen=True, slots=True)
+class LinkEnds:
+    """The two instance ids of an existing link."""
+
+    inst_id: int
+    asst_inst_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class NewLink:
+    """An instance association about to be written (its id is assigned by storage)."""
+
+    definition: Definition
+    inst_id: int
+    asst_inst_id: int
+    supplier_account: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """What the audit log keeps of one created or deleted association."""
+
+    action: Literal["create", "delete"]
+    supplier_account: str
+    user: str
+    app_code: str
+    request_id: str
+    operation_time: datetime
+    src_inst_id: int
+    src_inst_name: str
+    dest_inst_id: int
+    dest_inst_name: str
+    obj_asst_id: str
+    asst_id: str
+    src_obj_id: str
+    dest_obj_id: str

@@ -1,0 +1,235 @@
+"""Typed errors carrying bk-cmdb codes, and the message catalogue in English and Chinese."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+Language = Literal["en", "zh"]
+LANGUAGES: tuple[Language, ...] = ("en", "zh")
+
+# code -> (English, Chinese); printf-style placeholders filled with the error's args.
+MESSAGES: dict[int, tuple[str, str]] = {
+    0: ("success", "success"),
+    1199000: ("Deserializing JSON data failed", "反序列化JSON数据失败"),
+    1199003: ("invalid input parameter", "输入参数无效"),
+    1199006: ("'%s' data parameter verification does not pass", "'%s' 数据参数校验不通过"),
+    1199009: ("'%s' parameters must be integral", "'%s' 参数必须是整型"),
+    1199010: ("'%s' unassigned", "'%s' 未赋值"),
+    1199011: ("'%s' the parameter is invalid or does not exist", "'%s' 参数无效或不存在"),
+    1199014: ("duplicated instances exist, fields [%s] duplicated", "数据唯一性校验失败， %s 重复"),
+    1199017: ("Failed to query data", "查询数据失败"),
+    1199027: ("'%s' authorization information query failed", "[%s]授权信息查询失败"),
+    1199035: (" %s exceed the limit %d", " %s 超过限制 %d"),
+    1199038: ("need data %s is null", "数据 %s 不能为空"),
+    1199046: ("Authorize request failed.", "鉴权失败"),
+    1199047: ("Do not have access permission.", "没有操作的权限"),
+    1199059: ("page limit is exceeded. suggestion 200", "分页查询数量超过限制的最大值, 建议值200"),
+    1199998: ("Unknown or unrecognized error", "未知或未能识别的异常"),
+    1199999: ("'%s' Internal Server Error", "'%s' 服务器内部错误"),
+    1101038: ("the associations %s->%s already exist", "关联关系 %s->%s 重复"),
+    1101046: ("object association does not exist.", "模型的关联关系不存在"),
+    1101052: (
+        "can not create multiple instance association for a 1:1 association.",
+        "关联关系为1:1的，不能同时关联多个实例",
+    ),
+    1101061: (
+        "The relationship is 1:n, and multiple source model instances cannot be associated at the same time.",
+        "关联关系为1:n的，不能同时关联多个源模型实例",
+    ),
+    1101062: ("object association do not unique.", "关联关系不唯一"),
+    1101073: ("the association inst is not exist", "关联实例不存在"),
+    1101074: ("the  inst to asst  is not exist", "被关联实例不存在"),
+    1109001: ("save audit log failed", "保存操作审计日志失败"),
+}
+# 9900403 has no text of its own in bk-cmdb: it answers with 1199047's.
+MESSAGES[9900403] = MESSAGES[1199047]
+
+
+def message(code: int, language: Language, args: tuple[Any, ...] = ()) -> str:
+    """Render the catalogue text of `code` in `language`, filling printf placeholders with `args`."""
+    english, chinese = MESSAGES[code]
+    template = chinese if language == "zh" else english
+    if not args:
+        return template
+    try:
+        return template % args
+    except (TypeError, ValueError):
+        return template
+
+
+class CmdbError(Exception):
+    """An error with a bk-cmdb code; the web layer renders it into the envelope."""
+
+    code: ClassVar[int] = 1199999
+    http_status: int = 200
+
+    def __init__(
+        self,
+        *args: Any,
+        permission: dict[str, Any] | None = None,
+        text: str | None = None,
+        http_status: int | None = None,
+    ) -> None:
+        super().__init__(*args)
+        self.args_for_message: tuple[Any, ...] = args
+        self.permission = permission
+        # A fixed text replaces the catalogue's (used where the contract asks for a plain message).
+        self.text = text
+        if http_status is not None:
+            self.http_status = http_status
+
+    def message(self, language: Language) -> str:
+        """The error's text in `language`."""
+        if self.text is not None:
+            return self.text
+        return message(self.code, language, self.args_for_message)
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message('en')}"
+
+
+class BodyInvalid(CmdbError):
+    """The body, or one of its fields, has the wrong type or value (1199006)."""
+
+    code = 1199006
+
+
+class InputInvalid(CmdbError):
+    """Generic invalid input, used for unknown routes and wrong methods (1199003)."""
+
+    code = 1199003
+
+
+class ParamNotInteger(CmdbError):
+    """A parameter that must be an integer is not (1199009)."""
+
+    code = 1199009
+
+
+class ParamMissing(CmdbError):
+    """A required field is missing or null (1199010)."""
+
+    code = 1199010
+
+
+class ParamEmpty(CmdbError):
+    """A parameter is empty or does not exist (1199011)."""
+
+    code = 1199011
+
+
+class DuplicateItem(CmdbError):
+    """The same association already exists (1199014)."""
+
+    code = 1199014
+
+
+class LimitExceeded(CmdbError):
+    """A size or count is over its limit (1199035)."""
+
+    code = 1199035
+
+
+class BodyTooLarge(LimitExceeded):
+    """The request body is larger than the configured limit (1199035, HTTP 413)."""
+
+    http_status = 413
+
+
+class DataEmpty(CmdbError):
+    """A list that must hold data is empty (1199038)."""
+
+    code = 1199038
+
+
+class PageLimitExceeded(CmdbError):
+    """A page or list is longer than allowed (1199059)."""
+
+    code = 1199059
+
+
+class UserUnknown(CmdbError):
+    """The caller's user cannot be determined (1199027, HTTP 401)."""
+
+    code = 1199027
+    http_status = 401
+
+
+class AppAuthFailed(CmdbError):
+    """An ESB application failed authentication (1199046, HTTP 401)."""
+
+    code = 1199046
+    http_status = 401
+
+
+class PermissionDenied(CmdbError):
+    """The caller lacks permission; carries the permission payload (9900403)."""
+
+    code = 9900403
+
+
+class AssociationExists(CmdbError):
+    """A batch detail repeats an existing link (1101038)."""
+
+    code = 1101038
+
+
+class DefinitionNotFound(CmdbError):
+    """No association definition has this id (1101046)."""
+
+    code = 1101046
+
+
+class OneToOneViolated(CmdbError):
+    """A 1:1 definition already links the source or the target (1101052)."""
+
+    code = 1101052
+
+
+class OneToManyViolated(CmdbError):
+    """A 1:n definition already links the target to a source (1101061)."""
+
+    code = 1101061
+
+
+class DefinitionNotUnique(CmdbError):
+    """More than one definition has this id (1101062)."""
+
+    code = 1101062
+
+
+class SourceInstanceMissing(CmdbError):
+    """The source instance does not exist (1101073)."""
+
+    code = 1101073
+
+
+class TargetInstanceMissing(CmdbError):
+    """The target instance does not exist (1101074)."""
+
+    code = 1101074
+
+
+class StoreReadUnavailable(CmdbError):
+    """MongoDB could not be reached, or timed out, while reading (1199017, HTTP 503)."""
+
+    code = 1199017
+    http_status = 503
+
+
+class StoreWriteUnavailable(CmdbError):
+    """MongoDB could not be reached, or timed out, while writing (1199998, HTTP 503)."""
+
+    code = 1199998
+    http_status = 503
+
+    def message(self, language: Language) -> str:
+        """A plain message: never the driver's text."""
+        return "数据库暂不可用，请稍后重试" if language == "zh" else "the database is unavailable, please retry later"
+
+
+class InternalError(CmdbError):
+    """An unexpected failure (1199999, HTTP 500); never carries the exception's text."""
+
+    code = 1199999
+    http_status = 500

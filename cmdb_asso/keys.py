@@ -1,0 +1,33 @@
+"""Typed keys of the application, request and response mappings."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from cmdb_asso.config import Settings
+from cmdb_asso.errors import Language
+from cmdb_asso.service.associations import AssociationService
+from cmdb_asso.storage.client import Mongo
+from cmdb_asso.web.identity import AppAuthenticator
+
+SETTINGS = web.AppKey("settings", Settings)
+MONGO = web.AppKey("mongo", Mongo)
+SERVICE = web.AppKey("service", AssociationService)
+APP_AUTHENTICATOR = web.AppKey("app_authenticator", AppAuthenticator)
+
+REQUEST_ID = web.RequestKey("request_id", str)
+LANGUAGE = web.RequestKey("language", str)
+
+# The bk-cmdb code a response carries, for the request log line.
+RESPONSE_CODE = web.ResponseKey("response_code", int)
+
+__all__ = [
+    "APP_AUTHENTICATOR",
+    "LANGUAGE",
+    "MONGO",
+    "REQUEST_ID",
+    "RESPONSE_CODE",
+    "SERVICE",
+    "SETTINGS",
+    "Language",
+]

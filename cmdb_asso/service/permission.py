@@ -1,0 +1,125 @@
+"""Pluggable authorizers and the permission payload bk-cmdb answers with a denial."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from cmdb_asso.service.context import Caller
+
+SYSTEM_ID = "bk_cmdb"
+SYSTEM_NAME = "配置平台"
+
+# Built-in models have their own IAM actions and resource types in bk-cmdb.
+_BUILTIN_ACTIONS: dict[str, tuple[str, str, str]] = {
+    # obj_id: (action id, action name, resource type)
+    "host": ("edit_biz_host", "业务主机编辑", "host"),
+    "biz": ("edit_business", "业务编辑", "biz"),
+    "set": ("edit_business_set_topology", "集群编辑", "set"),
+    "module": ("edit_business_module_topology", "模块编辑", "module"),
+    "bk_biz_set_obj": ("edit_business_set", "业务集编辑", "business_set"),
+    "bk_project": ("edit_project", "项目编辑", "project"),
+    "plat": ("edit_cloud_area", "云区域编辑", "sys_cloud_area"),
+}
+
+
+class Authorizer(Protocol):
+    """Decides whether a caller may edit or view a model's instances."""
+
+    async def can_edit(self, caller: Caller, obj_id: str) -> bool:
+        """Whether `caller` may edit instances of `obj_id`."""
+        ...
+
+    async def can_view(self, caller: Caller, obj_id: str) -> bool:
+        """Whether `caller` may view instances of `obj_id`."""
+        ...
+
+
+class AllowAll:
+    """Lets every caller do everything (the default for local runs)."""
+
+    async def can_edit(self, caller: Caller, obj_id: str) -> bool:
+        """Always yes."""
+        return True
+
+    async def can_view(self, caller: Caller, obj_id: str) -> bool:
+        """Always yes."""
+        return True
+
+
+@dataclass(frozen=True)
+class UserGrants:
+    """The models one user may edit and view (`*` means all)."""
+
+    edit: frozenset[str] = frozenset()
+    view: frozenset[str] = frozenset()
+
+
+class StaticPolicy:
+    """Grants from the settings: per user, the models they may edit and view; editing implies viewing."""
+
+    def __init__(self, grants: Mapping[str, UserGrants]) -> None:
+        self._grants = dict(grants)
+
+    def _grant(self, caller: Caller) -> UserGrants:
+        return self._grants.get(caller.user) or self._grants.get("*") or UserGrants()
+
+    async def can_edit(self, caller: Caller, obj_id: str) -> bool:
+        """Whether the user's edit list names the model or `*`."""
+        edit = self._grant(caller).edit
+        return obj_id in edit or "*" in edit
+
+    async def can_view(self, caller: Caller, obj_id: str) -> bool:
+        """Whether the user may view (or edit) the model."""
+        grant = self._grant(caller)
+        return bool({obj_id, "*"} & (grant.view | grant.edit))
+
+
+@dataclass(frozen=True)
+class DeniedInstance:
+    """One instance the caller may not edit, with what the payload names it by."""
+
+    obj_id: str
+    model_row_id: int | None
+    model_name: str
+    inst_id: int
+    inst_name: str
+
+
+def edit_permission_payload(denied: list[DeniedInstance]) -> dict[str, Any]:
+    """The `permission` object of a denial, one action per denied model, as bk-cmdb's IAM answers it."""
+    actions: dict[str, dict[str, Any]] = {}
+    for item in denied:
+        builtin = _BUILTIN_ACTIONS.get(item.obj_id)
+        if builtin is not None:
+            action_id, action_name, resource_type = builtin
+        else:
+            suffix = item.model_row_id if item.model_row_id is not None else item.obj_id
+            action_id = f"edit_comobj_{suffix}"
+            action_name = f"{item.model_name}实例编辑"
+            resource_type = f"comobj_{suffix}"
+        instance = {
+            "type": resource_type,
+            "type_name": item.model_name,
+            "id": str(item.inst_id),
+            "name": item.inst_name,
+        }
+        action = actions.get(action_id)
+        if action is None:
+            actions[action_id] = {
+                "id": action_id,
+                "name": action_name,
+                "related_resource_types": [
+                    {
+                        "system_id": SYSTEM_ID,
+                        "system_name": SYSTEM_NAME,
+                        "type": resource_type,
+                        "type_name": item.model_name,
+                        "instances": [[instance]],
+                    }
+                ],
+            }
+        else:
+            action["related_resource_types"][0]["instances"].append([instance])
+    return {"system_id": SYSTEM_ID, "system_name": SYSTEM_NAME, "actions": list(actions.values())}

@@ -1,0 +1,234 @@
+"""The MongoDB connection: driver choice, the embedded server, transactions and error translation."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import socket
+import sys
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+from pymongo import monitoring
+from pymongo.errors import (
+    ConnectionFailure,
+    DuplicateKeyError,
+    ExecutionTimeout,
+    OperationFailure,
+    PyMongoError,
+    WTimeoutError,
+)
+
+from cmdb_asso.config import MongoSettings
+from cmdb_asso.errors import InternalError, StoreReadUnavailable, StoreWriteUnavailable
+
+log = structlog.get_logger(__name__)
+
+EMBEDDED = "embedded"
+# MongoDB's own error codes that mean "the server is there but cannot serve now".
+_UNAVAILABLE_CODES = frozenset({6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 50})
+
+__all__ = ["DuplicateKeyError", "EmbeddedMongo", "Mongo", "connect"]
+
+
+def _is_unavailable(exc: PyMongoError) -> bool:
+    if isinstance(exc, ConnectionFailure | ExecutionTimeout | WTimeoutError):
+        return True
+    if exc.has_error_label("TransientTransactionError") or exc.has_error_label("RetryableWriteError"):
+        return True
+    return isinstance(exc, OperationFailure) and exc.code in _UNAVAILABLE_CODES
+
+
+@contextlib.contextmanager
+def translate_errors(*, write: bool) -> Any:
+    """Turn driver failures into typed errors: unreachable is 503, anything else 500, never driver text."""
+    try:
+        yield
+    except DuplicateKeyError:
+        raise
+    except PyMongoError as exc:
+        if _is_unavailable(exc):
+            log.warning("mongodb_unavailable", error=type(exc).__name__, write=write)
+            raise (StoreWriteUnavailable() if write else StoreReadUnavailable()) from exc
+        log.error("mongodb_error", error=type(exc).__name__, detail=str(exc)[:500], write=write)
+        raise InternalError("database") from exc
+
+
+class CommandCounter(monitoring.CommandListener):
+    """Counts the MongoDB commands this process sends (for metrics, benchmarks and tests)."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.by_name: dict[str, int] = {}
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        """Count one command."""
+        self.total += 1
+        self.by_name[event.command_name] = self.by_name.get(event.command_name, 0) + 1
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        """Nothing to do on success."""
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        """Nothing to do on failure."""
+
+
+@dataclass
+class Mongo:
+    """An open client, its database and what the deployment supports."""
+
+    client: Any
+    db: Any
+    transactions: bool
+    commands: CommandCounter = field(default_factory=CommandCounter)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Any]:
+        """Run the block in a transaction and yield its session; without transactions, yield None."""
+        if not self.transactions:
+            yield None
+            return
+        session = self.client.start_session()
+        if inspect.isawaitable(session):  # motor's start_session is a coroutine, pymongo's is not
+            session = await session
+        async with session:
+            started = session.start_transaction()
+            if inspect.isawaitable(started):
+                started = await started
+            async with started:
+                yield session
+
+    async def ping(self) -> None:
+        """Ask the server for a ping; raises a typed error when it does not answer."""
+        with translate_errors(write=False):
+            await self.client.admin.command("ping")
+
+    async def close(self) -> None:
+        """Close the client."""
+        closed = self.client.close()
+        if inspect.isawaitable(closed):
+            await closed
+
+
+def _client_class(driver: str) -> Callable[..., Any]:
+    if driver == "motor":
+        from motor.motor_asyncio import AsyncIOMotorClient
+
+        return AsyncIOMotorClient  # type: ignore[no-any-return,unused-ignore]
+    from pymongo import AsyncMongoClient
+
+    return AsyncMongoClient
+
+
+async def _supports_transactions(client: Any, mode: str, embedded: bool) -> bool:
+    if mode != "auto":
+        return mode == "always"
+    if embedded:
+        return True
+    try:
+        hello = await client.admin.command("hello")
+    except PyMongoError:
+        # Unknown until the server answers; the safe choice is the undo path, which works everywhere.
+        log.warning("mongodb_capabilities_unknown", fallback="no transactions")
+        return False
+    return bool(hello.get("setName")) or hello.get("msg") == "isdbgrid"
+
+
+async def connect(settings: MongoSettings, uri: str, *, embedded: bool = False) -> Mongo:
+    """Open a client with the configured driver, timeouts and command monitoring."""
+    counter = CommandCounter()
+    client = _client_class(settings.driver)(
+        uri,
+        serverSelectionTimeoutMS=settings.server_selection_timeout_ms,
+        socketTimeoutMS=settings.socket_timeout_ms,
+        connectTimeoutMS=min(settings.server_selection_timeout_ms, 10000),
+        tz_aware=False,
+        event_listeners=[counter],
+    )
+    transactions = await _supports_transactions(client, settings.transactions, embedded)
+    return Mongo(client=client, db=client[settings.database], transactions=transactions, commands=counter)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class EmbeddedMongo:
+    """The nx-27017 wire-protocol server on 127.0.0.1 at a free port, its SQLite files in a data directory."""
+
+    def __init__(self, data_dir: str | Path, *, start_timeout: float = 20.0) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.start_timeout = start_timeout
+        self.port = 0
+        self._process: asyncio.subprocess.Process | None = None
+
+    @property
+    def uri(self) -> str:
+        """The URI to give the driver."""
+        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
+
+    async def start(self) -> str:
+        """Start the server and wait until it answers; return its URI."""
+        store = self.data_dir / "mongo"
+        store.mkdir(parents=True, exist_ok=True)
+        for _attempt in range(3):
+            self.port = _free_port()
+            self._process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                "from nx_27017.nx_27017 import main; main()",
+                "--data-dir",
+                str(store),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-file",
+                str(self.data_dir / "nx-27017.log"),
+                "--pid-file",
+                str(self.data_dir / f"nx-27017-{self.port}.pid"),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+            if await self._wait_until_listening():
+                log.info("embedded_mongodb_started", port=self.port, data_dir=str(store))
+                return self.uri
+            await self.stop()
+        raise RuntimeError(f"the embedded MongoDB server did not start; see {self.data_dir / 'nx-27017.log'}")
+
+    async def _wait_until_listening(self) -> bool:
+        deadline = asyncio.get_running_loop().time() + self.start_timeout
+        while asyncio.get_running_loop().time() < deadline:
+            if self._process is None or self._process.returncode is not None:
+                return False
+            try:
+                _reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            return True
+        return False
+
+    async def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after five seconds)."""
+        process, self._process = self._process, None
+        if process is None or process.returncode is not None:
+            return
+        process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), timeout=5)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+        (self.data_dir / f"nx-27017-{self.port}.pid").unlink(missing_ok=True)

@@ -1,0 +1,132 @@
+"""Database set-up: the indexes of every model's association table, and the demo data."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+from bson.int64 import Int64
+
+from cmdb_asso.storage.client import Mongo, translate_errors
+from cmdb_asso.storage.indexes import create_indexes, inst_asst_indexes
+from cmdb_asso.storage.tables import ASST_DES, OBJ_ASST, OBJ_DES, inst_asst_table, instance_table
+
+
+async def ensure_indexes(mongo: Mongo, supplier_account: str) -> list[str]:
+    """Create the indexes of the association table of every model listed in `cc_ObjDes`; return the tables."""
+    with translate_errors(write=False):
+        obj_ids = sorted(
+            str(doc["bk_obj_id"]) for doc in await mongo.db[OBJ_DES].find({}, {"bk_obj_id": 1}).to_list(None)
+        )
+    tables = [inst_asst_table(obj_id, supplier_account) for obj_id in obj_ids]
+    await asyncio.gather(*(create_indexes(mongo.db[table], inst_asst_indexes()) for table in tables))
+    return tables
+
+
+async def has_definitions(mongo: Mongo) -> bool:
+    """Whether any association definition exists (an empty database has none)."""
+    with translate_errors(write=False):
+        return await mongo.db[OBJ_ASST].find_one({}, {"_id": 1}) is not None
+
+
+_KINDS = [
+    # bk_asst_id, name, src_des, dest_des, direction
+    ("belong", "属于", "属于", "包含", "src_to_dest"),
+    ("group", "组成", "组成", "组成于", "src_to_dest"),
+    ("bk_mainline", "拓扑组成", "组成", "组成于", "src_to_dest"),
+    ("run", "运行", "运行于", "运行", "src_to_dest"),
+    ("connect", "上联", "上联", "下联", "src_to_dest"),
+    ("default", "默认关联", "关联", "被关联", "none"),
+]
+_MODELS = [("host", "主机"), ("bk_switch", "交换机"), ("bk_router", "路由器"), ("app", "应用")]
+# bk_obj_asst_id, source, kind, target, mapping
+DEMO_DEFINITIONS = [
+    ("bk_switch_belong_bk_host", "bk_switch", "belong", "host", "n:n"),
+    ("bk_router_connect_bk_switch", "bk_router", "connect", "bk_switch", "1:n"),
+    ("app_run_host", "app", "run", "host", "1:1"),
+]
+DEMO_INSTANCES: dict[str, list[tuple[int, str]]] = {
+    "host": [(21, "host-21"), (22, "host-22"), (23, "host-23"), (24, "host-24"), (25, "host-25")],
+    "bk_switch": [
+        (11, "switch-11"),
+        (12, "switch-12"),
+        (13, "switch-13"),
+        (14, "switch-14"),
+        (15, "switch-15"),
+    ],
+    "bk_router": [(31, "router-31"), (32, "router-32"), (33, "router-33")],
+    "app": [(41, "app-41"), (42, "app-42"), (43, "app-43")],
+}
+
+
+async def _insert_missing(collection: Any, key_fields: tuple[str, ...], docs: list[dict[str, Any]]) -> None:
+    """Insert the documents whose key is not stored yet (plain inserts: every store runs them the same)."""
+
+    def key_of(doc: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(doc.get(name) for name in key_fields)
+
+    wanted = {key_of(doc): doc for doc in docs}
+    query = {"$or": [dict(zip(key_fields, key, strict=True)) for key in wanted]}
+    projection = {"_id": 0, **{name: 1 for name in key_fields}}
+    stored = {key_of(doc) for doc in await collection.find(query, projection).to_list(None)}
+    missing = [doc for key, doc in wanted.items() if key not in stored]
+    if missing:
+        await collection.insert_many(missing, ordered=False)
+
+
+async def seed_demo(mongo: Mongo, supplier_account: str = "0") -> None:
+    """Write the demo kinds, models, definitions and instances; running it again changes nothing."""
+    now = datetime.now(UTC).replace(tzinfo=None)
+    common = {"bk_supplier_account": supplier_account, "create_time": now, "last_time": now}
+    kinds = [
+        {
+            "id": Int64(row),
+            "bk_asst_id": kind,
+            "bk_asst_name": name,
+            "src_des": src,
+            "dest_des": dest,
+            "direction": direction,
+            "ispre": True,
+            **common,
+        }
+        for row, (kind, name, src, dest, direction) in enumerate(_KINDS, start=1)
+    ]
+    models = [
+        {
+            "id": Int64(row),
+            "bk_obj_id": obj_id,
+            "bk_obj_name": name,
+            "ispre": obj_id == "host",
+            "bk_classification_id": "bk_network" if obj_id.startswith("bk_") else "bk_host_manage",
+            **common,
+        }
+        for row, (obj_id, name) in enumerate(_MODELS, start=1)
+    ]
+    definitions = [
+        {
+            "id": Int64(row),
+            "bk_obj_asst_id": obj_asst_id,
+            "bk_obj_asst_name": "",
+            "bk_obj_id": src,
+            "bk_asst_id": kind,
+            "bk_asst_obj_id": dest,
+            "mapping": mapping,
+            "on_delete": "none",
+            "ispre": False,
+            **common,
+        }
+        for row, (obj_asst_id, src, kind, dest, mapping) in enumerate(DEMO_DEFINITIONS, start=1)
+    ]
+    with translate_errors(write=True):
+        await _insert_missing(mongo.db[ASST_DES], ("bk_asst_id",), kinds)
+        await _insert_missing(mongo.db[OBJ_DES], ("bk_obj_id",), models)
+        await _insert_missing(mongo.db[OBJ_ASST], ("bk_obj_asst_id",), definitions)
+        for obj_id, instances in DEMO_INSTANCES.items():
+            table = instance_table(obj_id, supplier_account)
+            docs = [
+                {**dict(table.base_filter), table.id_field: Int64(inst_id), table.name_field: name, **common}
+                for inst_id, name in instances
+            ]
+            await _insert_missing(mongo.db[table.collection], (table.id_field,), docs)
+    await ensure_indexes(mongo, supplier_account)

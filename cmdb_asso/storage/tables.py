@@ -1,0 +1,63 @@
+"""bk-cmdb's table names and instance id fields."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+OBJ_ASST = "cc_ObjAsst"
+ASST_DES = "cc_AsstDes"
+OBJ_DES = "cc_ObjDes"
+ID_GENERATOR = "cc_idgenerator"
+AUDIT_LOG = "cc_AuditLog"
+DEL_ARCHIVE = "cc_DelArchive"
+
+# The id sequences in cc_idgenerator.
+INST_ASST_SEQUENCE = "cc_InstAsst"
+AUDIT_SEQUENCE = "cc_AuditLog"
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceTable:
+    """Where one model's instances live and how they are identified and named."""
+
+    collection: str
+    id_field: str
+    name_field: str
+    base_filter: tuple[tuple[str, str], ...] = ()
+
+    def filter_for(self, ids: list[int]) -> dict[str, Any]:
+        """A filter matching the instances with these ids."""
+        query: dict[str, Any] = dict(self.base_filter)
+        query[self.id_field] = ids[0] if len(ids) == 1 else {"$in": ids}
+        return query
+
+
+_BUILTIN: dict[str, InstanceTable] = {
+    "biz": InstanceTable("cc_ApplicationBase", "bk_biz_id", "bk_biz_name"),
+    "set": InstanceTable("cc_SetBase", "bk_set_id", "bk_set_name"),
+    "module": InstanceTable("cc_ModuleBase", "bk_module_id", "bk_module_name"),
+    "host": InstanceTable("cc_HostBase", "bk_host_id", "bk_host_name"),
+    "process": InstanceTable("cc_Process", "bk_process_id", "bk_process_name"),
+    "plat": InstanceTable("cc_PlatBase", "bk_cloud_id", "bk_cloud_name"),
+    "bk_biz_set_obj": InstanceTable("cc_BizSetBase", "bk_biz_set_id", "bk_biz_set_name"),
+    "bk_project": InstanceTable("cc_ProjectBase", "id", "bk_project_name"),
+}
+
+
+def instance_table(obj_id: str, supplier_account: str) -> InstanceTable:
+    """The table holding `obj_id`'s instances."""
+    builtin = _BUILTIN.get(obj_id)
+    if builtin is not None:
+        return builtin
+    return InstanceTable(
+        f"cc_ObjectBase_{supplier_account}_pub_{obj_id}",
+        "bk_inst_id",
+        "bk_inst_name",
+        (("bk_obj_id", obj_id),),
+    )
+
+
+def inst_asst_table(obj_id: str, supplier_account: str) -> str:
+    """The table holding the instance associations of `obj_id` (as source or target)."""
+    return f"cc_InstAsst_{supplier_account}_pub_{obj_id}"

@@ -1,0 +1,68 @@
+"""Middlewares: request id, language and the request log line; every error turned into the envelope."""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from cmdb_asso.errors import AppAuthFailed, BodyTooLarge, CmdbError, InputInvalid, InternalError, Language
+from cmdb_asso.keys import LANGUAGE, REQUEST_ID, RESPONSE_CODE, SETTINGS
+from cmdb_asso.web.envelope import failure, is_esb
+from cmdb_asso.web.identity import language_of, request_id_of
+
+log = structlog.get_logger("cmdb_asso.access")
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Bind the request id and language, echo the id, and write one log line per request."""
+    started = time.perf_counter()
+    request_id = request_id_of(request)
+    default_language: Language = "zh" if request.app[SETTINGS].language == "zh" else "en"
+    request[REQUEST_ID] = request_id
+    request[LANGUAGE] = language_of(request, default_language)
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    try:
+        response = await handler(request)
+        response.headers["X-Request-Id"] = request_id
+        response.headers["X-Bkapi-Request-Id"] = request_id
+        log.info(
+            "request",
+            method=request.method,
+            path=request.path,
+            status=response.status,
+            code=response.get(RESPONSE_CODE),
+            duration_ms=round((time.perf_counter() - started) * 1000, 3),
+        )
+        return response
+    finally:
+        structlog.contextvars.unbind_contextvars("request_id")
+
+
+def _http_error(exc: web.HTTPException, request: web.Request) -> CmdbError:
+    if exc.status == 413:
+        return BodyTooLarge("body", request.app[SETTINGS].http.max_body_bytes)
+    return InputInvalid(http_status=exc.status)
+
+
+@web.middleware
+async def error_envelope(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Render every error, expected or not, into the envelope of the request's spelling."""
+    try:
+        return await handler(request)
+    except CmdbError as error:
+        headers = None
+        if isinstance(error, AppAuthFailed) and is_esb(request):
+            # BlueKing's client libraries recognise an authentication failure by these headers.
+            headers = {"X-Bkapi-Error-Code": "1640001", "X-Bkapi-Error-Message": "app authentication failed"}
+        return failure(request, error, headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return failure(request, _http_error(exc, request))
+    except Exception:
+        log.exception("unhandled_error", method=request.method, path=request.path)
+        return failure(request, InternalError("server"))
