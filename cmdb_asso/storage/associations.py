@@ -198,20 +198,25 @@ class AssociationStore:
                 await asyncio.sleep(0.005 * attempt)
 
     async def _write_with_undo(self, tables: list[str], doc: dict[str, Any], audit: dict[str, Any]) -> None:
+        # The audit record goes first, so that no link ever exists without its record; a crash between the
+        # writes leaves a record without a link, or a link in one table only, both of which `check-links` finds.
+        await self._insert_audit(audit, None)
         written: list[str] = []
         try:
             for table in tables:
                 await self._insert_link(table, doc, None)
                 written.append(table)
-            await self._insert_audit(audit, None)
         except BaseException:
-            # Undo what was written; if even that fails, `check-links` finds the half link later.
-            for table in written:
-                try:
-                    await asyncio.shield(self.mongo.db[table].delete_one({"id": doc["id"]}))
-                except (PyMongoError, asyncio.CancelledError):
-                    log.error("undo_failed", table=table, id=int(doc["id"]))
+            await self._undo(written, doc["id"], audit["id"])
             raise
+
+    async def _undo(self, tables: list[str], link_id: int, audit_id: int) -> None:
+        undo = [(table, link_id) for table in tables] + [(AUDIT_LOG, audit_id)]
+        for table, doc_id in undo:
+            try:
+                await asyncio.shield(self.mongo.db[table].delete_one({"id": doc_id}))
+            except (PyMongoError, asyncio.CancelledError):
+                log.error("undo_failed", table=table, id=int(doc_id))
 
     async def find_models(self, obj_ids: list[str]) -> dict[str, tuple[int | None, str]]:
         """Row id and display name of each model in `cc_ObjDes`, by `bk_obj_id`."""

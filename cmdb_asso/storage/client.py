@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import inspect
 import socket
+import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,7 +130,10 @@ async def _supports_transactions(client: Any, mode: str, embedded: bool) -> bool
     if mode != "auto":
         return mode == "always"
     if embedded:
-        return True
+        # nx-27017 runs every session's transaction on one shared SQLite connection: concurrent transactions
+        # nest as savepoints, and one abort rolls back the others' writes too (seen in the race tests). The
+        # undo path is correct under concurrency there; `always` still uses its transactions one at a time.
+        return False
     try:
         hello = await client.admin.command("hello")
     except PyMongoError:
@@ -167,7 +172,7 @@ class EmbeddedMongo:
         self.data_dir = Path(data_dir).resolve()
         self.start_timeout = start_timeout
         self.port = 0
-        self._process: asyncio.subprocess.Process | None = None
+        self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def uri(self) -> str:
@@ -176,59 +181,66 @@ class EmbeddedMongo:
 
     async def start(self) -> str:
         """Start the server and wait until it answers; return its URI."""
+        return await asyncio.to_thread(self.start_blocking)
+
+    async def stop(self) -> None:
+        """Stop the server."""
+        await asyncio.to_thread(self.stop_blocking)
+
+    def start_blocking(self, port: int | None = None) -> str:
+        """Start the server (on `port`, or a free one) and wait until it accepts connections."""
         store = self.data_dir / "mongo"
         store.mkdir(parents=True, exist_ok=True)
         for _attempt in range(3):
-            self.port = _free_port()
-            self._process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-c",
-                "from nx_27017.nx_27017 import main; main()",
-                "--data-dir",
-                str(store),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--log-file",
-                str(self.data_dir / "nx-27017.log"),
-                "--pid-file",
-                str(self.data_dir / f"nx-27017-{self.port}.pid"),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL,
+            self.port = port or _free_port()
+            self._process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    "from nx_27017.nx_27017 import main; main()",
+                    "--data-dir",
+                    str(store),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--log-file",
+                    str(self.data_dir / "nx-27017.log"),
+                    "--pid-file",
+                    str(self.data_dir / f"nx-27017-{self.port}.pid"),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
-            if await self._wait_until_listening():
+            if self._wait_until_listening():
                 log.info("embedded_mongodb_started", port=self.port, data_dir=str(store))
                 return self.uri
-            await self.stop()
+            self.stop_blocking()
         raise RuntimeError(f"the embedded MongoDB server did not start; see {self.data_dir / 'nx-27017.log'}")
 
-    async def _wait_until_listening(self) -> bool:
-        deadline = asyncio.get_running_loop().time() + self.start_timeout
-        while asyncio.get_running_loop().time() < deadline:
-            if self._process is None or self._process.returncode is not None:
+    def _wait_until_listening(self) -> bool:
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if self._process is None or self._process.poll() is not None:
                 return False
             try:
-                _reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return True
             except OSError:
-                await asyncio.sleep(0.05)
-                continue
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-            return True
+                time.sleep(0.05)
         return False
 
-    async def stop(self) -> None:
-        """Stop the server (SIGTERM, then SIGKILL after five seconds)."""
+    def stop_blocking(self) -> None:
+        """Stop the server: SIGTERM, then SIGKILL after five seconds."""
         process, self._process = self._process, None
-        if process is None or process.returncode is not None:
+        if process is None:
             return
-        process.terminate()
-        try:
-            await asyncio.wait_for(process.wait(), timeout=5)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
         (self.data_dir / f"nx-27017-{self.port}.pid").unlink(missing_ok=True)

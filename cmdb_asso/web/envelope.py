@@ -62,6 +62,9 @@ def success(request: web.Request, data: Any) -> web.Response:
 
 def failure(request: web.Request, error: CmdbError, headers: dict[str, str] | None = None) -> web.Response:
     """A failed answer for `error`, in the request's language, with the error's HTTP status."""
+    if error.http_status == 503:
+        # The one status a client may retry; tell it when.
+        headers = {"Retry-After": "1", **(headers or {})}
     return _render(
         request,
         code=error.code,

@@ -1,0 +1,52 @@
+"""Fixtures for unit and web tests: settings, a seeded in-process mongomock store, and the app over it."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from mongomock_motor import AsyncMongoMockClient
+
+from cmdb_asso.app import create_app
+from cmdb_asso.config import MongoSettings, Settings
+from cmdb_asso.service.permission import Authorizer
+from cmdb_asso.storage.client import Mongo
+from cmdb_asso.storage.schema import seed_demo
+from tests.helpers import add_definition
+
+AiohttpClient = Callable[..., Awaitable[TestClient[Any, Any]]]
+MakeClient = Callable[..., Awaitable[TestClient[Any, Any]]]
+
+
+@pytest.fixture
+def settings() -> Settings:
+    """Settings for tests: no definition cache, so a test sees the definitions it writes at once."""
+    return Settings(mongodb=MongoSettings(uri="unused", definition_cache_seconds=0, id_block_size=10))
+
+
+@pytest.fixture
+async def mock_mongo() -> Mongo:
+    """A fresh mongomock database with the demo data and a self-association definition."""
+    client: Any = AsyncMongoMockClient()
+    mongo = Mongo(client=client, db=client["cmdb"], transactions=False)
+    await seed_demo(mongo)
+    await add_definition(mongo, "host_connect_host", "host", "connect", "host", "n:n")
+    return mongo
+
+
+@pytest.fixture
+async def make_client(aiohttp_client: AiohttpClient, settings: Settings, mock_mongo: Mongo) -> MakeClient:
+    """Build a test client over the app on the mock store, optionally with another authorizer or settings."""
+
+    async def make(authorizer: Authorizer | None = None, app_settings: Settings | None = None) -> TestClient[Any, Any]:
+        return await aiohttp_client(create_app(app_settings or settings, mongo=mock_mongo, authorizer=authorizer))
+
+    return make
+
+
+@pytest.fixture
+async def client(make_client: MakeClient) -> TestClient[Any, Any]:
+    """A test client over the app with the default (allow-all) authorizer."""
+    return await make_client()

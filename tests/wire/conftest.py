@@ -1,0 +1,82 @@
+"""Wire fixtures: the embedded nx-27017 server over TCP, a fresh database per test, both drivers."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from bson.int64 import Int64
+
+from cmdb_asso.app import create_app
+from cmdb_asso.config import MongoSettings, Settings
+from cmdb_asso.storage.client import EmbeddedMongo, Mongo, connect
+from cmdb_asso.storage.schema import seed_demo
+from cmdb_asso.storage.tables import instance_table
+from tests.conftest import AiohttpClient
+
+pytestmark = pytest.mark.wire
+
+
+@pytest.fixture(scope="session")
+def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedMongo]:
+    """One embedded server for the whole run."""
+    server = EmbeddedMongo(tmp_path_factory.mktemp("nx-27017"))
+    server.start_blocking()
+    yield server
+    server.stop_blocking()
+
+
+@pytest.fixture(params=["pymongo", "motor"])
+def driver(request: pytest.FixtureRequest) -> str:
+    """Each wire test runs with both drivers."""
+    name: str = request.param
+    return name
+
+
+@pytest.fixture
+def wire_settings(settings: Settings, driver: str) -> Settings:
+    """Settings naming a fresh database for this test and the driver under test."""
+    mongodb = MongoSettings(
+        uri="unused",
+        database=f"t{uuid.uuid4().hex[:16]}",
+        driver=driver,
+        definition_cache_seconds=0,
+        id_block_size=10,
+    )
+    return Settings(mongodb=mongodb, http=settings.http)
+
+
+async def open_wire_mongo(embedded: EmbeddedMongo, settings: Settings) -> Mongo:
+    """A driver connection to the embedded server, with the settings' database and driver."""
+    return await connect(settings.mongodb, embedded.uri, embedded=True)
+
+
+@pytest.fixture
+async def wire_mongo(embedded: EmbeddedMongo, wire_settings: Settings) -> AsyncIterator[Mongo]:
+    """A seeded fresh database on the embedded server, dropped afterwards."""
+    mongo = await open_wire_mongo(embedded, wire_settings)
+    await seed_demo(mongo)
+    yield mongo
+    await mongo.client.drop_database(wire_settings.mongodb.database)
+    await mongo.close()
+
+
+@pytest.fixture
+async def wire_client(
+    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: Mongo
+) -> TestClient[Any, Any]:
+    """The app over the embedded server."""
+    return await aiohttp_client(create_app(wire_settings, mongo=wire_mongo))
+
+
+async def add_instances(mongo: Mongo, obj_id: str, ids: range) -> None:
+    """Store more instances of `obj_id`."""
+    table = instance_table(obj_id, "0")
+    docs = [
+        {**dict(table.base_filter), table.id_field: Int64(inst_id), table.name_field: f"{obj_id}-{inst_id}"}
+        for inst_id in ids
+    ]
+    await mongo.db[table.collection].insert_many(docs)

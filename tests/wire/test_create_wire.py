@@ -1,0 +1,193 @@
+"""Create-one with the real drivers over TCP against the embedded server: races, ids, atomicity, indexes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from pymongo.errors import DuplicateKeyError
+
+from cmdb_asso.app import create_app
+from cmdb_asso.config import Settings
+from cmdb_asso.keys import SERVICE
+from cmdb_asso.storage.client import EmbeddedMongo, Mongo
+from cmdb_asso.storage.indexes import inst_asst_indexes
+from tests.conftest import AiohttpClient
+from tests.helpers import audit_records, create, link_body, links_in
+from tests.wire.conftest import add_instances, open_wire_mongo
+
+pytestmark = pytest.mark.wire
+Client = TestClient[Any, Any]
+RACERS = 40
+
+
+async def race(client: Client, bodies: list[dict[str, Any]]) -> Counter[int]:
+    """Send every body at once; count the answers' codes."""
+    answers = await asyncio.gather(*(create(client, body) for body in bodies))
+    assert all(answer.status == 200 for answer in answers)
+    return Counter(answer.code for answer in answers)
+
+
+async def test_the_seed_request_stores_bk_cmdb_documents(wire_client: Client, wire_mongo: Mongo) -> None:
+    answer = await create(wire_client, link_body("bk_switch_belong_bk_host", 11, 21), spelling="esb")
+
+    assert answer.code == 0
+    for obj_id in ("bk_switch", "host"):
+        (stored,) = await links_in(wire_mongo, obj_id)
+        assert stored["id"] == answer.data["id"]
+        # The service sends Int64 (checked on mongomock); the embedded server answers small int64s as int32.
+        assert (stored["bk_inst_id"], stored["bk_asst_inst_id"], stored["bk_biz_id"]) == (11, 21, 0)
+        assert (stored["bk_obj_id"], stored["bk_asst_obj_id"], stored["bk_asst_id"]) == ("bk_switch", "host", "belong")
+    (audit,) = await audit_records(wire_mongo)
+    assert audit["resource_name"] == "switch-11"
+
+
+async def test_concurrent_one_to_one_creates_for_one_source_let_exactly_one_win(
+    wire_client: Client, wire_mongo: Mongo
+) -> None:
+    await add_instances(wire_mongo, "host", range(100, 100 + RACERS))
+
+    codes = await race(wire_client, [link_body("app_run_host", 41, host) for host in range(100, 100 + RACERS)])
+
+    assert codes == Counter({0: 1, 1101052: RACERS - 1})
+    assert len(await links_in(wire_mongo, "app")) == 1
+    assert len(await links_in(wire_mongo, "host")) == 1
+    assert len(await audit_records(wire_mongo)) == 1
+
+
+async def test_concurrent_one_to_one_creates_for_one_target_let_exactly_one_win(
+    wire_client: Client, wire_mongo: Mongo
+) -> None:
+    await add_instances(wire_mongo, "app", range(100, 100 + RACERS))
+
+    codes = await race(wire_client, [link_body("app_run_host", app, 21) for app in range(100, 100 + RACERS)])
+
+    assert codes == Counter({0: 1, 1101052: RACERS - 1})
+    assert len(await links_in(wire_mongo, "host")) == 1
+
+
+async def test_concurrent_one_to_many_creates_for_one_target_let_exactly_one_source_win(
+    wire_client: Client, wire_mongo: Mongo
+) -> None:
+    await add_instances(wire_mongo, "bk_router", range(100, 100 + RACERS))
+
+    codes = await race(
+        wire_client, [link_body("bk_router_connect_bk_switch", router, 11) for router in range(100, 100 + RACERS)]
+    )
+
+    assert codes == Counter({0: 1, 1101061: RACERS - 1})
+    assert len(await links_in(wire_mongo, "bk_router")) == 1
+    assert len(await links_in(wire_mongo, "bk_switch")) == 1
+
+
+async def test_concurrent_exact_duplicates_let_exactly_one_win(wire_client: Client, wire_mongo: Mongo) -> None:
+    codes = await race(wire_client, [link_body("bk_switch_belong_bk_host", 11, 21)] * RACERS)
+
+    assert codes == Counter({0: 1, 1199014: RACERS - 1})
+    assert len(await links_in(wire_mongo, "bk_switch")) == 1
+    assert len(await links_in(wire_mongo, "host")) == 1
+    assert len(await audit_records(wire_mongo)) == 1
+
+
+async def test_two_service_processes_racing_keep_the_rules(
+    aiohttp_client: AiohttpClient, embedded: EmbeddedMongo, wire_settings: Settings, wire_mongo: Mongo
+) -> None:
+    other = await open_wire_mongo(embedded, wire_settings)
+    try:
+        second = await aiohttp_client(create_app(wire_settings, mongo=other))
+        first = await aiohttp_client(create_app(wire_settings, mongo=wire_mongo))
+        await add_instances(wire_mongo, "host", range(100, 100 + RACERS))
+        bodies = [link_body("app_run_host", 41, host) for host in range(100, 100 + RACERS)]
+
+        answers = await asyncio.gather(
+            *(create(first if index % 2 else second, body) for index, body in enumerate(bodies))
+        )
+
+        assert Counter(answer.code for answer in answers) == Counter({0: 1, 1101052: RACERS - 1})
+        assert len(await links_in(wire_mongo, "app")) == 1
+    finally:
+        await other.close()
+
+
+async def test_ids_stay_unique_under_200_concurrent_creates(wire_client: Client, wire_mongo: Mongo) -> None:
+    await add_instances(wire_mongo, "bk_switch", range(100, 120))
+    await add_instances(wire_mongo, "host", range(100, 110))
+    bodies = [link_body("bk_switch_belong_bk_host", s, h) for s in range(100, 120) for h in range(100, 110)]
+
+    answers = await asyncio.gather(*(create(wire_client, body) for body in bodies))
+
+    assert [answer.code for answer in answers] == [0] * 200
+    ids = [answer.data["id"] for answer in answers]
+    assert len(set(ids)) == 200
+    stored = await links_in(wire_mongo, "bk_switch")
+    assert sorted(doc["id"] for doc in stored) == sorted(ids)
+    assert len({doc["id"] for doc in await audit_records(wire_mongo)}) == 200
+
+
+@pytest.mark.parametrize("transactions", ["always", "never"])
+async def test_a_failure_between_the_two_table_writes_leaves_nothing_behind(
+    aiohttp_client: AiohttpClient,
+    embedded: EmbeddedMongo,
+    wire_settings: Settings,
+    wire_mongo: Mongo,
+    monkeypatch: pytest.MonkeyPatch,
+    transactions: str,
+) -> None:
+    settings = replace(wire_settings, mongodb=replace(wire_settings.mongodb, transactions=transactions))
+    mongo = await open_wire_mongo(embedded, settings)
+    assert mongo.transactions is (transactions == "always")
+    client = await aiohttp_client(create_app(settings, mongo=mongo))
+    assert client.app is not None
+    store = client.app[SERVICE].store
+    original = store._insert_link
+    calls: list[str] = []
+
+    async def fail_on_second(table: str, doc: dict[str, Any], session: Any) -> None:
+        calls.append(table)
+        if len(calls) == 2:
+            raise RuntimeError("injected between the two table writes")
+        await original(table, doc, session)
+
+    monkeypatch.setattr(store, "_insert_link", fail_on_second)
+    answer = await create(client, link_body("bk_switch_belong_bk_host", 11, 21))
+
+    assert (answer.status, answer.code) == (500, 1199999)
+    assert len(calls) == 2
+    assert await links_in(wire_mongo, "bk_switch") == []
+    assert await links_in(wire_mongo, "host") == []
+    assert await audit_records(wire_mongo) == []
+    monkeypatch.undo()
+    assert (await create(client, link_body("bk_switch_belong_bk_host", 11, 21))).code == 0
+    assert len(await links_in(wire_mongo, "host")) == len(await audit_records(wire_mongo)) == 1
+    await mongo.close()
+
+
+async def test_the_created_indexes_have_the_contract_keys_and_uniqueness(wire_mongo: Mongo) -> None:
+    info = await wire_mongo.db["cc_InstAsst_0_pub_host"].index_information()
+    # The embedded server renames indexes (EMBEDDED.md); the names are checked on mongomock.
+    stored = {tuple(spec["key"]): bool(spec.get("unique")) for spec in info.values()}
+
+    for model in inst_asst_indexes():
+        keys = tuple(model.document["key"].items())
+        if keys == (("id", 1),):
+            continue  # the embedded server silently drops a unique index on `id` (EMBEDDED.md)
+        assert stored[keys] == bool(model.document.get("unique"))
+
+
+async def test_the_guard_index_refuses_a_second_constrained_link_at_the_store(wire_mongo: Mongo) -> None:
+    table = wire_mongo.db["cc_InstAsst_0_pub_app"]
+    await table.insert_one(
+        {"id": 1, "bk_inst_id": 1, "bk_asst_inst_id": 1, "bk_obj_asst_id": "d", "cmdb_asso_src_guard": "d:1"}
+    )
+    # Links without a guard field (bk-cmdb's own, or n:n) are not limited by it.
+    await table.insert_one({"id": 2, "bk_inst_id": 2, "bk_asst_inst_id": 2, "bk_obj_asst_id": "d"})
+    await table.insert_one({"id": 3, "bk_inst_id": 3, "bk_asst_inst_id": 3, "bk_obj_asst_id": "d"})
+
+    with pytest.raises(DuplicateKeyError):
+        await table.insert_one(
+            {"id": 4, "bk_inst_id": 1, "bk_asst_inst_id": 9, "bk_obj_asst_id": "d", "cmdb_asso_src_guard": "d:1"}
+        )
