@@ -9,9 +9,10 @@ from aiohttp import web
 
 from cmdb_asso.config import Settings
 from cmdb_asso.errors import CmdbError
-from cmdb_asso.keys import APP_AUTHENTICATOR, MONGO, SERVICE, SETTINGS
+from cmdb_asso.keys import APP_AUTHENTICATOR, MONGO, QUERIES, SERVICE, SETTINGS
 from cmdb_asso.service.associations import AssociationService
 from cmdb_asso.service.permission import AllowAll, Authorizer
+from cmdb_asso.service.queries import QueryService
 from cmdb_asso.storage.associations import AssociationStore
 from cmdb_asso.storage.client import EMBEDDED, EmbeddedMongo, Mongo, connect
 from cmdb_asso.storage.schema import ensure_indexes
@@ -54,7 +55,9 @@ def create_app(
                 definition_cache_seconds=settings.mongodb.definition_cache_seconds,
             )
             app[MONGO] = connection
-            app[SERVICE] = AssociationService(store, authorizer or AllowAll())
+            chosen = authorizer or AllowAll()
+            app[SERVICE] = AssociationService(store, chosen)
+            app[QUERIES] = QueryService(store, chosen)
             try:
                 await ensure_indexes(connection, settings.supplier_account)
             except CmdbError as exc:

@@ -44,6 +44,13 @@ class HttpSettings:
 
 
 @dataclass(frozen=True)
+class LimitSettings:
+    """Request size limits."""
+
+    create_many_max: int = 200
+
+
+@dataclass(frozen=True)
 class LogSettings:
     """Log format and level."""
 
@@ -57,6 +64,7 @@ class Settings:
 
     mongodb: MongoSettings = field(default_factory=MongoSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
     log: LogSettings = field(default_factory=LogSettings)
     language: str = "en"
     supplier_account: str = "0"
@@ -87,6 +95,13 @@ class _HttpSchema(Schema):
     shutdown_timeout = fields.Float(validate=validate.Range(min=0))
 
 
+class _LimitSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    create_many_max = fields.Integer(strict=False, validate=validate.Range(min=1, max=10000))
+
+
 class _LogSchema(Schema):
     class Meta:
         unknown = EXCLUDE
@@ -101,13 +116,19 @@ class _SettingsSchema(Schema):
 
     mongodb = fields.Nested(_MongoSchema)
     http = fields.Nested(_HttpSchema)
+    limits = fields.Nested(_LimitSchema)
     log = fields.Nested(_LogSchema)
     language = fields.String(validate=validate.OneOf(["en", "zh"]))
     supplier_account = fields.String(validate=validate.Length(min=1, max=64))
     data_dir = fields.String(validate=validate.Length(min=1))
 
 
-_SECTIONS: dict[str, Any] = {"mongodb": MongoSettings, "http": HttpSettings, "log": LogSettings}
+_SECTIONS: dict[str, Any] = {
+    "mongodb": MongoSettings,
+    "http": HttpSettings,
+    "limits": LimitSettings,
+    "log": LogSettings,
+}
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:

@@ -7,12 +7,14 @@ from aiohttp import web
 from cmdb_asso.config import Settings
 from cmdb_asso.errors import Language
 from cmdb_asso.service.associations import AssociationService
+from cmdb_asso.service.queries import QueryService
 from cmdb_asso.storage.client import Mongo
 from cmdb_asso.web.identity import AppAuthenticator
 
 SETTINGS = web.AppKey("settings", Settings)
 MONGO = web.AppKey("mongo", Mongo)
 SERVICE = web.AppKey("service", AssociationService)
+QUERIES = web.AppKey("queries", QueryService)
 APP_AUTHENTICATOR = web.AppKey("app_authenticator", AppAuthenticator)
 
 REQUEST_ID = web.RequestKey("request_id", str)
@@ -25,6 +27,7 @@ __all__ = [
     "APP_AUTHENTICATOR",
     "LANGUAGE",
     "MONGO",
+    "QUERIES",
     "REQUEST_ID",
     "RESPONSE_CODE",
     "SERVICE",

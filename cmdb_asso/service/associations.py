@@ -1,15 +1,19 @@
-"""The rules of instance associations (CONTRACT section 5), over the association store."""
+"""The rules of instance associations (CONTRACT sections 5 and 8): create one, create many, delete."""
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import structlog
 
 from cmdb_asso.domain import AuditRecord, Definition, LinkEnds, NewLink
 from cmdb_asso.errors import (
+    AssociationExists,
+    BodyInvalid,
+    CmdbError,
     DefinitionNotFound,
     DefinitionNotUnique,
     DuplicateItem,
@@ -21,13 +25,13 @@ from cmdb_asso.errors import (
 )
 from cmdb_asso.service.context import Caller
 from cmdb_asso.service.permission import Authorizer, DeniedInstance, edit_permission_payload
-from cmdb_asso.storage.associations import AssociationStore, LinkConflict
+from cmdb_asso.storage.associations import AssociationStore, LinkConflict, utc_now
 
 log = structlog.get_logger(__name__)
 
 DEFAULT_SUPPLIER = "0"
-# A create that loses a race re-reads the rules; one that keeps losing without seeing a winner gives up.
-_CREATE_ATTEMPTS = 3
+# A write that loses a race re-reads the rules; one that keeps losing falls back to one link at a time.
+_WRITE_ATTEMPTS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,30 +43,94 @@ class CreateRequest:
     asst_inst_id: int
 
 
+@dataclass(frozen=True, slots=True)
+class BatchRequest:
+    """A validated create-many body; `details` maps each index to its pair, or to the error of its detail."""
+
+    obj_id: str
+    asst_obj_id: str
+    obj_asst_id: str
+    details: dict[int, tuple[int, int] | CmdbError]
+    atomic: bool = False
+
+
+@dataclass
+class BatchOutcome:
+    """Per index: the id of the created link, or the error that refused it."""
+
+    created: dict[int, int] = field(default_factory=dict)
+    failed: dict[int, CmdbError] = field(default_factory=dict)
+
+
+class _Limits:
+    """What a definition's mapping forbids, given the links that exist and those accepted earlier in a batch."""
+
+    def __init__(self, definition: Definition, existing: Iterable[LinkEnds]) -> None:
+        self.mapping = definition.mapping
+        self.sources: set[int] = set()
+        self.targets: set[int] = set()
+        self.pairs: set[tuple[int, int]] = set()
+        for ends in existing:
+            self.accept(ends.inst_id, ends.asst_inst_id)
+
+    def accept(self, inst_id: int, asst_inst_id: int) -> None:
+        """Count a link as present."""
+        self.sources.add(inst_id)
+        self.targets.add(asst_inst_id)
+        self.pairs.add((inst_id, asst_inst_id))
+
+    def check(self, inst_id: int, asst_inst_id: int, duplicate: Literal["item", "batch"] = "item") -> None:
+        """Steps 4 and 5: the mapping limits of the definition, then the exact duplicate."""
+        if self.mapping == "1:1" and (inst_id in self.sources or asst_inst_id in self.targets):
+            raise OneToOneViolated()
+        if self.mapping == "1:n" and asst_inst_id in self.targets:
+            raise OneToManyViolated()
+        if (inst_id, asst_inst_id) in self.pairs:
+            if duplicate == "batch":
+                raise AssociationExists(inst_id, asst_inst_id)
+            raise DuplicateItem("association")
+
+
 def check_mapping_and_duplicate(link: NewLink, existing: list[LinkEnds]) -> None:
-    """Steps 4 and 5: the mapping limits of the definition, then the exact duplicate."""
-    mapping = link.definition.mapping
-    if mapping == "1:1" and any(
-        ends.inst_id == link.inst_id or ends.asst_inst_id == link.asst_inst_id for ends in existing
-    ):
-        raise OneToOneViolated()
-    if mapping == "1:n" and any(ends.asst_inst_id == link.asst_inst_id for ends in existing):
-        raise OneToManyViolated()
-    if any(ends.inst_id == link.inst_id and ends.asst_inst_id == link.asst_inst_id for ends in existing):
-        raise DuplicateItem("association")
+    """Steps 4 and 5 for one new link against the links that exist."""
+    _Limits(link.definition, existing).check(link.inst_id, link.asst_inst_id)
 
 
-def utc_now() -> datetime:
-    """The current time as a naive UTC datetime, as bk-cmdb stores times."""
-    return datetime.now(UTC).replace(tzinfo=None)
+def _audit(
+    caller: Caller,
+    action: Literal["create", "delete"],
+    definition: Definition,
+    *,
+    src: int,
+    src_name: str,
+    dst: int,
+    dst_name: str,
+) -> AuditRecord:
+    return AuditRecord(
+        action=action,
+        supplier_account=caller.supplier_account,
+        user=caller.user,
+        app_code=caller.app_code,
+        request_id=caller.request_id,
+        operation_time=utc_now(),
+        src_inst_id=src,
+        src_inst_name=src_name,
+        dest_inst_id=dst,
+        dest_inst_name=dst_name,
+        obj_asst_id=definition.obj_asst_id,
+        asst_id=definition.asst_id,
+        src_obj_id=definition.obj_id,
+        dest_obj_id=definition.asst_obj_id,
+    )
 
 
 class AssociationService:
-    """Creates and checks instance associations; owns every rule, raises typed errors."""
+    """Creates and deletes instance associations; owns every rule, raises typed errors."""
 
-    def __init__(self, store: AssociationStore, authorizer: Authorizer) -> None:
+    def __init__(self, store: AssociationStore, authorizer: Authorizer, *, batch_limit: int = 200) -> None:
         self.store = store
         self.authorizer = authorizer
+        self.batch_limit = batch_limit
 
     async def definition(self, obj_asst_id: str, supplier_account: str) -> Definition:
         """Step 2: the one definition with this id under supplier "0" or the caller's."""
@@ -74,69 +142,195 @@ class AssociationService:
             raise DefinitionNotUnique()
         return definitions[0]
 
-    async def authorize_edit(self, caller: Caller, link: NewLink) -> None:
-        """Step 3: edit permission on both the source and the target instance."""
-        definition = link.definition
-        ends = [(definition.obj_id, link.inst_id), (definition.asst_obj_id, link.asst_inst_id)]
-        allowed = await asyncio.gather(*(self.authorizer.can_edit(caller, obj_id) for obj_id, _ in ends))
-        denied_ends = [end for end, ok in zip(ends, allowed, strict=True) if not ok]
-        if not denied_ends:
+    async def authorize_edit(self, caller: Caller, ends: list[tuple[str, int]]) -> None:
+        """Step 3: edit permission on every (model, instance) end; a denial names the denied instances."""
+        obj_ids = sorted({obj_id for obj_id, _ in ends})
+        allowed = await asyncio.gather(*(self.authorizer.can_edit(caller, obj_id) for obj_id in obj_ids))
+        denied_models = {obj_id for obj_id, ok in zip(obj_ids, allowed, strict=True) if not ok}
+        if not denied_models:
             return
-        models = await self.store.find_models(sorted({obj_id for obj_id, _ in denied_ends}))
+        denied_ends = list(dict.fromkeys(end for end in ends if end[0] in denied_models))
+        models = await self.store.find_models(sorted(denied_models))
+        names: dict[str, dict[int, str]] = {}
+        for obj_id in sorted(denied_models):
+            ids = sorted({inst_id for model, inst_id in denied_ends if model == obj_id})
+            names[obj_id] = await self.store.find_instance_names(obj_id, caller.supplier_account, ids)
         denied = []
         for obj_id, inst_id in denied_ends:
-            names = await self.store.find_instance_names(obj_id, caller.supplier_account, [inst_id])
             row_id, model_name = models.get(obj_id, (None, obj_id))
-            denied.append(DeniedInstance(obj_id, row_id, model_name or obj_id, inst_id, names.get(inst_id, "")))
+            denied.append(DeniedInstance(obj_id, row_id, model_name or obj_id, inst_id, names[obj_id].get(inst_id, "")))
         raise PermissionDenied(permission=edit_permission_payload(denied))
 
-    async def instance_names(self, link: NewLink) -> tuple[str | None, str | None]:
-        """The names of the source and target instances, None where one does not exist."""
-        definition = link.definition
-        supplier = link.supplier_account
+    async def _names(
+        self, definition: Definition, supplier: str, pairs: list[tuple[int, int]]
+    ) -> tuple[dict[int, str], dict[int, str]]:
+        """The names of the existing source and target instances of `pairs`, by id."""
+        sources = sorted({src for src, _ in pairs})
+        targets = sorted({dst for _, dst in pairs})
         if definition.obj_id == definition.asst_obj_id:
-            names = await self.store.find_instance_names(definition.obj_id, supplier, [link.inst_id, link.asst_inst_id])
-            return names.get(link.inst_id), names.get(link.asst_inst_id)
-        sources, targets = await asyncio.gather(
-            self.store.find_instance_names(definition.obj_id, supplier, [link.inst_id]),
-            self.store.find_instance_names(definition.asst_obj_id, supplier, [link.asst_inst_id]),
+            names = await self.store.find_instance_names(definition.obj_id, supplier, sorted({*sources, *targets}))
+            return names, names
+        return await asyncio.gather(
+            self.store.find_instance_names(definition.obj_id, supplier, sources),
+            self.store.find_instance_names(definition.asst_obj_id, supplier, targets),
         )
-        return sources.get(link.inst_id), targets.get(link.asst_inst_id)
+
+    async def _judge(
+        self,
+        caller: Caller,
+        definition: Definition,
+        pairs: dict[int, tuple[int, int]],
+        duplicate: Literal["item", "batch"],
+    ) -> tuple[dict[int, AuditRecord], dict[int, CmdbError]]:
+        """Steps 4 to 6 for every pair, in index order, each seeing the pairs accepted before it."""
+        values = list(pairs.values())
+        # The reads are independent: they run together, and their answers are judged in the contract's order.
+        existing, (src_names, dst_names) = await asyncio.gather(
+            self.store.find_existing_links(definition, caller.supplier_account, values),
+            self._names(definition, caller.supplier_account, values),
+        )
+        limits = _Limits(definition, existing)
+        accepted: dict[int, AuditRecord] = {}
+        failed: dict[int, CmdbError] = {}
+        for index in sorted(pairs):
+            src, dst = pairs[index]
+            try:
+                limits.check(src, dst, duplicate)
+                if src not in src_names:
+                    raise SourceInstanceMissing()
+                if dst not in dst_names:
+                    raise TargetInstanceMissing()
+            except CmdbError as error:
+                failed[index] = error
+                continue
+            limits.accept(src, dst)
+            accepted[index] = _audit(
+                caller, "create", definition, src=src, src_name=src_names[src], dst=dst, dst_name=dst_names[dst]
+            )
+        return accepted, failed
 
     async def create_one(self, caller: Caller, request: CreateRequest) -> int:
         """Create one association after every check of section 5, in order; return its id."""
         definition = await self.definition(request.obj_asst_id, caller.supplier_account)
-        link = NewLink(definition, request.inst_id, request.asst_inst_id, caller.supplier_account)
-        await self.authorize_edit(caller, link)
-        for _attempt in range(_CREATE_ATTEMPTS):
-            # The reads are independent; they run together and their answers are judged in the contract's order.
-            existing, (src_name, dst_name) = await asyncio.gather(
-                self.store.find_conflicting_links(link), self.instance_names(link)
-            )
-            check_mapping_and_duplicate(link, existing)
-            if src_name is None:
-                raise SourceInstanceMissing()
-            if dst_name is None:
-                raise TargetInstanceMissing()
-            audit = AuditRecord(
-                action="create",
-                supplier_account=caller.supplier_account,
-                user=caller.user,
-                app_code=caller.app_code,
-                request_id=caller.request_id,
-                operation_time=utc_now(),
-                src_inst_id=link.inst_id,
-                src_inst_name=src_name,
-                dest_inst_id=link.asst_inst_id,
-                dest_inst_name=dst_name,
-                obj_asst_id=definition.obj_asst_id,
-                asst_id=definition.asst_id,
-                src_obj_id=definition.obj_id,
-                dest_obj_id=definition.asst_obj_id,
-            )
+        pair = (request.inst_id, request.asst_inst_id)
+        await self.authorize_edit(caller, [(definition.obj_id, pair[0]), (definition.asst_obj_id, pair[1])])
+        for _attempt in range(_WRITE_ATTEMPTS):
+            accepted, failed = await self._judge(caller, definition, {0: pair}, "item")
+            if failed:
+                raise failed[0]
+            link = NewLink(definition, *pair, caller.supplier_account)
             try:
-                return await self.store.create_link(link, audit)
+                (new_id,) = await self.store.create_links([link], [accepted[0]])
             except LinkConflict:
-                # A concurrent create won the unique index; the next pass sees it and answers its code.
-                log.info("create_raced", bk_obj_asst_id=definition.obj_asst_id, bk_inst_id=link.inst_id)
+                # A concurrent create won a unique index; the next pass sees it and answers its code.
+                log.info("create_raced", bk_obj_asst_id=definition.obj_asst_id, bk_inst_id=pair[0])
+                continue
+            return new_id
         raise DuplicateItem("association")
+
+    async def create_many(self, caller: Caller, request: BatchRequest) -> BatchOutcome:
+        """Create a batch of associations of one definition; per index, an id or an error."""
+        definition = await self.definition(request.obj_asst_id, caller.supplier_account)
+        if definition.obj_id != request.obj_id:
+            raise BodyInvalid("bk_obj_id")
+        if definition.asst_obj_id != request.asst_obj_id:
+            raise BodyInvalid("bk_asst_obj_id")
+        outcome = BatchOutcome()
+        pending: dict[int, tuple[int, int]] = {}
+        for index, detail in request.details.items():
+            if isinstance(detail, CmdbError):
+                outcome.failed[index] = detail
+            else:
+                pending[index] = detail
+        if request.atomic and outcome.failed:
+            raise outcome.failed[min(outcome.failed)]
+        ends = [(definition.obj_id, src) for src, _ in pending.values()]
+        ends += [(definition.asst_obj_id, dst) for _, dst in pending.values()]
+        await self.authorize_edit(caller, ends)
+        for attempt in range(_WRITE_ATTEMPTS):
+            if not pending:
+                break
+            accepted, failed = await self._judge(caller, definition, pending, "batch")
+            if request.atomic and failed:
+                raise failed[min(failed)]
+            outcome.failed.update(failed)
+            if not accepted:
+                break
+            indexes = sorted(accepted)
+            links = [NewLink(definition, *pending[index], caller.supplier_account) for index in indexes]
+            try:
+                if attempt == _WRITE_ATTEMPTS - 1 and not request.atomic:
+                    await self._create_one_by_one(caller, definition, pending, indexes, links, accepted, outcome)
+                else:
+                    ids = await self.store.create_links(links, [accepted[index] for index in indexes])
+                    outcome.created.update(zip(indexes, ids, strict=True))
+                break
+            except LinkConflict:
+                # Raced by another writer: nothing of this pass was kept; judge again against what now exists.
+                log.info("batch_raced", bk_obj_asst_id=definition.obj_asst_id, attempt=attempt)
+                for index in failed:
+                    pending.pop(index, None)
+        else:
+            raise DuplicateItem("association")
+        return outcome
+
+    async def _create_one_by_one(
+        self,
+        caller: Caller,
+        definition: Definition,
+        pending: dict[int, tuple[int, int]],
+        indexes: list[int],
+        links: list[NewLink],
+        accepted: dict[int, AuditRecord],
+        outcome: BatchOutcome,
+    ) -> None:
+        """The last resort under heavy contention: write each link alone, judging again any that loses."""
+        for index, link in zip(indexes, links, strict=True):
+            try:
+                (outcome.created[index],) = await self.store.create_links([link], [accepted[index]])
+            except LinkConflict:
+                _accepted, failed = await self._judge(caller, definition, {index: pending[index]}, "batch")
+                outcome.failed[index] = failed.get(index) or AssociationExists(*pending[index])
+
+    async def delete(self, caller: Caller, obj_id: str, ids: list[int]) -> int:
+        """Delete the links with these ids from `obj_id`'s table and their other side; return how many."""
+        links = await self.store.find_links_by_ids(obj_id, caller.supplier_account, sorted(set(ids)))
+        if not links:
+            return 0
+        ends = [(str(link["bk_obj_id"]), int(link["bk_inst_id"])) for link in links]
+        ends += [(str(link["bk_asst_obj_id"]), int(link["bk_asst_inst_id"])) for link in links]
+        await self.authorize_edit(caller, ends)
+        names = await self._names_of_ends(caller.supplier_account, ends)
+        audits = [self._delete_audit(caller, link, names) for link in links]
+        await self.store.delete_links(links, audits)
+        return len(links)
+
+    async def _names_of_ends(self, supplier: str, ends: list[tuple[str, int]]) -> dict[tuple[str, int], str]:
+        by_model: dict[str, list[int]] = {}
+        for obj_id, inst_id in ends:
+            by_model.setdefault(obj_id, []).append(inst_id)
+        models = sorted(by_model)
+        found = await asyncio.gather(
+            *(self.store.find_instance_names(obj_id, supplier, sorted(set(by_model[obj_id]))) for obj_id in models)
+        )
+        return {
+            (obj_id, inst_id): name
+            for obj_id, names in zip(models, found, strict=True)
+            for inst_id, name in names.items()
+        }
+
+    def _delete_audit(self, caller: Caller, link: dict[str, Any], names: dict[tuple[str, int], str]) -> AuditRecord:
+        src_obj, dst_obj = str(link["bk_obj_id"]), str(link["bk_asst_obj_id"])
+        src, dst = int(link["bk_inst_id"]), int(link["bk_asst_inst_id"])
+        definition = Definition(
+            str(link.get("bk_obj_asst_id", "")), src_obj, dst_obj, str(link.get("bk_asst_id", "")), "n:n", ""
+        )
+        return _audit(
+            caller,
+            "delete",
+            definition,
+            src=src,
+            src_name=names.get((src_obj, src), ""),
+            dst=dst,
+            dst_name=names.get((dst_obj, dst), ""),
+        )

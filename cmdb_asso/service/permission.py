@@ -123,3 +123,28 @@ def edit_permission_payload(denied: list[DeniedInstance]) -> dict[str, Any]:
         else:
             action["related_resource_types"][0]["instances"].append([instance])
     return {"system_id": SYSTEM_ID, "system_name": SYSTEM_NAME, "actions": list(actions.values())}
+
+
+def view_permission_payload(obj_id: str, model_row_id: int | None, model_name: str) -> dict[str, Any]:
+    """The `permission` object of a query denial: the view action on the model."""
+    suffix = model_row_id if model_row_id is not None else obj_id
+    resource_type = f"comobj_{suffix}"
+    return {
+        "system_id": SYSTEM_ID,
+        "system_name": SYSTEM_NAME,
+        "actions": [
+            {
+                "id": f"find_comobj_{suffix}",
+                "name": f"{model_name}实例查看",
+                "related_resource_types": [
+                    {
+                        "system_id": SYSTEM_ID,
+                        "system_name": SYSTEM_NAME,
+                        "type": resource_type,
+                        "type_name": model_name,
+                        "instances": [],
+                    }
+                ],
+            }
+        ],
+    }

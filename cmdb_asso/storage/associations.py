@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 from bson.int64 import Int64
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from cmdb_asso.domain import MAPPINGS, AuditRecord, Definition, LinkEnds, Mapping, NewLink
 from cmdb_asso.storage.client import Mongo, translate_errors
@@ -17,6 +18,7 @@ from cmdb_asso.storage.indexes import DST_GUARD, SRC_GUARD, IndexManager
 from cmdb_asso.storage.tables import (
     AUDIT_LOG,
     AUDIT_SEQUENCE,
+    DEL_ARCHIVE,
     INST_ASST_SEQUENCE,
     OBJ_ASST,
     OBJ_DES,
@@ -39,7 +41,12 @@ def truncate_utf8(text: str, max_bytes: int) -> str:
     return text.encode("utf-8")[:max_bytes].decode("utf-8", "ignore")
 
 
-def link_document(link: NewLink, link_id: int) -> dict[str, Any]:
+def utc_now() -> datetime:
+    """The current time as a naive UTC datetime, as bk-cmdb stores times."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def link_document(link: NewLink, link_id: int, now: datetime) -> dict[str, Any]:
     """The stored form of a link: bk-cmdb's fields and types, plus our guard fields where the mapping needs them."""
     definition = link.definition
     doc: dict[str, Any] = {
@@ -52,6 +59,8 @@ def link_document(link: NewLink, link_id: int) -> dict[str, Any]:
         "bk_obj_asst_id": definition.obj_asst_id,
         "bk_asst_id": definition.asst_id,
         "bk_biz_id": Int64(0),
+        "create_time": now,
+        "last_time": now,
     }
     if definition.mapping == "1:1":
         doc[SRC_GUARD] = f"{definition.obj_asst_id}:{link.inst_id}"
@@ -132,18 +141,26 @@ class AssociationStore:
         """Drop the definition cache (a changed definition is then seen at once)."""
         self._definitions.clear()
 
-    async def find_conflicting_links(self, link: NewLink) -> list[LinkEnds]:
-        """Existing links of the definition that share the new link's source or target where its mapping limits it."""
-        definition = link.definition
-        same_pair = {"bk_inst_id": link.inst_id, "bk_asst_inst_id": link.asst_inst_id}
-        same_source = {"bk_obj_id": definition.obj_id, "bk_inst_id": link.inst_id}
-        same_target = {"bk_asst_obj_id": definition.asst_obj_id, "bk_asst_inst_id": link.asst_inst_id}
-        clauses = {"1:1": [same_source, same_target], "1:n": [same_target, same_pair], "n:n": [same_pair]}
-        query = {"bk_obj_asst_id": definition.obj_asst_id, "$or": clauses[definition.mapping]}
-        table = inst_asst_table(definition.obj_id, link.supplier_account)
+    async def find_existing_links(
+        self, definition: Definition, supplier_account: str, pairs: list[tuple[int, int]]
+    ) -> list[LinkEnds]:
+        """Links of the definition that share a source or target with `pairs` where the mapping limits it,
+        and (n:n) those that may repeat a pair; one query whatever the number of pairs."""
+        sources = sorted({src for src, _ in pairs})
+        targets = sorted({dst for _, dst in pairs})
+        same_source = {"bk_obj_id": definition.obj_id, "bk_inst_id": _one_or_in(sources)}
+        same_target = {"bk_asst_obj_id": definition.asst_obj_id, "bk_asst_inst_id": _one_or_in(targets)}
+        # Under 1:1 and 1:n a repeated pair also repeats its target, so the target clause covers duplicates.
+        clauses = {
+            "1:1": {"$or": [same_source, same_target]},
+            "1:n": same_target,
+            "n:n": {**same_source, "bk_asst_inst_id": _one_or_in(targets)},
+        }
+        query = {"bk_obj_asst_id": definition.obj_asst_id, **clauses[definition.mapping]}
+        table = inst_asst_table(definition.obj_id, supplier_account)
         projection = {"_id": 0, "bk_inst_id": 1, "bk_asst_inst_id": 1}
         with translate_errors(write=False):
-            docs = await self.mongo.db[table].find(query, projection).limit(3).to_list(None)
+            docs = await self.mongo.db[table].find(query, projection).to_list(None)
         return [LinkEnds(int(doc["bk_inst_id"]), int(doc["bk_asst_inst_id"])) for doc in docs]
 
     async def find_instance_names(self, obj_id: str, supplier_account: str, ids: list[int]) -> dict[int, str]:
@@ -153,70 +170,6 @@ class AssociationStore:
         with translate_errors(write=False):
             docs = await self.mongo.db[table.collection].find(table.filter_for(ids), projection).to_list(None)
         return {int(doc[table.id_field]): str(doc.get(table.name_field, "")) for doc in docs}
-
-    async def create_link(self, link: NewLink, audit: AuditRecord) -> int:
-        """Write the link to both models' tables and its audit record, all or nothing; return its id.
-
-        Raises LinkConflict when a unique index refuses the link.
-        """
-        definition = link.definition
-        tables = [inst_asst_table(definition.obj_id, link.supplier_account)]
-        if definition.asst_obj_id != definition.obj_id:
-            tables.append(inst_asst_table(definition.asst_obj_id, link.supplier_account))
-        await asyncio.gather(*(self.indexes.ensure(table) for table in tables))
-        (link_id,) = await self.ids.take(INST_ASST_SEQUENCE)
-        (audit_id,) = await self.ids.take(AUDIT_SEQUENCE)
-        doc = link_document(link, link_id)
-        audit_doc = audit_document(audit, audit_id)
-        try:
-            with translate_errors(write=True):
-                if self.mongo.transactions:
-                    await self._write_in_transaction(tables, doc, audit_doc)
-                else:
-                    await self._write_with_undo(tables, doc, audit_doc)
-        except DuplicateKeyError as exc:
-            raise LinkConflict(str(exc.details or "")) from exc
-        return link_id
-
-    async def _insert_link(self, table: str, doc: dict[str, Any], session: Any) -> None:
-        await self.mongo.db[table].insert_one(dict(doc), session=session)
-
-    async def _insert_audit(self, doc: dict[str, Any], session: Any) -> None:
-        await self.mongo.db[AUDIT_LOG].insert_one(dict(doc), session=session)
-
-    async def _write_in_transaction(self, tables: list[str], doc: dict[str, Any], audit: dict[str, Any]) -> None:
-        for attempt in range(1, _TRANSACTION_ATTEMPTS + 1):
-            try:
-                async with self.mongo.transaction() as session:
-                    for table in tables:
-                        await self._insert_link(table, doc, session)
-                    await self._insert_audit(audit, session)
-                return
-            except PyMongoError as exc:
-                if not exc.has_error_label("TransientTransactionError") or attempt == _TRANSACTION_ATTEMPTS:
-                    raise
-                await asyncio.sleep(0.005 * attempt)
-
-    async def _write_with_undo(self, tables: list[str], doc: dict[str, Any], audit: dict[str, Any]) -> None:
-        # The audit record goes first, so that no link ever exists without its record; a crash between the
-        # writes leaves a record without a link, or a link in one table only, both of which `check-links` finds.
-        await self._insert_audit(audit, None)
-        written: list[str] = []
-        try:
-            for table in tables:
-                await self._insert_link(table, doc, None)
-                written.append(table)
-        except BaseException:
-            await self._undo(written, doc["id"], audit["id"])
-            raise
-
-    async def _undo(self, tables: list[str], link_id: int, audit_id: int) -> None:
-        undo = [(table, link_id) for table in tables] + [(AUDIT_LOG, audit_id)]
-        for table, doc_id in undo:
-            try:
-                await asyncio.shield(self.mongo.db[table].delete_one({"id": doc_id}))
-            except (PyMongoError, asyncio.CancelledError):
-                log.error("undo_failed", table=table, id=int(doc_id))
 
     async def find_models(self, obj_ids: list[str]) -> dict[str, tuple[int | None, str]]:
         """Row id and display name of each model in `cc_ObjDes`, by `bk_obj_id`."""
@@ -233,3 +186,187 @@ class AssociationStore:
             )
             for doc in docs
         }
+
+    async def create_links(self, links: list[NewLink], audits: list[AuditRecord]) -> list[int]:
+        """Write links of one definition to both models' tables with their audit records, all or nothing.
+
+        Returns the new ids in order. Raises LinkConflict when a unique index refuses any link (a rule was
+        raced); then nothing of the call remains.
+        """
+        definition = links[0].definition
+        supplier = links[0].supplier_account
+        tables = [inst_asst_table(definition.obj_id, supplier)]
+        if definition.asst_obj_id != definition.obj_id:
+            tables.append(inst_asst_table(definition.asst_obj_id, supplier))
+        await asyncio.gather(*(self.indexes.ensure(table) for table in tables))
+        link_ids, audit_ids = await asyncio.gather(
+            self.ids.take(INST_ASST_SEQUENCE, len(links)), self.ids.take(AUDIT_SEQUENCE, len(audits))
+        )
+        now = utc_now()
+        docs = [link_document(link, link_id, now) for link, link_id in zip(links, link_ids, strict=True)]
+        audit_docs = [audit_document(record, audit_id) for record, audit_id in zip(audits, audit_ids, strict=True)]
+        # The audit records go first, so that without a transaction no link ever exists without its record.
+        steps: list[_Step] = [_InsertStep(AUDIT_LOG, audit_docs)]
+        steps += [_InsertStep(table, docs) for table in tables]
+        await self._run(steps)
+        return link_ids
+
+    async def find_links_by_ids(self, obj_id: str, supplier_account: str, ids: list[int]) -> list[dict[str, Any]]:
+        """The stored links with these ids in `obj_id`'s table (as source or target)."""
+        table = inst_asst_table(obj_id, supplier_account)
+        with translate_errors(write=False):
+            return list(await self.mongo.db[table].find({"id": _one_or_in(ids)}).to_list(None))
+
+    async def delete_links(self, links: list[dict[str, Any]], audits: list[AuditRecord]) -> None:
+        """Remove links from both models' tables, archive each removed copy and write the audit records,
+        all or nothing."""
+        supplier = str(links[0].get("bk_supplier_account", "0"))
+        by_table: dict[str, list[dict[str, Any]]] = {}
+        for link in links:
+            for obj_id in dict.fromkeys((str(link["bk_obj_id"]), str(link["bk_asst_obj_id"]))):
+                by_table.setdefault(inst_asst_table(obj_id, supplier), []).append(link)
+        audit_ids = await self.ids.take(AUDIT_SEQUENCE, len(audits))
+        now = utc_now()
+        archives = [
+            {"oid": str(link.get("_id", "")), "coll": table, "time": now, "detail": _public(link)}
+            for table, table_links in by_table.items()
+            for link in table_links
+        ]
+        audit_docs = [audit_document(record, audit_id) for record, audit_id in zip(audits, audit_ids, strict=True)]
+        steps: list[_Step] = [_InsertStep(AUDIT_LOG, audit_docs), _InsertStep(DEL_ARCHIVE, archives)]
+        steps += [_DeleteStep(table, table_links) for table, table_links in by_table.items()]
+        await self._run(steps)
+
+    async def find_links(
+        self,
+        obj_id: str,
+        supplier_account: str,
+        query: dict[str, Any],
+        *,
+        fields: list[str] | None = None,
+        sort: list[tuple[str, int]] | None = None,
+        skip: int = 0,
+        limit: int = 0,
+    ) -> list[dict[str, Any]]:
+        """Links in `obj_id`'s table matching `query` (an already checked filter), in bk-cmdb's fields only."""
+        table = inst_asst_table(obj_id, supplier_account)
+        projection: dict[str, Any] = {"_id": 0, **dict.fromkeys(fields, 1)} if fields else dict(_HIDDEN_FIELDS)
+        cursor = self.mongo.db[table].find(query, projection)
+        if sort:
+            cursor = cursor.sort(sort)
+        if skip:
+            cursor = cursor.skip(skip)
+        if limit:
+            cursor = cursor.limit(limit)
+        with translate_errors(write=False):
+            return [_public(doc) for doc in await cursor.to_list(None)]
+
+    async def count_links(self, obj_id: str, supplier_account: str, query: dict[str, Any]) -> int:
+        """How many links in `obj_id`'s table match `query`."""
+        table = inst_asst_table(obj_id, supplier_account)
+        with translate_errors(write=False):
+            return int(await self.mongo.db[table].count_documents(query))
+
+    async def _run(self, steps: list[_Step]) -> None:
+        """Run the steps in one transaction, or in order with an undo of every step begun if one fails."""
+        try:
+            with translate_errors(write=True):
+                if self.mongo.transactions:
+                    await self._run_in_transaction(steps)
+                else:
+                    await self._run_with_undo(steps)
+        except (DuplicateKeyError, BulkWriteError) as exc:
+            raise LinkConflict() from exc
+
+    async def _insert(self, table: str, docs: list[dict[str, Any]], session: Any) -> None:
+        if docs:
+            await self.mongo.db[table].insert_many([dict(doc) for doc in docs], ordered=True, session=session)
+
+    async def _run_in_transaction(self, steps: list[_Step]) -> None:
+        for attempt in range(1, _TRANSACTION_ATTEMPTS + 1):
+            try:
+                async with self.mongo.transaction() as session:
+                    for step in steps:
+                        await step.run(self, session)
+                return
+            except PyMongoError as exc:
+                if not exc.has_error_label("TransientTransactionError") or attempt == _TRANSACTION_ATTEMPTS:
+                    raise
+                await asyncio.sleep(0.005 * attempt)
+
+    async def _run_with_undo(self, steps: list[_Step]) -> None:
+        begun: list[_Step] = []
+        try:
+            for step in steps:
+                begun.append(step)
+                await step.run(self, None)
+        except BaseException:
+            # Undo what was written, newest first; if even that fails, `check-links` finds what is left.
+            for step in reversed(begun):
+                try:
+                    await asyncio.shield(step.undo(self))
+                except (PyMongoError, asyncio.CancelledError):
+                    log.error("undo_failed", table=step.table)
+            raise
+
+
+_HIDDEN_FIELDS = {"_id": 0, SRC_GUARD: 0, DST_GUARD: 0}
+
+
+def _public(doc: dict[str, Any]) -> dict[str, Any]:
+    """A stored link without MongoDB's `_id` and our guard fields."""
+    return {key: value for key, value in doc.items() if key not in _HIDDEN_FIELDS}
+
+
+def _one_or_in(values: list[int]) -> Any:
+    return values[0] if len(values) == 1 else {"$in": values}
+
+
+class _Step:
+    """One write of a multi-document operation, and how to take it back."""
+
+    table: str
+
+    async def run(self, store: AssociationStore, session: Any) -> None:
+        """Do the write."""
+        raise NotImplementedError
+
+    async def undo(self, store: AssociationStore) -> None:
+        """Take the write back (safe to call when it did not happen, or happened in part)."""
+        raise NotImplementedError
+
+
+class _InsertStep(_Step):
+    def __init__(self, table: str, docs: list[dict[str, Any]]) -> None:
+        self.table = table
+        self.docs = docs
+
+    async def run(self, store: AssociationStore, session: Any) -> None:
+        await store._insert(self.table, self.docs, session)
+
+    async def undo(self, store: AssociationStore) -> None:
+        if self.docs:
+            ids = [doc["id"] for doc in self.docs]
+            await store.mongo.db[self.table].delete_many({"id": {"$in": ids}})
+
+
+class _DeleteStep(_Step):
+    def __init__(self, table: str, links: list[dict[str, Any]]) -> None:
+        self.table = table
+        self.links = links
+
+    async def run(self, store: AssociationStore, session: Any) -> None:
+        ids = [link["id"] for link in self.links]
+        await store.mongo.db[self.table].delete_many({"id": {"$in": ids}}, session=session)
+
+    async def undo(self, store: AssociationStore) -> None:
+        collection = store.mongo.db[self.table]
+        ids = [link["id"] for link in self.links]
+        present = {doc["id"] for doc in await collection.find({"id": {"$in": ids}}, {"id": 1}).to_list(None)}
+        missing = [_restorable(link) for link in self.links if link["id"] not in present]
+        if missing:
+            await collection.insert_many(missing, ordered=False)
+
+
+def _restorable(link: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in link.items() if key != "_id"}

@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 from pymongo import monitoring
 from pymongo.errors import (
+    BulkWriteError,
     ConnectionFailure,
     DuplicateKeyError,
     ExecutionTimeout,
@@ -45,6 +46,12 @@ def _is_unavailable(exc: PyMongoError) -> bool:
     return isinstance(exc, OperationFailure) and exc.code in _UNAVAILABLE_CODES
 
 
+def only_duplicates(exc: BulkWriteError) -> bool:
+    """Whether every write error of a bulk write is a duplicate key (a unique index refused the write)."""
+    errors = exc.details.get("writeErrors", [])
+    return bool(errors) and all(error.get("code") == 11000 for error in errors)
+
+
 @contextlib.contextmanager
 def translate_errors(*, write: bool) -> Any:
     """Turn driver failures into typed errors: unreachable is 503, anything else 500, never driver text."""
@@ -52,6 +59,11 @@ def translate_errors(*, write: bool) -> Any:
         yield
     except DuplicateKeyError:
         raise
+    except BulkWriteError as exc:
+        if only_duplicates(exc):
+            raise
+        log.error("mongodb_error", error=type(exc).__name__, write=write)
+        raise InternalError("database") from exc
     except PyMongoError as exc:
         if _is_unavailable(exc):
             log.warning("mongodb_unavailable", error=type(exc).__name__, write=write)

@@ -9,12 +9,26 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from cmdb_asso.keys import APP_AUTHENTICATOR, MONGO, REQUEST_ID, SERVICE, SETTINGS
-from cmdb_asso.service.associations import CreateRequest
+from cmdb_asso.keys import APP_AUTHENTICATOR, MONGO, QUERIES, REQUEST_ID, SERVICE, SETTINGS
+from cmdb_asso.service.associations import BatchRequest, CreateRequest
 from cmdb_asso.service.context import Caller
-from cmdb_asso.web.envelope import success
+from cmdb_asso.service.queries import PAGE_LIMIT, Page, parse_sort
+from cmdb_asso.web.envelope import request_language, success
 from cmdb_asso.web.identity import esb_caller, native_caller
-from cmdb_asso.web.schemas import CreateAssociationSchema, load_body
+from cmdb_asso.web.schemas import (
+    CreateAssociationSchema,
+    CreateManySchema,
+    DeleteManySchema,
+    DeleteOneSchema,
+    FindRelatedSchema,
+    FindSchema,
+    PageSchema,
+    RelatedConditionSchema,
+    SearchSchema,
+    check_batch_shape,
+    load_body,
+    load_detail,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +41,15 @@ class Call:
 
 Operation = Callable[[web.Request, Call], Awaitable[Any]]
 
-_CREATE_SCHEMA = CreateAssociationSchema()
+_CREATE = CreateAssociationSchema()
+_CREATE_MANY = CreateManySchema()
+_DELETE_ONE = DeleteOneSchema()
+_DELETE_MANY = DeleteManySchema()
+_FIND = FindSchema()
+_FIND_RELATED = FindRelatedSchema()
+_RELATED_CONDITION = RelatedConditionSchema()
+_SEARCH = SearchSchema()
+_PAGE = PageSchema()
 
 
 async def _read_json(request: web.Request) -> Any:
@@ -48,8 +70,9 @@ def native_view(operation: Operation) -> Callable[[web.Request], Awaitable[web.R
         settings = request.app[SETTINGS]
         caller = native_caller(request, request[REQUEST_ID], settings.supplier_account)
         body = await _read_json(request)
-        params = {**body, **request.match_info} if isinstance(body, dict) else body
-        return success(request, await operation(request, Call(caller, params)))
+        if request.match_info:
+            body = {**body, **request.match_info} if isinstance(body, dict) else dict(request.match_info)
+        return success(request, await operation(request, Call(caller, body)))
 
     return view
 
@@ -62,24 +85,84 @@ def esb_view(operation: Operation) -> Callable[[web.Request], Awaitable[web.Resp
         body = await _read_json(request)
         credentials_source = body if isinstance(body, dict) else {}
         caller = esb_caller(
-            request,
-            credentials_source,
-            request[REQUEST_ID],
-            settings.supplier_account,
-            request.app[APP_AUTHENTICATOR],
+            request, credentials_source, request[REQUEST_ID], settings.supplier_account, request.app[APP_AUTHENTICATOR]
         )
         return success(request, await operation(request, Call(caller, body)))
 
     return view
 
 
+def _page(raw: Any) -> Page:
+    if raw is None:
+        return Page()
+    page = load_body(_PAGE, raw, prefix="page.")
+    sort = parse_sort(page["sort"]) if page["sort"] else Page().sort
+    return Page(start=page["start"], limit=page["limit"] or PAGE_LIMIT, sort=sort)
+
+
 async def create_instance_association(request: web.Request, call: Call) -> dict[str, int]:
     """Create one instance association (the seed operation); answers its id."""
-    body = load_body(_CREATE_SCHEMA, call.params)
+    body = load_body(_CREATE, call.params)
     new_id = await request.app[SERVICE].create_one(
         call.caller, CreateRequest(body["bk_obj_asst_id"], body["bk_inst_id"], body["bk_asst_inst_id"])
     )
     return {"id": new_id}
+
+
+async def create_many_instance_associations(request: web.Request, call: Call) -> dict[str, Any]:
+    """Create a batch of links of one definition; answers per index an id or an error message."""
+    body = load_body(_CREATE_MANY, call.params)
+    check_batch_shape(body, request.app[SETTINGS].limits.create_many_max)
+    details = {index: load_detail(detail) for index, detail in enumerate(body["details"])}
+    batch = BatchRequest(body["bk_obj_id"], body["bk_asst_obj_id"], body["bk_obj_asst_id"], details, body["atomic"])
+    outcome = await request.app[SERVICE].create_many(call.caller, batch)
+    language = request_language(request)
+    return {
+        "success_created": {str(index): outcome.created[index] for index in sorted(outcome.created)},
+        "error_msg": {str(index): outcome.failed[index].message(language) for index in sorted(outcome.failed)},
+    }
+
+
+async def delete_instance_association(request: web.Request, call: Call) -> None:
+    """Delete one link by its model and id; a missing id is not an error."""
+    body = load_body(_DELETE_ONE, call.params)
+    await request.app[SERVICE].delete(call.caller, body["bk_obj_id"], [body["id"]])
+
+
+async def delete_instance_associations(request: web.Request, call: Call) -> int:
+    """Delete up to 500 links of a model by id; answers how many were deleted."""
+    body = load_body(_DELETE_MANY, call.params)
+    return await request.app[SERVICE].delete(call.caller, body["bk_obj_id"], body["id"])
+
+
+async def find_instance_associations(request: web.Request, call: Call) -> list[dict[str, Any]]:
+    """Links of a model matching an allow-listed condition."""
+    body = load_body(_FIND, call.params)
+    return await request.app[QUERIES].find(call.caller, body["bk_obj_id"], body["condition"])
+
+
+async def find_related_instance_associations(request: web.Request, call: Call) -> list[dict[str, Any]]:
+    """Links where one instance is the source or the target, one page of them."""
+    body = load_body(_FIND_RELATED, call.params)
+    condition = load_body(_RELATED_CONDITION, body["condition"], prefix="condition.")
+    return await request.app[QUERIES].find_related(
+        call.caller, condition["bk_obj_id"], condition["bk_inst_id"], body["fields_"], _page(body["page"])
+    )
+
+
+async def search_instance_associations(request: web.Request, call: Call) -> dict[str, Any]:
+    """Links of a model matching query-builder conditions, one page of them."""
+    body = load_body(_SEARCH, call.params)
+    info = await request.app[QUERIES].search(
+        call.caller, body["bk_obj_id"], body["conditions"], body["fields_"], _page(body["page"])
+    )
+    return {"info": info}
+
+
+async def count_instance_associations(request: web.Request, call: Call) -> dict[str, int]:
+    """How many links of a model match query-builder conditions."""
+    body = load_body(_SEARCH, call.params)
+    return {"count": await request.app[QUERIES].count(call.caller, body["bk_obj_id"], body["conditions"])}
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -1,80 +1,288 @@
-"""Request schemas, and the helper that validates a body in field order into the contract's codes."""
+"""Request schemas, and the helper that validates a body in field order into the contract's codes.
+
+A field reports a failure as the *kind* of error (its marshmallow message); `load_body` turns the first
+failing field's kind, in declared order, into the project's typed error naming that field.
+"""
 
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Callable
 from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields
 
-from cmdb_asso.errors import BodyInvalid, ParamMissing
+from cmdb_asso.errors import (
+    BodyInvalid,
+    CmdbError,
+    DataEmpty,
+    InputInvalid,
+    LimitExceeded,
+    PageLimitExceeded,
+    ParamEmpty,
+    ParamMissing,
+    ParamNotInteger,
+)
 
 INT64_MAX = 2**63 - 1
-_MISSING = "missing"
-_INVALID = "invalid"
-_ERRORS: dict[str, str | list[Any] | dict[Any, Any]] = {
-    "required": _MISSING,
-    "null": _MISSING,
-    "invalid": _INVALID,
+MAX_IDS = 500
+# Model ids become part of table names: only a plain token is accepted.
+OBJ_ID_PATTERN = re.compile(r"^[A-Za-z0-9_]{1,128}$")
+
+ErrorMessages = dict[str, str | list[Any] | dict[Any, Any]]
+_KINDS: dict[str, Callable[[str], CmdbError]] = {
+    "missing": ParamMissing,
+    "invalid": BodyInvalid,
+    "empty": ParamEmpty,
+    "not_integer": ParamNotInteger,
+    "no_data": DataEmpty,
+    "input_invalid": lambda _name: InputInvalid(),
+    "page_limit": lambda _name: PageLimitExceeded(),
 }
+MISSING: ErrorMessages = {"required": "missing", "null": "missing", "invalid": "invalid", "blank": "missing"}
+EMPTY: ErrorMessages = {"required": "empty", "null": "empty", "invalid": "invalid", "blank": "empty"}
+INTEGER_ID_ERRORS: ErrorMessages = {
+    "required": "missing",
+    "null": "missing",
+    "invalid": "not_integer",
+}
+ID_LIST_ERRORS: ErrorMessages = {
+    "required": "input_invalid",
+    "null": "input_invalid",
+    "invalid": "not_integer",
+    "empty": "input_invalid",
+    "too_many": "page_limit",
+}
+RAW_LIST_ERRORS: ErrorMessages = {"required": "no_data", "null": "no_data", "invalid": "invalid"}
+
+
+def _integral(value: Any) -> int | None:
+    """The integer a JSON number stands for, or None (booleans, fractions, non-numbers)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float):
+        return int(value) if math.isfinite(value) and value.is_integer() else None
+    return value if isinstance(value, int) else None
 
 
 class PositiveInt64(fields.Field[int]):
     """A JSON integer in 1..2**63-1; booleans, fractions and strings are refused (integral floats pass)."""
 
-    default_error_messages = _ERRORS
+    default_error_messages = MISSING
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
-        if isinstance(value, bool):
+        number = _integral(value)
+        if number is None or not 0 < number <= INT64_MAX:
             raise self.make_error("invalid")
-        if isinstance(value, float):
-            if not math.isfinite(value) or not value.is_integer():
-                raise self.make_error("invalid")
-            value = int(value)
-        if not isinstance(value, int) or not 0 < value <= INT64_MAX:
+        return number
+
+
+class IntegerId(fields.Field[int]):
+    """An id that must be integral (a JSON integer, or digits as a path parameter carries them): else 1199009."""
+
+    default_error_messages = INTEGER_ID_ERRORS
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value.strip())
+        number = _integral(value)
+        if number is None or not 0 <= number <= INT64_MAX:
             raise self.make_error("invalid")
-        return value
+        return number
 
 
 class Identifier(fields.Field[str]):
-    """A non-empty string id of at most 256 characters; an empty one counts as unassigned."""
+    """A non-empty string of at most 256 characters; an empty one counts as not given."""
 
-    default_error_messages = _ERRORS
+    default_error_messages = MISSING
+
+    def __init__(self, *, pattern: re.Pattern[str] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.pattern = pattern
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
         if not isinstance(value, str):
             raise self.make_error("invalid")
         if not value.strip():
-            raise self.make_error("required")
-        if len(value) > 256:
+            raise self.make_error("blank")
+        if len(value) > 256 or (self.pattern is not None and not self.pattern.match(value)):
             raise self.make_error("invalid")
         return value
 
 
-class CreateAssociationSchema(Schema):
-    """The create-one body: bk_obj_asst_id, bk_inst_id, bk_asst_inst_id; other keys are ignored."""
+def ObjectId(**kwargs: Any) -> Identifier:
+    """A model id (`bk_obj_id`): a token that can name a table."""
+    return Identifier(pattern=OBJ_ID_PATTERN, **kwargs)
 
+
+class IdList(fields.Field[list[int]]):
+    """A non-empty list (else 1199003) of at most 500 (else 1199059) integral ids (else 1199009)."""
+
+    default_error_messages = ID_LIST_ERRORS
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[int]:
+        if not isinstance(value, list):
+            raise self.make_error("invalid")
+        if not value:
+            raise self.make_error("empty")
+        if len(value) > MAX_IDS:
+            raise self.make_error("too_many")
+        item_field = IntegerId()
+        ids: list[int] = []
+        for item in value:
+            number = item_field.deserialize(item)
+            if number is None:
+                raise self.make_error("invalid")
+            ids.append(number)
+        return ids
+
+
+class RawList(fields.Field[list[Any]]):
+    """A JSON array, its items checked later one by one."""
+
+    default_error_messages = RAW_LIST_ERRORS
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[Any]:
+        if not isinstance(value, list):
+            raise self.make_error("invalid")
+        return value
+
+
+class StringList(fields.Field[list[str]]):
+    """A list of field names."""
+
+    default_error_messages = MISSING
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[str]:
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise self.make_error("invalid")
+        return value
+
+
+class _Schema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    bk_obj_asst_id = Identifier(required=True, error_messages=_ERRORS)
-    bk_inst_id = PositiveInt64(required=True, error_messages=_ERRORS)
-    bk_asst_inst_id = PositiveInt64(required=True, error_messages=_ERRORS)
+
+class CreateAssociationSchema(_Schema):
+    """The create-one body: bk_obj_asst_id, bk_inst_id, bk_asst_inst_id; other keys are ignored."""
+
+    bk_obj_asst_id = Identifier(required=True, error_messages=MISSING)
+    bk_inst_id = PositiveInt64(required=True, error_messages=MISSING)
+    bk_asst_inst_id = PositiveInt64(required=True, error_messages=MISSING)
 
 
-def load_body(schema: Schema, body: Any) -> dict[str, Any]:
-    """Validate `body`; the first failing field in declared order answers 1199010 (unassigned) or 1199006."""
+class CreateManySchema(_Schema):
+    """The create-many body; empty ids answer 1199011, missing details 1199038."""
+
+    bk_obj_asst_id = Identifier(required=True, error_messages=EMPTY)
+    bk_obj_id = ObjectId(required=True, error_messages=EMPTY)
+    bk_asst_obj_id = ObjectId(required=True, error_messages=EMPTY)
+    details = RawList(required=True)
+    atomic = fields.Boolean(load_default=False, error_messages={"invalid": "invalid", "null": "invalid"})
+
+
+class DetailSchema(_Schema):
+    """One detail of create-many."""
+
+    bk_inst_id = PositiveInt64(required=True, error_messages=MISSING)
+    bk_asst_inst_id = PositiveInt64(required=True, error_messages=MISSING)
+
+
+class DeleteOneSchema(_Schema):
+    """Delete one: the model whose table holds the link, and the link's id."""
+
+    bk_obj_id = ObjectId(required=True, error_messages=MISSING)
+    id = IntegerId(required=True)
+
+
+class DeleteManySchema(_Schema):
+    """Delete many: the model, and up to 500 ids."""
+
+    bk_obj_id = ObjectId(required=True, error_messages=MISSING)
+    id = IdList(required=True)
+
+
+class FindSchema(_Schema):
+    """Find: the model, and a condition checked against the allow-list by the service."""
+
+    bk_obj_id = ObjectId(required=True, error_messages=MISSING)
+    condition = fields.Raw(load_default=None, allow_none=True)
+
+
+class PageSchema(_Schema):
+    """A page: start, limit (0 or absent means the largest page) and a sort string."""
+
+    start = fields.Integer(load_default=0, strict=True, validate=lambda n: n >= 0, error_messages=MISSING)
+    limit = fields.Integer(load_default=0, strict=True, validate=lambda n: n >= 0, error_messages=MISSING)
+    sort = fields.String(load_default="", error_messages=MISSING)
+
+
+class RelatedConditionSchema(_Schema):
+    """The instance whose links find-related returns."""
+
+    bk_obj_id = ObjectId(required=True, error_messages=MISSING)
+    bk_inst_id = PositiveInt64(required=True, error_messages=MISSING)
+
+
+class FindRelatedSchema(_Schema):
+    """Find related: the instance, the fields to return and a page."""
+
+    condition = fields.Raw(required=True, error_messages=MISSING)
+    fields_ = StringList(data_key="fields", load_default=None)
+    page = fields.Raw(load_default=None)
+
+
+class SearchSchema(_Schema):
+    """Search and count: the model, query-builder conditions, fields and a page."""
+
+    bk_obj_id = ObjectId(required=True, error_messages=MISSING)
+    conditions = fields.Raw(load_default=None, allow_none=True)
+    fields_ = StringList(data_key="fields", load_default=None)
+    page = fields.Raw(load_default=None)
+
+
+def load_body(schema: Schema, body: Any, *, prefix: str = "") -> dict[str, Any]:
+    """Validate `body`; the first failing field in declared order answers the error of its kind."""
     if not isinstance(body, dict):
-        raise BodyInvalid("body")
+        raise BodyInvalid(prefix.rstrip(".") or "body")
     try:
         loaded: dict[str, Any] = schema.load(body)
     except ValidationError as exc:
         errors = exc.normalized_messages()  # type: ignore[no-untyped-call]
-        for name in schema.fields:
-            if name in errors:
-                messages = errors[name]
-                if isinstance(messages, list) and _MISSING in messages:
-                    raise ParamMissing(name) from exc
-                raise BodyInvalid(name) from exc
-        raise BodyInvalid("body") from exc
+        for name, field in schema.fields.items():
+            key = field.data_key or name
+            if key in errors:
+                messages = errors[key]
+                kind = messages[0] if isinstance(messages, list) and messages else "invalid"
+                raise _KINDS.get(str(kind), BodyInvalid)(f"{prefix}{key}") from exc
+        raise BodyInvalid(prefix.rstrip(".") or "body") from exc
     return loaded
+
+
+def check_batch_shape(body: dict[str, Any], limit: int) -> None:
+    """Create-many's request checks after the fields: details present, within the limit, ids consistent."""
+    details = body["details"]
+    if not details:
+        raise DataEmpty("details")
+    if len(details) > limit:
+        raise LimitExceeded("details", limit)
+    if not body["bk_obj_asst_id"].startswith(body["bk_obj_id"]):
+        raise BodyInvalid("bk_obj_asst_id")
+    if not body["bk_obj_asst_id"].endswith(body["bk_asst_obj_id"]):
+        raise BodyInvalid("bk_obj_asst_id")
+
+
+def load_detail(detail: Any) -> tuple[int, int] | CmdbError:
+    """One create-many detail as a pair, or the error that refuses it."""
+    if not isinstance(detail, dict):
+        return BodyInvalid("details")
+    try:
+        loaded = load_body(DETAIL_SCHEMA, detail)
+    except CmdbError as error:
+        return error
+    return loaded["bk_inst_id"], loaded["bk_asst_inst_id"]
+
+
+DETAIL_SCHEMA = DetailSchema()

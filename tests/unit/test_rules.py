@@ -103,39 +103,42 @@ async def test_the_definition_cache_serves_a_changed_definition_after_its_ttl(mo
     assert await service.create_one(CALLER, CreateRequest("app_run_host", 41, 22)) > 0
 
 
-async def test_without_transactions_a_failed_second_write_undoes_the_first(
+async def test_without_transactions_a_failed_second_table_write_undoes_everything(
     mock_mongo: Mongo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     service = _service(mock_mongo)
     store = service.store
-    original = store._insert_link
-    calls = []
+    original = store._insert
+    calls: list[str] = []
 
-    async def fail_on_second(table: str, doc: dict[str, Any], session: Any) -> None:
+    async def fail_on_target_table(table: str, docs: list[dict[str, Any]], session: Any) -> None:
         calls.append(table)
-        if len(calls) == 2:
+        if table == "cc_InstAsst_0_pub_host":
             raise RuntimeError("injected between the two table writes")
-        await original(table, doc, session)
+        await original(table, docs, session)
 
-    monkeypatch.setattr(store, "_insert_link", fail_on_second)
+    monkeypatch.setattr(store, "_insert", fail_on_target_table)
     with pytest.raises(RuntimeError):
         await service.create_one(CALLER, CreateRequest("bk_switch_belong_bk_host", 11, 21))
 
-    assert calls == ["cc_InstAsst_0_pub_bk_switch", "cc_InstAsst_0_pub_host"]
+    assert calls == ["cc_AuditLog", "cc_InstAsst_0_pub_bk_switch", "cc_InstAsst_0_pub_host"]
     assert await links_in(mock_mongo, "bk_switch") == []
     assert await links_in(mock_mongo, "host") == []
     assert await audit_records(mock_mongo) == []
 
 
-async def test_without_transactions_a_failed_audit_write_undoes_both_tables(
+async def test_without_transactions_a_failed_audit_write_writes_no_link(
     mock_mongo: Mongo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     service = _service(mock_mongo)
+    original = service.store._insert
 
-    async def fail(doc: dict[str, Any], session: Any) -> None:
-        raise RuntimeError("injected audit failure")
+    async def fail_audit(table: str, docs: list[dict[str, Any]], session: Any) -> None:
+        if table == "cc_AuditLog":
+            raise RuntimeError("injected audit failure")
+        await original(table, docs, session)
 
-    monkeypatch.setattr(service.store, "_insert_audit", fail)
+    monkeypatch.setattr(service.store, "_insert", fail_audit)
     with pytest.raises(RuntimeError):
         await service.create_one(CALLER, CreateRequest("bk_switch_belong_bk_host", 11, 21))
 
@@ -148,19 +151,21 @@ async def test_the_store_refuses_a_second_one_to_one_link_even_when_the_check_is
 ) -> None:
     service = _service(mock_mongo)
     await service.create_one(CALLER, CreateRequest("app_run_host", 41, 21))
-    original = service.store.find_conflicting_links
+    original = service.store.find_existing_links
     blind = [True]
 
-    async def stale_check(link: NewLink) -> list[LinkEnds]:
+    async def stale_check(definition: Any, supplier: str, pairs: list[tuple[int, int]]) -> list[LinkEnds]:
         # The first check misses the winner, as a concurrent request's check would.
-        if blind.pop() if blind else False:
+        if blind:
+            blind.pop()
             return []
-        return await original(link)
+        return await original(definition, supplier, pairs)
 
-    monkeypatch.setattr(service.store, "find_conflicting_links", stale_check)
+    monkeypatch.setattr(service.store, "find_existing_links", stale_check)
     with pytest.raises(OneToOneViolated):
         await service.create_one(CALLER, CreateRequest("app_run_host", 42, 21))
     assert len(await links_in(mock_mongo, "app")) == 1
+    assert len(await audit_records(mock_mongo)) == 1
 
 
 async def test_the_indexes_have_the_contract_names_keys_and_options(mock_mongo: Mongo) -> None:

@@ -1,0 +1,1 @@
+"""cmdb-asso: instance associations for a BlueKing-compatible CMDB."""

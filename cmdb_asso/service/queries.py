@@ -1,0 +1,120 @@
+"""Read operations: find, find related, search and count (CONTRACT section 8), each behind view permission."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from cmdb_asso.errors import PageLimitExceeded, PermissionDenied
+from cmdb_asso.service.context import Caller
+from cmdb_asso.service.filters import ASSOCIATION_FIELDS, check_condition, translate_query
+from cmdb_asso.service.permission import Authorizer, view_permission_payload
+from cmdb_asso.storage.associations import AssociationStore
+
+PAGE_LIMIT = 500
+# Fields a caller may sort by or project; anything else in `fields` is ignored.
+VISIBLE_FIELDS = ASSOCIATION_FIELDS | {"create_time", "last_time"}
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A validated page: where to start, how many, and the sort order."""
+
+    start: int = 0
+    limit: int = PAGE_LIMIT
+    sort: tuple[tuple[str, int], ...] = (("id", 1),)
+
+
+def parse_sort(sort: str) -> tuple[tuple[str, int], ...]:
+    """bk-cmdb's sort string (`"id"`, `"-id"`, `"bk_inst_id,-id"`) as MongoDB sort keys; unknown fields dropped."""
+    keys: list[tuple[str, int]] = []
+    for part in sort.split(","):
+        name = part.strip()
+        direction = -1 if name.startswith("-") else 1
+        name = name.lstrip("-+")
+        if name in VISIBLE_FIELDS and name not in {key for key, _ in keys}:
+            keys.append((name, direction))
+    if "id" not in {key for key, _ in keys}:
+        keys.append(("id", 1))  # a total order, so that pages neither repeat nor skip links
+    return tuple(keys)
+
+
+def check_page_limit(limit: int) -> None:
+    """A page may hold at most 500 items (1199059)."""
+    if limit > PAGE_LIMIT:
+        raise PageLimitExceeded()
+
+
+def visible_fields(fields: list[str] | None) -> list[str] | None:
+    """The projection: the requested fields that exist, or everything when none is asked for."""
+    if not fields:
+        return None
+    chosen = [name for name in dict.fromkeys(fields) if name in VISIBLE_FIELDS]
+    return chosen or None
+
+
+class QueryService:
+    """Finds and counts links; every query needs view permission on its model."""
+
+    def __init__(self, store: AssociationStore, authorizer: Authorizer) -> None:
+        self.store = store
+        self.authorizer = authorizer
+
+    async def authorize_view(self, caller: Caller, obj_id: str) -> None:
+        """View permission on `obj_id`, or 9900403 with the payload naming the model."""
+        if await self.authorizer.can_view(caller, obj_id):
+            return
+        models = await self.store.find_models([obj_id])
+        row_id, name = models.get(obj_id, (None, obj_id))
+        raise PermissionDenied(permission=view_permission_payload(obj_id, row_id, name or obj_id))
+
+    async def find(self, caller: Caller, obj_id: str, condition: Any) -> list[dict[str, Any]]:
+        """Links of `obj_id`'s table matching an allow-listed condition, sorted by id."""
+        query = check_condition(condition)
+        await self.authorize_view(caller, obj_id)
+        return await self.store.find_links(obj_id, caller.supplier_account, query, sort=[("id", 1)])
+
+    async def find_related(
+        self, caller: Caller, obj_id: str, inst_id: int, fields: list[str] | None, page: Page
+    ) -> list[dict[str, Any]]:
+        """The links where the instance is the source or the target, sorted by id."""
+        check_page_limit(page.limit)
+        await self.authorize_view(caller, obj_id)
+        query = {
+            "$or": [
+                {"bk_obj_id": obj_id, "bk_inst_id": inst_id},
+                {"bk_asst_obj_id": obj_id, "bk_asst_inst_id": inst_id},
+            ]
+        }
+        return await self.store.find_links(
+            obj_id,
+            caller.supplier_account,
+            query,
+            fields=visible_fields(fields),
+            sort=[("id", 1)],
+            skip=page.start,
+            limit=page.limit,
+        )
+
+    async def search(
+        self, caller: Caller, obj_id: str, conditions: Any, fields: list[str] | None, page: Page
+    ) -> list[dict[str, Any]]:
+        """Links of `obj_id`'s table matching query-builder conditions, one page of them."""
+        check_page_limit(page.limit)
+        query = translate_query(conditions)
+        await self.authorize_view(caller, obj_id)
+        return await self.store.find_links(
+            obj_id,
+            caller.supplier_account,
+            query,
+            fields=visible_fields(fields),
+            sort=list(page.sort),
+            skip=page.start,
+            limit=page.limit,
+        )
+
+    async def count(self, caller: Caller, obj_id: str, conditions: Any) -> int:
+        """How many links search would find without paging (view permission checked, unlike bk-cmdb)."""
+        query = translate_query(conditions)
+        await self.authorize_view(caller, obj_id)
+        return await self.store.count_links(obj_id, caller.supplier_account, query)
