@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -52,9 +53,9 @@ async def post(
     user: str | None = "admin",
     language: str | None = None,
     headers: dict[str, str] | None = None,
-    raw: bytes | None = None,
+    method: str = "POST",
 ) -> Answer:
-    """POST `body` by `spelling`; the identity goes where that spelling carries it."""
+    """Send `body` by `spelling`; the identity goes where that spelling carries it."""
     sent_headers = dict(headers or {})
     if language:
         sent_headers["X-Bkcmdb-Language"] = language
@@ -65,9 +66,35 @@ async def post(
         body = {"bk_app_code": "esb_test", "bk_app_secret": "xxx", "bk_token": "xxx", **body}
         if user is not None:
             body["bk_username"] = user
-    response = await client.post(path, json=body if raw is None else None, data=raw, headers=sent_headers)
+    response = await client.request(method, path, json=body, headers=sent_headers)
     assert response.content_type == "application/json"
     return read_envelope(response.status, await response.json(), response.headers.copy())
+
+
+# operation: (native method, native path with {parameters}, ESB name)
+OPERATIONS = {
+    "create": ("POST", "/api/v3/create/instassociation", "add_instance_association"),
+    "create_many": ("POST", "/api/v3/createmany/instassociation", "batch_create_instance_association"),
+    "delete_one": ("DELETE", "/api/v3/delete/instassociation/{bk_obj_id}/{id}", "delete_instance_association"),
+    "delete_many": ("DELETE", "/api/v3/delete/instassociation/batch", "delete_related_inst_asso"),
+    "find": ("POST", "/api/v3/find/instassociation", "find_instance_association"),
+    "related": ("POST", "/api/v3/find/instassociation/related", "search_related_inst_asso"),
+    "search": ("POST", "/api/v3/search/instance_associations/object/{bk_obj_id}", "search_instance_associations"),
+    "count": ("POST", "/api/v3/count/instance_associations/object/{bk_obj_id}", "count_instance_associations"),
+}
+
+
+async def call(
+    client: TestClient[Any, Any], operation: str, params: dict[str, Any], *, spelling: str = "native", **kwargs: Any
+) -> Answer:
+    """Call `operation` by `spelling`: native path parameters come out of `params`, ESB keeps all in the body."""
+    method, template, esb_name = OPERATIONS[operation]
+    if spelling == "esb":
+        return await post(client, f"/api/c/compapi/v2/cc/{esb_name}/", params, spelling="esb", **kwargs)
+    names = re.findall(r"{(\w+)}", template)
+    path = template.format(**{name: params[name] for name in names})
+    body = {key: value for key, value in params.items() if key not in names}
+    return await post(client, path, body or None, spelling="native", method=method, **kwargs)
 
 
 async def create(client: TestClient[Any, Any], body: Any, *, spelling: str = "native", **kwargs: Any) -> Answer:

@@ -9,6 +9,7 @@ from typing import Any
 
 import structlog
 from bson.int64 import Int64
+from bson.objectid import ObjectId
 from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from cmdb_asso.domain import MAPPINGS, AuditRecord, Definition, LinkEnds, Mapping, NewLink
@@ -30,6 +31,8 @@ log = structlog.get_logger(__name__)
 
 RESOURCE_NAME_MAX_BYTES = 256
 _TRANSACTION_ATTEMPTS = 5
+# Reads whose results are small documents ask for them in one batch rather than the server's default of 101.
+_LARGE_BATCH = 10000
 
 
 class LinkConflict(Exception):
@@ -160,7 +163,7 @@ class AssociationStore:
         table = inst_asst_table(definition.obj_id, supplier_account)
         projection = {"_id": 0, "bk_inst_id": 1, "bk_asst_inst_id": 1}
         with translate_errors(write=False):
-            docs = await self.mongo.db[table].find(query, projection).to_list(None)
+            docs = await self.mongo.db[table].find(query, projection).batch_size(_LARGE_BATCH).to_list(None)
         return [LinkEnds(int(doc["bk_inst_id"]), int(doc["bk_asst_inst_id"])) for doc in docs]
 
     async def find_instance_names(self, obj_id: str, supplier_account: str, ids: list[int]) -> dict[int, str]:
@@ -168,7 +171,9 @@ class AssociationStore:
         table = instance_table(obj_id, supplier_account)
         projection = {"_id": 0, table.id_field: 1, table.name_field: 1}
         with translate_errors(write=False):
-            docs = await self.mongo.db[table.collection].find(table.filter_for(ids), projection).to_list(None)
+            # One round trip: the first batch holds every instance asked for.
+            cursor = self.mongo.db[table.collection].find(table.filter_for(ids), projection).batch_size(len(ids) + 1)
+            docs = await cursor.to_list(None)
         return {int(doc[table.id_field]): str(doc.get(table.name_field, "")) for doc in docs}
 
     async def find_models(self, obj_ids: list[str]) -> dict[str, tuple[int | None, str]]:
@@ -257,7 +262,7 @@ class AssociationStore:
         if skip:
             cursor = cursor.skip(skip)
         if limit:
-            cursor = cursor.limit(limit)
+            cursor = cursor.limit(limit).batch_size(limit)  # a whole page in one round trip
         with translate_errors(write=False):
             return [_public(doc) for doc in await cursor.to_list(None)]
 
@@ -339,15 +344,15 @@ class _Step:
 class _InsertStep(_Step):
     def __init__(self, table: str, docs: list[dict[str, Any]]) -> None:
         self.table = table
-        self.docs = docs
+        # Our own `_id`s, so that an undo removes exactly what this step wrote.
+        self.docs = [{"_id": ObjectId(), **doc} for doc in docs]
 
     async def run(self, store: AssociationStore, session: Any) -> None:
         await store._insert(self.table, self.docs, session)
 
     async def undo(self, store: AssociationStore) -> None:
         if self.docs:
-            ids = [doc["id"] for doc in self.docs]
-            await store.mongo.db[self.table].delete_many({"id": {"$in": ids}})
+            await store.mongo.db[self.table].delete_many({"_id": {"$in": [doc["_id"] for doc in self.docs]}})
 
 
 class _DeleteStep(_Step):

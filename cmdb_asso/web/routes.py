@@ -22,11 +22,43 @@ class Route:
 
 
 ROUTES: tuple[Route, ...] = (
+    Route("POST", "/api/v3/create/instassociation", "add_instance_association", handlers.create_instance_association),
     Route(
         "POST",
-        "/api/v3/create/instassociation",
-        "add_instance_association",
-        handlers.create_instance_association,
+        "/api/v3/createmany/instassociation",
+        "batch_create_instance_association",
+        handlers.create_many_instance_associations,
+    ),
+    Route(
+        "DELETE",
+        "/api/v3/delete/instassociation/{bk_obj_id}/{id}",
+        "delete_instance_association",
+        handlers.delete_instance_association,
+    ),
+    Route(
+        "DELETE",
+        "/api/v3/delete/instassociation/batch",
+        "delete_related_inst_asso",
+        handlers.delete_instance_associations,
+    ),
+    Route("POST", "/api/v3/find/instassociation", "find_instance_association", handlers.find_instance_associations),
+    Route(
+        "POST",
+        "/api/v3/find/instassociation/related",
+        "search_related_inst_asso",
+        handlers.find_related_instance_associations,
+    ),
+    Route(
+        "POST",
+        "/api/v3/search/instance_associations/object/{bk_obj_id}",
+        "search_instance_associations",
+        handlers.search_instance_associations,
+    ),
+    Route(
+        "POST",
+        "/api/v3/count/instance_associations/object/{bk_obj_id}",
+        "count_instance_associations",
+        handlers.count_instance_associations,
     ),
 )
 

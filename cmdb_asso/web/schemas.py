@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 from cmdb_asso.errors import (
     BodyInvalid,
@@ -214,8 +214,8 @@ class FindSchema(_Schema):
 class PageSchema(_Schema):
     """A page: start, limit (0 or absent means the largest page) and a sort string."""
 
-    start = fields.Integer(load_default=0, strict=True, validate=lambda n: n >= 0, error_messages=MISSING)
-    limit = fields.Integer(load_default=0, strict=True, validate=lambda n: n >= 0, error_messages=MISSING)
+    start = fields.Integer(load_default=0, strict=True, validate=validate.Range(min=0), error_messages=MISSING)
+    limit = fields.Integer(load_default=0, strict=True, validate=validate.Range(min=0), error_messages=MISSING)
     sort = fields.String(load_default="", error_messages=MISSING)
 
 

@@ -1,0 +1,160 @@
+"""Delete one and delete many, by both spellings: both tables, the archive, the audit trail, the codes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from cmdb_asso.keys import SERVICE
+from cmdb_asso.service.permission import StaticPolicy, UserGrants
+from cmdb_asso.storage.client import Mongo
+from tests.conftest import MakeClient
+from tests.helpers import SPELLINGS, audit_records, call, create, link_body, links_in
+
+Client = TestClient[Any, Any]
+
+
+async def make_links(
+    client: Client, pairs: list[tuple[int, int]], obj_asst_id: str = "bk_switch_belong_bk_host"
+) -> list[int]:
+    """Create links and return their ids."""
+    ids = []
+    for src, dst in pairs:
+        answer = await create(client, link_body(obj_asst_id, src, dst))
+        assert answer.code == 0
+        ids.append(answer.data["id"])
+    return ids
+
+
+async def archived(mongo: Mongo) -> list[dict[str, Any]]:
+    """Every archived copy."""
+    return list(await mongo.db["cc_DelArchive"].find({}, {"_id": 0}).to_list(None))
+
+
+@pytest.mark.parametrize("spelling", SPELLINGS)
+@pytest.mark.parametrize("side", ["bk_switch", "host"])
+async def test_deleting_one_link_removes_both_sides_archives_them_and_audits(
+    client: Client, mock_mongo: Mongo, spelling: str, side: str
+) -> None:
+    kept, gone = await make_links(client, [(11, 21), (12, 22)])
+
+    answer = await call(client, "delete_one", {"bk_obj_id": side, "id": gone}, spelling=spelling, user="carol")
+
+    assert (answer.status, answer.result, answer.code, answer.data) == (200, True, 0, None)
+    assert [doc["id"] for doc in await links_in(mock_mongo, "bk_switch")] == [kept]
+    assert [doc["id"] for doc in await links_in(mock_mongo, "host")] == [kept]
+    copies = await archived(mock_mongo)
+    assert sorted(copy["coll"] for copy in copies) == ["cc_InstAsst_0_pub_bk_switch", "cc_InstAsst_0_pub_host"]
+    assert all(copy["detail"]["id"] == gone and copy["oid"] and copy["time"] for copy in copies)
+    assert all("cmdb_asso_src_guard" not in copy["detail"] for copy in copies)
+    deleted = [record for record in await audit_records(mock_mongo) if record["action"] == "delete"]
+    (record,) = deleted
+    assert (record["user"], record["resource_id"], record["resource_name"]) == ("carol", 12, "switch-12")
+    assert record["operation_detail"]["dest_inst_name"] == "host-22"
+    assert record["operation_detail"]["asst_id"] == "bk_switch_belong_bk_host"
+
+
+@pytest.mark.parametrize("spelling", SPELLINGS)
+async def test_deleting_a_missing_id_is_not_an_error(client: Client, mock_mongo: Mongo, spelling: str) -> None:
+    answer = await call(client, "delete_one", {"bk_obj_id": "bk_switch", "id": 12345}, spelling=spelling)
+
+    assert (answer.result, answer.code, answer.data) == (True, 0, None)
+    assert await audit_records(mock_mongo) == []
+
+
+async def test_a_deleted_one_to_one_link_frees_its_ends(client: Client) -> None:
+    (link_id,) = await make_links(client, [(41, 21)], "app_run_host")
+
+    assert (await call(client, "delete_one", {"bk_obj_id": "app", "id": link_id})).code == 0
+
+    assert (await create(client, link_body("app_run_host", 42, 21))).code == 0
+
+
+@pytest.mark.parametrize("spelling", SPELLINGS)
+@pytest.mark.parametrize(
+    ("params", "code", "message"),
+    [
+        ({"bk_obj_id": "bk_switch", "id": "abc"}, 1199009, "'id' parameters must be integral"),
+        ({"bk_obj_id": "bk_switch", "id": "1.5"}, 1199009, "'id' parameters must be integral"),
+    ],
+)
+async def test_a_non_integer_id_answers_1199009(
+    client: Client, spelling: str, params: dict[str, Any], code: int, message: str
+) -> None:
+    answer = await call(client, "delete_one", params, spelling=spelling)
+
+    assert (answer.result, answer.code, answer.message) == (False, code, message)
+
+
+async def test_an_esb_delete_without_a_model_answers_1199010(client: Client) -> None:
+    answer = await call(client, "delete_one", {"bk_obj_id": "", "id": 1}, spelling="esb")
+
+    assert (answer.code, answer.message) == (1199010, "'bk_obj_id' unassigned")
+
+
+async def test_an_esb_delete_with_a_fractional_id_answers_1199009(client: Client) -> None:
+    answer = await call(client, "delete_one", {"bk_obj_id": "host", "id": 2.5}, spelling="esb")
+
+    assert answer.code == 1199009
+
+
+@pytest.mark.parametrize("spelling", SPELLINGS)
+async def test_deleting_many_answers_the_number_deleted(client: Client, mock_mongo: Mongo, spelling: str) -> None:
+    ids = await make_links(client, [(11, 21), (12, 22), (13, 23)])
+
+    answer = await call(client, "delete_many", {"bk_obj_id": "host", "id": [ids[0], ids[2], 999999]}, spelling=spelling)
+
+    assert (answer.result, answer.data) == (True, 2)
+    assert [doc["id"] for doc in await links_in(mock_mongo, "bk_switch")] == [ids[1]]
+    assert [doc["id"] for doc in await links_in(mock_mongo, "host")] == [ids[1]]
+    assert len([r for r in await audit_records(mock_mongo) if r["action"] == "delete"]) == 2
+    assert len(await archived(mock_mongo)) == 4
+
+
+@pytest.mark.parametrize("spelling", SPELLINGS)
+@pytest.mark.parametrize(
+    ("ids", "code"), [([], 1199003), (list(range(1, 502)), 1199059), ([1, "x"], 1199009), ("1", 1199009)]
+)
+async def test_delete_many_refuses_bad_id_lists(client: Client, spelling: str, ids: Any, code: int) -> None:
+    answer = await call(client, "delete_many", {"bk_obj_id": "host", "id": ids}, spelling=spelling)
+
+    assert (answer.result, answer.code) == (False, code)
+
+
+async def test_deleting_needs_edit_permission_on_both_instances(make_client: MakeClient, mock_mongo: Mongo) -> None:
+    admin = await make_client()
+    (link_id,) = await make_links(admin, [(11, 21)])
+    client = await make_client(authorizer=StaticPolicy({"bob": UserGrants(edit=frozenset({"bk_switch"}))}))
+
+    answer = await call(client, "delete_one", {"bk_obj_id": "bk_switch", "id": link_id}, user="bob")
+
+    assert answer.code == 9900403
+    assert answer.permission["actions"][0]["id"] == "edit_biz_host"
+    assert len(await links_in(mock_mongo, "host")) == 1
+
+
+async def test_a_failed_delete_of_the_second_side_restores_the_first(
+    client: Client, mock_mongo: Mongo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (link_id,) = await make_links(client, [(11, 21)])
+    assert client.app is not None
+    collection_class = type(mock_mongo.db["cc_InstAsst_0_pub_host"])
+    original = collection_class.delete_many
+
+    async def fail_on_host(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        if self.name == "cc_InstAsst_0_pub_host":
+            raise RuntimeError("injected failure on the second side")
+        return await original(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(collection_class, "delete_many", fail_on_host)
+    answer = await call(client, "delete_one", {"bk_obj_id": "bk_switch", "id": link_id})
+    monkeypatch.undo()
+
+    assert (answer.status, answer.code) == (500, 1199999)
+    assert [doc["id"] for doc in await links_in(mock_mongo, "bk_switch")] == [link_id]
+    assert [doc["id"] for doc in await links_in(mock_mongo, "host")] == [link_id]
+    assert [r["action"] for r in await audit_records(mock_mongo)] == ["create"]
+    assert await archived(mock_mongo) == []
+    assert client.app[SERVICE] is not None

@@ -1,0 +1,347 @@
+"""Find, find related, search and count, by both spellings: filters, pages, projections, injection, permission."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cmdb_asso.service.filters import BUILDER_FIELDS
+from cmdb_asso.service.permission import StaticPolicy, UserGrants
+from cmdb_asso.storage.client import Mongo
+from tests.conftest import MakeClient
+from tests.helpers import SPELLINGS, call, create, link_body, links_in
+
+Client = TestClient[Any, Any]
+PAIRS = [(11, 21), (11, 22), (12, 21), (13, 23), (14, 24), (15, 25), (12, 22)]
+
+
+@pytest.fixture
+async def linked(client: Client) -> Client:
+    """The client over a store holding switch→host links, an app→host link and a router→switch link."""
+    for src, dst in PAIRS:
+        assert (await create(client, link_body("bk_switch_belong_bk_host", src, dst))).code == 0
+    assert (await create(client, link_body("app_run_host", 41, 21))).code == 0
+    assert (await create(client, link_body("bk_router_connect_bk_switch", 31, 11))).code == 0
+    return client
+
+
+def ends(links: list[dict[str, Any]]) -> list[tuple[int, int]]:
+    """The (source, target) of each link."""
+    return [(link["bk_inst_id"], link["bk_asst_inst_id"]) for link in links]
+
+
+# --- find ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spelling", SPELLINGS)
+async def test_find_returns_the_links_matching_the_condition_in_bk_cmdb_fields(linked: Client, spelling: str) -> None:
+    condition = {"bk_obj_asst_id": "bk_switch_belong_bk_host", "bk_inst_id": {"$in": [11, 12]}}
+
+    answer = await call(linked, "find", {"bk_obj_id": "bk_switch", "condition": condition}, spelling=spelling)
+
+    assert answer.code == 0
+    assert ends(answer.data) == [(11, 21), (11, 22), (12, 21), (12, 22)]
+    assert set(answer.data[0]) == {
+        "id", "bk_inst_id", "bk_obj_id", "bk_asst_inst_id", "bk_asst_obj_id", "bk_supplier_account",
+        "bk_obj_asst_id", "bk_asst_id", "bk_biz_id", "create_time", "last_time",
+    }  # fmt: skip
+
+
+async def test_find_accepts_nested_logical_operators_over_allowed_fields(linked: Client) -> None:
+    condition = {
+        "$or": [
+            {"$and": [{"bk_inst_id": {"$gte": 13}}, {"bk_inst_id": {"$lt": 15}}]},
+            {"bk_asst_inst_id": 25, "bk_obj_id": {"$ne": "app"}},
+        ],
+        "bk_asst_id": {"$exists": True},
+    }
+
+    answer = await call(linked, "find", {"bk_obj_id": "host", "condition": condition})
+
+    assert ends(answer.data) == [(13, 23), (14, 24), (15, 25)]
+
+
+async def test_find_on_the_target_model_sees_links_of_every_definition(linked: Client) -> None:
+    answer = await call(linked, "find", {"bk_obj_id": "host", "condition": {"bk_asst_inst_id": 21}})
+
+    assert sorted(link["bk_obj_asst_id"] for link in answer.data) == [
+        "app_run_host", "bk_switch_belong_bk_host", "bk_switch_belong_bk_host",
+    ]  # fmt: skip
+
+
+INJECTIONS: list[tuple[Any, str]] = [
+    ({"$where": "sleep(1000)"}, "$where"),
+    ({"$expr": {"$eq": ["$bk_inst_id", "$bk_asst_inst_id"]}}, "$expr"),
+    ({"$function": {"body": "return true", "args": [], "lang": "js"}}, "$function"),
+    ({"$accumulator": {}}, "$accumulator"),
+    ({"$or": [{"bk_inst_id": 11}, {"$where": "true"}]}, "$where"),
+    ({"$and": [{"$or": [{"$expr": {"$gt": [1, 0]}}]}]}, "$expr"),
+    ({"bk_inst_id": {"$where": "true"}}, "$where"),
+    ({"bk_inst_id": {"$in": [{"$function": {}}]}}, "$in"),
+    ({"bk_obj_id": {"$regex": "^bk", "$options": "i"}}, "$regex"),
+    ({"bk_inst_id": {"$gt": {"$expr": 1}}}, "$gt"),
+    ({"password": "x"}, "password"),
+    ({"cmdb_asso_src_guard": {"$exists": True}}, "cmdb_asso_src_guard"),
+    ({"$or": "bk_inst_id"}, "$or"),
+    ({"$or": []}, "$or"),
+    ({"bk_inst_id": "eleven"}, "bk_inst_id"),
+    ({"bk_obj_id": {"nested": "document"}}, "nested"),
+    ({"$nor": [{"bk_inst_id": 1}]}, "$nor"),
+    (["bk_inst_id"], "condition"),
+]
+
+
+@pytest.mark.parametrize("spelling", SPELLINGS)
+@pytest.mark.parametrize(("condition", "named"), INJECTIONS)
+async def test_find_refuses_anything_off_the_allow_list_naming_the_key(
+    linked: Client, spelling: str, condition: Any, named: str
+) -> None:
+    answer = await call(linked, "find", {"bk_obj_id": "host", "condition": condition}, spelling=spelling)
+
+    assert (answer.status, answer.result, answer.code, answer.data) == (200, False, 1199006, None)
+    assert answer.message == f"'{named}' data parameter verification does not pass"
+
+
+async def test_find_needs_a_model(linked: Client) -> None:
+    answer = await call(linked, "find", {"condition": {}})
+
+    assert (answer.code, answer.message) == (1199010, "'bk_obj_id' unassigned")
+
+
+# --- find related -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spelling", SPELLINGS)
+async def test_find_related_returns_both_directions_sorted_by_id(linked: Client, spelling: str) -> None:
+    params = {"condition": {"bk_obj_id": "bk_switch", "bk_inst_id": 11}, "page": {"start": 0, "limit": 10}}
+
+    answer = await call(linked, "related", params, spelling=spelling)
+
+    assert answer.code == 0
+    assert ends(answer.data) == [(11, 21), (11, 22), (31, 11)]
+    assert [link["id"] for link in answer.data] == sorted(link["id"] for link in answer.data)
+
+
+async def test_find_related_pages_and_projects(linked: Client) -> None:
+    params = {
+        "condition": {"bk_obj_id": "bk_switch", "bk_inst_id": 11},
+        "fields": ["bk_inst_id", "bk_asst_inst_id", "no_such_field"],
+        "page": {"start": 1, "limit": 1},
+    }
+
+    answer = await call(linked, "related", params)
+
+    assert answer.data == [{"bk_inst_id": 11, "bk_asst_inst_id": 22}]
+
+
+@pytest.mark.parametrize("spelling", SPELLINGS)
+@pytest.mark.parametrize(
+    ("params", "code"),
+    [
+        ({"condition": {"bk_obj_id": "host", "bk_inst_id": 21}, "page": {"limit": 501}}, 1199059),
+        ({"condition": {"bk_obj_id": "host", "bk_inst_id": "21"}}, 1199006),
+        ({"condition": {"bk_inst_id": 21}}, 1199010),
+        ({"page": {"limit": 1}}, 1199010),
+        ({"condition": {"bk_obj_id": "host", "bk_inst_id": 21}, "page": {"start": -1}}, 1199006),
+    ],
+)
+async def test_find_related_refuses_bad_requests(
+    linked: Client, spelling: str, params: dict[str, Any], code: int
+) -> None:
+    answer = await call(linked, "related", params, spelling=spelling)
+
+    assert (answer.result, answer.code) == (False, code)
+
+
+# --- search and count ---------------------------------------------------------------------------------------------
+
+
+def rule(field: str, operator: str, value: Any = None) -> dict[str, Any]:
+    """One query-builder rule."""
+    return {"field": field, "operator": operator, "value": value}
+
+
+@pytest.mark.parametrize("spelling", SPELLINGS)
+async def test_search_and_count_agree_on_query_builder_conditions(linked: Client, spelling: str) -> None:
+    conditions = {
+        "condition": "AND",
+        "rules": [
+            rule("bk_obj_asst_id", "equal", "bk_switch_belong_bk_host"),
+            {"condition": "OR", "rules": [rule("bk_inst_id", "in", [11, 13]), rule("bk_asst_inst_id", "greater", 24)]},
+        ],
+    }
+    params = {"bk_obj_id": "bk_switch", "conditions": conditions, "page": {"start": 0, "limit": 500}}
+
+    searched = await call(linked, "search", params, spelling=spelling)
+    counted = await call(linked, "count", {"bk_obj_id": "bk_switch", "conditions": conditions}, spelling=spelling)
+
+    assert ends(searched.data["info"]) == [(11, 21), (11, 22), (13, 23), (15, 25)]
+    assert counted.data == {"count": 4}
+
+
+async def test_count_counts_links_where_the_model_is_the_target_too(linked: Client) -> None:
+    searched = await call(linked, "search", {"bk_obj_id": "bk_switch"})
+    counted = await call(linked, "count", {"bk_obj_id": "bk_switch"})
+
+    assert counted.data["count"] == len(searched.data["info"]) == len(PAIRS) + 1
+
+
+async def test_search_sorts_pages_and_projects(linked: Client) -> None:
+    params = {
+        "bk_obj_id": "host",
+        "fields": ["bk_inst_id", "bk_asst_inst_id"],
+        "page": {"start": 1, "limit": 3, "sort": "-bk_asst_inst_id,bk_inst_id"},
+    }
+
+    answer = await call(linked, "search", params)
+
+    assert answer.data["info"] == [
+        {"bk_inst_id": 14, "bk_asst_inst_id": 24},
+        {"bk_inst_id": 13, "bk_asst_inst_id": 23},
+        {"bk_inst_id": 11, "bk_asst_inst_id": 22},
+    ]
+
+
+NESTED_4 = {"condition": "AND", "rules": [{"condition": "AND", "rules": [{"condition": "AND", "rules": [
+    {"condition": "AND", "rules": [rule("id", "exist")]}]}]}]}  # fmt: skip
+
+
+@pytest.mark.parametrize("operation", ["search", "count"])
+@pytest.mark.parametrize(
+    ("conditions", "code"),
+    [
+        ({"condition": "XOR", "rules": [rule("id", "exist")]}, 1199006),
+        ({"condition": "AND", "rules": []}, 1199006),
+        ({"condition": "AND", "rules": [rule("bk_inst_name", "equal", "x")]}, 1199006),
+        ({"condition": "AND", "rules": [rule("id", "regex", ".*")]}, 1199006),
+        ({"condition": "AND", "rules": [rule("id", "equal", {"$gt": 0})]}, 1199006),
+        ({"condition": "AND", "rules": [rule("id", "in", 5)]}, 1199006),
+        ({"condition": "AND", "rules": [rule("bk_obj_id", "equal", 5)]}, 1199006),
+        ({"condition": "AND", "rules": [rule("id", "in", list(range(501)))]}, 1199035),
+        ({"condition": "OR", "rules": [rule("id", "equal", n) for n in range(21)]}, 1199035),
+        (NESTED_4, 1199035),
+        ("AND", 1199006),
+    ],
+)
+async def test_search_and_count_refuse_bad_conditions(
+    linked: Client, operation: str, conditions: Any, code: int
+) -> None:
+    answer = await call(linked, operation, {"bk_obj_id": "host", "conditions": conditions})
+
+    assert (answer.result, answer.code) == (False, code)
+
+
+async def test_search_refuses_a_page_over_500(linked: Client) -> None:
+    answer = await call(linked, "search", {"bk_obj_id": "host", "page": {"limit": 501}}, spelling="esb")
+
+    assert answer.code == 1199059
+
+
+# Values drawn from what the store holds, plus some it does not.
+INT_VALUES = st.sampled_from([0, 11, 12, 13, 21, 22, 25, 31, 41, 99])
+STRING_VALUES = st.sampled_from(["bk_switch", "host", "app", "bk_router", "belong", "run", "connect",
+                                 "bk_switch_belong_bk_host", "app_run_host", "nothing"])  # fmt: skip
+INT_BUILDER_FIELDS = sorted(BUILDER_FIELDS & {"id", "bk_inst_id", "bk_asst_inst_id"})
+STRING_BUILDER_FIELDS = sorted(BUILDER_FIELDS - set(INT_BUILDER_FIELDS))
+
+
+@st.composite
+def rules(draw: st.DrawFn) -> dict[str, Any]:
+    """One random, valid query-builder rule."""
+    is_int = draw(st.booleans())
+    field = draw(st.sampled_from(INT_BUILDER_FIELDS if is_int else STRING_BUILDER_FIELDS))
+    values = INT_VALUES if is_int else STRING_VALUES
+    operator = draw(st.sampled_from(["equal", "not_equal", "in", "not_in", "less", "less_or_equal", "greater",
+                                     "greater_or_equal", "exist", "not_exist"]))  # fmt: skip
+    if operator in ("in", "not_in"):
+        return rule(field, operator, draw(st.lists(values, max_size=4)))
+    if operator in ("exist", "not_exist"):
+        return rule(field, operator)
+    return rule(field, operator, draw(values))
+
+
+def groups(depth: int = 1) -> st.SearchStrategy[dict[str, Any]]:
+    """Random, valid query-builder conditions up to depth 3."""
+    children: st.SearchStrategy[Any] = rules() if depth == 3 else st.one_of(rules(), groups(depth + 1))
+    return st.builds(
+        lambda combinator, items: {"condition": combinator, "rules": items},
+        st.sampled_from(["AND", "OR"]),
+        st.lists(children, min_size=1, max_size=4),
+    )
+
+
+def rule_holds(link: dict[str, Any], field: str, operator: str, want: Any) -> bool:
+    """One rule, read as MongoDB reads its operator (a missing field is "not equal" and never compares)."""
+    present, value = field in link, link.get(field)
+    if operator in ("exist", "not_exist"):
+        return present is (operator == "exist")
+    if operator in ("in", "not_in"):
+        return (present and value in want) is (operator == "in")
+    if operator == "not_equal":
+        return not present or value != want
+    if not present or isinstance(value, str) is not isinstance(want, str):
+        return False
+    compare: dict[str, bool] = {
+        "equal": value == want,
+        "less": value < want,
+        "less_or_equal": value <= want,
+        "greater": value > want,
+        "greater_or_equal": value >= want,
+    }
+    return compare[operator]
+
+
+def holds(link: dict[str, Any], conditions: dict[str, Any]) -> bool:
+    """A plain-Python reading of query-builder conditions: the oracle the store's answers are checked against."""
+    results = []
+    for item in conditions["rules"]:
+        if "condition" in item:
+            results.append(holds(link, item))
+            continue
+        results.append(rule_holds(link, item["field"], item["operator"], item["value"]))
+    return all(results) if conditions["condition"] == "AND" else any(results)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(conditions=groups())
+async def test_count_equals_an_unpaged_search_and_both_match_the_conditions(
+    linked: Client, mock_mongo: Mongo, conditions: dict[str, Any]
+) -> None:
+    searched = await call(linked, "search", {"bk_obj_id": "host", "conditions": conditions, "page": {"limit": 500}})
+    counted = await call(linked, "count", {"bk_obj_id": "host", "conditions": conditions})
+
+    assert searched.code == counted.code == 0
+    assert counted.data["count"] == len(searched.data["info"])
+    expected = [link["id"] for link in await links_in(mock_mongo, "host") if holds(link, conditions)]
+    assert [link["id"] for link in searched.data["info"]] == expected
+
+
+# --- view permission ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("operation", "params"),
+    [
+        ("find", {"bk_obj_id": "host", "condition": {}}),
+        ("related", {"condition": {"bk_obj_id": "host", "bk_inst_id": 21}}),
+        ("search", {"bk_obj_id": "host"}),
+        ("count", {"bk_obj_id": "host"}),
+    ],
+)
+@pytest.mark.parametrize("spelling", SPELLINGS)
+async def test_every_query_needs_view_permission_count_included(
+    make_client: MakeClient, operation: str, params: dict[str, Any], spelling: str
+) -> None:
+    client = await make_client(authorizer=StaticPolicy({"eve": UserGrants(view=frozenset({"bk_switch"}))}))
+
+    denied = await call(client, operation, params, spelling=spelling, user="eve")
+    allowed = await call(client, operation, {**params, "bk_obj_id": "bk_switch"} if "bk_obj_id" in params else params,
+                         spelling=spelling, user="eve")  # fmt: skip
+
+    assert (denied.result, denied.code, denied.data) == (False, 9900403, None)
+    assert denied.permission["actions"][0]["id"] == "find_comobj_1"
+    assert allowed.code == (0 if "bk_obj_id" in params else 9900403)
