@@ -1,9 +1,10 @@
-"""Command line: serve, init-db, seed-demo."""
+"""Command line: serve, init-db, seed-demo, hash-secret, check-links."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -12,10 +13,12 @@ from aiohttp import web
 
 from cmdb_asso.app import create_app, open_mongo
 from cmdb_asso.config import ConfigError, Settings, load_settings
+from cmdb_asso.credentials import DEFAULT_ITERATIONS, hash_secret
 from cmdb_asso.errors import CmdbError
 from cmdb_asso.keys import MONGO
 from cmdb_asso.log import setup_logging
 from cmdb_asso.storage.client import Mongo
+from cmdb_asso.storage.repair import find_problems, repair
 from cmdb_asso.storage.schema import ensure_indexes, has_definitions, seed_demo
 
 log = structlog.get_logger("cmdb_asso")
@@ -29,7 +32,34 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--seed-demo-if-empty", action="store_true", help="write the demo data into an empty database")
     commands.add_parser("init-db", help="create the indexes of every model's association table (idempotent)")
     commands.add_parser("seed-demo", help="write the demo models, definitions and instances (idempotent)")
+    hash_secret_command = commands.add_parser(
+        "hash-secret", help="print the salted hash of an ESB app secret for auth.apps (reads the secret from stdin)"
+    )
+    hash_secret_command.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS, help=argparse.SUPPRESS)
+    check = commands.add_parser("check-links", help="find half links and links without an audit record")
+    check.add_argument("--repair", action="store_true", help="fix what is found")
+    check.add_argument(
+        "--grace-seconds", type=float, default=60.0, help="leave links younger than this alone (default 60)"
+    )
     return parser
+
+
+def _read_secret() -> str:
+    if sys.stdin.isatty():
+        return getpass.getpass("secret: ")
+    return sys.stdin.readline().rstrip("\n")
+
+
+async def _check_links(mongo: Mongo, supplier_account: str, *, fix: bool, grace_seconds: float) -> int:
+    problems = await find_problems(mongo, supplier_account, grace_seconds=grace_seconds)
+    for problem in problems:
+        print(problem.describe())
+    if problems and fix:
+        await repair(mongo, supplier_account, problems)
+        print(f"repaired {len(problems)} problem(s)")
+        return 0
+    print(f"{len(problems)} problem(s) found" if problems else "no problems found")
+    return 1 if problems else 0
 
 
 def serve(settings: Settings, *, seed_if_empty: bool) -> None:
@@ -83,11 +113,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cmdb-asso: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings.log)
+    if args.command == "hash-secret":
+        secret = _read_secret()
+        if not secret:
+            print("cmdb-asso: hash-secret needs a non-empty secret", file=sys.stderr)
+            return 2
+        print(hash_secret(secret, iterations=args.iterations))
+        return 0
     if args.command == "serve":
         serve(settings, seed_if_empty=args.seed_demo_if_empty)
         return 0
     supplier = settings.supplier_account
     try:
+        if args.command == "check-links":
+            outcome: list[int] = []
+
+            async def check(mongo: Mongo) -> None:
+                outcome.append(await _check_links(mongo, supplier, fix=args.repair, grace_seconds=args.grace_seconds))
+
+            asyncio.run(_with_mongo(settings, check))
+            return outcome[0]
         if args.command == "init-db":
             asyncio.run(_with_mongo(settings, lambda mongo: _init_db(mongo, supplier)))
         else:

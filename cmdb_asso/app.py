@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
+import aiohttp_cors
 import structlog
 from aiohttp import web
 
-from cmdb_asso.config import Settings
+from cmdb_asso.config import AuthSettings, Settings
 from cmdb_asso.errors import CmdbError
-from cmdb_asso.keys import APP_AUTHENTICATOR, MONGO, QUERIES, SERVICE, SETTINGS
+from cmdb_asso.keys import APP_AUTHENTICATOR, METRICS, MONGO, QUERIES, SERVICE, SETTINGS
 from cmdb_asso.service.associations import AssociationService
-from cmdb_asso.service.permission import AllowAll, Authorizer
+from cmdb_asso.service.permission import AllowAll, Authorizer, StaticPolicy, UserGrants
 from cmdb_asso.service.queries import QueryService
 from cmdb_asso.storage.associations import AssociationStore
 from cmdb_asso.storage.client import EMBEDDED, EmbeddedMongo, Mongo, connect
 from cmdb_asso.storage.schema import ensure_indexes
 from cmdb_asso.web.identity import AppAuthenticator
-from cmdb_asso.web.middlewares import error_envelope, request_context
+from cmdb_asso.web.metrics import Metrics
+from cmdb_asso.web.middlewares import error_envelope, request_context, request_deadline
 from cmdb_asso.web.routes import setup_routes
 
 log = structlog.get_logger(__name__)
@@ -38,16 +42,55 @@ async def open_mongo(settings: Settings) -> tuple[Mongo, EmbeddedMongo | None]:
         raise
 
 
+def authorizer_from(auth: AuthSettings) -> Authorizer:
+    """The authorizer the settings name: allow-all, or the static policy."""
+    if auth.authorizer == "static":
+        return StaticPolicy(
+            {user: UserGrants(frozenset(grant.edit), frozenset(grant.view)) for user, grant in auth.policy.items()}
+        )
+    return AllowAll()
+
+
+async def _retry_undos(store: AssociationStore, interval: float) -> None:
+    """Forever: finish the undos that failed while MongoDB was away."""
+    while True:
+        await asyncio.sleep(interval)
+        if store.pending_undos:
+            try:
+                await store.retry_pending_undos()
+            except CmdbError:
+                continue
+
+
+def _setup_cors(app: web.Application, origins: tuple[str, ...]) -> None:
+    options = aiohttp_cors.ResourceOptions(  # type: ignore[no-untyped-call]
+        allow_credentials=True, expose_headers=("X-Request-Id", "X-Bkapi-Request-Id"), allow_headers="*"
+    )
+    cors = aiohttp_cors.setup(app, defaults=dict.fromkeys(origins, options))
+    for route in list(app.router.routes()):
+        cors.add(route)
+
+
 def create_app(
-    settings: Settings, *, mongo: Mongo | None = None, authorizer: Authorizer | None = None
+    settings: Settings,
+    *,
+    mongo: Mongo | None = None,
+    authorizer: Authorizer | None = None,
+    undo_retry_seconds: float = 1.0,
 ) -> web.Application:
     """Build the application; `mongo` replaces the configured connection (tests pass their own)."""
-    app = web.Application(middlewares=[request_context, error_envelope], client_max_size=settings.http.max_body_bytes)
+    app = web.Application(
+        middlewares=[request_context, error_envelope, request_deadline],
+        client_max_size=settings.http.max_body_bytes,
+    )
     app[SETTINGS] = settings
-    app[APP_AUTHENTICATOR] = AppAuthenticator({})
+    app[METRICS] = Metrics()
+    app[APP_AUTHENTICATOR] = AppAuthenticator({app.code: app.secret_hash for app in settings.auth.apps})
+    chosen_authorizer = authorizer or authorizer_from(settings.auth)
 
     async def mongo_context(app: web.Application) -> AsyncIterator[None]:
         connection, embedded = (mongo, None) if mongo is not None else await open_mongo(settings)
+        retrier: asyncio.Task[None] | None = None
         try:
             store = AssociationStore(
                 connection,
@@ -55,16 +98,21 @@ def create_app(
                 definition_cache_seconds=settings.mongodb.definition_cache_seconds,
             )
             app[MONGO] = connection
-            chosen = authorizer or AllowAll()
-            app[SERVICE] = AssociationService(store, chosen)
-            app[QUERIES] = QueryService(store, chosen)
+            app[SERVICE] = AssociationService(store, chosen_authorizer)
+            app[QUERIES] = QueryService(store, chosen_authorizer)
+            app[METRICS].watch_storage(store, connection.commands)
             try:
                 await ensure_indexes(connection, settings.supplier_account)
             except CmdbError as exc:
                 # The service still starts; tables get their indexes before their first write anyway.
                 log.warning("startup_indexes_skipped", code=exc.code)
+            retrier = asyncio.create_task(_retry_undos(store, undo_retry_seconds))
             yield
         finally:
+            if retrier is not None:
+                retrier.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await retrier
             if mongo is None:
                 await connection.close()
             if embedded is not None:
@@ -74,4 +122,6 @@ def create_app(
     if app[APP_AUTHENTICATOR].open:
         log.warning("esb_app_authentication_open", detail="no apps configured: every ESB app is accepted")
     setup_routes(app)
+    if settings.http.cors_origins:
+        _setup_cors(app, settings.http.cors_origins)
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ class MongoSettings:
     socket_timeout_ms: int = 10000
     id_block_size: int = 100
     definition_cache_seconds: float = 5.0
+    request_deadline_seconds: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,9 @@ class HttpSettings:
     host: str = "127.0.0.1"
     port: int = 8080
     max_body_bytes: int = 1024 * 1024
+    max_header_bytes: int = 8190
     shutdown_timeout: float = 10.0
+    cors_origins: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,31 @@ class LimitSettings:
     """Request size limits."""
 
     create_many_max: int = 200
+
+
+@dataclass(frozen=True)
+class AppCredential:
+    """One ESB application allowed in: its code and the salted hash of its secret."""
+
+    code: str
+    secret_hash: str
+
+
+@dataclass(frozen=True)
+class Grant:
+    """The models one user may edit and view (`*` for all)."""
+
+    edit: tuple[str, ...] = ()
+    view: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    """Who may come in (ESB apps) and what users may do (the authorizer and its policy)."""
+
+    apps: tuple[AppCredential, ...] = ()
+    authorizer: str = "allow_all"
+    policy: Mapping[str, Grant] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -65,10 +94,22 @@ class Settings:
     mongodb: MongoSettings = field(default_factory=MongoSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
     log: LogSettings = field(default_factory=LogSettings)
     language: str = "en"
     supplier_account: str = "0"
     data_dir: str = "./var"
+
+
+class _CommaList(fields.Field[tuple[str, ...]]):
+    """A list of strings, or one comma-separated string (as the environment gives it)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> tuple[str, ...]:
+        if isinstance(value, str):
+            value = [item for item in (part.strip() for part in value.split(",")) if item]
+        if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+            raise ValidationError("must be a list of strings")
+        return tuple(value)
 
 
 class _MongoSchema(Schema):
@@ -83,6 +124,7 @@ class _MongoSchema(Schema):
     socket_timeout_ms = fields.Integer(strict=False, validate=validate.Range(min=1))
     id_block_size = fields.Integer(strict=False, validate=validate.Range(min=1, max=100000))
     definition_cache_seconds = fields.Float(validate=validate.Range(min=0))
+    request_deadline_seconds = fields.Float(validate=validate.Range(min=0.01))
 
 
 class _HttpSchema(Schema):
@@ -92,7 +134,63 @@ class _HttpSchema(Schema):
     host = fields.String(validate=validate.Length(min=1))
     port = fields.Integer(strict=False, validate=validate.Range(min=0, max=65535))
     max_body_bytes = fields.Integer(strict=False, validate=validate.Range(min=1024))
+    max_header_bytes = fields.Integer(strict=False, validate=validate.Range(min=1024, max=1024 * 1024))
     shutdown_timeout = fields.Float(validate=validate.Range(min=0))
+    cors_origins = _CommaList()
+
+
+class _Apps(fields.Field[tuple[AppCredential, ...]]):
+    """ESB apps: a list of {code, secret_hash}, or `code:secret_hash,...` from the environment."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> tuple[AppCredential, ...]:
+        if isinstance(value, str):
+            pairs = [part.strip().split(":", 1) for part in value.split(",") if part.strip()]
+            if not all(len(pair) == 2 for pair in pairs):
+                raise ValidationError("must be code:secret_hash pairs separated by commas")
+            value = [{"code": code, "secret_hash": secret_hash} for code, secret_hash in pairs]
+        if not isinstance(value, list):
+            raise ValidationError("must be a list of {code, secret_hash}")
+        apps = []
+        for item in value:
+            if not isinstance(item, Mapping) or not all(
+                isinstance(item.get(key), str) and item.get(key) for key in ("code", "secret_hash")
+            ):
+                raise ValidationError("each app needs a code and a secret_hash")
+            if not str(item["secret_hash"]).startswith("pbkdf2_sha256$"):
+                raise ValidationError(f"app '{item['code']}': secret_hash must come from `cmdb-asso hash-secret`")
+            apps.append(AppCredential(str(item["code"]), str(item["secret_hash"])))
+        return tuple(apps)
+
+
+class _Policy(fields.Field[dict[str, Grant]]):
+    """Per user, the models they may edit and view; a mapping, or JSON of one from the environment."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dict[str, Grant]:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError as exc:
+                raise ValidationError("must be a JSON object") from exc
+        if not isinstance(value, Mapping):
+            raise ValidationError("must map users to {edit: [...], view: [...]}")
+        policy = {}
+        for user, grant in value.items():
+            if not isinstance(grant, Mapping) or set(grant) - {"edit", "view"}:
+                raise ValidationError(f"user '{user}': only 'edit' and 'view' lists are allowed")
+            lists = {key: grant.get(key) or [] for key in ("edit", "view")}
+            if not all(isinstance(items, list) and all(isinstance(i, str) for i in items) for items in lists.values()):
+                raise ValidationError(f"user '{user}': 'edit' and 'view' must be lists of model ids")
+            policy[str(user)] = Grant(tuple(lists["edit"]), tuple(lists["view"]))
+        return policy
+
+
+class _AuthSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    apps = _Apps()
+    authorizer = fields.String(validate=validate.OneOf(["allow_all", "static"]))
+    policy = _Policy()
 
 
 class _LimitSchema(Schema):
@@ -117,6 +215,7 @@ class _SettingsSchema(Schema):
     mongodb = fields.Nested(_MongoSchema)
     http = fields.Nested(_HttpSchema)
     limits = fields.Nested(_LimitSchema)
+    auth = fields.Nested(_AuthSchema)
     log = fields.Nested(_LogSchema)
     language = fields.String(validate=validate.OneOf(["en", "zh"]))
     supplier_account = fields.String(validate=validate.Length(min=1, max=64))
@@ -127,6 +226,7 @@ _SECTIONS: dict[str, Any] = {
     "mongodb": MongoSettings,
     "http": HttpSettings,
     "limits": LimitSettings,
+    "auth": AuthSettings,
     "log": LogSettings,
 }
 

@@ -10,15 +10,20 @@ from cmdb_asso.service.associations import AssociationService
 from cmdb_asso.service.queries import QueryService
 from cmdb_asso.storage.client import Mongo
 from cmdb_asso.web.identity import AppAuthenticator
+from cmdb_asso.web.metrics import Metrics
 
 SETTINGS = web.AppKey("settings", Settings)
 MONGO = web.AppKey("mongo", Mongo)
 SERVICE = web.AppKey("service", AssociationService)
 QUERIES = web.AppKey("queries", QueryService)
 APP_AUTHENTICATOR = web.AppKey("app_authenticator", AppAuthenticator)
+METRICS = web.AppKey("metrics", Metrics)
 
 REQUEST_ID = web.RequestKey("request_id", str)
 LANGUAGE = web.RequestKey("language", str)
+
+# Whether the request's operation writes (a deadline then answers 1199998 rather than 1199017).
+WRITES = web.RequestKey("writes", bool)
 
 # The bk-cmdb code a response carries, for the request log line.
 RESPONSE_CODE = web.ResponseKey("response_code", int)
@@ -26,11 +31,13 @@ RESPONSE_CODE = web.ResponseKey("response_code", int)
 __all__ = [
     "APP_AUTHENTICATOR",
     "LANGUAGE",
+    "METRICS",
     "MONGO",
     "QUERIES",
     "REQUEST_ID",
     "RESPONSE_CODE",
     "SERVICE",
     "SETTINGS",
+    "WRITES",
     "Language",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
@@ -123,6 +124,9 @@ class AssociationStore:
         self.ids = IdAllocator(mongo, id_block_size)
         self.indexes = IndexManager(mongo)
         self._definition_ttl = definition_cache_seconds
+        self.pending_undos: deque[_Step] = deque()
+        self.links_created = 0
+        self.links_deleted = 0
         self._definitions: dict[tuple[str, tuple[str, ...]], tuple[float, list[Definition]]] = {}
 
     async def find_definitions(self, obj_asst_id: str, suppliers: tuple[str, ...]) -> list[Definition]:
@@ -214,6 +218,7 @@ class AssociationStore:
         steps: list[_Step] = [_InsertStep(AUDIT_LOG, audit_docs)]
         steps += [_InsertStep(table, docs) for table in tables]
         await self._run(steps)
+        self.links_created += len(link_ids)
         return link_ids
 
     async def find_links_by_ids(self, obj_id: str, supplier_account: str, ids: list[int]) -> list[dict[str, Any]]:
@@ -241,6 +246,7 @@ class AssociationStore:
         steps: list[_Step] = [_InsertStep(AUDIT_LOG, audit_docs), _InsertStep(DEL_ARCHIVE, archives)]
         steps += [_DeleteStep(table, table_links) for table, table_links in by_table.items()]
         await self._run(steps)
+        self.links_deleted += len(links)
 
     async def find_links(
         self,
@@ -276,7 +282,7 @@ class AssociationStore:
         """Run the steps in one transaction, or in order with an undo of every step begun if one fails."""
         try:
             with translate_errors(write=True):
-                if self.mongo.transactions:
+                if await self.mongo.supports_transactions():
                     await self._run_in_transaction(steps)
                 else:
                     await self._run_with_undo(steps)
@@ -306,13 +312,27 @@ class AssociationStore:
                 begun.append(step)
                 await step.run(self, None)
         except BaseException:
-            # Undo what was written, newest first; if even that fails, `check-links` finds what is left.
+            # Undo what was written, newest first. An undo that fails (MongoDB gone) waits in `pending_undos`
+            # and is retried until MongoDB is back; a process that dies first leaves it to `check-links`.
             for step in reversed(begun):
                 try:
                     await asyncio.shield(step.undo(self))
                 except (PyMongoError, asyncio.CancelledError):
-                    log.error("undo_failed", table=step.table)
+                    log.warning("undo_postponed", table=step.table)
+                    self.pending_undos.append(step)
             raise
+
+    async def retry_pending_undos(self) -> int:
+        """Run the undos that failed earlier, oldest first; return how many are still waiting."""
+        while self.pending_undos:
+            step = self.pending_undos[0]
+            try:
+                await step.undo(self)
+            except PyMongoError:
+                break
+            self.pending_undos.popleft()
+            log.info("undo_completed", table=step.table)
+        return len(self.pending_undos)
 
 
 _HIDDEN_FIELDS = {"_id": 0, SRC_GUARD: 0, DST_GUARD: 0}

@@ -27,7 +27,7 @@ from pymongo.errors import (
 )
 
 from cmdb_asso.config import MongoSettings
-from cmdb_asso.errors import InternalError, StoreReadUnavailable, StoreWriteUnavailable
+from cmdb_asso.errors import CmdbError, InternalError, StoreReadUnavailable, StoreWriteUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -73,11 +73,13 @@ def translate_errors(*, write: bool) -> Any:
 
 
 class CommandCounter(monitoring.CommandListener):
-    """Counts the MongoDB commands this process sends (for metrics, benchmarks and tests)."""
+    """Counts the MongoDB commands this process sends, and their time (for metrics, benchmarks and tests)."""
 
     def __init__(self) -> None:
         self.total = 0
+        self.failures = 0
         self.by_name: dict[str, int] = {}
+        self.seconds_by_name: dict[str, float] = {}
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         """Count one command."""
@@ -85,10 +87,16 @@ class CommandCounter(monitoring.CommandListener):
         self.by_name[event.command_name] = self.by_name.get(event.command_name, 0) + 1
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        """Nothing to do on success."""
+        """Add the command's time."""
+        self._add_time(event.command_name, event.duration_micros)
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        """Nothing to do on failure."""
+        """Count the failure and add its time."""
+        self.failures += 1
+        self._add_time(event.command_name, event.duration_micros)
+
+    def _add_time(self, name: str, micros: int) -> None:
+        self.seconds_by_name[name] = self.seconds_by_name.get(name, 0.0) + micros / 1e6
 
 
 @dataclass
@@ -97,13 +105,22 @@ class Mongo:
 
     client: Any
     db: Any
-    transactions: bool
+    # None until the server has answered whether it supports transactions (it may be down at start-up).
+    transactions: bool | None
     commands: CommandCounter = field(default_factory=CommandCounter)
+    transaction_mode: str = "auto"
+    embedded: bool = False
+
+    async def supports_transactions(self) -> bool:
+        """Whether writes use transactions; asked of the server once, when it first answers."""
+        if self.transactions is None:
+            self.transactions = await _supports_transactions(self.client, self.transaction_mode, self.embedded)
+        return self.transactions
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Any]:
         """Run the block in a transaction and yield its session; without transactions, yield None."""
-        if not self.transactions:
+        if not await self.supports_transactions():
             yield None
             return
         session = self.client.start_session()
@@ -146,12 +163,8 @@ async def _supports_transactions(client: Any, mode: str, embedded: bool) -> bool
         # nest as savepoints, and one abort rolls back the others' writes too (seen in the race tests). The
         # undo path is correct under concurrency there; `always` still uses its transactions one at a time.
         return False
-    try:
+    with translate_errors(write=True):
         hello = await client.admin.command("hello")
-    except PyMongoError:
-        # Unknown until the server answers; the safe choice is the undo path, which works everywhere.
-        log.warning("mongodb_capabilities_unknown", fallback="no transactions")
-        return False
     return bool(hello.get("setName")) or hello.get("msg") == "isdbgrid"
 
 
@@ -166,8 +179,13 @@ async def connect(settings: MongoSettings, uri: str, *, embedded: bool = False) 
         tz_aware=False,
         event_listeners=[counter],
     )
-    transactions = await _supports_transactions(client, settings.transactions, embedded)
-    return Mongo(client=client, db=client[settings.database], transactions=transactions, commands=counter)
+    mongo = Mongo(client=client, db=client[settings.database], transactions=None, commands=counter)
+    mongo.transaction_mode, mongo.embedded = settings.transactions, embedded
+    try:
+        await mongo.supports_transactions()
+    except CmdbError:
+        log.warning("mongodb_unreachable_at_start", detail="transaction support is asked again on first write")
+    return mongo
 
 
 def _free_port() -> int:

@@ -20,6 +20,7 @@ class IdAllocator:
         self._block_size = block_size
         self._pools: dict[str, list[int]] = {}  # name -> [next, end) of the reserved block
         self._locks: dict[str, asyncio.Lock] = {}
+        self.reserved: dict[str, int] = {}
 
     async def take(self, name: str, count: int = 1) -> list[int]:
         """Return `count` fresh ids of sequence `name`."""
@@ -50,5 +51,6 @@ class IdAllocator:
                     )
                 except DuplicateKeyError:  # two processes upserted the first block at once: read again
                     continue
+                self.reserved[name] = self.reserved.get(name, 0) + size
                 return int(doc["SequenceID"])
         raise RuntimeError(f"could not reserve ids of sequence {name}")

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from cmdb_asso.keys import APP_AUTHENTICATOR, MONGO, QUERIES, REQUEST_ID, SERVICE, SETTINGS
+from cmdb_asso.keys import APP_AUTHENTICATOR, METRICS, MONGO, QUERIES, REQUEST_ID, SERVICE, SETTINGS, WRITES
 from cmdb_asso.service.associations import BatchRequest, CreateRequest
 from cmdb_asso.service.context import Caller
 from cmdb_asso.service.queries import PAGE_LIMIT, Page, parse_sort
@@ -63,10 +63,11 @@ async def _read_json(request: web.Request) -> Any:
         return None
 
 
-def native_view(operation: Operation) -> Callable[[web.Request], Awaitable[web.Response]]:
+def native_view(operation: Operation, *, writes: bool) -> Callable[[web.Request], Awaitable[web.Response]]:
     """An aiohttp handler for the native spelling: identity from headers, path parameters over the body."""
 
     async def view(request: web.Request) -> web.Response:
+        request[WRITES] = writes
         settings = request.app[SETTINGS]
         caller = native_caller(request, request[REQUEST_ID], settings.supplier_account)
         body = await _read_json(request)
@@ -77,10 +78,11 @@ def native_view(operation: Operation) -> Callable[[web.Request], Awaitable[web.R
     return view
 
 
-def esb_view(operation: Operation) -> Callable[[web.Request], Awaitable[web.Response]]:
+def esb_view(operation: Operation, *, writes: bool) -> Callable[[web.Request], Awaitable[web.Response]]:
     """An aiohttp handler for the ESB spelling: everything, credentials included, in the JSON body."""
 
     async def view(request: web.Request) -> web.Response:
+        request[WRITES] = writes
         settings = request.app[SETTINGS]
         body = await _read_json(request)
         credentials_source = body if isinstance(body, dict) else {}
@@ -168,6 +170,11 @@ async def count_instance_associations(request: web.Request, call: Call) -> dict[
 async def healthz(request: web.Request) -> web.Response:
     """The process is alive."""
     return web.json_response({"status": "ok"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text exposition."""
+    return web.Response(body=request.app[METRICS].render(), content_type="text/plain", charset="utf-8")
 
 
 async def readyz(request: web.Request) -> web.Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import re
 import uuid
@@ -12,6 +13,7 @@ import orjson
 import structlog
 from aiohttp import web
 
+from cmdb_asso.credentials import verify_secret
 from cmdb_asso.errors import AppAuthFailed, BodyInvalid, Language, UserUnknown
 from cmdb_asso.service.context import Caller
 
@@ -98,9 +100,11 @@ def esb_credentials(request: web.Request, body: Mapping[str, Any]) -> dict[str, 
 class AppAuthenticator:
     """Checks ESB applications against the configured app codes and secret hashes."""
 
-    def __init__(self, apps: Mapping[str, str], verify: Any = None) -> None:
+    def __init__(self, apps: Mapping[str, str]) -> None:
         self._apps = dict(apps)
-        self._verify = verify or (lambda secret, stored: hmac.compare_digest(secret, stored))
+        # A secret that passed once is remembered by its SHA-256 digest, so that the deliberately slow hash
+        # runs once per app and process, not once per request. Failures are never remembered.
+        self._verified: dict[str, bytes] = {}
 
     @property
     def open(self) -> bool:
@@ -112,8 +116,16 @@ class AppAuthenticator:
         if self.open:
             return
         stored = self._apps.get(app_code)
-        if stored is None or not self._verify(secret, stored):
+        if stored is None:
             raise AppAuthFailed()
+        digest = hashlib.sha256(secret.encode()).digest()
+        remembered = self._verified.get(app_code)
+        if remembered is not None and hmac.compare_digest(remembered, digest):
+            return
+        if not verify_secret(secret, stored):
+            log.info("esb_app_rejected", bk_app_code=app_code)
+            raise AppAuthFailed()
+        self._verified[app_code] = digest
 
 
 def esb_caller(

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from cmdb_asso.errors import AppAuthFailed, BodyTooLarge, CmdbError, InputInvalid, InternalError, Language
-from cmdb_asso.keys import LANGUAGE, REQUEST_ID, RESPONSE_CODE, SETTINGS
+from cmdb_asso.errors import (
+    AppAuthFailed,
+    BodyTooLarge,
+    CmdbError,
+    InputInvalid,
+    InternalError,
+    Language,
+    StoreReadUnavailable,
+    StoreWriteUnavailable,
+)
+from cmdb_asso.keys import LANGUAGE, METRICS, REQUEST_ID, RESPONSE_CODE, SETTINGS, WRITES
 from cmdb_asso.web.envelope import failure, is_esb
 from cmdb_asso.web.identity import language_of, request_id_of
 
@@ -29,14 +39,17 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         response = await handler(request)
         response.headers["X-Request-Id"] = request_id
         response.headers["X-Bkapi-Request-Id"] = request_id
+        elapsed = time.perf_counter() - started
+        code = response.get(RESPONSE_CODE)
         log.info(
             "request",
             method=request.method,
             path=request.path,
             status=response.status,
-            code=response.get(RESPONSE_CODE),
-            duration_ms=round((time.perf_counter() - started) * 1000, 3),
+            code=code,
+            duration_ms=round(elapsed * 1000, 3),
         )
+        request.app[METRICS].observe(request, response.status, code, elapsed)
         return response
     finally:
         structlog.contextvars.unbind_contextvars("request_id")
@@ -46,6 +59,17 @@ def _http_error(exc: web.HTTPException, request: web.Request) -> CmdbError:
     if exc.status == 413:
         return BodyTooLarge("body", request.app[SETTINGS].http.max_body_bytes)
     return InputInvalid(http_status=exc.status)
+
+
+@web.middleware
+async def request_deadline(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Bound the time one request may spend (MongoDB work included): past it, 503 rather than a hang."""
+    try:
+        async with asyncio.timeout(request.app[SETTINGS].mongodb.request_deadline_seconds):
+            return await handler(request)
+    except TimeoutError:
+        log.warning("request_deadline_exceeded", method=request.method, path=request.path)
+        raise (StoreWriteUnavailable() if request.get(WRITES) else StoreReadUnavailable()) from None
 
 
 @web.middleware

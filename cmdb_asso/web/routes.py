@@ -20,6 +20,11 @@ class Route:
     esb_name: str
     operation: handlers.Operation
 
+    @property
+    def writes(self) -> bool:
+        """Whether the operation changes data."""
+        return self.native_path.startswith(("/api/v3/create", "/api/v3/delete"))
+
 
 ROUTES: tuple[Route, ...] = (
     Route("POST", "/api/v3/create/instassociation", "add_instance_association", handlers.create_instance_association),
@@ -66,10 +71,13 @@ ROUTES: tuple[Route, ...] = (
 def setup_routes(app: web.Application) -> None:
     """Register both spellings of every operation, and the operational routes."""
     for route in ROUTES:
-        app.router.add_route(route.method, route.native_path, handlers.native_view(route.operation))
-        esb = handlers.esb_view(route.operation)
+        app.router.add_route(
+            route.method, route.native_path, handlers.native_view(route.operation, writes=route.writes)
+        )
+        esb = handlers.esb_view(route.operation, writes=route.writes)
         for prefix in ESB_PREFIXES:
             app.router.add_post(f"{prefix}{route.esb_name}/", esb)
             app.router.add_post(f"{prefix}{route.esb_name}", esb)
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)
+    app.router.add_get("/metrics", handlers.metrics)

@@ -1,0 +1,88 @@
+"""Prometheus metrics: one registry per application, fed by the request middleware and by storage counters."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from cmdb_asso.storage.associations import AssociationStore
+from cmdb_asso.storage.client import CommandCounter
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class _StorageCollector(Collector):
+    """Reads the storage layer's own counters at scrape time."""
+
+    def __init__(self, store: AssociationStore, commands: CommandCounter) -> None:
+        self.store = store
+        self.commands = commands
+
+    def collect(self) -> Iterator[Metric]:
+        """The MongoDB command counts, ids reserved, links created and deleted, undos waiting."""
+        commands = CounterMetricFamily("cmdb_asso_mongodb_commands", "MongoDB commands sent", labels=["command"])
+        for name, count in sorted(self.commands.by_name.items()):
+            commands.add_metric([name], count)
+        yield commands
+        failed = CounterMetricFamily("cmdb_asso_mongodb_command_failures", "MongoDB commands that failed")
+        failed.add_metric([], self.commands.failures)
+        yield failed
+        seconds = CounterMetricFamily(
+            "cmdb_asso_mongodb_command_seconds", "Time spent in MongoDB commands", labels=["command"]
+        )
+        for name, total in sorted(self.commands.seconds_by_name.items()):
+            seconds.add_metric([name], total)
+        yield seconds
+        ids = CounterMetricFamily("cmdb_asso_ids_reserved", "Ids reserved from cc_idgenerator", labels=["sequence"])
+        for name, count in sorted(self.store.ids.reserved.items()):
+            ids.add_metric([name], count)
+        yield ids
+        created = CounterMetricFamily("cmdb_asso_links_created", "Instance associations created")
+        created.add_metric([], self.store.links_created)
+        yield created
+        deleted = CounterMetricFamily("cmdb_asso_links_deleted", "Instance associations deleted")
+        deleted.add_metric([], self.store.links_deleted)
+        yield deleted
+        pending = GaugeMetricFamily("cmdb_asso_pending_undos", "Undos waiting for MongoDB to come back")
+        pending.add_metric([], len(self.store.pending_undos))
+        yield pending
+
+
+class Metrics:
+    """The application's metrics and their registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "cmdb_asso_requests",
+            "HTTP requests answered",
+            ["route", "method", "status", "code"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "cmdb_asso_request_duration_seconds",
+            "HTTP request latency",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
+    def watch_storage(self, store: AssociationStore, commands: CommandCounter) -> None:
+        """Expose the storage layer's counters."""
+        self.registry.register(_StorageCollector(store, commands))
+
+    def observe(self, request: web.Request, status: int, code: int | None, seconds: float) -> None:
+        """Count one answered request."""
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        self.requests.labels(route, request.method, str(status), str(code if code is not None else "")).inc()
+        self.latency.labels(route).observe(seconds)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)
