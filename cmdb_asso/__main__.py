@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import structlog
 from aiohttp import web
 
-from cmdb_asso.app import create_app, open_mongo
+from cmdb_asso.app import create_app, handler_args, open_mongo
 from cmdb_asso.config import ConfigError, Settings, load_settings
 from cmdb_asso.credentials import DEFAULT_ITERATIONS, hash_secret
 from cmdb_asso.errors import CmdbError
@@ -85,6 +85,7 @@ def serve(settings: Settings, *, seed_if_empty: bool) -> None:
         port=settings.http.port,
         access_log=None,
         shutdown_timeout=settings.http.shutdown_timeout,
+        handler_args=handler_args(settings),
         print=None,
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp_cors
 import structlog
@@ -40,6 +41,11 @@ async def open_mongo(settings: Settings) -> tuple[Mongo, EmbeddedMongo | None]:
         if embedded is not None:
             await embedded.stop()
         raise
+
+
+def handler_args(settings: Settings) -> dict[str, Any]:
+    """The HTTP parser's limits on request line and header sizes (larger ones answer 431 or 414)."""
+    return {"max_line_size": settings.http.max_header_bytes, "max_field_size": settings.http.max_header_bytes}
 
 
 def authorizer_from(auth: AuthSettings) -> Authorizer:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
+import structlog
 from aiohttp.test_utils import TestClient
 from mongomock_motor import AsyncMongoMockClient
 
@@ -18,6 +19,13 @@ from tests.helpers import add_definition
 
 AiohttpClient = Callable[..., Awaitable[TestClient[Any, Any]]]
 MakeClient = Callable[..., Awaitable[TestClient[Any, Any]]]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging() -> Iterator[None]:
+    """Commands run in a test configure structlog for their process; undo that for the next test."""
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture

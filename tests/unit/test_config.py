@@ -66,3 +66,60 @@ def test_a_bad_setting_stops_the_command_with_status_2(
 
     assert main(["serve"]) == 2
     assert "mongodb.driver" in capsys.readouterr().err
+
+
+def test_apps_and_policy_come_from_the_file_or_the_environment(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "auth:\n  authorizer: static\n  policy:\n    alice: {edit: [host], view: ['*']}\n"
+        "  apps:\n    - {code: app1, secret_hash: 'pbkdf2_sha256$1$YQ$YQ'}\n"
+        "http:\n  cors_origins: [https://a.example]\n"
+    )
+
+    from_file = load_settings(config, environ={})
+    from_env = load_settings(
+        None,
+        environ={
+            "CMDB_ASSO_AUTH_APPS": "app1:pbkdf2_sha256$1$YQ$YQ,app2:pbkdf2_sha256$1$Yg$Yg",
+            "CMDB_ASSO_AUTH_POLICY": '{"bob": {"view": ["host"]}}',
+            "CMDB_ASSO_HTTP_CORS_ORIGINS": "https://a.example, https://b.example",
+        },
+    )
+
+    assert from_file.auth.authorizer == "static"
+    assert from_file.auth.policy["alice"].edit == ("host",)
+    assert [app.code for app in from_file.auth.apps] == ["app1"]
+    assert from_file.http.cors_origins == ("https://a.example",)
+    assert [app.code for app in from_env.auth.apps] == ["app1", "app2"]
+    assert from_env.auth.policy["bob"].view == ("host",)
+    assert from_env.http.cors_origins == ("https://a.example", "https://b.example")
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"CMDB_ASSO_AUTH_APPS": "app1:plaintext-secret"}, "auth.apps"),
+        ({"CMDB_ASSO_AUTH_APPS": "no-colon"}, "auth.apps"),
+        ({"CMDB_ASSO_AUTH_POLICY": "{not json"}, "auth.policy"),
+        ({"CMDB_ASSO_AUTH_POLICY": '{"bob": {"delete": ["host"]}}'}, "auth.policy"),
+        ({"CMDB_ASSO_AUTH_AUTHORIZER": "iam"}, "auth.authorizer"),
+    ],
+)
+def test_a_bad_auth_setting_is_named(environ: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError, match=f"setting '{named}'"):
+        load_settings(None, environ=environ)
+
+
+def test_hash_secret_prints_a_hash_that_verifies(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import io
+
+    from cmdb_asso.credentials import verify_secret
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("s3cret\n"))
+
+    assert main(["hash-secret", "--iterations", "1000"]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()[-1]
+    assert verify_secret("s3cret", printed)
+    assert "s3cret" not in printed

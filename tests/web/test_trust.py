@@ -1,0 +1,292 @@
+"""Authentication, permission from the settings, CORS, the request deadline, metrics, and fuzzed bad input."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from structlog.testing import capture_logs
+
+from cmdb_asso.app import create_app, handler_args
+from cmdb_asso.config import AppCredential, AuthSettings, Grant, Settings
+from cmdb_asso.credentials import hash_secret, verify_secret
+from cmdb_asso.keys import SERVICE
+from cmdb_asso.storage.client import Mongo
+from tests.conftest import MakeClient
+from tests.helpers import ESB_CREATE, audit_records, call, create, link_body, links_in, read_envelope
+
+Client = TestClient[Any, Any]
+SEED = link_body("bk_switch_belong_bk_host", 11, 21)
+SECRET = "correct horse battery staple"
+
+
+@pytest.fixture
+def secured(settings: Settings) -> Settings:
+    """Settings with one ESB app and a static policy."""
+    auth = AuthSettings(
+        apps=(AppCredential("esb_test", hash_secret(SECRET, iterations=1000)),),
+        authorizer="static",
+        policy={"alice": Grant(edit=("*",)), "bob": Grant(edit=("bk_switch",), view=("host",))},
+    )
+    return replace(settings, auth=auth)
+
+
+def test_a_hashed_secret_verifies_only_with_its_secret() -> None:
+    stored = hash_secret(SECRET, iterations=1000)
+
+    assert stored.startswith("pbkdf2_sha256$1000$")
+    assert verify_secret(SECRET, stored)
+    assert not verify_secret(SECRET + "x", stored)
+    assert not verify_secret(SECRET, "md5$1$2$3")
+    assert hash_secret(SECRET, iterations=1000) != stored  # a fresh salt each time
+
+
+@pytest.mark.parametrize("where", ["body", "header"])
+async def test_a_listed_app_with_its_secret_is_let_in(make_client: MakeClient, secured: Settings, where: str) -> None:
+    client = await make_client(app_settings=secured)
+    credentials = {"bk_app_code": "esb_test", "bk_app_secret": SECRET, "bk_username": "alice"}
+    body = {**SEED, **credentials} if where == "body" else SEED
+    headers = {"X-Bkapi-Authorization": orjson.dumps(credentials).decode()} if where == "header" else {}
+
+    response = await client.post(ESB_CREATE, json=body, headers=headers)
+
+    answer = read_envelope(response.status, await response.json(), response.headers)
+    assert (answer.status, answer.code) == (200, 0)
+
+
+@pytest.mark.parametrize(
+    "credentials",
+    [
+        {"bk_app_code": "esb_test", "bk_app_secret": "wrong", "bk_username": "alice"},
+        {"bk_app_code": "stranger", "bk_app_secret": SECRET, "bk_username": "alice"},
+        {"bk_app_code": "esb_test", "bk_username": "alice"},
+        {"bk_username": "alice"},
+    ],
+)
+async def test_an_unknown_app_or_wrong_secret_answers_1199046_with_401_and_the_gateway_headers(
+    make_client: MakeClient, secured: Settings, mock_mongo: Mongo, credentials: dict[str, str]
+) -> None:
+    client = await make_client(app_settings=secured)
+
+    with capture_logs() as logs:
+        response = await client.post(ESB_CREATE, json={**SEED, **credentials})
+
+    answer = read_envelope(response.status, await response.json(), response.headers)
+    assert (answer.status, answer.result, answer.code) == (401, False, 1199046)
+    assert answer.message == "Authorize request failed."
+    assert response.headers["X-Bkapi-Error-Code"]
+    assert response.headers["X-Bkapi-Error-Message"]
+    assert await links_in(mock_mongo, "bk_switch") == []
+    assert all(SECRET not in str(entry) and "wrong" not in str(entry.get("bk_app_secret", "")) for entry in logs)
+
+
+async def test_no_secret_ever_reaches_a_log_line(make_client: MakeClient, secured: Settings) -> None:
+    client = await make_client(app_settings=secured)
+
+    with capture_logs() as logs:
+        for secret in (SECRET, "guess-1"):
+            await client.post(
+                ESB_CREATE, json={**SEED, "bk_app_code": "esb_test", "bk_app_secret": secret, "bk_username": "alice"}
+            )
+
+    assert logs
+    assert not any(SECRET in str(entry) or "guess-1" in str(entry) for entry in logs)
+
+
+async def test_the_policy_from_the_settings_denies_with_the_exact_payload(
+    make_client: MakeClient, secured: Settings
+) -> None:
+    client = await make_client(app_settings=secured)
+    credentials = {"bk_app_code": "esb_test", "bk_app_secret": SECRET}
+
+    answer = await call(client, "create", {**SEED, **credentials}, spelling="esb", user="bob")
+
+    assert (answer.status, answer.result, answer.code, answer.data) == (200, False, 9900403, None)
+    assert answer.message == "Do not have access permission."
+    permission = answer.permission
+    assert (permission["system_id"], permission["system_name"]) == ("bk_cmdb", "配置平台")
+    (action,) = permission["actions"]
+    assert (action["id"], action["name"]) == ("edit_biz_host", "业务主机编辑")
+    (resource,) = action["related_resource_types"]
+    assert (resource["system_id"], resource["system_name"]) == ("bk_cmdb", "配置平台")
+    assert (resource["type"], resource["type_name"]) == ("host", "主机")
+    assert resource["instances"] == [[{"type": "host", "type_name": "主机", "id": "21", "name": "host-21"}]]
+
+
+async def test_the_policy_lets_viewers_count_what_they_may_view(make_client: MakeClient, secured: Settings) -> None:
+    client = await make_client(app_settings=secured)
+
+    assert (await call(client, "count", {"bk_obj_id": "host"}, user="bob")).code == 0
+    assert (await call(client, "count", {"bk_obj_id": "app"}, user="bob")).code == 9900403
+    assert (await call(client, "count", {"bk_obj_id": "app"}, user="alice")).code == 0
+
+
+async def test_browsers_from_a_listed_origin_pass_the_preflight(make_client: MakeClient, settings: Settings) -> None:
+    http = replace(settings.http, cors_origins=("https://cmdb.example.com",))
+    client = await make_client(app_settings=replace(settings, http=http))
+    preflight = {
+        "Origin": "https://cmdb.example.com",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type,x-bkcmdb-user",
+    }
+
+    allowed = await client.options("/api/v3/create/instassociation", headers=preflight)
+    refused = await client.options(
+        "/api/v3/create/instassociation", headers={**preflight, "Origin": "https://evil.example.com"}
+    )
+    real = await client.post(
+        "/api/v3/create/instassociation",
+        json=SEED,
+        headers={"Origin": "https://cmdb.example.com", "X-Bkcmdb-User": "admin"},
+    )
+
+    assert allowed.status == 200
+    assert allowed.headers["Access-Control-Allow-Origin"] == "https://cmdb.example.com"
+    assert "POST" in allowed.headers["Access-Control-Allow-Methods"]
+    assert "Access-Control-Allow-Origin" not in refused.headers
+    assert real.headers["Access-Control-Allow-Origin"] == "https://cmdb.example.com"
+    assert "X-Request-Id" in real.headers["Access-Control-Expose-Headers"]
+
+
+async def test_without_listed_origins_no_cors_headers_are_sent(client: Client) -> None:
+    response = await client.post(
+        "/api/v3/create/instassociation", json=SEED, headers={"Origin": "https://x.example", "X-Bkcmdb-User": "a"}
+    )
+
+    assert "Access-Control-Allow-Origin" not in response.headers
+
+
+@pytest.mark.parametrize(("operation", "code"), [("create", 1199998), ("count", 1199017)])
+async def test_mongodb_work_past_the_deadline_answers_503(
+    make_client: MakeClient, settings: Settings, operation: str, code: int
+) -> None:
+    fast = replace(settings, mongodb=replace(settings.mongodb, request_deadline_seconds=0.05))
+    client = await make_client(app_settings=fast)
+    assert client.app is not None
+    store = client.app[SERVICE].store
+
+    async def stuck(*_args: Any, **_kwargs: Any) -> Any:
+        await asyncio.sleep(5)
+
+    store.find_definitions = stuck
+    store.count_links = stuck
+    params = SEED if operation == "create" else {"bk_obj_id": "host"}
+
+    answer = await call(client, operation, params)
+
+    assert (answer.status, answer.code) == (503, code)
+    assert answer.headers["Retry-After"] == "1"
+
+
+async def test_metrics_count_the_requests_a_test_made(client: Client) -> None:
+    await create(client, SEED)
+    await create(client, SEED)
+    await call(client, "count", {"bk_obj_id": "host"})
+
+    response = await client.get("/metrics")
+
+    text = await response.text()
+    assert response.status == 200
+    assert (
+        'cmdb_asso_requests_total{code="0",method="POST",route="/api/v3/create/instassociation",status="200"} 1.0'
+        in text
+    )
+    assert (
+        'cmdb_asso_requests_total{code="1199014",method="POST",route="/api/v3/create/instassociation",status="200"} 1.0'
+        in text
+    )
+    assert 'route="/api/v3/count/instance_associations/object/{bk_obj_id}"' in text
+    assert "cmdb_asso_links_created_total 1.0" in text
+    assert 'cmdb_asso_ids_reserved_total{sequence="cc_InstAsst"}' in text
+    assert "cmdb_asso_request_duration_seconds_bucket" in text
+
+
+async def test_headers_over_the_limit_are_refused(settings: Settings, mock_mongo: Mongo) -> None:
+    small = replace(settings, http=replace(settings.http, max_header_bytes=1024))
+    runner = web.AppRunner(create_app(small, mongo=mock_mongo), **handler_args(small))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        async with aiohttp.ClientSession() as session:
+            url = f"http://127.0.0.1:{port}/api/v3/create/instassociation"
+            big = await session.post(url, json=SEED, headers={"X-Bkcmdb-User": "a" * 4000})
+            small_enough = await session.post(url, json=SEED, headers={"X-Bkcmdb-User": "a" * 500})
+            assert big.status == 400  # aiohttp's parser refuses the header before any handler runs
+            assert small_enough.status == 200
+    finally:
+        await runner.cleanup()
+
+
+# --- fuzzing: thousands of random bodies, never a 5xx, always the envelope, never a write ---------------------------
+
+KEYS = st.sampled_from(["bk_obj_asst_id", "bk_inst_id", "bk_asst_inst_id", "bk_obj_id", "bk_asst_obj_id", "details",
+                        "atomic", "conditions", "condition", "rules", "field", "operator", "value", "page", "fields",
+                        "$where", "$expr", "$gt", "$in", "$or", "__proto__", "id"])  # fmt: skip
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=20),
+    st.sampled_from(["bk_switch_belong_bk_host", "app_run_host", "host", "AND", "OR", "equal", "in", "$where"]),
+)
+JSON = st.recursive(
+    SCALARS,
+    lambda children: st.one_of(
+        st.lists(children, max_size=5), st.dictionaries(st.one_of(KEYS, st.text(max_size=8)), children, max_size=6)
+    ),
+    max_leaves=25,
+)
+BODIES = st.one_of(JSON, st.dictionaries(KEYS, JSON, max_size=8))
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    body=BODIES,
+    operation=st.sampled_from(["create", "create_many", "search"]),
+    spelling=st.sampled_from(["native", "esb"]),
+)
+async def test_random_bodies_never_crash_always_answer_the_envelope_and_never_write(
+    client: Client, mock_mongo: Mongo, body: Any, operation: str, spelling: str
+) -> None:
+    path = {
+        "create": "/api/v3/create/instassociation",
+        "create_many": "/api/v3/createmany/instassociation",
+        "search": "/api/v3/search/instance_associations/object/host",
+    }[operation]
+    esb_name = {"create": "add_instance_association", "create_many": "batch_create_instance_association",
+                "search": "search_instance_associations"}[operation]  # fmt: skip
+    if spelling == "esb":
+        path = f"/api/c/compapi/v2/cc/{esb_name}/"
+    response = await client.post(
+        path,
+        data=orjson.dumps(body, option=orjson.OPT_PASSTHROUGH_SUBCLASS) if _encodable(body) else b"\xff",
+        headers={"X-Bkcmdb-User": "fuzz", "X-Bkapi-Authorization": '{"bk_app_code": "f", "bk_username": "fuzz"}'},
+    )
+
+    assert response.status < 500
+    payload = await response.json()
+    answer = read_envelope(response.status, payload, response.headers)
+    if operation != "search" or not answer.result:
+        assert answer.result is False or answer.data is not None
+    assert await links_in(mock_mongo, "bk_switch") == []
+    assert await links_in(mock_mongo, "app") == []
+    assert await audit_records(mock_mongo) == []
+
+
+def _encodable(body: Any) -> bool:
+    try:
+        orjson.dumps(body)
+    except (TypeError, orjson.JSONEncodeError):
+        return False
+    return True
