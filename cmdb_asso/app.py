@@ -102,6 +102,7 @@ def create_app(
                 connection,
                 id_block_size=settings.mongodb.id_block_size,
                 definition_cache_seconds=settings.mongodb.definition_cache_seconds,
+                fold_reads=settings.mongodb.fold_reads,
             )
             app[MONGO] = connection
             app[SERVICE] = AssociationService(store, chosen_authorizer)

@@ -33,6 +33,7 @@ class MongoSettings:
     id_block_size: int = 100
     definition_cache_seconds: float = 5.0
     request_deadline_seconds: float = 10.0
+    fold_reads: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,7 @@ class _MongoSchema(Schema):
     id_block_size = fields.Integer(strict=False, validate=validate.Range(min=1, max=100000))
     definition_cache_seconds = fields.Float(validate=validate.Range(min=0))
     request_deadline_seconds = fields.Float(validate=validate.Range(min=0.01))
+    fold_reads = fields.String(validate=validate.OneOf(["auto", "on", "off"]))
 
 
 class _HttpSchema(Schema):

@@ -161,20 +161,6 @@ class AssociationService:
             denied.append(DeniedInstance(obj_id, row_id, model_name or obj_id, inst_id, names[obj_id].get(inst_id, "")))
         raise PermissionDenied(permission=edit_permission_payload(denied))
 
-    async def _names(
-        self, definition: Definition, supplier: str, pairs: list[tuple[int, int]]
-    ) -> tuple[dict[int, str], dict[int, str]]:
-        """The names of the existing source and target instances of `pairs`, by id."""
-        sources = sorted({src for src, _ in pairs})
-        targets = sorted({dst for _, dst in pairs})
-        if definition.obj_id == definition.asst_obj_id:
-            names = await self.store.find_instance_names(definition.obj_id, supplier, sorted({*sources, *targets}))
-            return names, names
-        return await asyncio.gather(
-            self.store.find_instance_names(definition.obj_id, supplier, sources),
-            self.store.find_instance_names(definition.asst_obj_id, supplier, targets),
-        )
-
     async def _judge(
         self,
         caller: Caller,
@@ -183,11 +169,9 @@ class AssociationService:
         duplicate: Literal["item", "batch"],
     ) -> tuple[dict[int, AuditRecord], dict[int, CmdbError]]:
         """Steps 4 to 6 for every pair, in index order, each seeing the pairs accepted before it."""
-        values = list(pairs.values())
-        # The reads are independent: they run together, and their answers are judged in the contract's order.
-        existing, (src_names, dst_names) = await asyncio.gather(
-            self.store.find_existing_links(definition, caller.supplier_account, values),
-            self._names(definition, caller.supplier_account, values),
+        # One round of reads for the whole batch; its answers are judged in the contract's order.
+        existing, src_names, dst_names = await self.store.read_for_create(
+            definition, caller.supplier_account, list(pairs.values())
         )
         limits = _Limits(definition, existing)
         accepted: dict[int, AuditRecord] = {}

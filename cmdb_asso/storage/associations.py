@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections import deque
 from datetime import UTC, datetime
@@ -11,7 +12,7 @@ from typing import Any
 import structlog
 from bson.int64 import Int64
 from bson.objectid import ObjectId
-from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
 
 from cmdb_asso.domain import MAPPINGS, AuditRecord, Definition, LinkEnds, Mapping, NewLink
 from cmdb_asso.storage.client import Mongo, translate_errors
@@ -119,8 +120,12 @@ def _definition_from(doc: dict[str, Any]) -> Definition:
 class AssociationStore:
     """Reads and writes of instance associations; every driver call of the service goes through here."""
 
-    def __init__(self, mongo: Mongo, *, id_block_size: int, definition_cache_seconds: float) -> None:
+    def __init__(
+        self, mongo: Mongo, *, id_block_size: int, definition_cache_seconds: float, fold_reads: str = "auto"
+    ) -> None:
         self.mongo = mongo
+        # The embedded server runs aggregations without its indexes, so there separate finds are faster.
+        self._fold_reads = fold_reads == "on" or (fold_reads == "auto" and not mongo.embedded)
         self.ids = IdAllocator(mongo, id_block_size)
         self.indexes = IndexManager(mongo)
         self._definition_ttl = definition_cache_seconds
@@ -153,22 +158,83 @@ class AssociationStore:
     ) -> list[LinkEnds]:
         """Links of the definition that share a source or target with `pairs` where the mapping limits it,
         and (n:n) those that may repeat a pair; one query whatever the number of pairs."""
-        sources = sorted({src for src, _ in pairs})
-        targets = sorted({dst for _, dst in pairs})
-        same_source = {"bk_obj_id": definition.obj_id, "bk_inst_id": _one_or_in(sources)}
-        same_target = {"bk_asst_obj_id": definition.asst_obj_id, "bk_asst_inst_id": _one_or_in(targets)}
-        # Under 1:1 and 1:n a repeated pair also repeats its target, so the target clause covers duplicates.
-        clauses = {
-            "1:1": {"$or": [same_source, same_target]},
-            "1:n": same_target,
-            "n:n": {**same_source, "bk_asst_inst_id": _one_or_in(targets)},
-        }
-        query = {"bk_obj_asst_id": definition.obj_asst_id, **clauses[definition.mapping]}
+        query = _existing_links_query(definition, pairs)
         table = inst_asst_table(definition.obj_id, supplier_account)
         projection = {"_id": 0, "bk_inst_id": 1, "bk_asst_inst_id": 1}
         with translate_errors(write=False):
             docs = await self.mongo.db[table].find(query, projection).batch_size(_LARGE_BATCH).to_list(None)
         return [LinkEnds(int(doc["bk_inst_id"]), int(doc["bk_asst_inst_id"])) for doc in docs]
+
+    async def read_for_create(
+        self, definition: Definition, supplier_account: str, pairs: list[tuple[int, int]]
+    ) -> tuple[list[LinkEnds], dict[int, str], dict[int, str]]:
+        """What the rules need for `pairs`: the existing links that may conflict, and the names of the source
+        and target instances that exist. One command where the server can fold the three reads into one
+        aggregation; otherwise the reads run together."""
+        sources = sorted({src for src, _ in pairs})
+        targets = sorted({dst for _, dst in pairs})
+        if self._fold_reads:
+            try:
+                return await self._read_folded(definition, supplier_account, pairs, sources, targets)
+            except (NotImplementedError, OperationFailure) as exc:
+                # A server (or mock) without $unionWith: fall back to separate reads from now on.
+                if isinstance(exc, OperationFailure) and exc.code not in _UNKNOWN_STAGE_CODES:
+                    raise
+                log.info("folded_reads_unsupported", fallback="separate reads")
+                self._fold_reads = False
+        existing_read = self.find_existing_links(definition, supplier_account, pairs)
+        if definition.obj_id == definition.asst_obj_id:
+            both = sorted({*sources, *targets})
+            existing, names = await asyncio.gather(
+                existing_read, self.find_instance_names(definition.obj_id, supplier_account, both)
+            )
+            return existing, names, names
+        return await asyncio.gather(
+            existing_read,
+            self.find_instance_names(definition.obj_id, supplier_account, sources),
+            self.find_instance_names(definition.asst_obj_id, supplier_account, targets),
+        )
+
+    async def _read_folded(
+        self,
+        definition: Definition,
+        supplier_account: str,
+        pairs: list[tuple[int, int]],
+        sources: list[int],
+        targets: list[int],
+    ) -> tuple[list[LinkEnds], dict[int, str], dict[int, str]]:
+        links_table = inst_asst_table(definition.obj_id, supplier_account)
+        src = instance_table(definition.obj_id, supplier_account)
+        dst = instance_table(definition.asst_obj_id, supplier_account)
+        pipeline: list[dict[str, Any]] = [
+            {"$match": _existing_links_query(definition, pairs)},
+            {"$project": {"_id": 0, "bk_inst_id": 1, "bk_asst_inst_id": 1, _TAG: {"$literal": "link"}}},
+        ]
+        for tag, table, ids in (("src", src, sources), ("dst", dst, targets)):
+            projection = {"_id": 0, table.id_field: 1, table.name_field: 1, _TAG: {"$literal": tag}}
+            pipeline.append(
+                {
+                    "$unionWith": {
+                        "coll": table.collection,
+                        "pipeline": [{"$match": table.filter_for(ids)}, {"$project": projection}],
+                    }
+                }
+            )
+        with translate_errors(write=False):
+            cursor = self.mongo.db[links_table].aggregate(pipeline, batchSize=_LARGE_BATCH)
+            if inspect.isawaitable(cursor):  # pymongo's async aggregate is a coroutine, motor's is not
+                cursor = await cursor
+            docs = await cursor.to_list(None)
+        existing: list[LinkEnds] = []
+        names: dict[str, dict[int, str]] = {"src": {}, "dst": {}}
+        for doc in docs:
+            tag = doc.get(_TAG)
+            if tag == "link":
+                existing.append(LinkEnds(int(doc["bk_inst_id"]), int(doc["bk_asst_inst_id"])))
+            elif tag in names:
+                table = src if tag == "src" else dst
+                names[tag][int(doc[table.id_field])] = str(doc.get(table.name_field, ""))
+        return existing, names["src"], names["dst"]
 
     async def find_instance_names(self, obj_id: str, supplier_account: str, ids: list[int]) -> dict[int, str]:
         """The names of those instances of `obj_id` that exist, by id."""
@@ -336,6 +402,25 @@ class AssociationStore:
 
 
 _HIDDEN_FIELDS = {"_id": 0, SRC_GUARD: 0, DST_GUARD: 0}
+_TAG = "_cmdb_asso_part"
+# "Unrecognized pipeline stage name", "$unionWith is not allowed" (servers older than 4.4).
+_UNKNOWN_STAGE_CODES = frozenset({40324, 31000, 40602})
+
+
+def _existing_links_query(definition: Definition, pairs: list[tuple[int, int]]) -> dict[str, Any]:
+    """Links of the definition that share a source or target with `pairs` where the mapping limits it, and
+    (n:n) those that may repeat a pair."""
+    sources = sorted({src for src, _ in pairs})
+    targets = sorted({dst for _, dst in pairs})
+    same_source = {"bk_obj_id": definition.obj_id, "bk_inst_id": _one_or_in(sources)}
+    same_target = {"bk_asst_obj_id": definition.asst_obj_id, "bk_asst_inst_id": _one_or_in(targets)}
+    # Under 1:1 and 1:n a repeated pair also repeats its target, so the target clause covers duplicates.
+    clauses = {
+        "1:1": {"$or": [same_source, same_target]},
+        "1:n": same_target,
+        "n:n": {**same_source, "bk_asst_inst_id": _one_or_in(targets)},
+    }
+    return {"bk_obj_asst_id": definition.obj_asst_id, **clauses[definition.mapping]}
 
 
 def _public(doc: dict[str, Any]) -> dict[str, Any]:

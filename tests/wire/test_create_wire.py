@@ -17,7 +17,7 @@ from cmdb_asso.keys import SERVICE
 from cmdb_asso.storage.client import EmbeddedMongo, Mongo
 from cmdb_asso.storage.indexes import inst_asst_indexes
 from tests.conftest import AiohttpClient
-from tests.helpers import audit_records, create, link_body, links_in
+from tests.helpers import audit_records, call, create, link_body, links_in
 from tests.wire.conftest import add_instances, open_wire_mongo
 
 pytestmark = pytest.mark.wire
@@ -191,3 +191,40 @@ async def test_the_guard_index_refuses_a_second_constrained_link_at_the_store(wi
         await table.insert_one(
             {"id": 4, "bk_inst_id": 1, "bk_asst_inst_id": 9, "bk_obj_asst_id": "d", "cmdb_asso_src_guard": "d:1"}
         )
+
+
+async def test_folded_reads_answer_like_separate_reads_in_one_aggregate(
+    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: Mongo
+) -> None:
+    settings = replace(
+        wire_settings, mongodb=replace(wire_settings.mongodb, fold_reads="on", definition_cache_seconds=60)
+    )
+    client = await aiohttp_client(create_app(settings, mongo=wire_mongo))
+    assert (await create(client, link_body("app_run_host", 41, 21))).code == 0
+    before = dict(wire_mongo.commands.by_name)
+
+    codes = [
+        (await create(client, body)).code
+        for body in (
+            link_body("app_run_host", 42, 21),  # target taken under 1:1
+            link_body("app_run_host", 99, 22),  # no such source
+            link_body("app_run_host", 42, 98),  # no such target
+            link_body("host_connect_host", 21, 21),  # not defined on this store
+            link_body("bk_switch_belong_bk_host", 11, 21),  # created
+        )
+    ]
+
+    spent = {name: count - before.get(name, 0) for name, count in wire_mongo.commands.by_name.items()}
+    assert codes == [1101052, 1101073, 1101074, 1101046, 0]
+    assert spent.get("aggregate") == 4  # one read per create that got past the definition
+    assert spent.get("find", 0) == 2  # the definitions not cached yet: the unknown one and the switch one
+    assert len(await links_in(wire_mongo, "host")) == 2
+    answer = await call(
+        client,
+        "create_many",
+        {"bk_obj_asst_id": "bk_switch_belong_bk_host", "bk_obj_id": "bk_switch", "bk_asst_obj_id": "host",
+         "details": [{"bk_inst_id": 11, "bk_asst_inst_id": 21}, {"bk_inst_id": 99, "bk_asst_inst_id": 21},
+                     {"bk_inst_id": 12, "bk_asst_inst_id": 22}]},
+    )  # fmt: skip
+    assert list(answer.data["success_created"]) == ["2"]
+    assert sorted(answer.data["error_msg"]) == ["0", "1"]
