@@ -5,19 +5,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import os
+import signal
+import subprocess
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
+from typing import Any
 
 import structlog
 from aiohttp import web
 
-from cmdb_asso.app import create_app, handler_args, open_mongo
+from cmdb_asso.app import create_app, open_mongo
 from cmdb_asso.config import ConfigError, Settings, load_settings
 from cmdb_asso.credentials import DEFAULT_ITERATIONS, hash_secret
 from cmdb_asso.errors import CmdbError
 from cmdb_asso.keys import MONGO
 from cmdb_asso.log import setup_logging
-from cmdb_asso.storage.client import Mongo
+from cmdb_asso.storage.client import EMBEDDED, EMBEDDED_RUNNING, EmbeddedMongo, Mongo
 from cmdb_asso.storage.repair import find_problems, repair
 from cmdb_asso.storage.schema import ensure_indexes, has_definitions, seed_demo
 
@@ -30,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve the HTTP API")
     serve.add_argument("--seed-demo-if-empty", action="store_true", help="write the demo data into an empty database")
+    serve.add_argument("--workers", type=int, default=1, help="service processes sharing the port (default 1)")
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     commands.add_parser("init-db", help="create the indexes of every model's association table (idempotent)")
     commands.add_parser("seed-demo", help="write the demo models, definitions and instances (idempotent)")
     hash_secret_command = commands.add_parser(
@@ -62,32 +70,89 @@ async def _check_links(mongo: Mongo, supplier_account: str, *, fix: bool, grace_
     return 1 if problems else 0
 
 
-def serve(settings: Settings, *, seed_if_empty: bool) -> None:
+def serve(settings: Settings, *, seed_if_empty: bool, reuse_port: bool = False) -> None:
     """Run the HTTP service until SIGINT or SIGTERM."""
     app = create_app(settings)
     if seed_if_empty:
 
         async def seed(app: web.Application) -> None:
-            if not await has_definitions(app[MONGO]):
-                await seed_demo(app[MONGO], settings.supplier_account)
-                log.info("demo_data_seeded")
+            await _seed_if_empty(app[MONGO], settings.supplier_account)
 
         app.on_startup.append(seed)
-    log.info(
-        "serving",
-        host=settings.http.host,
-        port=settings.http.port,
-        mongodb=settings.mongodb.uri.split("@")[-1],
-    )
+    log.info("serving", host=settings.http.host, port=settings.http.port, mongodb=_shown_uri(settings.mongodb.uri))
     web.run_app(
         app,
         host=settings.http.host,
         port=settings.http.port,
         access_log=None,
         shutdown_timeout=settings.http.shutdown_timeout,
-        handler_args=handler_args(settings),
+        reuse_port=reuse_port,
         print=None,
     )
+
+
+def _shown_uri(uri: str) -> str:
+    return uri.split("@")[-1]
+
+
+async def _seed_if_empty(mongo: Mongo, supplier_account: str) -> None:
+    if not await has_definitions(mongo):
+        await seed_demo(mongo, supplier_account)
+        log.info("demo_data_seeded")
+
+
+def supervise(settings: Settings, config: str | None, *, workers: int, seed_if_empty: bool) -> int:
+    """Run `workers` service processes on one port (SO_REUSEPORT: the kernel spreads the connections), restart
+    any that dies, and stop them all on SIGTERM or SIGINT. The embedded server, if any, is started once here."""
+    embedded = None
+    env = dict(os.environ)
+    if settings.mongodb.uri == EMBEDDED:
+        embedded = EmbeddedMongo(settings.data_dir)
+        env["CMDB_ASSO_MONGODB_URI"] = EMBEDDED_RUNNING + embedded.start_blocking()
+    try:
+        if seed_if_empty:
+            seeded = replace(
+                settings, mongodb=replace(settings.mongodb, uri=env.get("CMDB_ASSO_MONGODB_URI", settings.mongodb.uri))
+            )
+            asyncio.run(_with_mongo(seeded, lambda mongo: _seed_if_empty(mongo, settings.supplier_account)))
+        command = [
+            sys.executable,
+            "-m",
+            "cmdb_asso",
+            *(["--config", config] if config else []),
+            "serve",
+            "--reuse-port",
+        ]
+        stopping = False
+
+        def stop(signum: int, _frame: Any) -> None:
+            nonlocal stopping
+            stopping = True
+            for child in children:
+                if child.poll() is None:
+                    child.send_signal(signal.SIGTERM)
+
+        children = [subprocess.Popen(command, env=env) for _ in range(workers)]
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        log.info("supervising", workers=workers, pids=[child.pid for child in children], port=settings.http.port)
+        while not stopping:
+            time.sleep(0.2)
+            for index, child in enumerate(children):
+                if child.poll() is not None and not stopping:
+                    log.error("worker_died", pid=child.pid, status=child.returncode)
+                    children[index] = subprocess.Popen(command, env=env)
+        deadline = time.monotonic() + settings.http.shutdown_timeout + 5
+        for child in children:
+            try:
+                child.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        return 0 if all(child.returncode == 0 for child in children) else 1
+    finally:
+        if embedded is not None:
+            embedded.stop_blocking()
 
 
 async def _with_mongo(settings: Settings, work: Callable[[Mongo], Awaitable[None]]) -> None:
@@ -122,7 +187,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(hash_secret(secret, iterations=args.iterations))
         return 0
     if args.command == "serve":
-        serve(settings, seed_if_empty=args.seed_demo_if_empty)
+        if args.workers > 1:
+            return supervise(settings, args.config, workers=args.workers, seed_if_empty=args.seed_demo_if_empty)
+        serve(settings, seed_if_empty=args.seed_demo_if_empty, reuse_port=args.reuse_port)
         return 0
     supplier = settings.supplier_account
     try:

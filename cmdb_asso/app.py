@@ -18,7 +18,7 @@ from cmdb_asso.service.associations import AssociationService
 from cmdb_asso.service.permission import AllowAll, Authorizer, StaticPolicy, UserGrants
 from cmdb_asso.service.queries import QueryService
 from cmdb_asso.storage.associations import AssociationStore
-from cmdb_asso.storage.client import EMBEDDED, EmbeddedMongo, Mongo, connect
+from cmdb_asso.storage.client import EMBEDDED, EMBEDDED_RUNNING, EmbeddedMongo, Mongo, connect
 from cmdb_asso.storage.schema import ensure_indexes
 from cmdb_asso.web.identity import AppAuthenticator
 from cmdb_asso.web.metrics import Metrics
@@ -35,6 +35,9 @@ async def open_mongo(settings: Settings) -> tuple[Mongo, EmbeddedMongo | None]:
     if uri == EMBEDDED:
         embedded = EmbeddedMongo(settings.data_dir)
         uri = await embedded.start()
+    elif uri.startswith(EMBEDDED_RUNNING):
+        # A worker of `serve --workers`: the supervisor started the embedded server and owns it.
+        return await connect(settings.mongodb, uri.removeprefix(EMBEDDED_RUNNING), embedded=True), None
     try:
         return await connect(settings.mongodb, uri, embedded=embedded is not None), embedded
     except BaseException:
@@ -88,6 +91,7 @@ def create_app(
     app = web.Application(
         middlewares=[request_context, error_envelope, request_deadline],
         client_max_size=settings.http.max_body_bytes,
+        handler_args=handler_args(settings),
     )
     app[SETTINGS] = settings
     app[METRICS] = Metrics()

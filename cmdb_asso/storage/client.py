@@ -32,6 +32,8 @@ from cmdb_asso.errors import CmdbError, InternalError, StoreReadUnavailable, Sto
 log = structlog.get_logger(__name__)
 
 EMBEDDED = "embedded"
+# Prefix of the URI that a supervisor hands its workers: the embedded server it already started.
+EMBEDDED_RUNNING = "embedded+"
 # MongoDB's own error codes that mean "the server is there but cannot serve now".
 _UNAVAILABLE_CODES = frozenset({6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 50})
 

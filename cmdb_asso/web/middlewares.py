@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 import structlog
@@ -24,6 +25,8 @@ from cmdb_asso.web.envelope import failure, is_esb
 from cmdb_asso.web.identity import language_of, request_id_of
 
 log = structlog.get_logger("cmdb_asso.access")
+# Which worker answered, when several serve one port.
+PID = os.getpid()
 
 
 @web.middleware
@@ -48,6 +51,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             status=response.status,
             code=code,
             duration_ms=round(elapsed * 1000, 3),
+            pid=PID,
         )
         request.app[METRICS].observe(request, response.status, code, elapsed)
         return response

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from cmdb_asso.app import create_app, handler_args
+from cmdb_asso.app import create_app
 from cmdb_asso.config import AppCredential, AuthSettings, Grant, Settings
 from cmdb_asso.credentials import hash_secret, verify_secret
 from cmdb_asso.keys import SERVICE
@@ -211,7 +211,7 @@ async def test_metrics_count_the_requests_a_test_made(client: Client) -> None:
 
 async def test_headers_over_the_limit_are_refused(settings: Settings, mock_mongo: Mongo) -> None:
     small = replace(settings, http=replace(settings.http, max_header_bytes=1024))
-    runner = web.AppRunner(create_app(small, mongo=mock_mongo), **handler_args(small))
+    runner = web.AppRunner(create_app(small, mongo=mock_mongo))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
