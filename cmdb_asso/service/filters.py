@@ -154,4 +154,17 @@ def translate_query(conditions: Any, depth: int = 1) -> dict[str, Any]:
         if not isinstance(rule, dict):
             raise BodyInvalid("rules")
         parts.append(translate_query(rule, depth + 1) if "condition" in rule else _builder_rule(rule))
-    return {"$and" if combinator == "AND" else "$or": parts}
+    if combinator == "AND":
+        return _merge_and(parts)
+    return {"$or": parts}
+
+
+def _merge_and(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """An AND of parts on distinct fields as one plain filter (the same query, and one that simpler query
+    planners, the embedded server's among them, can serve from an index); `$and` otherwise."""
+    merged: dict[str, Any] = {}
+    for part in parts:
+        if any(key in merged or key.startswith("$") for key in part):
+            return {"$and": parts}
+        merged.update(part)
+    return merged

@@ -9,7 +9,7 @@ from typing import Any
 from bson.int64 import Int64
 
 from cmdb_asso.storage.client import Mongo, translate_errors
-from cmdb_asso.storage.indexes import create_indexes, inst_asst_indexes
+from cmdb_asso.storage.indexes import create_indexes, table_indexes
 from cmdb_asso.storage.tables import ASST_DES, OBJ_ASST, OBJ_DES, inst_asst_table, instance_table
 
 
@@ -20,7 +20,7 @@ async def ensure_indexes(mongo: Mongo, supplier_account: str) -> list[str]:
             str(doc["bk_obj_id"]) for doc in await mongo.db[OBJ_DES].find({}, {"bk_obj_id": 1}).to_list(None)
         )
     tables = [inst_asst_table(obj_id, supplier_account) for obj_id in obj_ids]
-    await asyncio.gather(*(create_indexes(mongo.db[table], inst_asst_indexes()) for table in tables))
+    await asyncio.gather(*(create_indexes(mongo.db[table], table_indexes(mongo)) for table in tables))
     return tables
 
 
