@@ -167,12 +167,25 @@ class AssociationService:
         definition: Definition,
         pairs: dict[int, tuple[int, int]],
         duplicate: Literal["item", "batch"],
+        *,
+        optimistic: bool = False,
     ) -> tuple[dict[int, AuditRecord], dict[int, CmdbError]]:
-        """Steps 4 to 6 for every pair, in index order, each seeing the pairs accepted before it."""
+        """Steps 4 to 6 for every pair, in index order, each seeing the pairs accepted before it.
+
+        `optimistic` skips reading the existing links of an n:n definition: its only rule, no duplicate, is
+        the contract's unique index, which refuses a repeated link at the write (LinkConflict, and then a full
+        judgement). Where an instance is missing, the links are read after all, so the answer keeps the
+        contract's order. 1:1 and 1:n links are always read: links that bk-cmdb wrote carry no guard fields.
+        """
+        supplier = caller.supplier_account
+        values = list(pairs.values())
+        skip_links = optimistic and definition.mapping == "n:n"
         # One round of reads for the whole batch; its answers are judged in the contract's order.
         existing, src_names, dst_names = await self.store.read_for_create(
-            definition, caller.supplier_account, list(pairs.values())
+            definition, supplier, values, with_links=not skip_links
         )
+        if skip_links and any(src not in src_names or dst not in dst_names for src, dst in values):
+            existing = await self.store.find_existing_links(definition, supplier, values)
         limits = _Limits(definition, existing)
         accepted: dict[int, AuditRecord] = {}
         failed: dict[int, CmdbError] = {}
@@ -198,8 +211,8 @@ class AssociationService:
         definition = await self.definition(request.obj_asst_id, caller.supplier_account)
         pair = (request.inst_id, request.asst_inst_id)
         await self.authorize_edit(caller, [(definition.obj_id, pair[0]), (definition.asst_obj_id, pair[1])])
-        for _attempt in range(_WRITE_ATTEMPTS):
-            accepted, failed = await self._judge(caller, definition, {0: pair}, "item")
+        for attempt in range(_WRITE_ATTEMPTS):
+            accepted, failed = await self._judge(caller, definition, {0: pair}, "item", optimistic=attempt == 0)
             if failed:
                 raise failed[0]
             link = NewLink(definition, *pair, caller.supplier_account)
@@ -234,7 +247,7 @@ class AssociationService:
         for attempt in range(_WRITE_ATTEMPTS):
             if not pending:
                 break
-            accepted, failed = await self._judge(caller, definition, pending, "batch")
+            accepted, failed = await self._judge(caller, definition, pending, "batch", optimistic=attempt == 0)
             if request.atomic and failed:
                 raise failed[min(failed)]
             outcome.failed.update(failed)
@@ -251,7 +264,7 @@ class AssociationService:
                 break
             except LinkConflict:
                 # Raced by another writer: nothing of this pass was kept; judge again against what now exists.
-                log.info("batch_raced", bk_obj_asst_id=definition.obj_asst_id, attempt=attempt)
+                log.info("batch_conflict", bk_obj_asst_id=definition.obj_asst_id, attempt=attempt)
                 for index in failed:
                     pending.pop(index, None)
         else:

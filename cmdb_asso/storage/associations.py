@@ -6,6 +6,7 @@ import asyncio
 import inspect
 import time
 from collections import deque
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +26,7 @@ from cmdb_asso.storage.tables import (
     INST_ASST_SEQUENCE,
     OBJ_ASST,
     OBJ_DES,
+    InstanceTable,
     inst_asst_table,
     instance_table,
 )
@@ -166,75 +168,75 @@ class AssociationStore:
         return [LinkEnds(int(doc["bk_inst_id"]), int(doc["bk_asst_inst_id"])) for doc in docs]
 
     async def read_for_create(
-        self, definition: Definition, supplier_account: str, pairs: list[tuple[int, int]]
+        self,
+        definition: Definition,
+        supplier_account: str,
+        pairs: list[tuple[int, int]],
+        *,
+        with_links: bool = True,
     ) -> tuple[list[LinkEnds], dict[int, str], dict[int, str]]:
-        """What the rules need for `pairs`: the existing links that may conflict, and the names of the source
-        and target instances that exist. One command where the server can fold the three reads into one
-        aggregation; otherwise the reads run together."""
+        """What the rules need for `pairs`: the existing links that may conflict (unless `with_links` is off),
+        and the names of the source and target instances that exist. One command where the server can fold the
+        reads into one aggregation; otherwise the reads run together."""
         sources = sorted({src for src, _ in pairs})
         targets = sorted({dst for _, dst in pairs})
-        if self._fold_reads:
+        src = instance_table(definition.obj_id, supplier_account)
+        dst = instance_table(definition.asst_obj_id, supplier_account)
+        parts: list[_Read] = []
+        if with_links:
+            links_projection = {"_id": 0, "bk_inst_id": 1, "bk_asst_inst_id": 1}
+            links_table = inst_asst_table(definition.obj_id, supplier_account)
+            parts.append(_Read("link", links_table, _existing_links_query(definition, pairs), links_projection))
+        if src == dst:
+            parts.append(_Read.names("both", src, sorted({*sources, *targets})))
+        else:
+            parts += [_Read.names("src", src, sources), _Read.names("dst", dst, targets)]
+        found = await self._read_parts(parts)
+        existing = [LinkEnds(int(doc["bk_inst_id"]), int(doc["bk_asst_inst_id"])) for doc in found.get("link", [])]
+
+        def names(tag: str, table: InstanceTable) -> dict[int, str]:
+            return {int(doc[table.id_field]): str(doc.get(table.name_field, "")) for doc in found.get(tag, [])}
+
+        if src == dst:
+            both = names("both", src)
+            return existing, both, both
+        return existing, names("src", src), names("dst", dst)
+
+    async def _read_parts(self, parts: list[_Read]) -> dict[str, list[dict[str, Any]]]:
+        """Run the reads as one $unionWith aggregation where the server folds them, else as concurrent finds."""
+        if self._fold_reads and len(parts) > 1:
             try:
-                return await self._read_folded(definition, supplier_account, pairs, sources, targets)
+                return await self._read_folded(parts)
             except (NotImplementedError, OperationFailure) as exc:
                 # A server (or mock) without $unionWith: fall back to separate reads from now on.
                 if isinstance(exc, OperationFailure) and exc.code not in _UNKNOWN_STAGE_CODES:
                     raise
                 log.info("folded_reads_unsupported", fallback="separate reads")
                 self._fold_reads = False
-        existing_read = self.find_existing_links(definition, supplier_account, pairs)
-        if definition.obj_id == definition.asst_obj_id:
-            both = sorted({*sources, *targets})
-            existing, names = await asyncio.gather(
-                existing_read, self.find_instance_names(definition.obj_id, supplier_account, both)
-            )
-            return existing, names, names
-        return await asyncio.gather(
-            existing_read,
-            self.find_instance_names(definition.obj_id, supplier_account, sources),
-            self.find_instance_names(definition.asst_obj_id, supplier_account, targets),
-        )
 
-    async def _read_folded(
-        self,
-        definition: Definition,
-        supplier_account: str,
-        pairs: list[tuple[int, int]],
-        sources: list[int],
-        targets: list[int],
-    ) -> tuple[list[LinkEnds], dict[int, str], dict[int, str]]:
-        links_table = inst_asst_table(definition.obj_id, supplier_account)
-        src = instance_table(definition.obj_id, supplier_account)
-        dst = instance_table(definition.asst_obj_id, supplier_account)
-        pipeline: list[dict[str, Any]] = [
-            {"$match": _existing_links_query(definition, pairs)},
-            {"$project": {"_id": 0, "bk_inst_id": 1, "bk_asst_inst_id": 1, _TAG: {"$literal": "link"}}},
-        ]
-        for tag, table, ids in (("src", src, sources), ("dst", dst, targets)):
-            projection = {"_id": 0, table.id_field: 1, table.name_field: 1, _TAG: {"$literal": tag}}
-            pipeline.append(
-                {
-                    "$unionWith": {
-                        "coll": table.collection,
-                        "pipeline": [{"$match": table.filter_for(ids)}, {"$project": projection}],
-                    }
-                }
-            )
+        async def one(part: _Read) -> list[dict[str, Any]]:
+            cursor = self.mongo.db[part.collection].find(part.query, part.projection).batch_size(_LARGE_BATCH)
+            return list(await cursor.to_list(None))
+
         with translate_errors(write=False):
-            cursor = self.mongo.db[links_table].aggregate(pipeline, batchSize=_LARGE_BATCH)
+            results = await asyncio.gather(*(one(part) for part in parts))
+        return {part.tag: docs for part, docs in zip(parts, results, strict=True)}
+
+    async def _read_folded(self, parts: list[_Read]) -> dict[str, list[dict[str, Any]]]:
+        def stages(part: _Read) -> list[dict[str, Any]]:
+            return [{"$match": part.query}, {"$project": {**part.projection, _TAG: {"$literal": part.tag}}}]
+
+        pipeline = stages(parts[0])
+        pipeline += [{"$unionWith": {"coll": part.collection, "pipeline": stages(part)}} for part in parts[1:]]
+        with translate_errors(write=False):
+            cursor = self.mongo.db[parts[0].collection].aggregate(pipeline, batchSize=_LARGE_BATCH)
             if inspect.isawaitable(cursor):  # pymongo's async aggregate is a coroutine, motor's is not
                 cursor = await cursor
             docs = await cursor.to_list(None)
-        existing: list[LinkEnds] = []
-        names: dict[str, dict[int, str]] = {"src": {}, "dst": {}}
+        found: dict[str, list[dict[str, Any]]] = {part.tag: [] for part in parts}
         for doc in docs:
-            tag = doc.get(_TAG)
-            if tag == "link":
-                existing.append(LinkEnds(int(doc["bk_inst_id"]), int(doc["bk_asst_inst_id"])))
-            elif tag in names:
-                table = src if tag == "src" else dst
-                names[tag][int(doc[table.id_field])] = str(doc.get(table.name_field, ""))
-        return existing, names["src"], names["dst"]
+            found.setdefault(str(doc.pop(_TAG, "")), []).append(doc)
+        return found
 
     async def find_instance_names(self, obj_id: str, supplier_account: str, ids: list[int]) -> dict[int, str]:
         """The names of those instances of `obj_id` that exist, by id."""
@@ -399,6 +401,21 @@ class AssociationStore:
             self.pending_undos.popleft()
             log.info("undo_completed", table=step.table)
         return len(self.pending_undos)
+
+
+@dataclass(frozen=True, slots=True)
+class _Read:
+    """One find of a folded read: its tag, collection, filter and projection."""
+
+    tag: str
+    collection: str
+    query: dict[str, Any]
+    projection: dict[str, Any]
+
+    @classmethod
+    def names(cls, tag: str, table: InstanceTable, ids: list[int]) -> _Read:
+        """The read of the names of these instances."""
+        return cls(tag, table.collection, table.filter_for(ids), {"_id": 0, table.id_field: 1, table.name_field: 1})
 
 
 _HIDDEN_FIELDS = {"_id": 0, SRC_GUARD: 0, DST_GUARD: 0}

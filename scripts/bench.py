@@ -1,0 +1,537 @@
+"""Benchmark: the service over HTTP beside its two references, on the same machine and store.
+
+    python scripts/bench.py [--mongodb-uri URI] [--concurrency 16] [--duration 4] [--runs 3] [--json FILE]
+
+It starts the embedded store (or uses --mongodb-uri), seeds its own models, definitions and instances, starts
+the service as a separate process, and drives it with an aiohttp client. Every figure is the median of the
+runs. References, measured in the same run:
+
+- HTTP ceiling: a bare aiohttp handler (another process) that parses the same body and answers the same
+  envelope, without touching MongoDB;
+- database floor: the raw driver, without HTTP, issuing exactly the commands one create needs (the rule read,
+  the two instance reads, the three inserts), and for batches the same documents as three bulk inserts.
+
+Service CPU comes from the service process's own CPU time (/proc), MongoDB commands from its /metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import random
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+from bson.int64 import Int64
+from pymongo import AsyncMongoClient
+
+from cmdb_asso.storage.client import EMBEDDED_RUNNING, EmbeddedMongo
+
+DATABASE = "cmdb_bench"
+SRC, DST = "bench_src", "bench_dst"
+NN = f"{SRC}_connect_{DST}"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+HEADERS = {"X-Bkcmdb-User": "bench", "Content-Type": "application/json"}
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far."""
+    fields_ = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields_[11]) + int(fields_[12])) / CLOCK_TICKS
+
+
+def rss_mib(pid: int) -> float:
+    """Resident set size of a process."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@dataclass
+class Measure:
+    """One scenario's outcome."""
+
+    items: int = 0
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    cpu: float = 0.0
+    commands: float = 0.0
+    errors: int = 0
+
+    @property
+    def rate(self) -> float:
+        """Items per second."""
+        return self.items / self.seconds if self.seconds else 0.0
+
+    def percentile(self, q: float) -> float:
+        """Latency percentile in milliseconds."""
+        if not self.latencies:
+            return 0.0
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+    def per_item(self, total: float) -> float:
+        """`total` divided over the items."""
+        return total / self.items if self.items else 0.0
+
+
+async def drive(concurrency: int, duration: float, step: Callable[[], Awaitable[int]]) -> Measure:
+    """Run `step` from `concurrency` loops for `duration` seconds; each call returns the items it did."""
+    measure = Measure()
+    stop_at = time.monotonic() + duration
+
+    async def loop() -> None:
+        while time.monotonic() < stop_at:
+            started = time.perf_counter()
+            try:
+                done = await step()
+            except (aiohttp.ClientError, TimeoutError):
+                measure.errors += 1
+                continue
+            measure.latencies.append(time.perf_counter() - started)
+            measure.items += done
+
+    began = time.perf_counter()
+    await asyncio.gather(*(loop() for _ in range(concurrency)))
+    measure.seconds = time.perf_counter() - began
+    return measure
+
+
+class Pairs:
+    """Fresh (source, target) pairs, never repeated within a run."""
+
+    def __init__(self, sources: int, targets: int, seed: int) -> None:
+        self._order = itertools.count(random.Random(seed).randrange(sources * targets))
+        self.sources, self.targets = sources, targets
+
+    def next(self) -> tuple[int, int]:
+        """The next pair."""
+        n = next(self._order) % (self.sources * self.targets)
+        return 1 + n % self.sources, 1 + n // self.sources
+
+
+# --- seeding -----------------------------------------------------------------------------------------------------
+
+
+async def seed(uri: str, instances: int) -> None:
+    """Models, definitions of each mapping, `instances` instances split over two models, and their indexes."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri)
+    await client.drop_database(DATABASE)
+    db = client[DATABASE]
+    await db.cc_ObjDes.insert_many(
+        [{"id": Int64(n), "bk_obj_id": obj, "bk_obj_name": obj, "bk_supplier_account": "0"} for n, obj in ((1, SRC), (2, DST))]
+    )
+    await db.cc_ObjAsst.insert_many(
+        [
+            {"id": Int64(n), "bk_obj_asst_id": f"{SRC}_{kind}_{DST}", "bk_obj_id": SRC, "bk_asst_obj_id": DST,
+             "bk_asst_id": kind, "mapping": mapping, "bk_supplier_account": "0"}
+            for n, (kind, mapping) in enumerate((("connect", "n:n"), ("group", "1:n"), ("run", "1:1")), start=1)
+        ]
+    )  # fmt: skip
+    half = instances // 2
+    for obj in (SRC, DST):
+        table = db[f"cc_ObjectBase_0_pub_{obj}"]
+        for start in range(1, half + 1, 5000):
+            docs = [
+                {"bk_obj_id": obj, "bk_inst_id": Int64(i), "bk_inst_name": f"{obj}-{i}", "bk_supplier_account": "0"}
+                for i in range(start, min(start + 5000, half + 1))
+            ]
+            await table.insert_many(docs, ordered=False)
+        # bk-cmdb indexes its instance tables; the embedded server uses single-field indexes only.
+        await table.create_index([("bk_inst_id", 1)], name="bk_inst_id")
+        await table.create_index([("bk_obj_id", 1), ("bk_inst_id", 1)], name="bkcc_idx_ObjID_InstID")
+    await client.close()
+
+
+# --- the processes ---------------------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def service(uri: str, driver: str, embedded: bool) -> AsyncIterator[tuple[str, int]]:
+    """The service as its own process; yields its base URL and pid."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "CMDB_ASSO_MONGODB_URI": (EMBEDDED_RUNNING + uri) if embedded else uri,
+        "CMDB_ASSO_MONGODB_DATABASE": DATABASE,
+        "CMDB_ASSO_MONGODB_DRIVER": driver,
+        "CMDB_ASSO_MONGODB_ID_BLOCK_SIZE": "1000",
+        "CMDB_ASSO_MONGODB_DEFINITION_CACHE_SECONDS": "30",
+        "CMDB_ASSO_HTTP_PORT": str(port),
+        "CMDB_ASSO_LOG_LEVEL": "warning",
+        "CMDB_ASSO_LOG_FORMAT": "json",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cmdb_asso", "serve", env=env, stdout=asyncio.subprocess.DEVNULL
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        await wait_ready(f"{base}/readyz")
+        yield base, process.pid
+    finally:
+        process.terminate()
+        await process.wait()
+
+
+@contextlib.asynccontextmanager
+async def bare_server() -> AsyncIterator[tuple[str, int]]:
+    """The HTTP ceiling: this script in bare-server mode, as its own process."""
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(sys.executable, __file__, "--bare-server", str(port))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        await wait_ready(f"{base}/healthz")
+        yield base, process.pid
+    finally:
+        process.terminate()
+        await process.wait()
+
+
+async def wait_ready(url: str) -> None:
+    """Poll until the URL answers 200 (at most 60 s)."""
+    async with aiohttp.ClientSession() as session:
+        for _ in range(600):
+            with contextlib.suppress(aiohttp.ClientError):
+                async with session.get(url) as response:
+                    if response.status == 200:
+                        return
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"{url} never became ready")
+
+
+def run_bare_server(port: int) -> None:
+    """A handler that parses a create body and answers the native envelope, and nothing else."""
+
+    async def create(request: web.Request) -> web.Response:
+        body = orjson.loads(await request.read())
+        if not isinstance(body, dict) or not isinstance(body.get("bk_inst_id"), int):
+            raise web.HTTPBadRequest()
+        envelope = {"result": True, "bk_error_code": 0, "bk_error_msg": "success", "permission": None,
+                    "data": {"id": body["bk_inst_id"]}}  # fmt: skip
+        return web.Response(body=orjson.dumps(envelope), content_type="application/json")
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    app = web.Application()
+    app.router.add_post("/api/v3/create/instassociation", create)
+    app.router.add_get("/healthz", healthz)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+
+
+async def service_commands(session: aiohttp.ClientSession, base: str) -> float:
+    """The MongoDB commands the service has sent so far, from its /metrics."""
+    async with session.get(f"{base}/metrics") as response:
+        text = await response.text()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("cmdb_asso_mongodb_commands_total{")
+    )
+
+
+# --- scenarios -------------------------------------------------------------------------------------------------
+
+
+async def over_http(
+    session: aiohttp.ClientSession, base: str, pid: int, concurrency: int, duration: float, step: Callable[[], Awaitable[int]]
+) -> Measure:
+    """Drive a scenario against a server process, adding its CPU time and MongoDB commands."""
+    cpu_before = cpu_seconds(pid)
+    commands_before = await service_commands(session, base)
+    measure = await drive(concurrency, duration, step)
+    measure.cpu = cpu_seconds(pid) - cpu_before
+    measure.commands = await service_commands(session, base) - commands_before
+    return measure
+
+
+def create_step(session: aiohttp.ClientSession, base: str, pairs: Pairs) -> Callable[[], Awaitable[int]]:
+    """One single create per call."""
+
+    async def step() -> int:
+        src, dst = pairs.next()
+        body = orjson.dumps({"bk_obj_asst_id": NN, "bk_inst_id": src, "bk_asst_inst_id": dst})
+        async with session.post(f"{base}/api/v3/create/instassociation", data=body, headers=HEADERS) as response:
+            answer = await response.json(loads=orjson.loads)
+        return 1 if answer.get("bk_error_code", answer.get("code")) == 0 else 0
+
+    return step
+
+
+def batch_step(session: aiohttp.ClientSession, base: str, pairs: Pairs, size: int) -> Callable[[], Awaitable[int]]:
+    """One create-many of `size` per call."""
+
+    async def step() -> int:
+        details = [dict(zip(("bk_inst_id", "bk_asst_inst_id"), pairs.next(), strict=True)) for _ in range(size)]
+        body = orjson.dumps({"bk_obj_asst_id": NN, "bk_obj_id": SRC, "bk_asst_obj_id": DST, "details": details})
+        async with session.post(f"{base}/api/v3/createmany/instassociation", data=body, headers=HEADERS) as response:
+            answer = await response.json(loads=orjson.loads)
+        return len(answer["data"]["success_created"]) if answer.get("result") else 0
+
+    return step
+
+
+def search_step(session: aiohttp.ClientSession, base: str) -> Callable[[], Awaitable[int]]:
+    """One search page of 500 per call."""
+    body = orjson.dumps({
+        "conditions": {"condition": "AND", "rules": [{"field": "bk_obj_asst_id", "operator": "equal", "value": NN}]},
+        "page": {"start": 0, "limit": 500, "sort": "id"},
+    })  # fmt: skip
+
+    async def step() -> int:
+        async with session.post(
+            f"{base}/api/v3/search/instance_associations/object/{SRC}", data=body, headers=HEADERS
+        ) as response:
+            answer = await response.json(loads=orjson.loads)
+        return 1 if answer.get("result") else 0
+
+    return step
+
+
+def mixed_step(session: aiohttp.ClientSession, base: str, pairs: Pairs) -> Callable[[], Awaitable[int]]:
+    """Eight single creates, one search page and one batch of 20 in ten calls, at random."""
+    single, search, batch = create_step(session, base, pairs), search_step(session, base), batch_step(session, base, pairs, 20)
+    chooser = random.Random(11)
+
+    async def step() -> int:
+        roll = chooser.random()
+        return await (single() if roll < 0.8 else search() if roll < 0.9 else batch())
+
+    return step
+
+
+# --- the database floor ----------------------------------------------------------------------------------------
+
+
+async def floor_single(uri: str, concurrency: int, duration: float, pairs: Pairs) -> Measure:
+    """The raw driver issuing exactly one create's commands: the rule read, two instance reads, three inserts."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri)
+    db = client[DATABASE]
+    src_links, dst_links = db[f"cc_InstAsst_0_pub_{SRC}"], db[f"cc_InstAsst_0_pub_{DST}"]
+    src_inst, dst_inst = db[f"cc_ObjectBase_0_pub_{SRC}"], db[f"cc_ObjectBase_0_pub_{DST}"]
+    audit = db["cc_AuditLog_floor"]
+    ids = itertools.count(10_000_000)
+
+    async def step() -> int:
+        src, dst = pairs.next()
+        await asyncio.gather(
+            src_links.find({"bk_obj_asst_id": NN, "bk_obj_id": SRC, "bk_inst_id": src, "bk_asst_inst_id": dst}).to_list(None),
+            src_inst.find({"bk_obj_id": SRC, "bk_inst_id": src}, {"_id": 0, "bk_inst_id": 1, "bk_inst_name": 1}).to_list(None),
+            dst_inst.find({"bk_obj_id": DST, "bk_inst_id": dst}, {"_id": 0, "bk_inst_id": 1, "bk_inst_name": 1}).to_list(None),
+        )
+        link_id = next(ids)
+        doc = {"id": Int64(link_id), "bk_inst_id": Int64(src), "bk_obj_id": SRC, "bk_asst_inst_id": Int64(dst),
+               "bk_asst_obj_id": DST, "bk_obj_asst_id": NN + "_floor", "bk_asst_id": "connect", "bk_biz_id": Int64(0)}  # fmt: skip
+        await audit.insert_one({"id": Int64(link_id), "resource_id": Int64(src), "action": "create"})
+        await src_links.insert_one(dict(doc))
+        await dst_links.insert_one(dict(doc))
+        return 1
+
+    try:
+        return await drive(concurrency, duration, step)
+    finally:
+        await client.close()
+
+
+async def floor_bulk(uri: str, concurrency: int, duration: float, pairs: Pairs, size: int) -> Measure:
+    """The raw driver bulk-inserting the same documents a batch writes: audit records and both tables."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri)
+    db = client[DATABASE]
+    tables = [db["cc_AuditLog_floor"], db[f"cc_InstAsst_0_pub_{SRC}"], db[f"cc_InstAsst_0_pub_{DST}"]]
+    ids = itertools.count(20_000_000)
+
+    async def step() -> int:
+        docs = []
+        for _ in range(size):
+            src, dst = pairs.next()
+            docs.append({"id": Int64(next(ids)), "bk_inst_id": Int64(src), "bk_obj_id": SRC, "bk_asst_inst_id": Int64(dst),
+                         "bk_asst_obj_id": DST, "bk_obj_asst_id": NN + "_floor", "bk_asst_id": "connect"})  # fmt: skip
+        for table in tables:
+            await table.insert_many([dict(doc) for doc in docs], ordered=False)
+        return size
+
+    try:
+        return await drive(concurrency, duration, step)
+    finally:
+        await client.close()
+
+
+async def search_plan(uri: str) -> str:
+    """How the store runs a search page (its query plan), as evidence of index use."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri)
+    try:
+        explained = await client[DATABASE].command(
+            "explain",
+            {"find": f"cc_InstAsst_0_pub_{SRC}", "filter": {"bk_obj_asst_id": {"$eq": NN}}, "sort": {"id": 1}, "limit": 500},
+        )
+    finally:
+        await client.close()
+    return json.dumps(explained.get("queryPlanner", {}).get("winningPlan"), default=str)[:300]
+
+
+# --- the run ---------------------------------------------------------------------------------------------------
+
+
+async def one_run(args: argparse.Namespace, uri: str, embedded: bool, run: int) -> dict[str, dict[str, float]]:
+    """Every scenario and reference once."""
+    half = args.instances // 2
+    pairs = Pairs(half, half, seed=run)
+    rows: dict[str, dict[str, float]] = {}
+    timeout = aiohttp.ClientTimeout(total=60)
+    connector = aiohttp.TCPConnector(limit=args.concurrency * 2)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+        async with bare_server() as (bare, bare_pid):
+            ceiling = await over_http_bare(session, bare, bare_pid, args, pairs)
+        floor = await floor_single(uri, args.concurrency, args.duration, pairs)
+        bulk = await floor_bulk(uri, max(2, args.concurrency // 4), args.duration, pairs, 200)
+        rows["ref: HTTP ceiling (bare handler)"] = summary(ceiling)
+        rows["ref: database floor (one create's commands)"] = summary(floor)
+        rows["ref: raw bulk insert (200 per batch)"] = summary(bulk)
+        for driver in args.drivers:
+            async with service(uri, driver, embedded) as (base, pid):
+                rss_start = rss_mib(pid)
+                single = await over_http(session, base, pid, args.concurrency, args.duration, create_step(session, base, pairs))
+                rows[f"single create ({driver})"] = summary(single, floor, ceiling)
+                if driver != args.drivers[0]:
+                    continue
+                batches = await over_http(
+                    session, base, pid, max(2, args.concurrency // 4), args.duration, batch_step(session, base, pairs, 200)
+                )
+                rows["batch create of 200"] = summary(batches, bulk, ceiling)
+                searches = await over_http(session, base, pid, args.concurrency, args.duration, search_step(session, base))
+                rows["search page of 500"] = summary(searches, None, ceiling)
+                mixed = await over_http(session, base, pid, args.concurrency, args.duration, mixed_step(session, base, pairs))
+                rows["mixed (80% create, 10% search, 10% batch of 20)"] = summary(mixed, None, ceiling)
+                rows["service RSS MiB (start, end)"] = {"start": rss_start, "end": rss_mib(pid)}
+    return rows
+
+
+async def over_http_bare(
+    session: aiohttp.ClientSession, base: str, pid: int, args: argparse.Namespace, pairs: Pairs
+) -> Measure:
+    """The HTTP ceiling, driven like single creates."""
+    cpu_before = cpu_seconds(pid)
+    measure = await drive(args.concurrency, args.duration, create_step(session, base, pairs))
+    measure.cpu = cpu_seconds(pid) - cpu_before
+    return measure
+
+
+def summary(measure: Measure, floor: Measure | None = None, ceiling: Measure | None = None) -> dict[str, float]:
+    """One table row: rate, latencies, CPU and commands per item, and ratios to the references."""
+    row = {
+        "rate": measure.rate,
+        "p50_ms": measure.percentile(0.5),
+        "p99_ms": measure.percentile(0.99),
+        "cpu_ms_per_item": measure.per_item(measure.cpu) * 1000,
+        "commands_per_item": measure.per_item(measure.commands),
+        "errors": float(measure.errors),
+    }
+    if floor is not None and floor.rate:
+        row["rate_vs_floor"] = measure.rate / floor.rate
+    if ceiling is not None and ceiling.items and ceiling.cpu:
+        row["cpu_vs_bare"] = (measure.per_item(measure.cpu)) / ceiling.per_item(ceiling.cpu)
+    return row
+
+
+def medians(runs: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """The median of each figure over the runs."""
+    result: dict[str, dict[str, float]] = {}
+    for name in runs[0]:
+        keys = runs[0][name].keys()
+        result[name] = {key: statistics.median(run[name][key] for run in runs if name in run) for key in keys}
+    return result
+
+
+def render(table: dict[str, dict[str, float]], plan: str) -> str:
+    """The table as text."""
+    lines = [
+        f"{'scenario':52s} {'per s':>9s} {'vs ref':>7s} {'p50 ms':>8s} {'p99 ms':>8s} {'CPU ms':>7s} {'vs bare':>7s} {'cmds':>6s}",
+    ]
+    for name, row in table.items():
+        if "rate" not in row:
+            lines.append(f"{name:52s} {row['start']:9.1f} -> {row['end']:.1f}")
+            continue
+        ratio = row.get("rate_vs_floor")
+        bare = row.get("cpu_vs_bare")
+        lines.append(
+            f"{name:52s} {row['rate']:9.1f} {(f'{ratio:.2f}' if ratio else '-'):>7s} {row['p50_ms']:8.2f} "
+            f"{row['p99_ms']:8.2f} {row['cpu_ms_per_item']:7.3f} {(f'{bare:.2f}' if bare else '-'):>7s} "
+            f"{row['commands_per_item']:6.3f}"
+        )
+    lines.append(f"search plan: {plan}")
+    return "\n".join(lines)
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    """Start the store, seed, run, and report."""
+    embedded_server = None
+    uri = args.mongodb_uri
+    with tempfile.TemporaryDirectory(prefix="cmdb-asso-bench-") as data_dir:
+        if uri == "embedded":
+            embedded_server = EmbeddedMongo(data_dir)
+            uri = await embedded_server.start()
+        try:
+            started = time.monotonic()
+            await seed(uri, args.instances)
+            print(f"seeded {args.instances} instances in {time.monotonic() - started:.1f} s", file=sys.stderr)
+            runs = []
+            for run in range(args.runs):
+                runs.append(await one_run(args, uri, embedded_server is not None, run))
+                print(f"run {run + 1}/{args.runs} done", file=sys.stderr)
+            table = medians(runs)
+            plan = await search_plan(uri)
+        finally:
+            if embedded_server is not None:
+                await embedded_server.stop()
+    return {"store": "embedded nx-27017" if embedded_server else "MongoDB", "runs": args.runs,
+            "concurrency": args.concurrency, "duration": args.duration, "instances": args.instances,
+            "table": table, "search_plan": plan}  # fmt: skip
+
+
+def main() -> None:
+    """Command line."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mongodb-uri", default="embedded")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--duration", type=float, default=4.0, help="seconds per scenario")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--instances", type=int, default=100_000)
+    parser.add_argument("--drivers", default="pymongo,motor")
+    parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--bare-server", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.bare_server:
+        run_bare_server(args.bare_server)
+        return
+    args.drivers = [name for name in args.drivers.split(",") if name]
+    result = asyncio.run(main_async(args))
+    print(render(result["table"], result["search_plan"]))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
