@@ -1,6 +1,6 @@
 """Benchmark: the service over HTTP beside its two references, on the same machine and store.
 
-    python scripts/bench.py [--mongodb-uri URI] [--concurrency 16] [--duration 4] [--runs 3] [--json FILE]
+    python scripts/bench.py [--mongodb-uri URI] [--concurrency 16] [--duration 3] [--runs 3] [--json FILE]
 
 It starts the embedded store (or uses --mongodb-uri), seeds its own models, definitions and instances, starts
 the service as a separate process, and drives it with an aiohttp client. Every figure is the median of the
@@ -8,8 +8,8 @@ runs. References, measured in the same run:
 
 - HTTP ceiling: a bare aiohttp handler (another process) that parses the same body and answers the same
   envelope, without touching MongoDB;
-- database floor: the raw driver, without HTTP, issuing exactly the commands one create needs (the rule read,
-  the two instance reads, the three inserts), and for batches the same documents as three bulk inserts.
+- database floor: the raw driver, without HTTP, issuing exactly the commands one n:n create needs on this store
+  (the two instance reads and the three inserts), and for batches the same documents as three bulk inserts.
 
 Service CPU comes from the service process's own CPU time (/proc), MongoDB commands from its /metrics.
 """
@@ -39,6 +39,8 @@ from aiohttp import web
 from bson.int64 import Int64
 from pymongo import AsyncMongoClient
 
+from cmdb_asso.domain import AuditRecord, Definition, NewLink
+from cmdb_asso.storage.associations import audit_document, link_document, utc_now
 from cmdb_asso.storage.client import EMBEDDED_RUNNING, EmbeddedMongo
 
 DATABASE = "cmdb_bench"
@@ -46,6 +48,20 @@ SRC, DST = "bench_src", "bench_dst"
 NN = f"{SRC}_connect_{DST}"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 HEADERS = {"X-Bkcmdb-User": "bench", "Content-Type": "application/json"}
+
+
+# The floor writes the very documents the service writes, under a definition of its own.
+FLOOR_DEFINITION = Definition(f"{NN}_floor", SRC, DST, "connect", "n:n", "0")
+
+
+def floor_audit(src: int, dst: int) -> AuditRecord:
+    """The audit record the service would write for this link."""
+    return AuditRecord(
+        action="create", supplier_account="0", user="bench", app_code="", request_id="floor",
+        operation_time=utc_now(), src_inst_id=src, src_inst_name=f"{SRC}-{src}", dest_inst_id=dst,
+        dest_inst_name=f"{DST}-{dst}", obj_asst_id=FLOOR_DEFINITION.obj_asst_id, asst_id="connect",
+        src_obj_id=SRC, dest_obj_id=DST,
+    )  # fmt: skip
 
 
 def free_port() -> int:
@@ -142,7 +158,10 @@ async def seed(uri: str, instances: int) -> None:
     await client.drop_database(DATABASE)
     db = client[DATABASE]
     await db.cc_ObjDes.insert_many(
-        [{"id": Int64(n), "bk_obj_id": obj, "bk_obj_name": obj, "bk_supplier_account": "0"} for n, obj in ((1, SRC), (2, DST))]
+        [
+            {"id": Int64(n), "bk_obj_id": obj, "bk_obj_name": obj, "bk_supplier_account": "0"}
+            for n, obj in ((1, SRC), (2, DST))
+        ]
     )
     await db.cc_ObjAsst.insert_many(
         [
@@ -257,7 +276,12 @@ async def service_commands(session: aiohttp.ClientSession, base: str) -> float:
 
 
 async def over_http(
-    session: aiohttp.ClientSession, base: str, pid: int, concurrency: int, duration: float, step: Callable[[], Awaitable[int]]
+    session: aiohttp.ClientSession,
+    base: str,
+    pid: int,
+    concurrency: int,
+    duration: float,
+    step: Callable[[], Awaitable[int]],
 ) -> Measure:
     """Drive a scenario against a server process, adding its CPU time and MongoDB commands."""
     cpu_before = cpu_seconds(pid)
@@ -313,7 +337,11 @@ def search_step(session: aiohttp.ClientSession, base: str) -> Callable[[], Await
 
 def mixed_step(session: aiohttp.ClientSession, base: str, pairs: Pairs) -> Callable[[], Awaitable[int]]:
     """Eight single creates, one search page and one batch of 20 in ten calls, at random."""
-    single, search, batch = create_step(session, base, pairs), search_step(session, base), batch_step(session, base, pairs, 20)
+    single, search, batch = (
+        create_step(session, base, pairs),
+        search_step(session, base),
+        batch_step(session, base, pairs, 20),
+    )
     chooser = random.Random(11)
 
     async def step() -> int:
@@ -327,7 +355,7 @@ def mixed_step(session: aiohttp.ClientSession, base: str, pairs: Pairs) -> Calla
 
 
 async def floor_single(uri: str, concurrency: int, duration: float, pairs: Pairs) -> Measure:
-    """The raw driver issuing exactly one create's commands: the rule read, two instance reads, three inserts."""
+    """The raw driver issuing exactly the commands one n:n create needs: two instance reads, three inserts."""
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri)
     db = client[DATABASE]
     src_links, dst_links = db[f"cc_InstAsst_0_pub_{SRC}"], db[f"cc_InstAsst_0_pub_{DST}"]
@@ -338,14 +366,16 @@ async def floor_single(uri: str, concurrency: int, duration: float, pairs: Pairs
     async def step() -> int:
         src, dst = pairs.next()
         await asyncio.gather(
-            src_links.find({"bk_obj_asst_id": NN, "bk_obj_id": SRC, "bk_inst_id": src, "bk_asst_inst_id": dst}).to_list(None),
-            src_inst.find({"bk_obj_id": SRC, "bk_inst_id": src}, {"_id": 0, "bk_inst_id": 1, "bk_inst_name": 1}).to_list(None),
-            dst_inst.find({"bk_obj_id": DST, "bk_inst_id": dst}, {"_id": 0, "bk_inst_id": 1, "bk_inst_name": 1}).to_list(None),
+            src_inst.find(
+                {"bk_obj_id": SRC, "bk_inst_id": src}, {"_id": 0, "bk_inst_id": 1, "bk_inst_name": 1}
+            ).to_list(None),
+            dst_inst.find(
+                {"bk_obj_id": DST, "bk_inst_id": dst}, {"_id": 0, "bk_inst_id": 1, "bk_inst_name": 1}
+            ).to_list(None),
         )
         link_id = next(ids)
-        doc = {"id": Int64(link_id), "bk_inst_id": Int64(src), "bk_obj_id": SRC, "bk_asst_inst_id": Int64(dst),
-               "bk_asst_obj_id": DST, "bk_obj_asst_id": NN + "_floor", "bk_asst_id": "connect", "bk_biz_id": Int64(0)}  # fmt: skip
-        await audit.insert_one({"id": Int64(link_id), "resource_id": Int64(src), "action": "create"})
+        doc = link_document(NewLink(FLOOR_DEFINITION, src, dst, "0"), link_id, utc_now())
+        await audit.insert_one(audit_document(floor_audit(src, dst), link_id))
         await src_links.insert_one(dict(doc))
         await dst_links.insert_one(dict(doc))
         return 1
@@ -364,13 +394,16 @@ async def floor_bulk(uri: str, concurrency: int, duration: float, pairs: Pairs, 
     ids = itertools.count(20_000_000)
 
     async def step() -> int:
-        docs = []
+        now = utc_now()
+        links, audits = [], []
         for _ in range(size):
             src, dst = pairs.next()
-            docs.append({"id": Int64(next(ids)), "bk_inst_id": Int64(src), "bk_obj_id": SRC, "bk_asst_inst_id": Int64(dst),
-                         "bk_asst_obj_id": DST, "bk_obj_asst_id": NN + "_floor", "bk_asst_id": "connect"})  # fmt: skip
-        for table in tables:
-            await table.insert_many([dict(doc) for doc in docs], ordered=False)
+            link_id = next(ids)
+            links.append(link_document(NewLink(FLOOR_DEFINITION, src, dst, "0"), link_id, now))
+            audits.append(audit_document(floor_audit(src, dst), link_id))
+        await tables[0].insert_many(audits, ordered=False)
+        for table in tables[1:]:
+            await table.insert_many([dict(doc) for doc in links], ordered=False)
         return size
 
     try:
@@ -385,7 +418,12 @@ async def search_plan(uri: str) -> str:
     try:
         explained = await client[DATABASE].command(
             "explain",
-            {"find": f"cc_InstAsst_0_pub_{SRC}", "filter": {"bk_obj_asst_id": {"$eq": NN}}, "sort": {"id": 1}, "limit": 500},
+            {
+                "find": f"cc_InstAsst_0_pub_{SRC}",
+                "filter": {"bk_obj_asst_id": {"$eq": NN}},
+                "sort": {"id": 1},
+                "limit": 500,
+            },
         )
     finally:
         await client.close()
@@ -408,22 +446,33 @@ async def one_run(args: argparse.Namespace, uri: str, embedded: bool, run: int) 
         floor = await floor_single(uri, args.concurrency, args.duration, pairs)
         bulk = await floor_bulk(uri, max(2, args.concurrency // 4), args.duration, pairs, 200)
         rows["ref: HTTP ceiling (bare handler)"] = summary(ceiling)
-        rows["ref: database floor (one create's commands)"] = summary(floor)
+        rows["ref: database floor (a create's commands)"] = summary(floor)
         rows["ref: raw bulk insert (200 per batch)"] = summary(bulk)
         for driver in args.drivers:
             async with service(uri, driver, embedded) as (base, pid):
                 rss_start = rss_mib(pid)
-                single = await over_http(session, base, pid, args.concurrency, args.duration, create_step(session, base, pairs))
+                single = await over_http(
+                    session, base, pid, args.concurrency, args.duration, create_step(session, base, pairs)
+                )
                 rows[f"single create ({driver})"] = summary(single, floor, ceiling)
                 if driver != args.drivers[0]:
                     continue
                 batches = await over_http(
-                    session, base, pid, max(2, args.concurrency // 4), args.duration, batch_step(session, base, pairs, 200)
+                    session,
+                    base,
+                    pid,
+                    max(2, args.concurrency // 4),
+                    args.duration,
+                    batch_step(session, base, pairs, 200),
                 )
                 rows["batch create of 200"] = summary(batches, bulk, ceiling)
-                searches = await over_http(session, base, pid, args.concurrency, args.duration, search_step(session, base))
+                searches = await over_http(
+                    session, base, pid, args.concurrency, args.duration, search_step(session, base)
+                )
                 rows["search page of 500"] = summary(searches, None, ceiling)
-                mixed = await over_http(session, base, pid, args.concurrency, args.duration, mixed_step(session, base, pairs))
+                mixed = await over_http(
+                    session, base, pid, args.concurrency, args.duration, mixed_step(session, base, pairs)
+                )
                 rows["mixed (80% create, 10% search, 10% batch of 20)"] = summary(mixed, None, ceiling)
                 rows["service RSS MiB (start, end)"] = {"start": rss_start, "end": rss_mib(pid)}
     return rows
@@ -467,9 +516,9 @@ def medians(runs: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, floa
 
 def render(table: dict[str, dict[str, float]], plan: str) -> str:
     """The table as text."""
-    lines = [
-        f"{'scenario':52s} {'per s':>9s} {'vs ref':>7s} {'p50 ms':>8s} {'p99 ms':>8s} {'CPU ms':>7s} {'vs bare':>7s} {'cmds':>6s}",
-    ]
+    heading = ("per s", "vs ref", "p50 ms", "p99 ms", "CPU ms", "vs bare", "cmds")
+    widths = (9, 7, 8, 8, 7, 7, 6)
+    lines = [f"{'scenario':52s} " + " ".join(f"{name:>{width}s}" for name, width in zip(heading, widths, strict=True))]
     for name, row in table.items():
         if "rate" not in row:
             lines.append(f"{name:52s} {row['start']:9.1f} -> {row['end']:.1f}")
@@ -483,6 +532,31 @@ def render(table: dict[str, dict[str, float]], plan: str) -> str:
         )
     lines.append(f"search plan: {plan}")
     return "\n".join(lines)
+
+
+async def memory_run(args: argparse.Namespace, uri: str, embedded: bool) -> list[tuple[int, float]]:
+    """Create `--memory-links` links in batches of 200 and sample the service's resident size along the way."""
+    half = args.instances // 2
+    pairs = Pairs(half, half, seed=99)
+    samples: list[tuple[int, float]] = []
+    created = 0
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with (
+        aiohttp.ClientSession(timeout=timeout) as session,
+        service(uri, args.drivers[0], embedded) as (base, pid),
+    ):
+        step = batch_step(session, base, pairs, 200)
+        samples.append((0, rss_mib(pid)))
+        every = max(args.memory_links // 10, 200)
+        while created < args.memory_links:
+            done = await asyncio.gather(*(step() for _ in range(4)))
+            if not sum(done):
+                break  # the store refuses everything: report what was sampled
+            before = created
+            created += sum(done)
+            if created // every != before // every:
+                samples.append((created, rss_mib(pid)))
+    return samples
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
@@ -503,12 +577,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 print(f"run {run + 1}/{args.runs} done", file=sys.stderr)
             table = medians(runs)
             plan = await search_plan(uri)
+            memory = await memory_run(args, uri, embedded_server is not None) if args.memory_links else []
         finally:
             if embedded_server is not None:
                 await embedded_server.stop()
     return {"store": "embedded nx-27017" if embedded_server else "MongoDB", "runs": args.runs,
             "concurrency": args.concurrency, "duration": args.duration, "instances": args.instances,
-            "table": table, "search_plan": plan}  # fmt: skip
+            "table": table, "search_plan": plan, "memory_samples": memory}  # fmt: skip
 
 
 def main() -> None:
@@ -516,11 +591,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mongodb-uri", default="embedded")
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--duration", type=float, default=4.0, help="seconds per scenario")
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds per scenario")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--instances", type=int, default=100_000)
     parser.add_argument("--drivers", default="pymongo,motor")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--memory-links", type=int, default=0, help="then create this many links, sampling RSS")
     parser.add_argument("--bare-server", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_server:
@@ -529,6 +605,11 @@ def main() -> None:
     args.drivers = [name for name in args.drivers.split(",") if name]
     result = asyncio.run(main_async(args))
     print(render(result["table"], result["search_plan"]))
+    if result["memory_samples"]:
+        print(
+            "service RSS while creating links: "
+            + ", ".join(f"{n}: {mib:.1f} MiB" for n, mib in result["memory_samples"])
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
 
