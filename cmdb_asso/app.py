@@ -13,12 +13,14 @@ from aiohttp import web
 
 from cmdb_asso.config import AuthSettings, Settings
 from cmdb_asso.errors import CmdbError
-from cmdb_asso.keys import APP_AUTHENTICATOR, METRICS, MONGO, QUERIES, SERVICE, SETTINGS
+from cmdb_asso.keys import APP_AUTHENTICATOR, IDEMPOTENCY, METRICS, MONGO, QUERIES, SERVICE, SETTINGS
 from cmdb_asso.service.associations import AssociationService
+from cmdb_asso.service.idempotency import Idempotency
 from cmdb_asso.service.permission import AllowAll, Authorizer, StaticPolicy, UserGrants
 from cmdb_asso.service.queries import QueryService
 from cmdb_asso.storage.associations import AssociationStore
 from cmdb_asso.storage.client import EMBEDDED, EMBEDDED_RUNNING, EmbeddedMongo, Mongo, connect
+from cmdb_asso.storage.idempotency import IdempotencyStore
 from cmdb_asso.storage.schema import ensure_indexes
 from cmdb_asso.web.identity import AppAuthenticator
 from cmdb_asso.web.metrics import Metrics
@@ -111,6 +113,12 @@ def create_app(
             app[MONGO] = connection
             app[SERVICE] = AssociationService(store, chosen_authorizer)
             app[QUERIES] = QueryService(store, chosen_authorizer)
+            deadline = settings.mongodb.request_deadline_seconds
+            app[IDEMPOTENCY] = Idempotency(
+                IdempotencyStore(connection, settings.limits.idempotency_retention_hours * 3600),
+                wait_seconds=deadline,
+                stale_seconds=2 * deadline,
+            )
             app[METRICS].watch_storage(store, connection.commands)
             try:
                 await ensure_indexes(connection, settings.supplier_account)

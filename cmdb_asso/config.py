@@ -53,6 +53,7 @@ class LimitSettings:
     """Request size limits."""
 
     create_many_max: int = 200
+    idempotency_retention_hours: float = 24.0
 
 
 @dataclass(frozen=True)
@@ -200,6 +201,7 @@ class _LimitSchema(Schema):
         unknown = EXCLUDE
 
     create_many_max = fields.Integer(strict=False, validate=validate.Range(min=1, max=10000))
+    idempotency_retention_hours = fields.Float(validate=validate.Range(min=0.01, max=24 * 365))
 
 
 class _LogSchema(Schema):

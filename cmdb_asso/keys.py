@@ -7,6 +7,7 @@ from aiohttp import web
 from cmdb_asso.config import Settings
 from cmdb_asso.errors import Language
 from cmdb_asso.service.associations import AssociationService
+from cmdb_asso.service.idempotency import Idempotency
 from cmdb_asso.service.queries import QueryService
 from cmdb_asso.storage.client import Mongo
 from cmdb_asso.web.identity import AppAuthenticator
@@ -16,6 +17,7 @@ SETTINGS = web.AppKey("settings", Settings)
 MONGO = web.AppKey("mongo", Mongo)
 SERVICE = web.AppKey("service", AssociationService)
 QUERIES = web.AppKey("queries", QueryService)
+IDEMPOTENCY = web.AppKey("idempotency", Idempotency)
 APP_AUTHENTICATOR = web.AppKey("app_authenticator", AppAuthenticator)
 METRICS = web.AppKey("metrics", Metrics)
 
@@ -30,6 +32,7 @@ RESPONSE_CODE = web.ResponseKey("response_code", int)
 
 __all__ = [
     "APP_AUTHENTICATOR",
+    "IDEMPOTENCY",
     "LANGUAGE",
     "METRICS",
     "MONGO",

@@ -58,7 +58,7 @@ class BatchRequest:
 class BatchOutcome:
     """Per index: the id of the created link, or the error that refused it."""
 
-    created: dict[int, int] = field(default_factory=dict)
+    created: dict[int, int | None] = field(default_factory=dict)
     failed: dict[int, CmdbError] = field(default_factory=dict)
 
 
@@ -206,15 +206,21 @@ class AssociationService:
             )
         return accepted, failed
 
-    async def create_one(self, caller: Caller, request: CreateRequest) -> int:
-        """Create one association after every check of section 5, in order; return its id."""
+    async def create_one(self, caller: Caller, request: CreateRequest, *, dry_run: bool = False) -> int | None:
+        """Create one association after every check of section 5, in order; return its id.
+
+        A dry run makes every check and writes nothing (no id is reserved): it returns None or raises.
+        """
         definition = await self.definition(request.obj_asst_id, caller.supplier_account)
         pair = (request.inst_id, request.asst_inst_id)
         await self.authorize_edit(caller, [(definition.obj_id, pair[0]), (definition.asst_obj_id, pair[1])])
         for attempt in range(_WRITE_ATTEMPTS):
-            accepted, failed = await self._judge(caller, definition, {0: pair}, "item", optimistic=attempt == 0)
+            optimistic = attempt == 0 and not dry_run
+            accepted, failed = await self._judge(caller, definition, {0: pair}, "item", optimistic=optimistic)
             if failed:
                 raise failed[0]
+            if dry_run:
+                return None
             link = NewLink(definition, *pair, caller.supplier_account)
             try:
                 (new_id,) = await self.store.create_links([link], [accepted[0]])
@@ -225,8 +231,11 @@ class AssociationService:
             return new_id
         raise DuplicateItem("association")
 
-    async def create_many(self, caller: Caller, request: BatchRequest) -> BatchOutcome:
-        """Create a batch of associations of one definition; per index, an id or an error."""
+    async def create_many(self, caller: Caller, request: BatchRequest, *, dry_run: bool = False) -> BatchOutcome:
+        """Create a batch of associations of one definition; per index, an id or an error.
+
+        A dry run judges every detail and writes nothing: the details that would be created map to None.
+        """
         definition = await self.definition(request.obj_asst_id, caller.supplier_account)
         if definition.obj_id != request.obj_id:
             raise BodyInvalid("bk_obj_id")
@@ -247,10 +256,14 @@ class AssociationService:
         for attempt in range(_WRITE_ATTEMPTS):
             if not pending:
                 break
-            accepted, failed = await self._judge(caller, definition, pending, "batch", optimistic=attempt == 0)
+            optimistic = attempt == 0 and not dry_run
+            accepted, failed = await self._judge(caller, definition, pending, "batch", optimistic=optimistic)
             if request.atomic and failed:
                 raise failed[min(failed)]
             outcome.failed.update(failed)
+            if dry_run:
+                outcome.created.update(dict.fromkeys(accepted))
+                break
             if not accepted:
                 break
             indexes = sorted(accepted)

@@ -9,7 +9,17 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from cmdb_asso.keys import APP_AUTHENTICATOR, METRICS, MONGO, QUERIES, REQUEST_ID, SERVICE, SETTINGS, WRITES
+from cmdb_asso.keys import (
+    APP_AUTHENTICATOR,
+    IDEMPOTENCY,
+    METRICS,
+    MONGO,
+    QUERIES,
+    REQUEST_ID,
+    SERVICE,
+    SETTINGS,
+    WRITES,
+)
 from cmdb_asso.service.associations import BatchRequest, CreateRequest
 from cmdb_asso.service.context import Caller
 from cmdb_asso.service.queries import PAGE_LIMIT, Page, parse_sort
@@ -63,7 +73,23 @@ async def _read_json(request: web.Request) -> Any:
         return None
 
 
-def native_view(operation: Operation, *, writes: bool) -> Callable[[web.Request], Awaitable[web.Response]]:
+async def _answer(request: web.Request, operation: Operation, call: Call, name: str, idempotent: bool) -> web.Response:
+    """Run the operation, at most once per `Idempotency-Key` where the operation takes one."""
+    key = request.headers.get("Idempotency-Key")
+    if not idempotent or key is None or _dry_run(request, call.params):
+        return success(request, await operation(request, call))
+    data, replayed = await request.app[IDEMPOTENCY].run(
+        call.caller, key.strip(), name, call.params, lambda: operation(request, call)
+    )
+    response = success(request, data)
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+def native_view(
+    operation: Operation, *, writes: bool, name: str = "", idempotent: bool = False
+) -> Callable[[web.Request], Awaitable[web.Response]]:
     """An aiohttp handler for the native spelling: identity from headers, path parameters over the body."""
 
     async def view(request: web.Request) -> web.Response:
@@ -73,12 +99,14 @@ def native_view(operation: Operation, *, writes: bool) -> Callable[[web.Request]
         body = await _read_json(request)
         if request.match_info:
             body = {**body, **request.match_info} if isinstance(body, dict) else dict(request.match_info)
-        return success(request, await operation(request, Call(caller, body)))
+        return await _answer(request, operation, Call(caller, body), name, idempotent)
 
     return view
 
 
-def esb_view(operation: Operation, *, writes: bool) -> Callable[[web.Request], Awaitable[web.Response]]:
+def esb_view(
+    operation: Operation, *, writes: bool, name: str = "", idempotent: bool = False
+) -> Callable[[web.Request], Awaitable[web.Response]]:
     """An aiohttp handler for the ESB spelling: everything, credentials included, in the JSON body."""
 
     async def view(request: web.Request) -> web.Response:
@@ -89,7 +117,7 @@ def esb_view(operation: Operation, *, writes: bool) -> Callable[[web.Request], A
         caller = esb_caller(
             request, credentials_source, request[REQUEST_ID], settings.supplier_account, request.app[APP_AUTHENTICATOR]
         )
-        return success(request, await operation(request, Call(caller, body)))
+        return await _answer(request, operation, Call(caller, body), name, idempotent)
 
     return view
 
@@ -102,13 +130,21 @@ def _page(raw: Any) -> Page:
     return Page(start=page["start"], limit=page["limit"] or PAGE_LIMIT, sort=sort)
 
 
-async def create_instance_association(request: web.Request, call: Call) -> dict[str, int]:
-    """Create one instance association (the seed operation); answers its id."""
+def _dry_run(request: web.Request, params: Any) -> bool:
+    """A dry run is asked by `"dry_run": true` in the body or the header `X-Dry-Run: 1` (or true)."""
+    if isinstance(params, dict) and params.get("dry_run") is True:
+        return True
+    return request.headers.get("X-Dry-Run", "").strip().lower() in ("1", "true", "yes")
+
+
+async def create_instance_association(request: web.Request, call: Call) -> dict[str, Any]:
+    """Create one instance association (the seed operation); answers its id (a dry run answers none)."""
     body = load_body(_CREATE, call.params)
+    dry_run = _dry_run(request, call.params)
     new_id = await request.app[SERVICE].create_one(
-        call.caller, CreateRequest(body["bk_obj_asst_id"], body["bk_inst_id"], body["bk_asst_inst_id"])
+        call.caller, CreateRequest(body["bk_obj_asst_id"], body["bk_inst_id"], body["bk_asst_inst_id"]), dry_run=dry_run
     )
-    return {"id": new_id}
+    return {"id": new_id, "dry_run": True} if dry_run else {"id": new_id}
 
 
 async def create_many_instance_associations(request: web.Request, call: Call) -> dict[str, Any]:
@@ -117,12 +153,16 @@ async def create_many_instance_associations(request: web.Request, call: Call) ->
     check_batch_shape(body, request.app[SETTINGS].limits.create_many_max)
     details = {index: load_detail(detail) for index, detail in enumerate(body["details"])}
     batch = BatchRequest(body["bk_obj_id"], body["bk_asst_obj_id"], body["bk_obj_asst_id"], details, body["atomic"])
-    outcome = await request.app[SERVICE].create_many(call.caller, batch)
+    dry_run = _dry_run(request, call.params)
+    outcome = await request.app[SERVICE].create_many(call.caller, batch, dry_run=dry_run)
     language = request_language(request)
-    return {
+    answer: dict[str, Any] = {
         "success_created": {str(index): outcome.created[index] for index in sorted(outcome.created)},
         "error_msg": {str(index): outcome.failed[index].message(language) for index in sorted(outcome.failed)},
     }
+    if dry_run:
+        answer["dry_run"] = True
+    return answer
 
 
 async def delete_instance_association(request: web.Request, call: Call) -> None:

@@ -25,6 +25,11 @@ class Route:
         """Whether the operation changes data."""
         return self.native_path.startswith(("/api/v3/create", "/api/v3/delete"))
 
+    @property
+    def idempotent(self) -> bool:
+        """Whether the operation takes an `Idempotency-Key` (the creates)."""
+        return self.native_path.startswith("/api/v3/create")
+
 
 ROUTES: tuple[Route, ...] = (
     Route("POST", "/api/v3/create/instassociation", "add_instance_association", handlers.create_instance_association),
@@ -71,10 +76,11 @@ ROUTES: tuple[Route, ...] = (
 def setup_routes(app: web.Application) -> None:
     """Register both spellings of every operation, and the operational routes."""
     for route in ROUTES:
-        app.router.add_route(
-            route.method, route.native_path, handlers.native_view(route.operation, writes=route.writes)
+        native = handlers.native_view(
+            route.operation, writes=route.writes, name=route.esb_name, idempotent=route.idempotent
         )
-        esb = handlers.esb_view(route.operation, writes=route.writes)
+        app.router.add_route(route.method, route.native_path, native)
+        esb = handlers.esb_view(route.operation, writes=route.writes, name=route.esb_name, idempotent=route.idempotent)
         for prefix in ESB_PREFIXES:
             app.router.add_post(f"{prefix}{route.esb_name}/", esb)
             app.router.add_post(f"{prefix}{route.esb_name}", esb)

@@ -100,7 +100,9 @@ async def test_the_definition_cache_serves_a_changed_definition_after_its_ttl(mo
     with pytest.raises(OneToOneViolated):
         await service.create_one(CALLER, CreateRequest("app_run_host", 41, 22))
     service.store.forget_definitions()
-    assert await service.create_one(CALLER, CreateRequest("app_run_host", 41, 22)) > 0
+    new_id = await service.create_one(CALLER, CreateRequest("app_run_host", 41, 22))
+    assert new_id is not None
+    assert new_id > 0
 
 
 async def test_without_transactions_a_failed_second_table_write_undoes_everything(

@@ -228,3 +228,24 @@ async def test_folded_reads_answer_like_separate_reads_in_one_aggregate(
     )  # fmt: skip
     assert list(answer.data["success_created"]) == ["2"]
     assert sorted(answer.data["error_msg"]) == ["0", "1"]
+
+
+async def test_one_idempotency_key_executes_once_across_two_processes(
+    aiohttp_client: AiohttpClient, embedded: EmbeddedMongo, wire_settings: Settings, wire_mongo: Mongo
+) -> None:
+    other = await open_wire_mongo(embedded, wire_settings)
+    try:
+        first = await aiohttp_client(create_app(wire_settings, mongo=wire_mongo))
+        second = await aiohttp_client(create_app(wire_settings, mongo=other))
+        body = link_body("bk_switch_belong_bk_host", 11, 21)
+
+        answers = await asyncio.gather(
+            *(create(client, body, headers={"Idempotency-Key": "once"}) for client in [first, second] * 10)
+        )
+
+        assert {answer.code for answer in answers} == {0}
+        assert len({answer.data["id"] for answer in answers}) == 1
+        assert len(await links_in(wire_mongo, "host")) == 1
+        assert len(await audit_records(wire_mongo)) == 1
+    finally:
+        await other.close()
