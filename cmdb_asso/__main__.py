@@ -1,4 +1,4 @@
-"""Command line: serve, init-db, seed-demo, hash-secret, check-links."""
+"""Command line: serve, init-db, seed-demo, hash-secret, check-links, load."""
 
 from __future__ import annotations
 
@@ -12,16 +12,19 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import structlog
 from aiohttp import web
 
 from cmdb_asso.app import create_app, open_mongo
+from cmdb_asso.client import AssociationClient
 from cmdb_asso.config import ConfigError, Settings, load_settings
 from cmdb_asso.credentials import DEFAULT_ITERATIONS, hash_secret
 from cmdb_asso.errors import CmdbError
 from cmdb_asso.keys import MONGO
+from cmdb_asso.loader import Loader, State
 from cmdb_asso.log import setup_logging
 from cmdb_asso.storage.client import EMBEDDED, EMBEDDED_RUNNING, EmbeddedMongo, Mongo
 from cmdb_asso.storage.repair import find_problems, repair
@@ -44,6 +47,18 @@ def _parser() -> argparse.ArgumentParser:
         "hash-secret", help="print the salted hash of an ESB app secret for auth.apps (reads the secret from stdin)"
     )
     hash_secret_command.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS, help=argparse.SUPPRESS)
+    load = commands.add_parser("load", help="load links from a CSV or JSON Lines file through the API")
+    load.add_argument("file", type=Path)
+    load.add_argument("--url", default=None, help="the service (default: http://<http.host>:<http.port>)")
+    load.add_argument("--user", default="admin")
+    load.add_argument("--spelling", choices=["native", "esb"], default="native")
+    load.add_argument("--app-code", default="")
+    load.add_argument("--app-secret", default="")
+    load.add_argument("--concurrency", type=int, default=4)
+    load.add_argument("--batch-size", type=int, default=200)
+    load.add_argument("--resume", action="store_true", help="skip the rows an earlier run finished")
+    load.add_argument("--state", type=Path, help="state file (default: FILE.state)")
+    load.add_argument("--rejects", type=Path, help="rejected rows (default: FILE.rejects.csv)")
     check = commands.add_parser("check-links", help="find half links and links without an audit record")
     check.add_argument("--repair", action="store_true", help="fix what is found")
     check.add_argument(
@@ -56,6 +71,33 @@ def _read_secret() -> str:
     if sys.stdin.isatty():
         return getpass.getpass("secret: ")
     return sys.stdin.readline().rstrip("\n")
+
+
+async def _load(args: argparse.Namespace, settings: Settings) -> int:
+    source: Path = args.file
+    state = State(args.state or source.with_name(source.name + ".state"), source)
+    if args.resume:
+        state.load()
+    elif state.path.exists():
+        state.path.unlink()
+    rejects = args.rejects or source.with_name(source.name + ".rejects.csv")
+    url = args.url or f"http://{settings.http.host}:{settings.http.port}"
+    async with AssociationClient(
+        url,
+        user=args.user,
+        spelling=args.spelling,
+        app_code=args.app_code,
+        app_secret=args.app_secret,
+        concurrency=args.concurrency,
+    ) as client:
+        loader = Loader(client, batch_size=args.batch_size, concurrency=args.concurrency)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, loader.stop.set)
+        summary = await loader.run(source, state, rejects)
+    print(summary.text())
+    print(f"rejected rows: {rejects}" if summary.rejected else "no rejected rows")
+    return 130 if summary.interrupted else 0
 
 
 async def _check_links(mongo: Mongo, supplier_account: str, *, fix: bool, grace_seconds: float) -> int:
@@ -186,6 +228,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         print(hash_secret(secret, iterations=args.iterations))
         return 0
+    if args.command == "load":
+        if not args.file.is_file():
+            print(f"cmdb-asso load: no such file: {args.file}", file=sys.stderr)
+            return 2
+        return asyncio.run(_load(args, settings))
     if args.command == "serve":
         if args.workers > 1:
             return supervise(settings, args.config, workers=args.workers, seed_if_empty=args.seed_demo_if_empty)

@@ -159,6 +159,8 @@ async def create_many_instance_associations(request: web.Request, call: Call) ->
     answer: dict[str, Any] = {
         "success_created": {str(index): outcome.created[index] for index in sorted(outcome.created)},
         "error_msg": {str(index): outcome.failed[index].message(language) for index in sorted(outcome.failed)},
+        # Ours, beside bk-cmdb's fields: the code of each refused detail, for programs.
+        "error_code": {str(index): outcome.failed[index].code for index in sorted(outcome.failed)},
     }
     if dry_run:
         answer["dry_run"] = True

@@ -1,0 +1,318 @@
+"""`cmdb-asso load FILE`: links from CSV or JSON Lines, sent through the client in batches, resumable.
+
+Each row holds `bk_obj_asst_id, bk_inst_id, bk_asst_inst_id` (and may hold `bk_obj_id, bk_asst_obj_id`). Rows
+are grouped by definition into create-many calls of `--batch-size`, sent `--concurrency` at a time. A small
+state file records the rows done, so that `--resume` skips them after an interruption; rows the service (or
+the loader) refused go to a rejects file with their code and message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from cmdb_asso.client import AssociationClient, CmdbApiError
+
+FIELDS = ("bk_obj_asst_id", "bk_inst_id", "bk_asst_inst_id")
+# bk-cmdb's preset association kinds, tried first when a row does not name its models.
+PRESET_KINDS = ("belong", "group", "bk_mainline", "run", "connect", "default")
+BAD_ROW_CODE = 1199006
+
+
+@dataclass(frozen=True)
+class Row:
+    """One input row, by its number (1-based, header excluded)."""
+
+    number: int
+    obj_asst_id: str
+    inst_id: int
+    asst_inst_id: int
+    obj_id: str = ""
+    asst_obj_id: str = ""
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A row that was not loaded, and why."""
+
+    number: int
+    raw: dict[str, Any]
+    code: int
+    message: str
+
+
+@dataclass
+class Summary:
+    """What a load did."""
+
+    total: int = 0
+    created: int = 0
+    rejected: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+    interrupted: bool = False
+    rejects: list[Rejected] = field(default_factory=list)
+
+    def text(self) -> str:
+        """One line for the end of the run."""
+        rate = (self.created + self.rejected) / self.seconds if self.seconds else 0.0
+        state = "interrupted" if self.interrupted else "done"
+        return (
+            f"{state}: {self.total} rows, {self.created} created, {self.rejected} rejected, "
+            f"{self.skipped} skipped (already done), {self.seconds:.1f} s, {rate:.0f} rows/s"
+        )
+
+
+def _integer(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("not an integer")
+    if isinstance(value, str):
+        value = value.strip()
+    number = int(value)
+    if number <= 0:
+        raise ValueError("not positive")
+    return number
+
+
+def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The file's rows as (number, raw fields): JSON Lines for .jsonl/.ndjson/.json, CSV with a header otherwise."""
+    with path.open(encoding="utf-8", newline="") as handle:
+        if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    raw = json.loads(line)
+                except ValueError:
+                    raw = {"_line": line.rstrip("\n")}
+                yield number, raw if isinstance(raw, dict) else {"_line": line.rstrip("\n")}
+        else:
+            for number, raw in enumerate(csv.DictReader(handle), start=1):
+                yield number, dict(raw)
+
+
+def parse_row(number: int, raw: dict[str, Any]) -> Row | Rejected:
+    """A row, or the reason it cannot be sent."""
+    missing = [name for name in FIELDS if raw.get(name) in (None, "")]
+    if missing:
+        return Rejected(number, raw, BAD_ROW_CODE, f"'{missing[0]}' unassigned")
+    try:
+        inst_id, asst_inst_id = _integer(raw["bk_inst_id"]), _integer(raw["bk_asst_inst_id"])
+    except (TypeError, ValueError):
+        bad = "bk_inst_id" if not _is_id(raw["bk_inst_id"]) else "bk_asst_inst_id"
+        return Rejected(number, raw, BAD_ROW_CODE, f"'{bad}' data parameter verification does not pass")
+    return Row(
+        number,
+        str(raw["bk_obj_asst_id"]).strip(),
+        inst_id,
+        asst_inst_id,
+        str(raw.get("bk_obj_id") or "").strip(),
+        str(raw.get("bk_asst_obj_id") or "").strip(),
+    )
+
+
+def _is_id(value: Any) -> bool:
+    try:
+        _integer(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def model_candidates(obj_asst_id: str) -> list[tuple[str, str]]:
+    """Splits of `<source>_<kind>_<target>` into (source, target): preset kinds first, then every other split."""
+    parts = obj_asst_id.split("_")
+    preset: list[tuple[str, str]] = []
+    other: list[tuple[str, str]] = []
+    for left in range(1, len(parts) - 1):
+        for right in range(left + 1, len(parts)):
+            source, kind, target = "_".join(parts[:left]), "_".join(parts[left:right]), "_".join(parts[right:])
+            (preset if kind in PRESET_KINDS else other).append((source, target))
+    return preset + other
+
+
+class State:
+    """The rows done so far, kept in a small JSON file as ranges of row numbers."""
+
+    def __init__(self, path: Path, source: Path) -> None:
+        self.path = path
+        self.source = str(source.resolve())
+        self.done: set[int] = set()
+
+    def load(self) -> None:
+        """Read the rows done by an earlier run of the same file."""
+        if not self.path.exists():
+            return
+        saved = json.loads(self.path.read_text())
+        if saved.get("source") != self.source:
+            raise SystemExit(f"cmdb-asso load: {self.path} belongs to {saved.get('source')}, not this file")
+        for first, last in saved.get("done", []):
+            self.done.update(range(first, last + 1))
+
+    def save(self) -> None:
+        """Write the rows done, atomically."""
+        ranges: list[list[int]] = []
+        for number in sorted(self.done):
+            if ranges and ranges[-1][1] == number - 1:
+                ranges[-1][1] = number
+            else:
+                ranges.append([number, number])
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_text(json.dumps({"source": self.source, "done": ranges}))
+        temporary.replace(self.path)
+
+
+class Progress:
+    """A progress bar with rate and ETA on a terminal; a plain line every few seconds otherwise."""
+
+    def __init__(self, total: int, stream: TextIO, *, every: float = 2.0) -> None:
+        self.total, self.stream, self.every = total, stream, every
+        self.started = self.last = time.monotonic()
+        self.tty = stream.isatty()
+
+    def show(self, done: int, *, final: bool = False) -> None:
+        """Report `done` rows of the total."""
+        now = time.monotonic()
+        if not final and not self.tty and now - self.last < self.every:
+            return
+        self.last = now
+        rate = done / (now - self.started) if now > self.started else 0.0
+        eta = (self.total - done) / rate if rate else 0.0
+        if self.tty:
+            filled = int(30 * done / self.total) if self.total else 30
+            bar = "#" * filled + "." * (30 - filled)
+            end = "\n" if final else ""
+            self.stream.write(f"\r[{bar}] {done}/{self.total} {rate:,.0f} rows/s ETA {eta:,.0f} s{end}")
+        else:
+            self.stream.write(f"loaded {done}/{self.total} rows, {rate:,.0f} rows/s, ETA {eta:,.0f} s\n")
+        self.stream.flush()
+
+
+class Loader:
+    """Sends rows through an AssociationClient in batches."""
+
+    def __init__(
+        self,
+        client: AssociationClient,
+        *,
+        batch_size: int = 200,
+        concurrency: int = 4,
+        progress: TextIO | None = None,
+        after_batch: Callable[[], None] | None = None,
+    ) -> None:
+        self.client = client
+        self.batch_size = batch_size
+        self.concurrency = concurrency
+        self.progress_stream = progress or sys.stderr
+        self.after_batch = after_batch
+        self._models: dict[str, tuple[str, str] | None] = {}
+        self.stop = asyncio.Event()
+
+    async def models_of(self, row: Row) -> tuple[str, str] | None:
+        """The source and target models of the row's definition: named in the row, or found by asking the
+        service (a dry run answers 1199006 for a wrong split)."""
+        if row.obj_id and row.asst_obj_id:
+            return row.obj_id, row.asst_obj_id
+        if row.obj_asst_id not in self._models:
+            found = None
+            for source, target in model_candidates(row.obj_asst_id):
+                try:
+                    await self.client.create_many(source, target, row.obj_asst_id, [(1, 1)], dry_run=True)
+                except CmdbApiError as error:
+                    if error.code == 1101046:
+                        break  # no such definition at all
+                    continue
+                found = (source, target)
+                break
+            self._models[row.obj_asst_id] = found
+        return self._models[row.obj_asst_id]
+
+    async def run(self, source: Path, state: State, rejects_path: Path) -> Summary:
+        """Load the file; stop early (state saved) when `stop` is set."""
+        summary = Summary()
+        began = time.monotonic()
+        pending: dict[tuple[str, str, str], list[Row]] = {}
+        batches: list[tuple[tuple[str, str, str], list[Row]]] = []
+        rows = list(read_rows(source))
+        summary.total = len(rows)
+        for number, raw in rows:
+            if number in state.done:
+                summary.skipped += 1
+                continue
+            parsed = parse_row(number, raw)
+            if isinstance(parsed, Rejected):
+                summary.rejects.append(parsed)
+                state.done.add(number)
+                continue
+            models = await self.models_of(parsed)
+            if models is None:
+                summary.rejects.append(Rejected(number, raw, 1101046, "object association does not exist."))
+                state.done.add(number)
+                continue
+            key = (models[0], models[1], parsed.obj_asst_id)
+            group = pending.setdefault(key, [])
+            group.append(parsed)
+            if len(group) == self.batch_size:
+                batches.append((key, pending.pop(key)))
+        batches += list(pending.items())
+        raw_by_number = dict(rows)
+        progress = Progress(summary.total, self.progress_stream)
+        file_key = hashlib.sha256(state.source.encode()).hexdigest()[:16]
+        limit = asyncio.Semaphore(self.concurrency)
+
+        async def send(key: tuple[str, str, str], batch: list[Row]) -> None:
+            async with limit:
+                if self.stop.is_set():
+                    return
+                # The same batch of the same file always carries the same key: a batch sent again after a crash
+                # gets its first answer back instead of duplicates.
+                idempotency_key = f"load:{file_key}:{batch[0].number}-{batch[-1].number}"
+                try:
+                    result = await self.client.create_many(
+                        *key, [(row.inst_id, row.asst_inst_id) for row in batch], idempotency_key=idempotency_key
+                    )
+                except CmdbApiError as error:
+                    for row in batch:
+                        summary.rejects.append(
+                            Rejected(row.number, raw_by_number[row.number], error.code, error.message)
+                        )
+                else:
+                    summary.created += len(result.created)
+                    for index, (code, message) in result.errors.items():
+                        row = batch[index]
+                        summary.rejects.append(Rejected(row.number, raw_by_number[row.number], code, message))
+                state.done.update(row.number for row in batch)
+                state.save()
+                progress.show(len(state.done))
+                if self.after_batch is not None:
+                    self.after_batch()
+
+        await asyncio.gather(*(send(key, batch) for key, batch in batches))
+        summary.interrupted = self.stop.is_set()
+        state.save()
+        progress.show(len(state.done), final=True)
+        summary.rejected = len(summary.rejects)
+        summary.seconds = time.monotonic() - began
+        write_rejects(rejects_path, summary.rejects, append=summary.skipped > 0)
+        return summary
+
+
+def write_rejects(path: Path, rejects: list[Rejected], *, append: bool) -> None:
+    """The rejected rows as CSV: row number, the row's fields, code and message."""
+    exists = append and path.exists()
+    with path.open("a" if exists else "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        if not exists:
+            writer.writerow(["row", *FIELDS, "code", "message"])
+        for reject in sorted(rejects, key=lambda item: item.number):
+            writer.writerow(
+                [reject.number, *(reject.raw.get(name, "") for name in FIELDS), reject.code, reject.message]
+            )

@@ -1,0 +1,110 @@
+"""The loader on a 10,000-row file with bad rows, interrupted and resumed, against the embedded server."""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestServer
+
+from cmdb_asso.app import create_app
+from cmdb_asso.client import AssociationClient
+from cmdb_asso.config import MongoSettings, Settings
+from cmdb_asso.loader import Loader, State
+from cmdb_asso.storage.client import EmbeddedMongo, Mongo, connect
+from cmdb_asso.storage.schema import seed_demo
+from tests.helpers import links_in
+from tests.wire.conftest import add_instances
+
+pytestmark = pytest.mark.wire
+AiohttpServer = Callable[..., Awaitable[TestServer]]
+
+
+@pytest.fixture
+async def loader_mongo(embedded: EmbeddedMongo) -> AsyncIterator[Mongo]:
+    """A fresh database with 100 switches and 100 hosts to link."""
+    settings = MongoSettings(database=f"l{uuid.uuid4().hex[:16]}", id_block_size=1000)
+    mongo = await connect(settings, embedded.uri, embedded=True)
+    await seed_demo(mongo)
+    await add_instances(mongo, "bk_switch", range(1000, 1100))
+    await add_instances(mongo, "host", range(1000, 1100))
+    yield mongo
+    await mongo.client.drop_database(settings.database)
+    await mongo.close()
+
+
+def write_file(path: Path) -> dict[int, tuple[int, str]]:
+    """10,000 rows, 60 of them bad in five ways; returns the expected rejects by row number."""
+    expected: dict[int, tuple[int, str]] = {}
+    rows: list[list[object]] = []
+    pairs = [(switch, host) for switch in range(1000, 1100) for host in range(1000, 1100)]
+    for number, (switch, host) in enumerate(pairs, start=1):
+        row: list[object] = ["bk_switch_belong_bk_host", switch, host]
+        if number % 500 == 1:  # 20 rows with an id that is not a number
+            row[1] = "abc"
+            expected[number] = (1199006, "'bk_inst_id' data parameter verification does not pass")
+        elif number % 1000 == 2:  # 10 rows missing a field
+            row[2] = ""
+            expected[number] = (1199006, "'bk_asst_inst_id' unassigned")
+        elif number % 1000 == 3:  # 10 rows of an unknown definition
+            row[0] = "bk_switch_nothing_host"
+            expected[number] = (1101046, "object association does not exist.")
+        elif number % 1000 == 4:  # 10 rows whose target does not exist
+            row[2] = 5000 + number
+            expected[number] = (1101074, "the  inst to asst  is not exist")
+        elif number % 1000 == 10:  # 10 rows repeating a good row three before them
+            row = list(rows[-3])
+            expected[number] = (1101038, f"the associations {row[1]}->{row[2]} already exist")
+        rows.append(row)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["bk_obj_asst_id", "bk_inst_id", "bk_asst_inst_id"])
+    writer.writerows(rows)
+    path.write_text(buffer.getvalue())
+    return expected
+
+
+async def test_the_loader_reports_exactly_and_resumes_after_an_interruption(
+    aiohttp_server: AiohttpServer, loader_mongo: Mongo, tmp_path: Path
+) -> None:
+    source = tmp_path / "links.csv"
+    expected = write_file(source)
+    server = await aiohttp_server(create_app(Settings(mongodb=MongoSettings(uri="unused")), mongo=loader_mongo))
+    url = str(server.make_url("")).rstrip("/")
+    rejects = tmp_path / "rejects.csv"
+    progress = io.StringIO()
+
+    async with AssociationClient(url, concurrency=4) as client:
+        first = Loader(client, batch_size=200, concurrency=4, progress=progress)
+        sent = [0]
+
+        def interrupt_after_ten() -> None:
+            sent[0] += 1
+            if sent[0] == 10:
+                first.stop.set()
+
+        first.after_batch = interrupt_after_ten
+        state = State(tmp_path / "links.state", source)
+        interrupted = await first.run(source, state, rejects)
+
+        resumed_state = State(tmp_path / "links.state", source)
+        resumed_state.load()
+        second = Loader(client, batch_size=200, concurrency=4, progress=progress)
+        finished = await second.run(source, resumed_state, rejects)
+
+    assert interrupted.interrupted
+    assert 0 < interrupted.created < 9940
+    assert not finished.interrupted
+    assert finished.skipped == len(state.done)
+    assert interrupted.created + finished.created == 10_000 - len(expected) == 9940
+    with rejects.open() as handle:
+        rejected = {int(row["row"]): (int(row["code"]), row["message"]) for row in csv.DictReader(handle)}
+    assert rejected == expected
+    assert interrupted.rejected + finished.rejected == 60
+    assert len(await links_in(loader_mongo, "host")) == 9940
+    assert "loaded" in progress.getvalue()
+    assert finished.text().startswith("done: 10000 rows, ")
