@@ -8,12 +8,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp_cors
+import orjson
 import structlog
 from aiohttp import web
 
 from cmdb_asso.config import AuthSettings, Settings
 from cmdb_asso.errors import CmdbError
-from cmdb_asso.keys import APP_AUTHENTICATOR, IDEMPOTENCY, METRICS, MONGO, QUERIES, SERVICE, SETTINGS
+from cmdb_asso.keys import APP_AUTHENTICATOR, IDEMPOTENCY, METRICS, MONGO, OPENAPI, QUERIES, SERVICE, SETTINGS
 from cmdb_asso.service.associations import AssociationService
 from cmdb_asso.service.idempotency import Idempotency
 from cmdb_asso.service.permission import AllowAll, Authorizer, StaticPolicy, UserGrants
@@ -25,6 +26,7 @@ from cmdb_asso.storage.schema import ensure_indexes
 from cmdb_asso.web.identity import AppAuthenticator
 from cmdb_asso.web.metrics import Metrics
 from cmdb_asso.web.middlewares import error_envelope, request_context, request_deadline
+from cmdb_asso.web.openapi import build_spec
 from cmdb_asso.web.routes import setup_routes
 
 log = structlog.get_logger(__name__)
@@ -97,6 +99,7 @@ def create_app(
     )
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
+    app[OPENAPI] = orjson.dumps(build_spec())
     app[APP_AUTHENTICATOR] = AppAuthenticator({app.code: app.secret_hash for app in settings.auth.apps})
     chosen_authorizer = authorizer or authorizer_from(settings.auth)
 

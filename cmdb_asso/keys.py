@@ -20,6 +20,8 @@ QUERIES = web.AppKey("queries", QueryService)
 IDEMPOTENCY = web.AppKey("idempotency", Idempotency)
 APP_AUTHENTICATOR = web.AppKey("app_authenticator", AppAuthenticator)
 METRICS = web.AppKey("metrics", Metrics)
+# The OpenAPI document, rendered once at start-up.
+OPENAPI = web.AppKey("openapi", bytes)
 
 REQUEST_ID = web.RequestKey("request_id", str)
 LANGUAGE = web.RequestKey("language", str)
@@ -36,6 +38,7 @@ __all__ = [
     "LANGUAGE",
     "METRICS",
     "MONGO",
+    "OPENAPI",
     "QUERIES",
     "REQUEST_ID",
     "RESPONSE_CODE",

@@ -242,6 +242,7 @@ class Loader:
         pending: dict[tuple[str, str, str], list[Row]] = {}
         batches: list[tuple[tuple[str, str, str], list[Row]]] = []
         rows = list(read_rows(source))
+        seen: set[tuple[str, int, int]] = set()
         summary.total = len(rows)
         for number, raw in rows:
             if number in state.done:
@@ -252,6 +253,15 @@ class Loader:
                 summary.rejects.append(parsed)
                 state.done.add(number)
                 continue
+            pair = (parsed.obj_asst_id, parsed.inst_id, parsed.asst_inst_id)
+            if pair in seen:
+                # A repeat within the file is refused here: batches run concurrently, and the first row in the
+                # file must be the one that wins, as in one batch.
+                text = f"the associations {parsed.inst_id}->{parsed.asst_inst_id} already exist"
+                summary.rejects.append(Rejected(number, raw, 1101038, text))
+                state.done.add(number)
+                continue
+            seen.add(pair)
             models = await self.models_of(parsed)
             if models is None:
                 summary.rejects.append(Rejected(number, raw, 1101046, "object association does not exist."))

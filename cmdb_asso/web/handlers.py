@@ -14,6 +14,7 @@ from cmdb_asso.keys import (
     IDEMPOTENCY,
     METRICS,
     MONGO,
+    OPENAPI,
     QUERIES,
     REQUEST_ID,
     SERVICE,
@@ -212,6 +213,26 @@ async def count_instance_associations(request: web.Request, call: Call) -> dict[
 async def healthz(request: web.Request) -> web.Response:
     """The process is alive."""
     return web.json_response({"status": "ok"})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    """The OpenAPI 3 document of every route."""
+    return web.Response(body=request.app[OPENAPI], content_type="application/json")
+
+
+DOCS_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>cmdb-asso API</title>
+<link rel="stylesheet" href="/docs/static/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div>
+<script src="/docs/static/swagger-ui-bundle.js"></script>
+<script>window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui", deepLinking: true});</script>
+</body></html>
+"""
+
+
+async def docs(request: web.Request) -> web.Response:
+    """Swagger UI over /openapi.json, from the swagger-ui-bundle package's files (no CDN)."""
+    return web.Response(text=DOCS_PAGE, content_type="text/html")
 
 
 async def metrics(request: web.Request) -> web.Response:

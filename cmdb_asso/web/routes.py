@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import swagger_ui_bundle
 from aiohttp import web
 
 from cmdb_asso.web import handlers
@@ -87,3 +88,6 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)
     app.router.add_get("/metrics", handlers.metrics)
+    app.router.add_get("/openapi.json", handlers.openapi)
+    app.router.add_get("/docs", handlers.docs)
+    app.router.add_static("/docs/static", swagger_ui_bundle.swagger_ui_path)

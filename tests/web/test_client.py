@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from aiohttp.typedefs import Middleware
 
 from cmdb_asso.app import create_app
 from cmdb_asso.client import AssociationClient, CmdbApiError, PermissionDeniedError, ServiceUnavailableError
@@ -72,9 +73,7 @@ async def test_create_links_cuts_any_number_of_pairs_into_batches(
     assert len(await links_in(mock_mongo, "host")) == 25
 
 
-def flaky(
-    mode: str, failures: int, seen: list[str] | None = None
-) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def flaky(mode: str, failures: int, seen: list[str] | None = None) -> Middleware:
     """A middleware that makes the first `failures` creates fail: with a 503 before running them, or by
     dropping the connection after running them (the worst case for a retry). `seen` collects the keys sent."""
     left = [failures]
