@@ -23,7 +23,6 @@ import itertools
 import json
 import os
 import random
-import socket
 import statistics
 import sys
 import tempfile
@@ -41,7 +40,7 @@ from pymongo import AsyncMongoClient
 
 from cmdb_asso.domain import AuditRecord, Definition, NewLink
 from cmdb_asso.storage.associations import audit_document, link_document, utc_now
-from cmdb_asso.storage.client import EMBEDDED_RUNNING, EmbeddedMongo
+from cmdb_asso.storage.client import EMBEDDED_RUNNING, EmbeddedMongo, free_port
 
 DATABASE = "cmdb_bench"
 SRC, DST = "bench_src", "bench_dst"
@@ -62,14 +61,6 @@ def floor_audit(src: int, dst: int) -> AuditRecord:
         dest_inst_name=f"{DST}-{dst}", obj_asst_id=FLOOR_DEFINITION.obj_asst_id, asst_id="connect",
         src_obj_id=SRC, dest_obj_id=DST,
     )  # fmt: skip
-
-
-def free_port() -> int:
-    """A free TCP port on the loopback."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def cpu_seconds(pid: int) -> float:

@@ -190,7 +190,8 @@ async def connect(settings: MongoSettings, uri: str, *, embedded: bool = False) 
     return mongo
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on the loopback that nothing listens on now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -224,7 +225,7 @@ class EmbeddedMongo:
         store = self.data_dir / "mongo"
         store.mkdir(parents=True, exist_ok=True)
         for _attempt in range(3):
-            self.port = port or _free_port()
+            self.port = port or free_port()
             self._process = subprocess.Popen(
                 [
                     sys.executable,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -22,7 +21,7 @@ from cmdb_asso.__main__ import main
 from cmdb_asso.app import create_app
 from cmdb_asso.config import Settings
 from cmdb_asso.keys import SERVICE
-from cmdb_asso.storage.client import EmbeddedMongo, Mongo, connect
+from cmdb_asso.storage.client import EmbeddedMongo, Mongo, connect, free_port
 from cmdb_asso.storage.repair import find_problems, repair
 from cmdb_asso.storage.schema import seed_demo
 from tests.conftest import AiohttpClient
@@ -176,15 +175,8 @@ async def test_the_check_links_command_reports_then_repairs(
     assert output.rstrip().endswith("no problems found")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 async def test_sigterm_under_load_finishes_in_flight_requests_and_exits_0(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "CMDB_ASSO_HTTP_PORT": str(port), "CMDB_ASSO_DATA_DIR": str(tmp_path / "var"),
            "CMDB_ASSO_LOG_FORMAT": "json", "CMDB_ASSO_HTTP_SHUTDOWN_TIMEOUT": "10"}  # fmt: skip
     process = await asyncio.create_subprocess_exec(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 from collections import Counter
 from pathlib import Path
@@ -14,20 +13,14 @@ import aiohttp
 import orjson
 import pytest
 
+from cmdb_asso.storage.client import free_port
 from tests.helpers import link_body
 
 pytestmark = pytest.mark.wire
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 async def test_two_worker_processes_share_the_port_and_keep_every_rule(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     log_file = tmp_path / "service.log"
     env = {**os.environ, "CMDB_ASSO_HTTP_PORT": str(port), "CMDB_ASSO_DATA_DIR": str(tmp_path / "var"),
            "CMDB_ASSO_LOG_FORMAT": "json"}  # fmt: skip
