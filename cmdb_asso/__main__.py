@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import os
 import signal
@@ -93,7 +94,9 @@ async def _load(args: argparse.Namespace, settings: Settings) -> int:
         loader = Loader(client, batch_size=args.batch_size, concurrency=args.concurrency)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, loader.stop.set)
+            # Only the main thread receives signals (a caller running this in a thread has no Ctrl-C to catch).
+            with contextlib.suppress(RuntimeError, ValueError):
+                loop.add_signal_handler(signum, loader.stop.set)
         summary = await loader.run(source, state, rejects)
     print(summary.text())
     print(f"rejected rows: {rejects}" if summary.rejected else "no rejected rows")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import uuid
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestServer
 
+from cmdb_asso.__main__ import main
 from cmdb_asso.app import create_app
 from cmdb_asso.client import AssociationClient
 from cmdb_asso.config import MongoSettings, Settings
@@ -108,3 +110,27 @@ async def test_the_loader_reports_exactly_and_resumes_after_an_interruption(
     assert len(await links_in(loader_mongo, "host")) == 9940
     assert "loaded" in progress.getvalue()
     assert finished.text().startswith("done: 10000 rows, ")
+
+
+async def test_the_load_command_prints_its_summary_and_writes_the_rejects(
+    aiohttp_server: AiohttpServer, loader_mongo: Mongo, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "few.jsonl"
+    source.write_text(
+        '{"bk_obj_asst_id": "bk_switch_belong_bk_host", "bk_inst_id": 1000, "bk_asst_inst_id": 1000}\n'
+        '{"bk_obj_asst_id": "bk_switch_belong_bk_host", "bk_inst_id": 1001, "bk_asst_inst_id": 9999}\n'
+        "not json\n"
+    )
+    server = await aiohttp_server(create_app(Settings(mongodb=MongoSettings(uri="unused")), mongo=loader_mongo))
+    url = str(server.make_url("")).rstrip("/")
+
+    code = await asyncio.to_thread(main, ["load", str(source), "--url", url, "--batch-size", "2"])
+
+    output = capsys.readouterr().out
+    assert code == 0
+    assert "done: 3 rows, 1 created, 2 rejected, 0 skipped (already done)" in output
+    rejects = (tmp_path / "few.jsonl.rejects.csv").read_text().splitlines()
+    assert rejects[0] == "row,bk_obj_asst_id,bk_inst_id,bk_asst_inst_id,code,message"
+    assert rejects[1] == "2,bk_switch_belong_bk_host,1001,9999,1101074,the  inst to asst  is not exist"
+    assert rejects[2].startswith("3,,,,1199006,")
+    assert len(await links_in(loader_mongo, "host")) == 1
