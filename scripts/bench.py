@@ -577,6 +577,23 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             "table": table, "search_plan": plan, "memory_samples": memory}  # fmt: skip
 
 
+def target_checks(result: dict[str, Any]) -> dict[str, bool]:
+    """The targets the benchmark can judge by itself, each passed or missed."""
+    table = result["table"]
+    single, batch = table.get("single create (pymongo)", {}), table.get("batch create of 200", {})
+    search = table.get("search page of 500", {})
+    plan = result["search_plan"]
+    return {
+        "single create: at most 6 MongoDB commands per link": 0 < single.get("commands_per_item", 99) <= 6,
+        "single create: at least 70% of the database floor": single.get("rate_vs_floor", 0) >= 0.7,
+        "single create: service CPU at most 2.5x the bare handler's": 0 < single.get("cpu_vs_bare", 99) <= 2.5,
+        "batch of 200: at most 0.1 commands per link": 0 < batch.get("commands_per_item", 99) <= 0.1,
+        "batch of 200: at least 50% of the raw bulk-insert rate": batch.get("rate_vs_floor", 0) >= 0.5,
+        "search: a page of 500 in one round trip": search.get("commands_per_item", 99) == 1,
+        "search: the store's plan uses an index": "INDEX" in plan or "IXSCAN" in plan,
+    }
+
+
 def main() -> None:
     """Command line."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -596,6 +613,8 @@ def main() -> None:
     args.drivers = [name for name in args.drivers.split(",") if name]
     result = asyncio.run(main_async(args))
     print(render(result["table"], result["search_plan"]))
+    for name, passed in target_checks(result).items():
+        print(f"{'PASS' if passed else 'MISS'}  {name}")
     if result["memory_samples"]:
         print(
             "service RSS while creating links: "
