@@ -196,6 +196,7 @@ async def test_sigterm_under_load_finishes_in_flight_requests_and_exits_0(tmp_pa
                 await asyncio.sleep(0.05)
             answers: list[int] = []
             refused = 0
+            first_answer = asyncio.Event()
 
             async def one(n: int) -> None:
                 nonlocal refused
@@ -206,11 +207,13 @@ async def test_sigterm_under_load_finishes_in_flight_requests_and_exits_0(tmp_pa
                     ) as response:
                         read_envelope(response.status, await response.json(), response.headers)
                         answers.append(response.status)
+                        first_answer.set()
                 except aiohttp.ClientConnectionError:
                     refused += 1  # sent after the listener closed: never accepted, so nothing to finish
 
             tasks = [asyncio.create_task(one(n)) for n in range(150)]
-            await asyncio.sleep(0.05)
+            # Once one answer is back the server is busy with the rest: that is when SIGTERM comes.
+            await asyncio.wait_for(first_answer.wait(), 30)
             process.send_signal(signal.SIGTERM)
             await asyncio.gather(*tasks)
         code = await asyncio.wait_for(process.wait(), 20)
