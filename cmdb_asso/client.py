@@ -20,8 +20,8 @@ import orjson
 
 Spelling = Literal["native", "esb"]
 
-# operation: (native method, native path, ESB name)
-_OPERATIONS: dict[str, tuple[str, str, str]] = {
+# Every operation: (native method, native path with {parameters}, ESB name).
+OPERATIONS: dict[str, tuple[str, str, str]] = {
     "create": ("POST", "/api/v3/create/instassociation", "add_instance_association"),
     "create_many": ("POST", "/api/v3/createmany/instassociation", "batch_create_instance_association"),
     "delete": ("DELETE", "/api/v3/delete/instassociation/{bk_obj_id}/{id}", "delete_instance_association"),
@@ -270,7 +270,7 @@ class AssociationClient:
         raise AssertionError("unreachable")
 
     def _request(self, operation: str, params: dict[str, Any]) -> tuple[str, str, Any, dict[str, str]]:
-        method, path, esb_name = _OPERATIONS[operation]
+        method, path, esb_name = OPERATIONS[operation]
         headers = {"Content-Type": "application/json"}
         if self.spelling == "esb":
             body = {**params, "bk_app_code": self.app_code, "bk_app_secret": self.app_secret, "bk_username": self.user}

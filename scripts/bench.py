@@ -273,13 +273,16 @@ async def over_http(
     concurrency: int,
     duration: float,
     step: Callable[[], Awaitable[int]],
+    *,
+    counts_commands: bool = True,
 ) -> Measure:
-    """Drive a scenario against a server process, adding its CPU time and MongoDB commands."""
+    """Drive a scenario against a server process, adding its CPU time and (for the service) its MongoDB commands."""
     cpu_before = cpu_seconds(pid)
-    commands_before = await service_commands(session, base)
+    commands_before = await service_commands(session, base) if counts_commands else 0.0
     measure = await drive(concurrency, duration, step)
     measure.cpu = cpu_seconds(pid) - cpu_before
-    measure.commands = await service_commands(session, base) - commands_before
+    if counts_commands:
+        measure.commands = await service_commands(session, base) - commands_before
     return measure
 
 
@@ -433,7 +436,10 @@ async def one_run(args: argparse.Namespace, uri: str, embedded: bool, run: int) 
     connector = aiohttp.TCPConnector(limit=args.concurrency * 2)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         async with bare_server() as (bare, bare_pid):
-            ceiling = await over_http_bare(session, bare, bare_pid, args, pairs)
+            ceiling = await over_http(
+                session, bare, bare_pid, args.concurrency, args.duration, create_step(session, bare, pairs),
+                counts_commands=False,
+            )  # fmt: skip
         floor = await floor_single(uri, args.concurrency, args.duration, pairs)
         bulk = await floor_bulk(uri, max(2, args.concurrency // 4), args.duration, pairs, 200)
         rows["ref: HTTP ceiling (bare handler)"] = summary(ceiling)
@@ -467,16 +473,6 @@ async def one_run(args: argparse.Namespace, uri: str, embedded: bool, run: int) 
                 rows["mixed (80% create, 10% search, 10% batch of 20)"] = summary(mixed, None, ceiling)
                 rows["service RSS MiB (start, end)"] = {"start": rss_start, "end": rss_mib(pid)}
     return rows
-
-
-async def over_http_bare(
-    session: aiohttp.ClientSession, base: str, pid: int, args: argparse.Namespace, pairs: Pairs
-) -> Measure:
-    """The HTTP ceiling, driven like single creates."""
-    cpu_before = cpu_seconds(pid)
-    measure = await drive(args.concurrency, args.duration, create_step(session, base, pairs))
-    measure.cpu = cpu_seconds(pid) - cpu_before
-    return measure
 
 
 def summary(measure: Measure, floor: Measure | None = None, ceiling: Measure | None = None) -> dict[str, float]:

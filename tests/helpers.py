@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 from aiohttp.test_utils import TestClient
 from bson.int64 import Int64
 
+from cmdb_asso.client import OPERATIONS
 from cmdb_asso.storage.client import Mongo
 from cmdb_asso.storage.tables import OBJ_ASST, inst_asst_table
 
@@ -71,19 +74,6 @@ async def post(
     return read_envelope(response.status, await response.json(), response.headers.copy())
 
 
-# operation: (native method, native path with {parameters}, ESB name)
-OPERATIONS = {
-    "create": ("POST", "/api/v3/create/instassociation", "add_instance_association"),
-    "create_many": ("POST", "/api/v3/createmany/instassociation", "batch_create_instance_association"),
-    "delete_one": ("DELETE", "/api/v3/delete/instassociation/{bk_obj_id}/{id}", "delete_instance_association"),
-    "delete_many": ("DELETE", "/api/v3/delete/instassociation/batch", "delete_related_inst_asso"),
-    "find": ("POST", "/api/v3/find/instassociation", "find_instance_association"),
-    "related": ("POST", "/api/v3/find/instassociation/related", "search_related_inst_asso"),
-    "search": ("POST", "/api/v3/search/instance_associations/object/{bk_obj_id}", "search_instance_associations"),
-    "count": ("POST", "/api/v3/count/instance_associations/object/{bk_obj_id}", "count_instance_associations"),
-}
-
-
 async def call(
     client: TestClient[Any, Any], operation: str, params: dict[str, Any], *, spelling: str = "native", **kwargs: Any
 ) -> Answer:
@@ -137,3 +127,16 @@ async def add_definition(
             "bk_supplier_account": supplier,
         }
     )
+
+
+async def wait_ready(session: aiohttp.ClientSession, base: str, *, seconds: float = 15.0) -> None:
+    """Poll a service process's /readyz until it answers 200; fail the test after `seconds`."""
+    for _ in range(int(seconds / 0.05)):
+        try:
+            async with session.get(f"{base}/readyz") as ready:
+                if ready.status == 200:
+                    return
+        except aiohttp.ClientConnectionError:
+            pass
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{base} never became ready")

@@ -40,7 +40,7 @@ async def test_deleting_one_link_removes_both_sides_archives_them_and_audits(
 ) -> None:
     kept, gone = await make_links(client, [(11, 21), (12, 22)])
 
-    answer = await call(client, "delete_one", {"bk_obj_id": side, "id": gone}, spelling=spelling, user="carol")
+    answer = await call(client, "delete", {"bk_obj_id": side, "id": gone}, spelling=spelling, user="carol")
 
     assert (answer.status, answer.result, answer.code, answer.data) == (200, True, 0, None)
     assert [doc["id"] for doc in await links_in(mock_mongo, "bk_switch")] == [kept]
@@ -58,7 +58,7 @@ async def test_deleting_one_link_removes_both_sides_archives_them_and_audits(
 
 @pytest.mark.parametrize("spelling", SPELLINGS)
 async def test_deleting_a_missing_id_is_not_an_error(client: Client, mock_mongo: Mongo, spelling: str) -> None:
-    answer = await call(client, "delete_one", {"bk_obj_id": "bk_switch", "id": 12345}, spelling=spelling)
+    answer = await call(client, "delete", {"bk_obj_id": "bk_switch", "id": 12345}, spelling=spelling)
 
     assert (answer.result, answer.code, answer.data) == (True, 0, None)
     assert await audit_records(mock_mongo) == []
@@ -67,7 +67,7 @@ async def test_deleting_a_missing_id_is_not_an_error(client: Client, mock_mongo:
 async def test_a_deleted_one_to_one_link_frees_its_ends(client: Client) -> None:
     (link_id,) = await make_links(client, [(41, 21)], "app_run_host")
 
-    assert (await call(client, "delete_one", {"bk_obj_id": "app", "id": link_id})).code == 0
+    assert (await call(client, "delete", {"bk_obj_id": "app", "id": link_id})).code == 0
 
     assert (await create(client, link_body("app_run_host", 42, 21))).code == 0
 
@@ -83,19 +83,19 @@ async def test_a_deleted_one_to_one_link_frees_its_ends(client: Client) -> None:
 async def test_a_non_integer_id_answers_1199009(
     client: Client, spelling: str, params: dict[str, Any], code: int, message: str
 ) -> None:
-    answer = await call(client, "delete_one", params, spelling=spelling)
+    answer = await call(client, "delete", params, spelling=spelling)
 
     assert (answer.result, answer.code, answer.message) == (False, code, message)
 
 
 async def test_an_esb_delete_without_a_model_answers_1199010(client: Client) -> None:
-    answer = await call(client, "delete_one", {"bk_obj_id": "", "id": 1}, spelling="esb")
+    answer = await call(client, "delete", {"bk_obj_id": "", "id": 1}, spelling="esb")
 
     assert (answer.code, answer.message) == (1199010, "'bk_obj_id' unassigned")
 
 
 async def test_an_esb_delete_with_a_fractional_id_answers_1199009(client: Client) -> None:
-    answer = await call(client, "delete_one", {"bk_obj_id": "host", "id": 2.5}, spelling="esb")
+    answer = await call(client, "delete", {"bk_obj_id": "host", "id": 2.5}, spelling="esb")
 
     assert answer.code == 1199009
 
@@ -128,7 +128,7 @@ async def test_deleting_needs_edit_permission_on_both_instances(make_client: Mak
     (link_id,) = await make_links(admin, [(11, 21)])
     client = await make_client(authorizer=StaticPolicy({"bob": UserGrants(edit=frozenset({"bk_switch"}))}))
 
-    answer = await call(client, "delete_one", {"bk_obj_id": "bk_switch", "id": link_id}, user="bob")
+    answer = await call(client, "delete", {"bk_obj_id": "bk_switch", "id": link_id}, user="bob")
 
     assert answer.code == 9900403
     assert answer.permission["actions"][0]["id"] == "edit_biz_host"
@@ -149,7 +149,7 @@ async def test_a_failed_delete_of_the_second_side_restores_the_first(
         return await original(self, query, *args, **kwargs)
 
     monkeypatch.setattr(collection_class, "delete_many", fail_on_host)
-    answer = await call(client, "delete_one", {"bk_obj_id": "bk_switch", "id": link_id})
+    answer = await call(client, "delete", {"bk_obj_id": "bk_switch", "id": link_id})
     monkeypatch.undo()
 
     assert (answer.status, answer.code) == (500, 1199999)

@@ -119,7 +119,7 @@ async def test_find_needs_a_model(linked: Client) -> None:
 async def test_find_related_returns_both_directions_sorted_by_id(linked: Client, spelling: str) -> None:
     params = {"condition": {"bk_obj_id": "bk_switch", "bk_inst_id": 11}, "page": {"start": 0, "limit": 10}}
 
-    answer = await call(linked, "related", params, spelling=spelling)
+    answer = await call(linked, "find_related", params, spelling=spelling)
 
     assert answer.code == 0
     assert ends(answer.data) == [(11, 21), (11, 22), (31, 11)]
@@ -133,7 +133,7 @@ async def test_find_related_pages_and_projects(linked: Client) -> None:
         "page": {"start": 1, "limit": 1},
     }
 
-    answer = await call(linked, "related", params)
+    answer = await call(linked, "find_related", params)
 
     assert answer.data == [{"bk_inst_id": 11, "bk_asst_inst_id": 22}]
 
@@ -152,7 +152,7 @@ async def test_find_related_pages_and_projects(linked: Client) -> None:
 async def test_find_related_refuses_bad_requests(
     linked: Client, spelling: str, params: dict[str, Any], code: int
 ) -> None:
-    answer = await call(linked, "related", params, spelling=spelling)
+    answer = await call(linked, "find_related", params, spelling=spelling)
 
     assert (answer.result, answer.code) == (False, code)
 
@@ -327,7 +327,7 @@ async def test_count_equals_an_unpaged_search_and_both_match_the_conditions(
     ("operation", "params"),
     [
         ("find", {"bk_obj_id": "host", "condition": {}}),
-        ("related", {"condition": {"bk_obj_id": "host", "bk_inst_id": 21}}),
+        ("find_related", {"condition": {"bk_obj_id": "host", "bk_inst_id": 21}}),
         ("search", {"bk_obj_id": "host"}),
         ("count", {"bk_obj_id": "host"}),
     ],

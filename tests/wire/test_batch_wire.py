@@ -66,7 +66,7 @@ async def test_deletes_remove_both_sides_and_keep_the_audit_trail(wire_client: C
     answer = await call(wire_client, "create_many", batch(*SWITCH_HOST, [(11, 21), (12, 22), (13, 23)]))
     ids = [answer.data["success_created"][key] for key in ("0", "1", "2")]
 
-    one = await call(wire_client, "delete_one", {"bk_obj_id": "host", "id": ids[0]}, spelling="esb")
+    one = await call(wire_client, "delete", {"bk_obj_id": "host", "id": ids[0]}, spelling="esb")
     many = await call(wire_client, "delete_many", {"bk_obj_id": "bk_switch", "id": ids[1:]})
 
     assert (one.code, one.data, many.code, many.data) == (0, None, 0, 2)
@@ -83,7 +83,7 @@ async def test_concurrent_deletes_of_one_link_leave_neither_side(wire_client: Cl
     link_id = answer.data["success_created"]["0"]
 
     answers = await asyncio.gather(
-        *(call(wire_client, "delete_one", {"bk_obj_id": side, "id": link_id}) for side in ["host", "bk_switch"] * 5)
+        *(call(wire_client, "delete", {"bk_obj_id": side, "id": link_id}) for side in ["host", "bk_switch"] * 5)
     )
 
     assert all(answer.code == 0 for answer in answers)

@@ -25,7 +25,7 @@ from cmdb_asso.storage.client import EmbeddedMongo, Mongo, connect, free_port
 from cmdb_asso.storage.repair import find_problems, repair
 from cmdb_asso.storage.schema import seed_demo
 from tests.conftest import AiohttpClient
-from tests.helpers import audit_records, call, create, link_body, links_in, read_envelope
+from tests.helpers import audit_records, call, create, link_body, links_in, read_envelope, wait_ready
 from tests.web.test_batch import APP_HOST, SWITCH_HOST, batch
 from tests.wire.conftest import add_instances
 
@@ -186,14 +186,7 @@ async def test_sigterm_under_load_finishes_in_flight_requests_and_exits_0(tmp_pa
     base = f"http://127.0.0.1:{port}"
     try:
         async with aiohttp.ClientSession() as session:
-            for _ in range(200):
-                try:
-                    async with session.get(f"{base}/readyz") as ready:
-                        if ready.status == 200:
-                            break
-                except aiohttp.ClientConnectionError:
-                    pass
-                await asyncio.sleep(0.05)
+            await wait_ready(session, base)
             answers: list[int] = []
             refused = 0
             first_answer = asyncio.Event()

@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from cmdb_asso.storage.client import free_port
-from tests.helpers import link_body
+from tests.helpers import link_body, wait_ready
 
 pytestmark = pytest.mark.wire
 
@@ -33,14 +33,7 @@ async def test_two_worker_processes_share_the_port_and_keep_every_rule(tmp_path:
     try:
         # A new connection per request, so that the kernel spreads them over both workers.
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
-            for _ in range(300):
-                try:
-                    async with session.get(f"{base}/readyz") as ready:
-                        if ready.status == 200:
-                            break
-                except aiohttp.ClientConnectionError:
-                    pass
-                await asyncio.sleep(0.05)
+            await wait_ready(session, base)
 
             async def create(body: dict[str, object]) -> dict[str, object]:
                 async with session.post(
