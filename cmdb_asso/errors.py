@@ -63,25 +63,15 @@ class CmdbError(Exception):
     code: ClassVar[int] = 1199999
     http_status: int = 200
 
-    def __init__(
-        self,
-        *args: Any,
-        permission: dict[str, Any] | None = None,
-        text: str | None = None,
-        http_status: int | None = None,
-    ) -> None:
+    def __init__(self, *args: Any, permission: dict[str, Any] | None = None, http_status: int | None = None) -> None:
         super().__init__(*args)
         self.args_for_message: tuple[Any, ...] = args
         self.permission = permission
-        # A fixed text replaces the catalogue's (used where the contract asks for a plain message).
-        self.text = text
         if http_status is not None:
             self.http_status = http_status
 
     def message(self, language: Language) -> str:
         """The error's text in `language`."""
-        if self.text is not None:
-            return self.text
         return message(self.code, language, self.args_for_message)
 
     def __str__(self) -> str:

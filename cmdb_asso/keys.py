@@ -5,7 +5,6 @@ from __future__ import annotations
 from aiohttp import web
 
 from cmdb_asso.config import Settings
-from cmdb_asso.errors import Language
 from cmdb_asso.service.associations import AssociationService
 from cmdb_asso.service.idempotency import Idempotency
 from cmdb_asso.service.queries import QueryService
@@ -45,5 +44,4 @@ __all__ = [
     "SERVICE",
     "SETTINGS",
     "WRITES",
-    "Language",
 ]

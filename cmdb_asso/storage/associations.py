@@ -76,6 +76,11 @@ def link_document(link: NewLink, link_id: int, now: datetime) -> dict[str, Any]:
     return doc
 
 
+def archive_document(table: str, link: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """The `cc_DelArchive` copy of a link removed from `table`."""
+    return {"oid": str(link.get("_id", "")), "coll": table, "time": now, "detail": _public(link)}
+
+
 def audit_document(record: AuditRecord, audit_id: int) -> dict[str, Any]:
     """The stored form of an audit record, as bk-cmdb writes it for instance associations."""
     return {
@@ -306,9 +311,7 @@ class AssociationStore:
         audit_ids = await self.ids.take(AUDIT_SEQUENCE, len(audits))
         now = utc_now()
         archives = [
-            {"oid": str(link.get("_id", "")), "coll": table, "time": now, "detail": _public(link)}
-            for table, table_links in by_table.items()
-            for link in table_links
+            archive_document(table, link, now) for table, table_links in by_table.items() for link in table_links
         ]
         audit_docs = [audit_document(record, audit_id) for record, audit_id in zip(audits, audit_ids, strict=True)]
         steps: list[_Step] = [_InsertStep(AUDIT_LOG, audit_docs), _InsertStep(DEL_ARCHIVE, archives)]

@@ -61,11 +61,6 @@ def table_indexes(mongo: Mongo) -> list[IndexModel]:
     return inst_asst_indexes() + (embedded_extra_indexes() if mongo.embedded else [])
 
 
-def audit_indexes() -> list[IndexModel]:
-    """Indexes of the audit log that this service relies on."""
-    return [IndexModel([("id", ASCENDING)], name="bkcc_unique_id", unique=True)]
-
-
 class IndexManager:
     """Makes sure each instance association table has its indexes before the first write to it."""
 

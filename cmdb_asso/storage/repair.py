@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from cmdb_asso.domain import AuditRecord
-from cmdb_asso.storage.associations import audit_document, utc_now
+from cmdb_asso.storage.associations import archive_document, audit_document, utc_now
 from cmdb_asso.storage.client import Mongo, translate_errors
 from cmdb_asso.storage.ids import IdAllocator
 from cmdb_asso.storage.tables import AUDIT_LOG, AUDIT_SEQUENCE, DEL_ARCHIVE, inst_asst_table
@@ -118,14 +118,7 @@ async def repair(mongo: Mongo, supplier_account: str, problems: list[Problem]) -
                 copy = await mongo.db[table].find_one({"id": problem.link_id})
                 if copy is None:
                     continue
-                await mongo.db[DEL_ARCHIVE].insert_one(
-                    {
-                        "oid": str(copy.get("_id", "")),
-                        "coll": table,
-                        "time": now,
-                        "detail": {k: v for k, v in copy.items() if k != "_id"},
-                    }
-                )
+                await mongo.db[DEL_ARCHIVE].insert_one(archive_document(table, copy, now))
                 await mongo.db[table].delete_one({"_id": copy["_id"]})
             record = _audit_for(problem.link, "delete", supplier_account)
             await mongo.db[AUDIT_LOG].insert_one(audit_document(record, audit_id))
