@@ -30,6 +30,7 @@ from cmdb_asso.log import setup_logging
 from cmdb_asso.storage.client import EMBEDDED, EMBEDDED_RUNNING, EmbeddedMongo, Mongo
 from cmdb_asso.storage.repair import find_problems, repair
 from cmdb_asso.storage.schema import ensure_indexes, has_definitions, seed_demo
+from cmdb_asso.web.server import run
 
 log = structlog.get_logger("cmdb_asso")
 
@@ -125,15 +126,7 @@ def serve(settings: Settings, *, seed_if_empty: bool, reuse_port: bool = False) 
 
         app.on_startup.append(seed)
     log.info("serving", host=settings.http.host, port=settings.http.port, mongodb=_shown_uri(settings.mongodb.uri))
-    web.run_app(
-        app,
-        host=settings.http.host,
-        port=settings.http.port,
-        access_log=None,
-        shutdown_timeout=settings.http.shutdown_timeout,
-        reuse_port=reuse_port,
-        print=None,
-    )
+    run(app, settings, reuse_port=reuse_port)
 
 
 def _shown_uri(uri: str) -> str:
@@ -187,7 +180,7 @@ def supervise(settings: Settings, config: str | None, *, workers: int, seed_if_e
                 if child.poll() is not None and not stopping:
                     log.error("worker_died", pid=child.pid, status=child.returncode)
                     children[index] = subprocess.Popen(command, env=env)
-        deadline = time.monotonic() + settings.http.shutdown_timeout + 5
+        deadline = time.monotonic() + settings.http.drain_seconds + settings.http.shutdown_timeout + 5
         for child in children:
             try:
                 child.wait(timeout=max(deadline - time.monotonic(), 0.1))

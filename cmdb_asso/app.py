@@ -14,7 +14,7 @@ from aiohttp import web
 
 from cmdb_asso.config import AuthSettings, Settings
 from cmdb_asso.errors import CmdbError
-from cmdb_asso.keys import APP_AUTHENTICATOR, IDEMPOTENCY, METRICS, MONGO, OPENAPI, QUERIES, SERVICE, SETTINGS
+from cmdb_asso.keys import APP_AUTHENTICATOR, DRAINING, IDEMPOTENCY, METRICS, MONGO, OPENAPI, QUERIES, SERVICE, SETTINGS
 from cmdb_asso.service.associations import AssociationService
 from cmdb_asso.service.idempotency import Idempotency
 from cmdb_asso.service.permission import AllowAll, Authorizer, StaticPolicy, UserGrants
@@ -51,8 +51,14 @@ async def open_mongo(settings: Settings) -> tuple[Mongo, EmbeddedMongo | None]:
 
 
 def handler_args(settings: Settings) -> dict[str, Any]:
-    """The HTTP parser's limits on request line and header sizes (larger ones answer 431 or 414)."""
-    return {"max_line_size": settings.http.max_header_bytes, "max_field_size": settings.http.max_header_bytes}
+    """The HTTP parser's limits on request line and header sizes (longer ones answer 400), and how long an
+    answered connection keeps reading a body nobody will read (a stalled or refused one) before it closes."""
+    return {
+        "max_line_size": settings.http.max_header_bytes,
+        "max_field_size": settings.http.max_header_bytes,
+        # aiohttp's default is 10 s: a stalled client would hold its 408 connection that long.
+        "lingering_time": 1.0,
+    }
 
 
 def authorizer_from(auth: AuthSettings) -> Authorizer:
@@ -99,6 +105,7 @@ def create_app(
     )
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
+    app[DRAINING] = asyncio.Event()
     app[OPENAPI] = orjson.dumps(build_spec())
     app[APP_AUTHENTICATOR] = AppAuthenticator({app.code: app.secret_hash for app in settings.auth.apps})
     chosen_authorizer = authorizer or authorizer_from(settings.auth)
@@ -112,10 +119,11 @@ def create_app(
                 id_block_size=settings.mongodb.id_block_size,
                 definition_cache_seconds=settings.mongodb.definition_cache_seconds,
                 fold_reads=settings.mongodb.fold_reads,
+                definition_cache_entries=settings.limits.definition_cache_entries,
             )
             app[MONGO] = connection
             app[SERVICE] = AssociationService(store, chosen_authorizer)
-            app[QUERIES] = QueryService(store, chosen_authorizer)
+            app[QUERIES] = QueryService(store, chosen_authorizer, find_max_results=settings.limits.find_max_results)
             deadline = settings.mongodb.request_deadline_seconds
             app[IDEMPOTENCY] = Idempotency(
                 IdempotencyStore(connection, settings.limits.idempotency_retention_hours * 3600),

@@ -12,6 +12,8 @@ from typing import Any
 import yaml
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
+from cmdb_asso.inputs import SUPPLIER_ACCOUNT
+
 ENV_PREFIX = "CMDB_ASSO_"
 CONFIG_ENV = "CMDB_ASSO_CONFIG"
 
@@ -45,6 +47,8 @@ class HttpSettings:
     max_body_bytes: int = 1024 * 1024
     max_header_bytes: int = 8190
     shutdown_timeout: float = 10.0
+    drain_seconds: float = 5.0
+    body_timeout_seconds: float = 10.0
     cors_origins: tuple[str, ...] = ()
 
 
@@ -54,6 +58,8 @@ class LimitSettings:
 
     create_many_max: int = 200
     idempotency_retention_hours: float = 24.0
+    find_max_results: int = 10000
+    definition_cache_entries: int = 10000
 
 
 @dataclass(frozen=True)
@@ -114,6 +120,12 @@ class _CommaList(fields.Field[tuple[str, ...]]):
         return tuple(value)
 
 
+def _supplier_account(value: str) -> None:
+    # Matched in full: it becomes part of table names, as the supplier a request names does.
+    if not SUPPLIER_ACCOUNT.fullmatch(value):
+        raise ValidationError("must be 1 to 64 ASCII letters, digits or underscores")
+
+
 class _MongoSchema(Schema):
     class Meta:
         unknown = EXCLUDE
@@ -139,6 +151,8 @@ class _HttpSchema(Schema):
     max_body_bytes = fields.Integer(strict=False, validate=validate.Range(min=1024))
     max_header_bytes = fields.Integer(strict=False, validate=validate.Range(min=1024, max=1024 * 1024))
     shutdown_timeout = fields.Float(validate=validate.Range(min=0))
+    drain_seconds = fields.Float(validate=validate.Range(min=0, max=3600))
+    body_timeout_seconds = fields.Float(validate=validate.Range(min=0.01, max=3600))
     cors_origins = _CommaList()
 
 
@@ -202,6 +216,8 @@ class _LimitSchema(Schema):
 
     create_many_max = fields.Integer(strict=False, validate=validate.Range(min=1, max=10000))
     idempotency_retention_hours = fields.Float(validate=validate.Range(min=0.01, max=24 * 365))
+    find_max_results = fields.Integer(strict=False, validate=validate.Range(min=1, max=1_000_000))
+    definition_cache_entries = fields.Integer(strict=False, validate=validate.Range(min=1, max=1_000_000))
 
 
 class _LogSchema(Schema):
@@ -222,7 +238,7 @@ class _SettingsSchema(Schema):
     auth = fields.Nested(_AuthSchema)
     log = fields.Nested(_LogSchema)
     language = fields.String(validate=validate.OneOf(["en", "zh"]))
-    supplier_account = fields.String(validate=validate.Length(min=1, max=64))
+    supplier_account = fields.String(validate=_supplier_account)
     data_dir = fields.String(validate=validate.Length(min=1))
 
 

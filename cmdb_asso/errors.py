@@ -90,6 +90,18 @@ class InputInvalid(CmdbError):
     code = 1199003
 
 
+class BodyTimeout(InputInvalid):
+    """The client did not send its whole body in time (1199003, HTTP 408)."""
+
+    http_status = 408
+
+
+class BodyUnreadable(BodyInvalid):
+    """The body cannot be decoded as its headers describe it, e.g. a plain body sent as gzip (1199006, 400)."""
+
+    http_status = 400
+
+
 class ParamNotInteger(CmdbError):
     """A parameter that must be an integer is not (1199009)."""
 

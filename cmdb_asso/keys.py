@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from cmdb_asso.config import Settings
@@ -19,6 +21,8 @@ QUERIES = web.AppKey("queries", QueryService)
 IDEMPOTENCY = web.AppKey("idempotency", Idempotency)
 APP_AUTHENTICATOR = web.AppKey("app_authenticator", AppAuthenticator)
 METRICS = web.AppKey("metrics", Metrics)
+# Set once SIGTERM came: /readyz answers 503 and every answer closes its connection.
+DRAINING = web.AppKey("draining", asyncio.Event)
 # The OpenAPI document, rendered once at start-up.
 OPENAPI = web.AppKey("openapi", bytes)
 
@@ -33,6 +37,7 @@ RESPONSE_CODE = web.ResponseKey("response_code", int)
 
 __all__ = [
     "APP_AUTHENTICATOR",
+    "DRAINING",
     "IDEMPOTENCY",
     "LANGUAGE",
     "METRICS",

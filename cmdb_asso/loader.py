@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from cmdb_asso.client import AssociationClient, CmdbApiError
+from cmdb_asso.inputs import int64_or_none
 
 FIELDS = ("bk_obj_asst_id", "bk_inst_id", "bk_asst_inst_id")
 # bk-cmdb's preset association kinds, tried first when a row does not name its models.
@@ -72,13 +73,10 @@ class Summary:
 
 
 def _integer(value: Any) -> int:
-    if isinstance(value, bool):
-        raise ValueError("not an integer")
-    if isinstance(value, str):
-        value = value.strip()
-    number = int(value)
-    if number <= 0:
-        raise ValueError("not positive")
+    # The service's own parser: ASCII digits or a JSON integer, 1..2**63-1; `11.9`, `"١٢"`, `"1_000"` are refused.
+    number = int64_or_none(value.strip() if isinstance(value, str) else value, from_text=True, minimum=1)
+    if number is None:
+        raise ValueError("not an id")
     return number
 
 

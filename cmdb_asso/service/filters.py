@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from cmdb_asso.errors import BodyInvalid, LimitExceeded
+from cmdb_asso.inputs import INT64_MAX, INT64_MIN, is_int64
 
 # Association fields a caller may filter on, and the type each holds.
 INT_FIELDS = frozenset({"id", "bk_inst_id", "bk_asst_inst_id", "bk_biz_id"})
@@ -45,11 +46,14 @@ def _is_scalar(value: Any) -> bool:
 
 
 def _check_value(field: str, value: Any, where: str) -> None:
-    """A comparison value must be a scalar of the field's type (None is allowed, as MongoDB allows it)."""
+    """A comparison value must be a scalar of the field's type (None is allowed, as MongoDB allows it);
+    an integer must fit int64, or BSON could not encode the query."""
     if value is None:
         return
     if field in INT_FIELDS:
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        # orjson reads an integer past 64 bits as a float: bounded the same way, a number means one thing.
+        in_range = isinstance(value, float) and INT64_MIN <= value <= INT64_MAX
+        if not (is_int64(value) or in_range):
             raise BodyInvalid(where)
     elif not isinstance(value, str):
         raise BodyInvalid(where)

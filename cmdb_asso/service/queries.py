@@ -56,9 +56,10 @@ def visible_fields(fields: list[str] | None) -> list[str] | None:
 class QueryService:
     """Finds and counts links; every query needs view permission on its model."""
 
-    def __init__(self, store: AssociationStore, authorizer: Authorizer) -> None:
+    def __init__(self, store: AssociationStore, authorizer: Authorizer, *, find_max_results: int = 10000) -> None:
         self.store = store
         self.authorizer = authorizer
+        self.find_max_results = find_max_results
 
     async def authorize_view(self, caller: Caller, obj_id: str) -> None:
         """View permission on `obj_id`, or 9900403 with the payload naming the model."""
@@ -69,10 +70,19 @@ class QueryService:
         raise PermissionDenied(permission=view_permission_payload(obj_id, row_id, name or obj_id))
 
     async def find(self, caller: Caller, obj_id: str, condition: Any) -> list[dict[str, Any]]:
-        """Links of `obj_id`'s table matching an allow-listed condition, sorted by id."""
+        """Links of `obj_id`'s table matching an allow-listed condition, sorted by id.
+
+        Find has no page, so it is bounded by a setting: a condition matching more answers 1199059 rather
+        than an answer that silently leaves links out (or one that no memory could hold).
+        """
         query = check_condition(condition)
         await self.authorize_view(caller, obj_id)
-        return await self.store.find_links(obj_id, caller.supplier_account, query, sort=[("id", 1)])
+        links = await self.store.find_links(
+            obj_id, caller.supplier_account, query, sort=[("id", 1)], limit=self.find_max_results + 1
+        )
+        if len(links) > self.find_max_results:
+            raise PageLimitExceeded()
+        return links
 
     async def find_related(
         self, caller: Caller, obj_id: str, inst_id: int, fields: list[str] | None, page: Page

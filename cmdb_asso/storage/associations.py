@@ -6,6 +6,7 @@ import asyncio
 import inspect
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import structlog
 from bson.int64 import Int64
 from bson.objectid import ObjectId
+from cachetools import TTLCache
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
 
 from cmdb_asso.domain import MAPPINGS, AuditRecord, Definition, LinkEnds, Mapping, NewLink
@@ -128,37 +130,45 @@ class AssociationStore:
     """Reads and writes of instance associations; every driver call of the service goes through here."""
 
     def __init__(
-        self, mongo: Mongo, *, id_block_size: int, definition_cache_seconds: float, fold_reads: str = "auto"
+        self,
+        mongo: Mongo,
+        *,
+        id_block_size: int,
+        definition_cache_seconds: float,
+        fold_reads: str = "auto",
+        definition_cache_entries: int = 10000,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.mongo = mongo
         # The embedded server runs aggregations without its indexes, so there separate finds are faster.
         self._fold_reads = fold_reads == "on" or (fold_reads == "auto" and not mongo.embedded)
         self.ids = IdAllocator(mongo, id_block_size)
         self.indexes = IndexManager(mongo)
-        self._definition_ttl = definition_cache_seconds
         self.pending_undos: deque[_Step] = deque()
+        # Tables known to exist (a table is never dropped by this service).
+        self._tables_seen: set[str] = set()
         self.links_created = 0
         self.links_deleted = 0
-        self._definitions: dict[tuple[str, tuple[str, ...]], tuple[float, list[Definition]]] = {}
+        # Keyed by a supplier the caller names: bounded, so that no caller can grow it without limit.
+        self._definitions: TTLCache[tuple[str, tuple[str, ...]], list[Definition]] | None = (
+            TTLCache(definition_cache_entries, definition_cache_seconds, timer=clock)
+            if definition_cache_seconds > 0
+            else None
+        )
 
     async def find_definitions(self, obj_asst_id: str, suppliers: tuple[str, ...]) -> list[Definition]:
         """Definitions with this id under any of `suppliers`; cached for the configured seconds."""
         key = (obj_asst_id, suppliers)
-        cached = self._definitions.get(key)
-        now = time.monotonic()
-        if cached is not None and cached[0] > now:
-            return cached[1]
+        cached = self._definitions.get(key) if self._definitions is not None else None
+        if cached is not None:
+            return cached
         query = {"bk_obj_asst_id": obj_asst_id, "bk_supplier_account": {"$in": list(suppliers)}}
         with translate_errors(write=False):
             docs = await self.mongo.db[OBJ_ASST].find(query, {"_id": 0}).to_list(None)
         definitions = [_definition_from(doc) for doc in docs]
-        if self._definition_ttl > 0 and definitions:
-            self._definitions[key] = (now + self._definition_ttl, definitions)
+        if self._definitions is not None and definitions:
+            self._definitions[key] = definitions
         return definitions
-
-    def forget_definitions(self) -> None:
-        """Drop the definition cache (a changed definition is then seen at once)."""
-        self._definitions.clear()
 
     async def find_existing_links(
         self, definition: Definition, supplier_account: str, pairs: list[tuple[int, int]]
@@ -346,8 +356,22 @@ class AssociationStore:
     async def count_links(self, obj_id: str, supplier_account: str, query: dict[str, Any]) -> int:
         """How many links in `obj_id`'s table match `query`."""
         table = inst_asst_table(obj_id, supplier_account)
+        if self.mongo.embedded and not await self._table_exists(table):
+            # The embedded server creates a collection that an aggregation names; MongoDB does not. A read
+            # never creates anything, so a table that does not exist counts nothing there.
+            return 0
         with translate_errors(write=False):
             return int(await self.mongo.db[table].count_documents(query))
+
+    async def _table_exists(self, table: str) -> bool:
+        if table in self._tables_seen or self.indexes.is_ready(table):
+            return True
+        with translate_errors(write=False):
+            names = await self.mongo.db.list_collection_names(filter={"name": table})
+        exists = table in names  # checked by name: the embedded server answers every name, whatever the filter
+        if exists:
+            self._tables_seen.add(table)
+        return exists
 
     async def _run(self, steps: list[_Step]) -> None:
         """Run the steps in one transaction, or in order with an undo of every step begun if one fails."""

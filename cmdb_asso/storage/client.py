@@ -116,8 +116,17 @@ class Mongo:
     async def supports_transactions(self) -> bool:
         """Whether writes use transactions; asked of the server once, when it first answers."""
         if self.transactions is None:
+            await self._identify_server()
             self.transactions = await _supports_transactions(self.client, self.transaction_mode, self.embedded)
         return self.transactions
+
+    async def _identify_server(self) -> None:
+        # nx-27017 reached by URI (a shared local server, a container) has the embedded server's limits too:
+        # what the server says it is counts, not how it was started.
+        with translate_errors(write=False):
+            info = await self.client.admin.command("buildInfo")
+        if info.get("process") == "nx_27017":
+            self.embedded = True
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Any]:

@@ -69,6 +69,10 @@ class IndexManager:
         self._ready: set[str] = set()
         self._locks: dict[str, asyncio.Lock] = {}
 
+    def is_ready(self, table: str) -> bool:
+        """Whether this process already made sure of `table`'s indexes (and so of the table)."""
+        return table in self._ready
+
     async def ensure(self, table: str) -> None:
         """Create `table`'s indexes unless this process already did."""
         if table in self._ready:

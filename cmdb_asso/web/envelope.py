@@ -13,18 +13,18 @@ from cmdb_asso.keys import LANGUAGE, REQUEST_ID, RESPONSE_CODE
 ESB_PREFIX = "/api/c/compapi/"
 
 
-def is_esb(request: web.Request) -> bool:
+def is_esb(request: web.BaseRequest) -> bool:
     """Whether the request came by the ESB spelling."""
     return request.path.startswith(ESB_PREFIX)
 
 
-def request_language(request: web.Request) -> Language:
+def request_language(request: web.BaseRequest) -> Language:
     """The language chosen for this request's messages."""
     return "zh" if request.get(LANGUAGE) == "zh" else "en"
 
 
 def _render(
-    request: web.Request,
+    request: web.BaseRequest,
     *,
     code: int,
     message: str,
@@ -55,12 +55,12 @@ def _render(
     return response
 
 
-def success(request: web.Request, data: Any) -> web.Response:
+def success(request: web.BaseRequest, data: Any) -> web.Response:
     """A successful answer carrying `data`."""
     return _render(request, code=0, message="success", data=data, permission=None, status=200)
 
 
-def failure(request: web.Request, error: CmdbError, headers: dict[str, str] | None = None) -> web.Response:
+def failure(request: web.BaseRequest, error: CmdbError, headers: dict[str, str] | None = None) -> web.Response:
     """A failed answer for `error`, in the request's language, with the error's HTTP status."""
     if error.http_status == 503:
         # The one status a client may retry; tell it when.

@@ -9,8 +9,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from cmdb_asso.errors import BodyInvalid
 from cmdb_asso.keys import (
     APP_AUTHENTICATOR,
+    DRAINING,
     IDEMPOTENCY,
     METRICS,
     MONGO,
@@ -63,15 +65,38 @@ _SEARCH = SearchSchema()
 _PAGE = PageSchema()
 
 
-async def _read_json(request: web.Request) -> Any:
-    """The parsed body, or None when it is empty or not JSON (the operation's schema then refuses it)."""
+# How deeply a body may nest. No operation needs more than a few levels; the cap keeps every accepted body
+# within what orjson can write again (255 levels, for idempotency fingerprints) and what BSON can encode.
+MAX_BODY_DEPTH = 64
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether `value` nests deeper than `limit` containers (iteratively: no recursion limit to hit)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+async def _read_body(request: web.Request) -> dict[str, Any] | None:
+    """The body as a JSON object; None when it is empty. Anything else (not JSON, not an object, bad UTF-8,
+    nested deeper than any operation needs) answers 1199006 on every operation."""
     raw = await request.read()
-    if not raw:
+    if not raw.strip():
         return None
     try:
-        return orjson.loads(raw)
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return None
+        raise BodyInvalid("body") from None
+    if not isinstance(body, dict) or _depth_exceeds(body, MAX_BODY_DEPTH):
+        raise BodyInvalid("body")
+    return body
 
 
 async def _answer(request: web.Request, operation: Operation, call: Call, name: str, idempotent: bool) -> web.Response:
@@ -97,9 +122,9 @@ def native_view(
         request[WRITES] = writes
         settings = request.app[SETTINGS]
         caller = native_caller(request, request[REQUEST_ID], settings.supplier_account)
-        body = await _read_json(request)
+        body = await _read_body(request)
         if request.match_info:
-            body = {**body, **request.match_info} if isinstance(body, dict) else dict(request.match_info)
+            body = {**(body or {}), **request.match_info}
         return await _answer(request, operation, Call(caller, body), name, idempotent)
 
     return view
@@ -113,11 +138,14 @@ def esb_view(
     async def view(request: web.Request) -> web.Response:
         request[WRITES] = writes
         settings = request.app[SETTINGS]
-        body = await _read_json(request)
-        credentials_source = body if isinstance(body, dict) else {}
-        caller = esb_caller(
-            request, credentials_source, request[REQUEST_ID], settings.supplier_account, request.app[APP_AUTHENTICATOR]
-        )
+        authenticator = request.app[APP_AUTHENTICATOR]
+        try:
+            body = await _read_body(request)
+        except BodyInvalid:
+            # The application is authenticated first (its credentials may come in a header), then the body.
+            await esb_caller(request, {}, request[REQUEST_ID], settings.supplier_account, authenticator)
+            raise
+        caller = await esb_caller(request, body or {}, request[REQUEST_ID], settings.supplier_account, authenticator)
         return await _answer(request, operation, Call(caller, body), name, idempotent)
 
     return view
@@ -131,11 +159,22 @@ def _page(raw: Any) -> Page:
     return Page(start=page["start"], limit=page["limit"] or PAGE_LIMIT, sort=sort)
 
 
+_DRY_RUN_HEADER = {"": False, "0": False, "false": False, "no": False, "1": True, "true": True, "yes": True}
+
+
 def _dry_run(request: web.Request, params: Any) -> bool:
-    """A dry run is asked by `"dry_run": true` in the body or the header `X-Dry-Run: 1` (or true)."""
-    if isinstance(params, dict) and params.get("dry_run") is True:
-        return True
-    return request.headers.get("X-Dry-Run", "").strip().lower() in ("1", "true", "yes")
+    """A dry run is asked by `"dry_run": true` in the body or the header `X-Dry-Run: 1` (or true).
+
+    The body's flag must be a JSON boolean and the header one of the listed words: a flag that could be
+    misread (`"dry_run": "true"`) is refused with 1199006 rather than taken as "write it".
+    """
+    flag = params.get("dry_run") if isinstance(params, dict) else None
+    if flag is not None and not isinstance(flag, bool):
+        raise BodyInvalid("dry_run")
+    header = _DRY_RUN_HEADER.get(request.headers.get("X-Dry-Run", "").strip().lower())
+    if header is None:
+        raise BodyInvalid("X-Dry-Run")
+    return flag is True or header
 
 
 async def create_instance_association(request: web.Request, call: Call) -> dict[str, Any]:
@@ -241,7 +280,9 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """MongoDB answers a ping: 200 when ready, 503 with the reason otherwise."""
+    """MongoDB answers a ping: 200 when ready, 503 with the reason otherwise (and from SIGTERM on)."""
+    if request.app[DRAINING].is_set():
+        return web.json_response({"status": "not ready", "reason": "shutting down"}, status=503)
     try:
         await request.app[MONGO].ping()
     except Exception as exc:

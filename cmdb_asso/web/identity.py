@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import re
@@ -12,9 +13,11 @@ from typing import Any
 import orjson
 import structlog
 from aiohttp import web
+from cachetools import TTLCache
 
 from cmdb_asso.credentials import verify_secret
 from cmdb_asso.errors import AppAuthFailed, BodyInvalid, Language, UserUnknown
+from cmdb_asso.inputs import SUPPLIER_ACCOUNT, is_plain_text
 from cmdb_asso.service.context import Caller
 
 log = structlog.get_logger(__name__)
@@ -37,14 +40,24 @@ ESB_AUTH_KEYS = (
     "bk_supplier_account",
     "access_token",
 )
-_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-# The supplier account becomes part of table names, so only a plain token is accepted.
-_SUPPLIER_ACCOUNT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}", re.ASCII)
+# How long a refused app secret is remembered, and how many refusals at most.
+FAILED_SECRET_SECONDS = 30.0
+FAILED_SECRET_ENTRIES = 4096
 
 
 def _checked_supplier(value: str) -> str:
-    if not _SUPPLIER_ACCOUNT.match(value):
+    # The supplier account becomes part of table names, so only a plain token is accepted.
+    if not SUPPLIER_ACCOUNT.fullmatch(value):
         raise BodyInvalid("bk_supplier_account")
+    return value
+
+
+def _checked_user(value: str, field: str) -> str:
+    if not value:
+        raise UserUnknown("user")
+    if not is_plain_text(value):
+        raise BodyInvalid(field)
     return value
 
 
@@ -59,31 +72,43 @@ def _first_header(request: web.Request, names: tuple[str, ...]) -> str:
 def request_id_of(request: web.Request) -> str:
     """The caller's request id when it is safe to echo, otherwise a fresh one."""
     given = _first_header(request, REQUEST_ID_HEADERS)
-    return given if _SAFE_REQUEST_ID.match(given) else uuid.uuid4().hex
+    return given if _SAFE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
 
 
-def language_of(request: web.Request, default: Language) -> Language:
-    """The message language from the language headers, else `default`."""
+def language_of(request: web.Request, default: Language) -> Language | None:
+    """The message language from the language headers (`en`, `zh`, `zh-cn`, ...), `default` when none is
+    given, or None when the header names a language the service does not speak."""
     value = _first_header(request, LANGUAGE_HEADERS).lower()
-    if value.startswith("zh"):
+    if not value:
+        return default
+    if value == "zh" or value.startswith(("zh-", "zh_")):
         return "zh"
-    if value.startswith("en"):
+    if value == "en" or value.startswith(("en-", "en_")):
         return "en"
-    return default
+    return None
+
+
+def _refuse_unknown_language(request: web.Request) -> None:
+    # A language the service does not speak is refused, as any other bad field is, rather than ignored.
+    if language_of(request, "en") is None:
+        raise BodyInvalid(LANGUAGE_HEADERS[0])
 
 
 def native_caller(request: web.Request, request_id: str, default_supplier: str) -> Caller:
     """The caller of a native request, from bk-cmdb's headers; a missing user is 1199027 (401)."""
-    user = _first_header(request, USER_HEADERS)
-    if not user:
-        raise UserUnknown("user")
+    _refuse_unknown_language(request)
+    user = _checked_user(_first_header(request, USER_HEADERS), USER_HEADERS[0])
     supplier = _checked_supplier(_first_header(request, SUPPLIER_HEADERS) or default_supplier)
     return Caller(user=user, supplier_account=supplier, request_id=request_id)
 
 
 def esb_credentials(request: web.Request, body: Mapping[str, Any]) -> dict[str, str]:
-    """The ESB common arguments, from `X-Bkapi-Authorization` when present (it wins), else from the body."""
-    credentials = {key: body[key] for key in ESB_AUTH_KEYS if isinstance(body.get(key), str)}
+    """The ESB common arguments, from `X-Bkapi-Authorization` when present (it wins), else from the body.
+
+    An argument that is present but not a string is an authentication failure, as a malformed header is:
+    ignoring it would authenticate a caller as someone it did not claim to be.
+    """
+    credentials = _string_arguments(body)
     header = request.headers.get(ESB_AUTH_HEADER)
     if header is None:
         return credentials
@@ -93,8 +118,20 @@ def esb_credentials(request: web.Request, body: Mapping[str, Any]) -> dict[str, 
         raise AppAuthFailed() from None
     if not isinstance(parsed, dict):
         raise AppAuthFailed()
-    credentials.update({key: value for key in ESB_AUTH_KEYS if isinstance(value := parsed.get(key), str)})
+    credentials.update(_string_arguments(parsed))
     return credentials
+
+
+def _string_arguments(source: Mapping[str, Any]) -> dict[str, str]:
+    arguments: dict[str, str] = {}
+    for key in ESB_AUTH_KEYS:
+        value = source.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise AppAuthFailed()
+        arguments[key] = value
+    return arguments
 
 
 class AppAuthenticator:
@@ -103,32 +140,41 @@ class AppAuthenticator:
     def __init__(self, apps: Mapping[str, str]) -> None:
         self._apps = dict(apps)
         # A secret that passed once is remembered by its SHA-256 digest, so that the deliberately slow hash
-        # runs once per app and process, not once per request. Failures are never remembered.
+        # runs once per app and process, not once per request (one entry per configured app: bounded).
         self._verified: dict[str, bytes] = {}
+        # A refused secret is remembered for a short time, so that a caller repeating a wrong secret costs
+        # a dictionary look-up, not a PBKDF2 run; bounded, so that varying secrets cannot grow it.
+        self._refused: TTLCache[tuple[str, bytes], bool] = TTLCache(FAILED_SECRET_ENTRIES, FAILED_SECRET_SECONDS)
 
     @property
     def open(self) -> bool:
         """Whether no apps are configured, so that every app is accepted."""
         return not self._apps
 
-    def authenticate(self, app_code: str, secret: str) -> None:
-        """Raise 1199046 unless the app is listed and its secret matches (or no apps are configured)."""
+    async def authenticate(self, app_code: str, secret: str) -> None:
+        """Raise 1199046 unless the app is listed and its secret matches (or no apps are configured).
+
+        The slow hash runs in a worker thread, never on the event loop.
+        """
         if self.open:
             return
         stored = self._apps.get(app_code)
         if stored is None:
             raise AppAuthFailed()
-        digest = hashlib.sha256(secret.encode()).digest()
+        digest = hashlib.sha256(secret.encode("utf-8", "surrogatepass")).digest()
         remembered = self._verified.get(app_code)
         if remembered is not None and hmac.compare_digest(remembered, digest):
             return
-        if not verify_secret(secret, stored):
+        if (app_code, digest) in self._refused:
+            raise AppAuthFailed()
+        if not await asyncio.to_thread(verify_secret, secret, stored):
             log.info("esb_app_rejected", bk_app_code=app_code)
+            self._refused[(app_code, digest)] = True
             raise AppAuthFailed()
         self._verified[app_code] = digest
 
 
-def esb_caller(
+async def esb_caller(
     request: web.Request,
     body: Mapping[str, Any],
     request_id: str,
@@ -138,9 +184,10 @@ def esb_caller(
     """The caller of an ESB request: its app is authenticated, then its user is required."""
     credentials = esb_credentials(request, body)
     app_code = credentials.get("bk_app_code", "")
-    authenticator.authenticate(app_code, credentials.get("bk_app_secret", ""))
-    user = credentials.get("bk_username", "").strip()
-    if not user:
-        raise UserUnknown("user")
-    supplier = _checked_supplier(credentials.get("bk_supplier_account", "").strip() or default_supplier)
+    if app_code and not is_plain_text(app_code, max_length=128):
+        raise AppAuthFailed()
+    await authenticator.authenticate(app_code, credentials.get("bk_app_secret", ""))
+    _refuse_unknown_language(request)
+    user = _checked_user(credentials.get("bk_username", "").strip(), "bk_username")
+    supplier = _checked_supplier(credentials.get("bk_supplier_account") or default_supplier)
     return Caller(user=user, supplier_account=supplier, app_code=app_code, request_id=request_id)

@@ -8,11 +8,15 @@ import time
 
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
+from aiohttp.web_protocol import RequestPayloadError
 
 from cmdb_asso.errors import (
     AppAuthFailed,
+    BodyTimeout,
     BodyTooLarge,
+    BodyUnreadable,
     CmdbError,
     InputInvalid,
     InternalError,
@@ -20,7 +24,7 @@ from cmdb_asso.errors import (
     StoreReadUnavailable,
     StoreWriteUnavailable,
 )
-from cmdb_asso.keys import LANGUAGE, METRICS, REQUEST_ID, RESPONSE_CODE, SETTINGS, WRITES
+from cmdb_asso.keys import DRAINING, LANGUAGE, METRICS, REQUEST_ID, RESPONSE_CODE, SETTINGS, WRITES
 from cmdb_asso.web.envelope import failure, is_esb
 from cmdb_asso.web.identity import language_of, request_id_of
 
@@ -36,12 +40,15 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     request_id = request_id_of(request)
     default_language: Language = "zh" if request.app[SETTINGS].language == "zh" else "en"
     request[REQUEST_ID] = request_id
-    request[LANGUAGE] = language_of(request, default_language)
+    request[LANGUAGE] = language_of(request, default_language) or default_language
     structlog.contextvars.bind_contextvars(request_id=request_id)
     try:
         response = await handler(request)
         response.headers["X-Request-Id"] = request_id
         response.headers["X-Bkapi-Request-Id"] = request_id
+        if request.app[DRAINING].is_set():
+            # Shutting down: no connection is kept alive for a request that could meet a closed listener.
+            response.force_close()
         elapsed = time.perf_counter() - started
         code = response.get(RESPONSE_CODE)
         log.info(
@@ -59,15 +66,34 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         structlog.contextvars.unbind_contextvars("request_id")
 
 
-def _http_error(exc: web.HTTPException, request: web.Request) -> CmdbError:
+def _http_error(exc: web.HTTPException, request: web.Request) -> tuple[CmdbError, dict[str, str] | None]:
     if exc.status == 413:
-        return BodyTooLarge("body", request.app[SETTINGS].http.max_body_bytes)
-    return InputInvalid(http_status=exc.status)
+        return BodyTooLarge("body", request.app[SETTINGS].http.max_body_bytes), None
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        return InputInvalid(http_status=405), {"Allow": ", ".join(sorted(exc.allowed_methods))}
+    return InputInvalid(http_status=exc.status), None
+
+
+async def _receive_body(request: web.Request) -> None:
+    """Read the whole body within its own time limit, so that a slow client is told 408 and its slowness
+    never counts against the database deadline; a body that cannot be decoded as its headers say is a 400."""
+    if not request.body_exists:
+        return
+    try:
+        async with asyncio.timeout(request.app[SETTINGS].http.body_timeout_seconds):
+            await request.read()
+    except TimeoutError:
+        log.info("request_body_timeout", method=request.method, path=request.path)
+        raise BodyTimeout() from None
+    except (HttpProcessingError, RequestPayloadError):
+        # e.g. Content-Encoding: gzip on a body that is not gzip. The parser's text is not echoed.
+        raise BodyUnreadable("body") from None
 
 
 @web.middleware
 async def request_deadline(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Bound the time one request may spend (MongoDB work included): past it, 503 rather than a hang."""
+    await _receive_body(request)
     try:
         async with asyncio.timeout(request.app[SETTINGS].mongodb.request_deadline_seconds):
             return await handler(request)
@@ -86,11 +112,16 @@ async def error_envelope(request: web.Request, handler: Handler) -> web.StreamRe
         if isinstance(error, AppAuthFailed) and is_esb(request):
             # BlueKing's client libraries recognise an authentication failure by these headers.
             headers = {"X-Bkapi-Error-Code": "1640001", "X-Bkapi-Error-Message": "app authentication failed"}
-        return failure(request, error, headers)
+        response = failure(request, error, headers)
+        if isinstance(error, BodyTimeout | BodyUnreadable):
+            # The rest of the body is still on its way (or unreadable): the connection cannot carry another request.
+            response.force_close()
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return failure(request, _http_error(exc, request))
+        refused, allow = _http_error(exc, request)
+        return failure(request, refused, allow)
     except Exception:
         log.exception("unhandled_error", method=request.method, path=request.path)
         return failure(request, InternalError("server"))

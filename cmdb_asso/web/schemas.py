@@ -6,12 +6,11 @@ failing field's kind, in declared order, into the project's typed error naming t
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable
 from typing import Any
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
+from marshmallow import EXCLUDE, Schema, ValidationError, fields
 
 from cmdb_asso.errors import (
     BodyInvalid,
@@ -24,11 +23,9 @@ from cmdb_asso.errors import (
     ParamMissing,
     ParamNotInteger,
 )
+from cmdb_asso.inputs import MODEL_ID, int64_or_none
 
-INT64_MAX = 2**63 - 1
 MAX_IDS = 500
-# Model ids become part of table names: only a plain token is accepted.
-OBJ_ID_PATTERN = re.compile(r"^[A-Za-z0-9_]{1,128}$")
 
 ErrorMessages = dict[str, str | list[Any] | dict[Any, Any]]
 _KINDS: dict[str, Callable[[str], CmdbError]] = {
@@ -54,16 +51,8 @@ ID_LIST_ERRORS: ErrorMessages = {
     "empty": "input_invalid",
     "too_many": "page_limit",
 }
+FLAG_ERRORS: ErrorMessages = {"invalid": "invalid", "null": "invalid"}
 RAW_LIST_ERRORS: ErrorMessages = {"required": "no_data", "null": "no_data", "invalid": "invalid"}
-
-
-def _integral(value: Any) -> int | None:
-    """The integer a JSON number stands for, or None (booleans, fractions, non-numbers)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, float):
-        return int(value) if math.isfinite(value) and value.is_integer() else None
-    return value if isinstance(value, int) else None
 
 
 class PositiveInt64(fields.Field[int]):
@@ -72,24 +61,44 @@ class PositiveInt64(fields.Field[int]):
     default_error_messages = MISSING
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
-        number = _integral(value)
-        if number is None or not 0 < number <= INT64_MAX:
+        number = int64_or_none(value, minimum=1)
+        if number is None:
             raise self.make_error("invalid")
         return number
 
 
 class IntegerId(fields.Field[int]):
-    """An id that must be integral (a JSON integer, or digits as a path parameter carries them): else 1199009."""
+    """An id that must be integral (a JSON integer, or ASCII digits as a path parameter carries them): else 1199009."""
 
     default_error_messages = INTEGER_ID_ERRORS
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
-        if isinstance(value, str) and value.strip().isdigit():
-            value = int(value.strip())
-        number = _integral(value)
-        if number is None or not 0 <= number <= INT64_MAX:
+        number = int64_or_none(value, from_text=True, minimum=0)
+        if number is None:
             raise self.make_error("invalid")
         return number
+
+
+class PageNumber(fields.Field[int]):
+    """A page's start or limit: a JSON integer in 0..2**63-1 (booleans and fractions refused)."""
+
+    default_error_messages = MISSING
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
+        if isinstance(value, float) or (number := int64_or_none(value, minimum=0)) is None:
+            raise self.make_error("invalid")
+        return number
+
+
+class StrictBoolean(fields.Field[bool]):
+    """A JSON boolean, nothing else: `"true"` or `1` would silently mean something the caller may not mean."""
+
+    default_error_messages = FLAG_ERRORS
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid")
+        return value
 
 
 class Identifier(fields.Field[str]):
@@ -106,14 +115,14 @@ class Identifier(fields.Field[str]):
             raise self.make_error("invalid")
         if not value.strip():
             raise self.make_error("blank")
-        if len(value) > 256 or (self.pattern is not None and not self.pattern.match(value)):
+        if len(value) > 256 or (self.pattern is not None and not self.pattern.fullmatch(value)):
             raise self.make_error("invalid")
         return value
 
 
 def ObjectId(**kwargs: Any) -> Identifier:
     """A model id (`bk_obj_id`): a token that can name a table."""
-    return Identifier(pattern=OBJ_ID_PATTERN, **kwargs)
+    return Identifier(pattern=MODEL_ID, **kwargs)
 
 
 class IdList(fields.Field[list[int]]):
@@ -180,7 +189,7 @@ class CreateManySchema(_Schema):
     bk_obj_id = ObjectId(required=True, error_messages=EMPTY)
     bk_asst_obj_id = ObjectId(required=True, error_messages=EMPTY)
     details = RawList(required=True)
-    atomic = fields.Boolean(load_default=False, error_messages={"invalid": "invalid", "null": "invalid"})
+    atomic = StrictBoolean(load_default=False)
 
 
 class DetailSchema(_Schema):
@@ -214,8 +223,8 @@ class FindSchema(_Schema):
 class PageSchema(_Schema):
     """A page: start, limit (0 or absent means the largest page) and a sort string."""
 
-    start = fields.Integer(load_default=0, strict=True, validate=validate.Range(min=0), error_messages=MISSING)
-    limit = fields.Integer(load_default=0, strict=True, validate=validate.Range(min=0), error_messages=MISSING)
+    start = PageNumber(load_default=0)
+    limit = PageNumber(load_default=0)
     sort = fields.String(load_default="", error_messages=MISSING)
 
 

@@ -30,8 +30,22 @@ def _link(mapping: Any, inst_id: int = 1, asst_inst_id: int = 2) -> NewLink:
     return NewLink(Definition("d", "a", "b", "belong", mapping, "0"), inst_id, asst_inst_id, "0")
 
 
-def _service(mongo: Mongo, *, cache_seconds: float = 0, block: int = 10) -> AssociationService:
-    store = AssociationStore(mongo, id_block_size=block, definition_cache_seconds=cache_seconds)
+class FakeClock:
+    """A clock the test moves by hand, so that a TTL really passes without sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _service(
+    mongo: Mongo, *, cache_seconds: float = 0, block: int = 10, clock: FakeClock | None = None
+) -> AssociationService:
+    store = AssociationStore(
+        mongo, id_block_size=block, definition_cache_seconds=cache_seconds, clock=clock or FakeClock()
+    )
     return AssociationService(store, AllowAll())
 
 
@@ -93,13 +107,17 @@ async def test_the_service_raises_typed_errors_in_the_contract_order(mock_mongo:
 
 
 async def test_the_definition_cache_serves_a_changed_definition_after_its_ttl(mock_mongo: Mongo) -> None:
-    service = _service(mock_mongo, cache_seconds=60)
+    clock = FakeClock()
+    service = _service(mock_mongo, cache_seconds=60, clock=clock)
     await service.create_one(CALLER, CreateRequest("app_run_host", 41, 21))
     await mock_mongo.db["cc_ObjAsst"].update_one({"bk_obj_asst_id": "app_run_host"}, {"$set": {"mapping": "n:n"}})
 
     with pytest.raises(OneToOneViolated):
         await service.create_one(CALLER, CreateRequest("app_run_host", 41, 22))
-    service.store.forget_definitions()
+    clock.now += 59
+    with pytest.raises(OneToOneViolated):
+        await service.create_one(CALLER, CreateRequest("app_run_host", 41, 22))
+    clock.now += 2
     new_id = await service.create_one(CALLER, CreateRequest("app_run_host", 41, 22))
     assert new_id is not None
     assert new_id > 0

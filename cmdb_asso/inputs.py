@@ -1,0 +1,69 @@
+"""What every boundary accepts: one int64 parser, and the tokens that may become part of a table name.
+
+The integer parser takes JSON numbers and ASCII digit strings, bounded to int64.
+
+Python's `str.isdigit()` and `int()` accept far more than a caller means by an id: Arabic-Indic and
+full-width digits, superscripts (`isdigit` true, `int` refuses), underscores (`"1_000"`), surrounding
+white space. BSON, on the other hand, refuses integers outside int64 only when a command is encoded, deep
+inside the driver. So input is parsed here once, strictly, and nothing accepted can fail later.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+# At most 19 digits: int64's longest; a longer string is refused before `int()` sees it.
+_ASCII_INTEGER = re.compile(r"-?[0-9]{1,19}", re.ASCII)
+# Model ids and supplier accounts become part of table names (`cc_InstAsst_{supplier}_pub_{model}`): only a
+# plain ASCII token is accepted, matched in full (`$` would let a trailing newline through).
+MODEL_ID = re.compile(r"[A-Za-z0-9_]{1,128}", re.ASCII)
+SUPPLIER_ACCOUNT = re.compile(r"[A-Za-z0-9_]{1,64}", re.ASCII)
+# Printable text for names that reach storage and logs (users, app codes): no control characters.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def int64_or_none(value: Any, *, from_text: bool = False, minimum: int = INT64_MIN) -> int | None:
+    """The int64 that `value` stands for, or None.
+
+    Accepted: a JSON integer, a float with no fraction (`12.0`), and, when `from_text` is set (path
+    parameters, CSV cells), a string of ASCII digits with an optional leading `-`. Refused: booleans,
+    fractions, other strings, and anything outside `minimum`..2**63-1.
+    """
+    number: int
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, float):
+        if not math.isfinite(value) or not value.is_integer():
+            return None
+        number = int(value)
+    elif from_text and isinstance(value, str) and _ASCII_INTEGER.fullmatch(value):
+        number = int(value)
+    else:
+        return None
+    return number if minimum <= number <= INT64_MAX else None
+
+
+def is_int64(value: Any) -> bool:
+    """Whether `value` is a JSON integer BSON can encode (booleans are not integers)."""
+    return isinstance(value, int) and not isinstance(value, bool) and INT64_MIN <= value <= INT64_MAX
+
+
+def is_plain_text(value: str, *, max_length: int = 256) -> bool:
+    """Whether `value` is non-empty printable text of at most `max_length` characters that BSON can encode.
+
+    aiohttp decodes header bytes that are not UTF-8 into lone surrogates, which strings may hold but BSON
+    refuses to encode: such a value is refused here rather than failing in the driver.
+    """
+    if not value or len(value) > max_length or _CONTROL.search(value):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -1,0 +1,240 @@
+"""Strict edges at the HTTP boundary: headers as strict as body fields, slow bodies, 405's Allow, flags, bounds,
+and the ESB secret check kept off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from cmdb_asso import credentials
+from cmdb_asso.config import AppCredential, AuthSettings, LimitSettings, Settings
+from cmdb_asso.credentials import hash_secret
+from cmdb_asso.errors import AppAuthFailed
+from cmdb_asso.loader import Rejected, Row, parse_row
+from cmdb_asso.storage.associations import AssociationStore
+from cmdb_asso.storage.client import Mongo
+from cmdb_asso.web import identity
+from cmdb_asso.web.identity import AppAuthenticator
+from tests.conftest import MakeClient
+from tests.helpers import audit_records, call, create, link_body, links_in, read_envelope
+
+Client = TestClient[Any, Any]
+SEED = link_body("bk_switch_belong_bk_host", 11, 21)
+SEED_JSON = b'{"bk_obj_asst_id": "bk_switch_belong_bk_host", "bk_inst_id": 11, "bk_asst_inst_id": 21}'
+
+
+async def _raw_request(client: Client, head: bytes, body: bytes = b"", *, then_wait: bool = False) -> bytes:
+    """Send raw bytes to the test server and read its whole answer (it closes the connection)."""
+    server = client.server
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    try:
+        writer.write(head + body)
+        await writer.drain()
+        return await reader.read()
+    finally:
+        writer.close()
+
+
+def _split(raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers, body
+
+
+async def test_a_user_header_that_is_not_utf_8_is_refused_and_writes_nothing(client: Client, mock_mongo: Mongo) -> None:
+    head = (
+        b"POST /api/v3/create/instassociation HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"Content-Type: application/json\r\nX-Bkcmdb-User: adm\xffin\r\n"
+        b"Content-Length: " + str(len(SEED_JSON)).encode() + b"\r\n\r\n"
+    )
+
+    status, _headers, body = _split(await _raw_request(client, head, SEED_JSON))
+
+    assert status == 200
+    assert b'"bk_error_code":1199006' in body
+    assert await links_in(mock_mongo, "bk_switch") == []
+    assert await audit_records(mock_mongo) == []
+
+
+@pytest.mark.parametrize("user", ["a\tb", "x" * 257])
+async def test_a_user_that_is_not_plain_text_is_refused(client: Client, mock_mongo: Mongo, user: str) -> None:
+    answer = await create(client, SEED, user=user)
+    esb = await create(client, SEED, spelling="esb", user=user)
+
+    assert (answer.code, esb.code) == (1199006, 1199006)
+    assert await links_in(mock_mongo, "bk_switch") == []
+
+
+async def test_a_body_that_stalls_answers_408_in_the_envelope(
+    make_client: MakeClient, settings: Settings, mock_mongo: Mongo
+) -> None:
+    slow = replace(settings, http=replace(settings.http, body_timeout_seconds=0.2))
+    client = await make_client(app_settings=slow)
+    head = (
+        b"POST /api/v3/create/instassociation HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"X-Bkcmdb-User: admin\r\nContent-Length: " + str(len(SEED_JSON)).encode() + b"\r\n\r\n"
+    )
+    server = client.server
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    writer.write(head + SEED_JSON[:10])  # and then nothing: the server must answer by itself
+    await writer.drain()
+
+    raw = await reader.read()
+    writer.close()
+
+    status, headers, body = _split(raw)
+    assert status == 408
+    assert headers["Content-Type"].startswith("application/json")
+    assert b'"bk_error_code":1199003' in body
+    assert await links_in(mock_mongo, "bk_switch") == []
+
+
+async def test_a_slow_body_does_not_spend_the_database_deadline(
+    make_client: MakeClient, settings: Settings, mock_mongo: Mongo
+) -> None:
+    tight = replace(
+        settings,
+        http=replace(settings.http, body_timeout_seconds=5),
+        mongodb=replace(settings.mongodb, request_deadline_seconds=0.2),
+    )
+    client = await make_client(app_settings=tight)
+    head = (
+        b"POST /api/v3/create/instassociation HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Connection: close\r\nX-Bkcmdb-User: admin\r\nContent-Length: " + str(len(SEED_JSON)).encode() + b"\r\n\r\n"
+    )
+    server = client.server
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    writer.write(head + SEED_JSON[:10])
+    await writer.drain()
+    await asyncio.sleep(0.5)  # the client is slow on purpose: longer than the whole database deadline
+    writer.write(SEED_JSON[10:])
+    await writer.drain()
+
+    raw = await reader.read()
+    writer.close()
+
+    status, _headers, body = _split(raw)
+    assert status == 200
+    assert b'"bk_error_code":0' in body
+    assert len(await links_in(mock_mongo, "bk_switch")) == 1
+
+
+async def test_a_wrong_method_answers_405_with_allow(client: Client) -> None:
+    response = await client.get("/api/v3/create/instassociation", headers={"X-Bkcmdb-User": "admin"})
+
+    answer = read_envelope(response.status, await response.json(), response.headers)
+    assert (answer.status, answer.code) == (405, 1199003)
+    assert response.headers["Allow"] == "POST"
+
+
+@pytest.mark.parametrize(("language", "code"), [("fr", 1199006), ("english", 1199006), ("zh-CN", 0), ("en-US", 0)])
+@pytest.mark.parametrize("spelling", ["native", "esb"])
+async def test_a_language_the_service_does_not_speak_is_refused(
+    client: Client, language: str, code: int, spelling: str
+) -> None:
+    answer = await call(client, "count", {"bk_obj_id": "host"}, spelling=spelling, language=language)
+
+    assert answer.code == code
+
+
+@pytest.mark.parametrize("field", ["bk_app_code", "bk_username", "bk_app_secret", "bk_token"])
+@pytest.mark.parametrize("value", [12, ["a"], {"a": 1}, True])
+async def test_an_esb_common_argument_that_is_not_a_string_is_an_authentication_failure(
+    client: Client, mock_mongo: Mongo, field: str, value: Any
+) -> None:
+    answer = await create(client, {**SEED, "bk_username": "admin", field: value}, spelling="esb", user=None)
+
+    assert (answer.status, answer.code) == (401, 1199046)
+    assert await links_in(mock_mongo, "bk_switch") == []
+
+
+async def test_a_find_matching_more_than_the_setting_answers_1199059(
+    make_client: MakeClient, settings: Settings
+) -> None:
+    client = await make_client(app_settings=replace(settings, limits=LimitSettings(find_max_results=2)))
+    for inst_id, asst_inst_id in ((11, 21), (12, 22)):
+        assert (await create(client, link_body("bk_switch_belong_bk_host", inst_id, asst_inst_id))).code == 0
+
+    two = await call(client, "find", {"bk_obj_id": "bk_switch", "condition": {}})
+    assert (two.code, [link["id"] for link in two.data]) == (0, [1, 2])
+    assert (await create(client, link_body("bk_switch_belong_bk_host", 13, 23))).code == 0
+    three = await call(client, "find", {"bk_obj_id": "bk_switch", "condition": {}})
+
+    assert (three.code, three.data) == (1199059, None)
+
+
+async def test_the_secret_check_runs_off_the_event_loop_and_a_refusal_is_remembered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    threads: list[int] = []
+    real_verify = credentials.verify_secret
+
+    def spying_verify(secret: str, stored: str) -> bool:
+        threads.append(threading.get_ident())
+        return real_verify(secret, stored)
+
+    monkeypatch.setattr(identity, "verify_secret", spying_verify)
+    authenticator = AppAuthenticator({"app": hash_secret("right", iterations=1000)})
+
+    for _ in range(5):
+        with pytest.raises(AppAuthFailed):
+            await authenticator.authenticate("app", "wrong")
+    await authenticator.authenticate("app", "right")
+    await authenticator.authenticate("app", "right")
+
+    assert len(threads) == 2  # one PBKDF2 run for the wrong secret, one for the right one
+    assert threading.get_ident() not in threads
+
+
+async def test_wrong_secrets_do_not_stall_other_requests(
+    make_client: MakeClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    released = threading.Event()
+
+    def slow_verify(secret: str, stored: str) -> bool:
+        released.wait(10)
+        return False
+
+    monkeypatch.setattr(identity, "verify_secret", slow_verify)
+    secured = replace(settings, auth=AuthSettings(apps=(AppCredential("app", hash_secret("s", iterations=1000)),)))
+    client = await make_client(app_settings=secured)
+    stuck = asyncio.ensure_future(create(client, {**SEED, "bk_app_code": "app"}, spelling="esb"))
+
+    # While the secret check hangs in its thread, a native request is answered: the loop is free.
+    answer = await call(client, "count", {"bk_obj_id": "host"})
+    released.set()
+
+    assert answer.code == 0
+    assert (await stuck).code == 1199046
+
+
+async def test_the_definition_cache_is_bounded(mock_mongo: Mongo) -> None:
+    store = AssociationStore(mock_mongo, id_block_size=10, definition_cache_seconds=60, definition_cache_entries=3)
+    for supplier in range(10):
+        await store.find_definitions("bk_switch_belong_bk_host", ("0", str(supplier)))
+
+    cache = store._definitions
+    assert cache is not None
+    assert len(cache) <= 3
+
+
+@pytest.mark.parametrize("value", ["11.9", 11.9, "١٢", "１２", "1_000", "²", "0", -3, True, "9223372036854775808"])
+def test_the_loader_refuses_what_the_service_refuses(value: Any) -> None:
+    row = parse_row(1, {"bk_obj_asst_id": "bk_switch_belong_bk_host", "bk_inst_id": value, "bk_asst_inst_id": 21})
+
+    assert isinstance(row, Rejected)
+    assert row.code == 1199006
+
+
+@pytest.mark.parametrize("value", ["12", 12, 12.0, " 12 "])
+def test_the_loader_reads_plain_ids(value: Any) -> None:
+    row = parse_row(1, {"bk_obj_asst_id": "bk_switch_belong_bk_host", "bk_inst_id": value, "bk_asst_inst_id": 21})
+
+    assert isinstance(row, Row)
+    assert row.inst_id == 12
