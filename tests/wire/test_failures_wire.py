@@ -26,7 +26,7 @@ from cmdb_asso.storage.repair import find_problems, repair
 from cmdb_asso.storage.schema import seed_demo
 from tests.conftest import AiohttpClient
 from tests.helpers import audit_records, call, create, link_body, links_in, read_envelope, wait_ready
-from tests.web.test_batch import APP_HOST, SWITCH_HOST, batch
+from tests.web.test_batch import SWITCH_HOST, batch
 from tests.wire.conftest import add_instances
 
 pytestmark = pytest.mark.wire
@@ -175,46 +175,60 @@ async def test_the_check_links_command_reports_then_repairs(
     assert output.rstrip().endswith("no problems found")
 
 
-async def test_sigterm_under_load_finishes_in_flight_requests_and_exits_0(tmp_path: Path) -> None:
+async def test_sigterm_drains_16_callers_without_cutting_one_answer_and_exits_0(tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, "CMDB_ASSO_HTTP_PORT": str(port), "CMDB_ASSO_DATA_DIR": str(tmp_path / "var"),
-           "CMDB_ASSO_LOG_FORMAT": "json", "CMDB_ASSO_HTTP_SHUTDOWN_TIMEOUT": "10"}  # fmt: skip
+           "CMDB_ASSO_LOG_FORMAT": "json", "CMDB_ASSO_HTTP_SHUTDOWN_TIMEOUT": "10",
+           "CMDB_ASSO_HTTP_DRAIN_SECONDS": "4"}  # fmt: skip
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "cmdb_asso", "serve", "--seed-demo-if-empty",
         env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
+    answers: list[int] = []
+    cut: list[str] = []
     try:
         async with aiohttp.ClientSession() as session:
             await wait_ready(session, base)
-            answers: list[int] = []
-            refused = 0
             first_answer = asyncio.Event()
+            draining = asyncio.Event()
 
-            async def one(n: int) -> None:
-                nonlocal refused
-                body = batch(*APP_HOST, [(41 + n % 3, 21 + n % 5)])
-                try:
-                    async with session.post(
-                        f"{base}/api/v3/createmany/instassociation", json=body, headers={"X-Bkcmdb-User": "load"}
-                    ) as response:
-                        read_envelope(response.status, await response.json(), response.headers)
-                        answers.append(response.status)
-                        first_answer.set()
-                except aiohttp.ClientConnectionError:
-                    refused += 1  # sent after the listener closed: never accepted, so nothing to finish
+            async def caller(worker: int) -> None:
+                # Keep calling (kept-alive connections included) until five more answers after the drain began.
+                after_drain = 0
+                n = 0
+                while after_drain < 5:
+                    n += 1
+                    body = link_body("app_run_host", 100 + (worker * 31 + n) % 60, 100 + n % 40)
+                    try:
+                        async with session.post(
+                            f"{base}/api/v3/create/instassociation", json=body, headers={"X-Bkcmdb-User": "load"}
+                        ) as response:
+                            read_envelope(response.status, await response.json(), response.headers)
+                            answers.append(response.status)
+                    except aiohttp.ClientError as exc:
+                        cut.append(type(exc).__name__)
+                        return
+                    first_answer.set()
+                    if draining.is_set():
+                        after_drain += 1
 
-            tasks = [asyncio.create_task(one(n)) for n in range(150)]
-            # Once one answer is back the server is busy with the rest: that is when SIGTERM comes.
+            callers = [asyncio.create_task(caller(worker)) for worker in range(16)]
             await asyncio.wait_for(first_answer.wait(), 30)
             process.send_signal(signal.SIGTERM)
-            await asyncio.gather(*tasks)
-        code = await asyncio.wait_for(process.wait(), 20)
+            for _ in range(200):  # /readyz turns 503 as soon as the signal is handled
+                async with session.get(f"{base}/readyz") as ready:
+                    if ready.status == 503:
+                        break
+                await asyncio.sleep(0.02)
+            draining.set()
+            await asyncio.gather(*callers)
+        code = await asyncio.wait_for(process.wait(), 30)
     finally:
         if process.returncode is None:
             process.kill()
             await process.wait()
+    assert cut == []
     assert code == 0
-    assert answers, "no request was in flight when SIGTERM came"
     assert set(answers) == {200}
-    assert len(answers) + refused == 150
+    assert len(answers) > 16 * 5
