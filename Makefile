@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck check bench clean
+.PHONY: install run test fuzz lint typecheck check bench clean
 
 install: $(STAMP)
 
@@ -19,6 +19,12 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# Random exploration: the property and contract-fuzz tests with fresh random draws and many more examples
+# (`make test` draws the same fixed examples every run). A failure prints the seed that reproduces it.
+fuzz: install
+	$(BIN)/python -m pytest tests/web/test_trust.py tests/wire/test_contract_fuzz.py \
+		-k "random or never_a_5xx" --hypothesis-profile=explore --hypothesis-show-statistics
 
 lint: install
 	$(BIN)/ruff check cmdb_asso tests scripts

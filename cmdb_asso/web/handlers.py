@@ -159,7 +159,7 @@ def _page(raw: Any) -> Page:
     return Page(start=page["start"], limit=page["limit"] or PAGE_LIMIT, sort=sort)
 
 
-_DRY_RUN_HEADER = {"": False, "0": False, "false": False, "no": False, "1": True, "true": True, "yes": True}
+DRY_RUN_WORDS = {"": False, "0": False, "false": False, "no": False, "1": True, "true": True, "yes": True}
 
 
 def _dry_run(request: web.Request, params: Any) -> bool:
@@ -171,7 +171,7 @@ def _dry_run(request: web.Request, params: Any) -> bool:
     flag = params.get("dry_run") if isinstance(params, dict) else None
     if flag is not None and not isinstance(flag, bool):
         raise BodyInvalid("dry_run")
-    header = _DRY_RUN_HEADER.get(request.headers.get("X-Dry-Run", "").strip().lower())
+    header = DRY_RUN_WORDS.get(request.headers.get("X-Dry-Run", "").strip().lower())
     if header is None:
         raise BodyInvalid("X-Dry-Run")
     return flag is True or header

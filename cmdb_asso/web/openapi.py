@@ -6,9 +6,13 @@ from typing import Any
 
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
-from marshmallow import Schema
+from marshmallow import Schema, fields
 
+from cmdb_asso.inputs import INT64_MAX, MODEL_ID, SUPPLIER_ACCOUNT
+from cmdb_asso.service.idempotency import MAX_KEY_LENGTH
 from cmdb_asso.web import schemas
+from cmdb_asso.web.handlers import DRY_RUN_WORDS
+from cmdb_asso.web.identity import LANGUAGE_HEADERS
 from cmdb_asso.web.routes import ESB_PREFIXES, ROUTES, Route
 
 TITLE = "cmdb-asso"
@@ -60,13 +64,47 @@ RESPONSE_DATA: dict[str, dict[str, Any]] = {
     "search_instance_associations": {"type": "object", "properties": {"info": _LINKS}},
     "count_instance_associations": {"type": "object", "properties": {"count": {"type": "integer"}}},
 }
+_USER: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 256, "pattern": r"^[^\x00-\x1f\x7f]+$"}
+_SUPPLIER: dict[str, Any] = {"type": "string", "pattern": f"^{SUPPLIER_ACCOUNT.pattern}$"}
+_MODEL_ID: dict[str, Any] = {"type": "string", "pattern": f"^{MODEL_ID.pattern}$"}
 _ESB_CREDENTIALS: dict[str, Any] = {
     "type": "object",
     "properties": {
-        name: {"type": "string"}
-        for name in ("bk_app_code", "bk_app_secret", "bk_username", "bk_token", "bk_supplier_account")
+        "bk_app_code": {"type": "string", "maxLength": 128},
+        "bk_app_secret": {"type": "string"},
+        "bk_username": _USER,
+        "bk_token": {"type": "string"},
+        "bk_supplier_account": _SUPPLIER,
     },
 }
+_INT64 = {"type": "integer", "format": "int64", "maximum": INT64_MAX}
+
+
+def _field_bounds(converter: Any, field: fields.Field[Any], **kwargs: Any) -> dict[str, Any]:
+    """What each of the project's own fields enforces, so that a client generated from the document sends
+    only what the service accepts."""
+    if isinstance(field, schemas.PositiveInt64):
+        return {**_INT64, "minimum": 1}
+    if isinstance(field, schemas.IntegerId | schemas.PageNumber):
+        return {**_INT64, "minimum": 0}
+    if isinstance(field, schemas.IdList):
+        return {"items": {**_INT64, "minimum": 0}, "minItems": 1, "maxItems": schemas.MAX_IDS}
+    if isinstance(field, schemas.Identifier):
+        if field.pattern is not None:
+            return {"pattern": f"^{field.pattern.pattern}$"}
+        return {"minLength": 1, "maxLength": 256, "pattern": r"\S"}
+    if isinstance(field, schemas.StringList):
+        return {"items": {"type": "string"}}
+    return {}
+
+
+_RESPONSE_HEADERS: dict[str, Any] = {
+    "X-Request-Id": {"description": "the request id (the caller's, or a new one)", "schema": {"type": "string"}},
+    "X-Bkapi-Request-Id": {"description": "the same request id, as BlueKing's gateway names it",
+                           "schema": {"type": "string"}},
+}  # fmt: skip
+_RETRY_AFTER = {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}
+_ALLOW = {"description": "the methods this path answers", "schema": {"type": "string"}}
 
 
 def _native_envelope(data: dict[str, Any]) -> dict[str, Any]:
@@ -102,40 +140,44 @@ def _esb_envelope(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _errors(envelope: str) -> dict[str, Any]:
-    error = {"content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{envelope}Error"}}}}
+    """Every failure status the service answers, each in the envelope and with the request-id headers."""
+    error = {
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{envelope}Error"}}},
+        "headers": _RESPONSE_HEADERS,
+    }
     return {
+        "400": {"description": "a request the HTTP parser refuses, or a body that cannot be decoded as its "
+                "headers say (1199003, 1199006)", **error},
         "401": {"description": "the caller was not identified or authenticated (1199027, 1199046)", **error},
+        "404": {"description": "no such route (1199003)", **error},
+        "405": {"description": "the path does not answer this method (1199003)", **error,
+                "headers": {**_RESPONSE_HEADERS, "Allow": _ALLOW}},
+        "408": {"description": "the body did not arrive in time (1199003)", **error},
         "413": {"description": "the body is over the limit (1199035)", **error},
         "500": {"description": "an unexpected failure (1199999)", **error},
-        "503": {"description": "MongoDB is unreachable or too slow; retry (1199017, 1199998)", **error},
-    }
+        "503": {"description": "MongoDB is unreachable or too slow; retry (1199017, 1199998)", **error,
+                "headers": {**_RESPONSE_HEADERS, "Retry-After": _RETRY_AFTER}},
+    }  # fmt: skip
+
+
+def _identity_headers() -> list[dict[str, Any]]:
+    language = {"type": "string", "enum": ["en", "zh", "zh-cn", "en-us"]}
+    return [
+        {"name": "X-Bkcmdb-User", "in": "header", "required": True, "schema": _USER},
+        {"name": "X-Bkcmdb-Supplier-Account", "in": "header", "required": False, "schema": _SUPPLIER},
+        {"name": LANGUAGE_HEADERS[0], "in": "header", "required": False, "schema": language},
+    ]
 
 
 def _native_operation(route: Route, schema_name: str) -> dict[str, Any]:
     path_names = [part[1:-1] for part in route.native_path.split("/") if part.startswith("{")]
+    path_schemas = {"bk_obj_id": _MODEL_ID, "id": {**_INT64, "minimum": 0}}
     parameters: list[dict[str, Any]] = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}} for name in path_names
+        {"name": name, "in": "path", "required": True, "schema": path_schemas[name]} for name in path_names
     ]
-    parameters += [
-        {"name": "X-Bkcmdb-User", "in": "header", "required": True, "schema": {"type": "string"}},
-        {"name": "X-Bkcmdb-Supplier-Account", "in": "header", "required": False, "schema": {"type": "string"}},
-        {
-            "name": "X-Bkcmdb-Language",
-            "in": "header",
-            "required": False,
-            "schema": {"type": "string", "enum": ["en", "zh"]},
-        },
-    ]
+    parameters += _identity_headers()
     if route.idempotent:
-        parameters += [
-            {
-                "name": "Idempotency-Key",
-                "in": "header",
-                "required": False,
-                "schema": {"type": "string", "maxLength": 255},
-            },
-            {"name": "X-Dry-Run", "in": "header", "required": False, "schema": {"type": "string", "enum": ["0", "1"]}},
-        ]
+        parameters += _write_option_headers()
     operation: dict[str, Any] = {
         "operationId": f"native_{route.esb_name}",
         "summary": f"{route.esb_name} (native spelling)",
@@ -145,6 +187,7 @@ def _native_operation(route: Route, schema_name: str) -> dict[str, Any]:
             "200": {
                 "description": "the envelope: result true with data, or result false with a bk-cmdb code",
                 "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/Native_{route.esb_name}"}}},
+                "headers": _RESPONSE_HEADERS,
             },
             **_errors("Native"),
         },
@@ -157,10 +200,21 @@ def _native_operation(route: Route, schema_name: str) -> dict[str, Any]:
     return operation
 
 
+def _write_option_headers() -> list[dict[str, Any]]:
+    key = {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH, "pattern": r"^[\x20-\x7e]+$"}
+    return [
+        {"name": "Idempotency-Key", "in": "header", "required": False, "schema": key},
+        {"name": "X-Dry-Run", "in": "header", "required": False,
+         "schema": {"type": "string", "enum": sorted(word for word in DRY_RUN_WORDS if word)}},
+    ]  # fmt: skip
+
+
 def _esb_operation(route: Route, schema_name: str) -> dict[str, Any]:
-    parameters = [
+    parameters: list[dict[str, Any]] = [
         {"name": "X-Bkapi-Authorization", "in": "header", "required": False, "schema": {"type": "string"}},
     ]
+    if route.idempotent:
+        parameters += _write_option_headers()
     return {
         "operationId": f"esb_{route.esb_name}",
         "summary": f"{route.esb_name} (ESB spelling)",
@@ -183,6 +237,7 @@ def _esb_operation(route: Route, schema_name: str) -> dict[str, Any]:
             "200": {
                 "description": "the ESB envelope (the seed's shape)",
                 "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/Esb_{route.esb_name}"}}},
+                "headers": _RESPONSE_HEADERS,
             },
             **_errors("Esb"),
         },
@@ -193,9 +248,13 @@ def build_spec() -> dict[str, Any]:
     """The whole document: both spellings of every operation, the envelopes, and the operational routes."""
     plugin = MarshmallowPlugin()
     spec = APISpec(title=TITLE, version=VERSION, openapi_version="3.0.3", plugins=[plugin])
+    assert plugin.converter is not None
+    plugin.converter.add_attribute_function(_field_bounds)  # type: ignore[no-untyped-call]
     for field_class, openapi_type, openapi_format in (
         (schemas.PositiveInt64, "integer", "int64"),
         (schemas.IntegerId, "integer", "int64"),
+        (schemas.PageNumber, "integer", "int64"),
+        (schemas.StrictBoolean, "boolean", None),
         (schemas.Identifier, "string", None),
         (schemas.IdList, "array", None),
         (schemas.RawList, "array", None),
@@ -219,17 +278,20 @@ def build_spec() -> dict[str, Any]:
         spec.path(path=f"{ESB_PREFIXES[0]}{route.esb_name}/", operations={"post": _esb_operation(route, schema_name)})
     for path, description in (
         ("/healthz", "the process is alive"),
-        ("/readyz", "MongoDB answers a ping (503 with the reason otherwise)"),
+        ("/readyz", "MongoDB answers a ping"),
         ("/metrics", "Prometheus text format"),
         ("/openapi.json", "this document"),
     ):
+        responses: dict[str, Any] = {"200": {"description": description}}
+        if path == "/readyz":
+            responses["503"] = {"description": "not ready: MongoDB does not answer, or the service is shutting down"}
         spec.path(
             path=path,
             operations={
                 "get": {
                     "operationId": path.strip("/").replace(".", "_"),
                     "tags": ["operations"],
-                    "responses": {"200": {"description": description}},
+                    "responses": responses,
                 }
             },
         )

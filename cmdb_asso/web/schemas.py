@@ -180,6 +180,7 @@ class CreateAssociationSchema(_Schema):
     bk_obj_asst_id = Identifier(required=True, error_messages=MISSING)
     bk_inst_id = PositiveInt64(required=True, error_messages=MISSING)
     bk_asst_inst_id = PositiveInt64(required=True, error_messages=MISSING)
+    dry_run = StrictBoolean(load_default=False)
 
 
 class CreateManySchema(_Schema):
@@ -190,6 +191,7 @@ class CreateManySchema(_Schema):
     bk_asst_obj_id = ObjectId(required=True, error_messages=EMPTY)
     details = RawList(required=True)
     atomic = StrictBoolean(load_default=False)
+    dry_run = StrictBoolean(load_default=False)
 
 
 class DetailSchema(_Schema):

@@ -171,19 +171,21 @@ async def test_the_store_refuses_a_second_one_to_one_link_even_when_the_check_is
 ) -> None:
     service = _service(mock_mongo)
     await service.create_one(CALLER, CreateRequest("app_run_host", 41, 21))
-    original = service.store.find_existing_links
+    original = service.store.read_for_create
     blind = [True]
 
-    async def stale_check(definition: Any, supplier: str, pairs: list[tuple[int, int]]) -> list[LinkEnds]:
-        # The first check misses the winner, as a concurrent request's check would.
+    async def stale_read(definition: Any, supplier: str, pairs: list[tuple[int, int]], **kwargs: Any) -> Any:
+        # The first read misses the winner, as a concurrent request's read would: only the store can refuse.
+        existing, sources, targets = await original(definition, supplier, pairs, **kwargs)
         if blind:
             blind.pop()
-            return []
-        return await original(definition, supplier, pairs)
+            return [], sources, targets
+        return existing, sources, targets
 
-    monkeypatch.setattr(service.store, "find_existing_links", stale_check)
+    monkeypatch.setattr(service.store, "read_for_create", stale_read)
     with pytest.raises(OneToOneViolated):
         await service.create_one(CALLER, CreateRequest("app_run_host", 42, 21))
+    assert not blind, "the create path never made the (blinded) read"
     assert len(await links_in(mock_mongo, "app")) == 1
     assert len(await audit_records(mock_mongo)) == 1
 

@@ -58,7 +58,34 @@ async def test_each_operation_has_request_and_response_schemas(client: Client) -
                     assert "requestBody" in operation, (method, path)
     create = document["components"]["schemas"]["CreateAssociation"]
     assert set(create["required"]) == {"bk_obj_asst_id", "bk_inst_id", "bk_asst_inst_id"}
-    assert create["properties"]["bk_inst_id"] == {"type": "integer", "format": "int64"}
+    assert create["properties"]["bk_inst_id"] == {
+        "type": "integer", "format": "int64", "minimum": 1, "maximum": 2**63 - 1}  # fmt: skip
+    assert create["properties"]["dry_run"]["type"] == "boolean"
+
+
+async def test_the_document_states_what_the_service_enforces_and_answers(client: Client) -> None:
+    document = await (await client.get("/openapi.json")).json()
+    schemas = document["components"]["schemas"]
+
+    delete_one = document["paths"]["/api/v3/delete/instassociation/{bk_obj_id}/{id}"]["delete"]
+    path_parameters = {parameter["name"]: parameter["schema"] for parameter in delete_one["parameters"]}
+    assert path_parameters["id"]["type"] == "integer"
+    assert path_parameters["id"]["minimum"] == 0
+    assert path_parameters["bk_obj_id"]["pattern"] == "^[A-Za-z0-9_]{1,128}$"
+    assert path_parameters["X-Bkcmdb-Supplier-Account"]["pattern"] == "^[A-Za-z0-9_]{1,64}$"
+    assert schemas["DeleteMany"]["properties"]["id"]["maxItems"] == 500
+    assert schemas["Search"]["properties"]["bk_obj_id"]["pattern"] == "^[A-Za-z0-9_]{1,128}$"
+    assert schemas["CreateMany"]["properties"]["atomic"]["type"] == "boolean"
+    for path, operations in document["paths"].items():
+        if not path.startswith("/api/"):
+            continue
+        for operation in operations.values():
+            responses = operation["responses"]
+            assert {"200", "400", "401", "404", "405", "408", "413", "500", "503"} <= set(responses), path
+            assert "Allow" in responses["405"]["headers"]
+            assert "Retry-After" in responses["503"]["headers"]
+            for response in responses.values():
+                assert {"X-Request-Id", "X-Bkapi-Request-Id"} <= set(response["headers"])
 
 
 async def test_the_docs_page_is_served_from_local_files(client: Client) -> None:
