@@ -29,7 +29,7 @@ from cmdb_asso.loader import Loader, State
 from cmdb_asso.log import setup_logging
 from cmdb_asso.storage.client import EMBEDDED, EMBEDDED_RUNNING, EmbeddedMongo, Mongo
 from cmdb_asso.storage.repair import find_problems, repair
-from cmdb_asso.storage.schema import ensure_indexes, has_definitions, seed_demo
+from cmdb_asso.storage.schema import ShardedTables, ensure_indexes, has_definitions, seed_demo
 from cmdb_asso.web.server import run
 
 log = structlog.get_logger("cmdb_asso")
@@ -204,8 +204,15 @@ async def _with_mongo(settings: Settings, work: Callable[[Mongo], Awaitable[None
 
 
 async def _init_db(mongo: Mongo, supplier_account: str) -> None:
-    tables = await ensure_indexes(mongo, supplier_account)
-    log.info("indexes_ready", tables=len(tables))
+    states = await ensure_indexes(mongo, supplier_account)
+    for state in states:
+        missing = ", ".join(state.missing) if state.missing else "none"
+        print(f"{state.table}: missing indexes: {missing}")
+    incomplete = [state.table for state in states if not state.complete]
+    print(
+        f"{len(states)} table(s) ready"
+        + (f"; {len(incomplete)} without every unique index (see check-links)" if incomplete else "")
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -232,7 +239,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         if args.workers > 1:
             return supervise(settings, args.config, workers=args.workers, seed_if_empty=args.seed_demo_if_empty)
-        serve(settings, seed_if_empty=args.seed_demo_if_empty, reuse_port=args.reuse_port)
+        try:
+            serve(settings, seed_if_empty=args.seed_demo_if_empty, reuse_port=args.reuse_port)
+        except ShardedTables as exc:
+            print(f"cmdb-asso: {exc}", file=sys.stderr)
+            return 2
         return 0
     supplier = settings.supplier_account
     try:

@@ -22,7 +22,7 @@ from cmdb_asso.service.queries import QueryService
 from cmdb_asso.storage.associations import AssociationStore
 from cmdb_asso.storage.client import EMBEDDED, EMBEDDED_RUNNING, EmbeddedMongo, Mongo, connect
 from cmdb_asso.storage.idempotency import IdempotencyStore
-from cmdb_asso.storage.schema import ensure_indexes
+from cmdb_asso.storage.schema import ensure_indexes, refuse_sharded_tables
 from cmdb_asso.web.identity import AppAuthenticator
 from cmdb_asso.web.metrics import Metrics
 from cmdb_asso.web.middlewares import error_envelope, request_context, request_deadline
@@ -70,15 +70,31 @@ def authorizer_from(auth: AuthSettings) -> Authorizer:
     return AllowAll()
 
 
-async def _retry_undos(store: AssociationStore, interval: float) -> None:
-    """Forever: finish the undos that failed while MongoDB was away."""
+async def _recover_periodically(store: AssociationStore, settings: Settings) -> None:
+    """Forever: settle the writes that a process (this one before a restart, or another) left unfinished,
+    once they are older than any in-flight request could be. The first pass runs at start-up."""
     while True:
-        await asyncio.sleep(interval)
-        if store.pending_undos:
-            try:
-                await store.retry_pending_undos()
-            except CmdbError:
-                continue
+        try:
+            await store.journal.recover(
+                settings.supplier_account, grace_seconds=settings.mongodb.recovery_grace_seconds
+            )
+        except CmdbError as exc:
+            log.info("recovery_postponed", code=exc.code)
+        await asyncio.sleep(settings.mongodb.recovery_interval_seconds)
+
+
+async def _prepare_tables(mongo: Mongo, store: AssociationStore, settings: Settings) -> None:
+    """In the background at start-up: read every model table's indexes and build the missing ones, a few
+    tables at a time and within a bounded time; the service serves meanwhile."""
+    try:
+        async with asyncio.timeout(settings.mongodb.index_preparation_seconds):
+            await store.ids.apply_initial_ids()
+            states = await ensure_indexes(mongo, settings.supplier_account, store.indexes)
+    except (CmdbError, TimeoutError) as exc:
+        # Tables are prepared again when a request first writes to them.
+        log.warning("startup_index_preparation_incomplete", error=type(exc).__name__)
+        return
+    log.info("tables_prepared", tables=len(states), incomplete=sum(not state.complete for state in states))
 
 
 def _setup_cors(app: web.Application, origins: tuple[str, ...]) -> None:
@@ -95,7 +111,6 @@ def create_app(
     *,
     mongo: Mongo | None = None,
     authorizer: Authorizer | None = None,
-    undo_retry_seconds: float = 1.0,
 ) -> web.Application:
     """Build the application; `mongo` replaces the configured connection (tests pass their own)."""
     app = web.Application(
@@ -112,7 +127,8 @@ def create_app(
 
     async def mongo_context(app: web.Application) -> AsyncIterator[None]:
         connection, embedded = (mongo, None) if mongo is not None else await open_mongo(settings)
-        retrier: asyncio.Task[None] | None = None
+        recovering: asyncio.Task[None] | None = None
+        preparing: asyncio.Task[None] | None = None
         try:
             store = AssociationStore(
                 connection,
@@ -131,18 +147,18 @@ def create_app(
                 stale_seconds=2 * deadline,
             )
             app[METRICS].watch_storage(store, connection.commands)
-            try:
-                await ensure_indexes(connection, settings.supplier_account)
-            except CmdbError as exc:
-                # The service still starts; tables get their indexes before their first write anyway.
-                log.warning("startup_indexes_skipped", code=exc.code)
-            retrier = asyncio.create_task(_retry_undos(store, undo_retry_seconds))
+            with contextlib.suppress(CmdbError):  # MongoDB down at start-up: the service starts and waits for it
+                await refuse_sharded_tables(connection, settings.supplier_account)
+            preparing = asyncio.create_task(_prepare_tables(connection, store, settings))
+            recovering = asyncio.create_task(_recover_periodically(store, settings))
             yield
         finally:
-            if retrier is not None:
-                retrier.cancel()
+            if preparing is not None:
+                preparing.cancel()
+            if recovering is not None:
+                recovering.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await retrier
+                    await recovering
             if mongo is None:
                 await connection.close()
             if embedded is not None:

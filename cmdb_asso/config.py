@@ -36,6 +36,9 @@ class MongoSettings:
     definition_cache_seconds: float = 5.0
     request_deadline_seconds: float = 10.0
     fold_reads: str = "auto"
+    index_preparation_seconds: float = 300.0
+    recovery_interval_seconds: float = 30.0
+    recovery_grace_seconds: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,9 @@ class _MongoSchema(Schema):
     definition_cache_seconds = fields.Float(validate=validate.Range(min=0))
     request_deadline_seconds = fields.Float(validate=validate.Range(min=0.01))
     fold_reads = fields.String(validate=validate.OneOf(["auto", "on", "off"]))
+    index_preparation_seconds = fields.Float(validate=validate.Range(min=1))
+    recovery_interval_seconds = fields.Float(validate=validate.Range(min=0.05))
+    recovery_grace_seconds = fields.Float(validate=validate.Range(min=0))
 
 
 class _HttpSchema(Schema):

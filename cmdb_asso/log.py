@@ -16,6 +16,23 @@ def _orjson_dumps(event: Any, **_kwargs: Any) -> str:
     return orjson.dumps(event, default=str).decode()
 
 
+class _StandardOutput:
+    """Writes each line to whatever `sys.stdout` is at that moment (not the stream of the moment logging was
+    set up: a command run inside a test, or a replaced stream, must not leave loggers writing to a closed
+    file once loggers are cached)."""
+
+    def msg(self, message: str) -> None:
+        """Write one line and flush it."""
+        sys.stdout.write(message + "\n")
+        sys.stdout.flush()
+
+    log = debug = info = warning = warn = error = critical = exception = fatal = msg
+
+
+def _standard_output(*_args: Any) -> _StandardOutput:
+    return _StandardOutput()
+
+
 def setup_logging(settings: LogSettings) -> None:
     """Configure structlog (and the standard library's root logger) once, at start-up."""
     level = logging.getLevelNamesMapping()[settings.level.upper()]
@@ -32,7 +49,7 @@ def setup_logging(settings: LogSettings) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.WriteLoggerFactory(file=sys.stdout),
+        logger_factory=_standard_output,
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(

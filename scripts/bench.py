@@ -38,8 +38,9 @@ from aiohttp import web
 from bson.int64 import Int64
 from pymongo import AsyncMongoClient
 
+from cmdb_asso.clock import utc_now
 from cmdb_asso.domain import AuditRecord, Definition, NewLink
-from cmdb_asso.storage.associations import audit_document, link_document, utc_now
+from cmdb_asso.storage.associations import audit_document, link_document
 from cmdb_asso.storage.client import EMBEDDED_RUNNING, EmbeddedMongo, free_port
 
 DATABASE = "cmdb_bench"

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 import structlog
 
+from cmdb_asso.clock import utc_now
 from cmdb_asso.domain import AuditRecord, Definition, LinkEnds, NewLink
 from cmdb_asso.errors import (
     AssociationExists,
@@ -25,7 +26,7 @@ from cmdb_asso.errors import (
 )
 from cmdb_asso.service.context import Caller
 from cmdb_asso.service.permission import Authorizer, DeniedInstance, edit_permission_payload
-from cmdb_asso.storage.associations import AssociationStore, LinkConflict, utc_now
+from cmdb_asso.storage.associations import AssociationStore, LinkConflict
 
 log = structlog.get_logger(__name__)
 
@@ -179,7 +180,8 @@ class AssociationService:
         """
         supplier = caller.supplier_account
         values = list(pairs.values())
-        skip_links = optimistic and definition.mapping == "n:n"
+        # Write first only where the store refuses a repeat itself: bk-cmdb databases may lack that index.
+        skip_links = optimistic and definition.mapping == "n:n" and self.store.refuses_repeats(definition, supplier)
         # One round of reads for the whole batch; its answers are judged in the contract's order.
         existing, src_names, dst_names = await self.store.read_for_create(
             definition, supplier, values, with_links=not skip_links
@@ -311,9 +313,9 @@ class AssociationService:
         ends += [(str(link["bk_asst_obj_id"]), int(link["bk_asst_inst_id"])) for link in links]
         await self.authorize_edit(caller, ends)
         names = await self._names_of_ends(caller.supplier_account, ends)
-        audits = [self._delete_audit(caller, link, names) for link in links]
-        await self.store.delete_links(links, audits)
-        return len(links)
+        audits = {int(link["id"]): self._delete_audit(caller, link, names) for link in links}
+        # Counts what this call removed: a concurrent delete of the same link counts (and audits) it once.
+        return await self.store.delete_links(obj_id, caller.supplier_account, links, audits)
 
     async def _names_of_ends(self, supplier: str, ends: list[tuple[str, int]]) -> dict[tuple[str, int], str]:
         by_model: dict[str, list[int]] = {}

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+
+from cmdb_asso.storage.client import time_budget as storage_time_budget
 
 
 @dataclass(frozen=True, slots=True)
@@ -13,3 +16,8 @@ class Caller:
     supplier_account: str
     app_code: str = ""
     request_id: str = ""
+
+
+def time_budget(seconds: float) -> AbstractContextManager[None]:
+    """The scope in which every database command carries the request's remaining time."""
+    return storage_time_budget(seconds)

@@ -5,22 +5,30 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
+from typing import Any, Literal
 
 import structlog
 from bson.int64 import Int64
 from bson.objectid import ObjectId
 from cachetools import TTLCache
-from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
+from pymongo.errors import (
+    BulkWriteError,
+    DuplicateKeyError,
+    ExecutionTimeout,
+    NetworkTimeout,
+    OperationFailure,
+    PyMongoError,
+)
 
+from cmdb_asso.clock import utc_now
 from cmdb_asso.domain import MAPPINGS, AuditRecord, Definition, LinkEnds, Mapping, NewLink
-from cmdb_asso.storage.client import Mongo, translate_errors
+from cmdb_asso.storage.client import Mongo, share_of_budget, translate_errors
 from cmdb_asso.storage.ids import IdAllocator
 from cmdb_asso.storage.indexes import DST_GUARD, SRC_GUARD, IndexManager
+from cmdb_asso.storage.journal import CLAIM, CLAIMED_AT, Journal, new_token
 from cmdb_asso.storage.tables import (
     AUDIT_LOG,
     AUDIT_SEQUENCE,
@@ -36,7 +44,7 @@ from cmdb_asso.storage.tables import (
 log = structlog.get_logger(__name__)
 
 RESOURCE_NAME_MAX_BYTES = 256
-_TRANSACTION_ATTEMPTS = 5
+_WRITE_CONFLICT = 112
 # Reads whose results are small documents ask for them in one batch rather than the server's default of 101.
 _LARGE_BATCH = 10000
 
@@ -48,11 +56,6 @@ class LinkConflict(Exception):
 def truncate_utf8(text: str, max_bytes: int) -> str:
     """Cut `text` to at most `max_bytes` of UTF-8 without splitting a character."""
     return text.encode("utf-8")[:max_bytes].decode("utf-8", "ignore")
-
-
-def utc_now() -> datetime:
-    """The current time as a naive UTC datetime, as bk-cmdb stores times."""
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def link_document(link: NewLink, link_id: int, now: datetime) -> dict[str, Any]:
@@ -144,7 +147,7 @@ class AssociationStore:
         self._fold_reads = fold_reads == "on" or (fold_reads == "auto" and not mongo.embedded)
         self.ids = IdAllocator(mongo, id_block_size)
         self.indexes = IndexManager(mongo)
-        self.pending_undos: deque[_Step] = deque()
+        self.journal = Journal(mongo)
         # Tables known to exist (a table is never dropped by this service).
         self._tables_seen: set[str] = set()
         self.links_created = 0
@@ -181,6 +184,14 @@ class AssociationStore:
         with translate_errors(write=False):
             docs = await self.mongo.db[table].find(query, projection).batch_size(_LARGE_BATCH).to_list(None)
         return [LinkEnds(int(doc["bk_inst_id"]), int(doc["bk_asst_inst_id"])) for doc in docs]
+
+    def refuses_repeats(self, definition: Definition, supplier_account: str) -> bool:
+        """Whether the store itself refuses a repeated link of `definition` (the unique index on
+        {bk_inst_id, bk_asst_inst_id, bk_obj_asst_id} exists on both tables), so a create may write first."""
+        tables = {inst_asst_table(definition.obj_id, supplier_account)}
+        tables.add(inst_asst_table(definition.asst_obj_id, supplier_account))
+        states = [self.indexes.state(table) for table in sorted(tables)]
+        return all(state is not None and state.unique_link for state in states)
 
     async def read_for_create(
         self,
@@ -221,11 +232,10 @@ class AssociationStore:
         """Run the reads as one $unionWith aggregation where the server folds them, else as concurrent finds."""
         if self._fold_reads and len(parts) > 1:
             try:
-                return await self._read_folded(parts)
-            except (NotImplementedError, OperationFailure) as exc:
+                with translate_errors(write=False):
+                    return await self._read_folded(parts)
+            except NotImplementedError:
                 # A server (or mock) without $unionWith: fall back to separate reads from now on.
-                if isinstance(exc, OperationFailure) and exc.code not in _UNKNOWN_STAGE_CODES:
-                    raise
                 log.info("folded_reads_unsupported", fallback="separate reads")
                 self._fold_reads = False
 
@@ -243,11 +253,16 @@ class AssociationStore:
 
         pipeline = stages(parts[0])
         pipeline += [{"$unionWith": {"coll": part.collection, "pipeline": stages(part)}} for part in parts[1:]]
-        with translate_errors(write=False):
+        try:
             cursor = self.mongo.db[parts[0].collection].aggregate(pipeline, batchSize=_LARGE_BATCH)
             if inspect.isawaitable(cursor):  # pymongo's async aggregate is a coroutine, motor's is not
                 cursor = await cursor
             docs = await cursor.to_list(None)
+        except OperationFailure as exc:
+            # Seen here, before the error is translated: the server does not know the stage.
+            if exc.code in _UNKNOWN_STAGE_CODES:
+                raise NotImplementedError("$unionWith") from exc
+            raise
         found: dict[str, list[dict[str, Any]]] = {part.tag: [] for part in parts}
         for doc in docs:
             found.setdefault(str(doc.pop(_TAG, "")), []).append(doc)
@@ -290,17 +305,25 @@ class AssociationStore:
         tables = [inst_asst_table(definition.obj_id, supplier)]
         if definition.asst_obj_id != definition.obj_id:
             tables.append(inst_asst_table(definition.asst_obj_id, supplier))
-        await asyncio.gather(*(self.indexes.ensure(table) for table in tables))
+        for table in tables:
+            self.indexes.state(table)  # a table not prepared yet is prepared in the background
         link_ids, audit_ids = await asyncio.gather(
             self.ids.take(INST_ASST_SEQUENCE, len(links)), self.ids.take(AUDIT_SEQUENCE, len(audits))
         )
         now = utc_now()
         docs = [link_document(link, link_id, now) for link, link_id in zip(links, link_ids, strict=True)]
-        audit_docs = [audit_document(record, audit_id) for record, audit_id in zip(audits, audit_ids, strict=True)]
+        audit_docs = [
+            {"_id": ObjectId(), **audit_document(record, audit_id)}
+            for record, audit_id in zip(audits, audit_ids, strict=True)
+        ]
         # The audit records go first, so that without a transaction no link ever exists without its record.
         steps: list[_Step] = [_InsertStep(AUDIT_LOG, audit_docs)]
         steps += [_InsertStep(table, docs) for table in tables]
-        await self._run(steps)
+        journal = {
+            "tables": tables,
+            "links": [{"link": doc, "audit": audit} for doc, audit in zip(docs, audit_docs, strict=True)],
+        }
+        await self._run(steps, links_written=True, journal=("create", journal))
         self.links_created += len(link_ids)
         return link_ids
 
@@ -310,24 +333,87 @@ class AssociationStore:
         with translate_errors(write=False):
             return list(await self.mongo.db[table].find({"id": _one_or_in(ids)}).to_list(None))
 
-    async def delete_links(self, links: list[dict[str, Any]], audits: list[AuditRecord]) -> None:
-        """Remove links from both models' tables, archive each removed copy and write the audit records,
-        all or nothing."""
-        supplier = str(links[0].get("bk_supplier_account", "0"))
+    async def delete_links(
+        self, obj_id: str, supplier_account: str, links: list[dict[str, Any]], audits: dict[int, AuditRecord]
+    ) -> int:
+        """Remove links from both models' tables, archive each removed copy and write one audit record per link,
+        all or nothing; return how many links this call removed.
+
+        The links are first claimed in `obj_id`'s table: of concurrent deletes of one link exactly one claims it,
+        and only what was claimed is archived, audited and counted.
+        """
+        token = new_token()
+        named = inst_asst_table(obj_id, supplier_account)
+        ids = sorted(int(link["id"]) for link in links)
+        if await self.mongo.supports_transactions():
+            removed: list[int] = []
+
+            async def write(session: Any) -> None:
+                claimed = await self._claim(named, ids, token, session)
+                removed[:] = [int(link["id"]) for link in claimed]
+                if claimed:
+                    steps = await self._delete_steps(named, claimed, audits)
+                    for step in steps:
+                        await step.run(self, session)
+
+            with translate_errors(write=True):
+                await self.mongo.run_transaction(write)
+            self.links_deleted += len(removed)
+            return len(removed)
+        claimed = await self._claim(named, ids, token, None)
+        if not claimed:
+            return 0
+        steps = await self._delete_steps(named, claimed, audits)
+        journal = {
+            "tables": sorted({step.table for step in steps if isinstance(step, _DeleteStep)}),
+            "link_ids": [int(link["id"]) for link in claimed],
+            "audits": next(step.docs for step in steps if isinstance(step, _InsertStep) and step.table == AUDIT_LOG),
+            "archives": next(
+                step.docs for step in steps if isinstance(step, _InsertStep) and step.table == DEL_ARCHIVE
+            ),
+        }
+        # A delete is finished, never undone: recovery rolls it forward if this process cannot.
+        await self.journal.open(token, "delete", journal)
+        with translate_errors(write=True):
+            for step in steps:
+                await step.run(self, None)
+        await self.journal.close(token)
+        self.links_deleted += len(claimed)
+        return len(claimed)
+
+    async def _claim(self, table: str, ids: list[int], token: str, session: Any) -> list[dict[str, Any]]:
+        """Mark the unclaimed links with these ids as this delete's; return the stored links it claimed."""
+        collection = self.mongo.db[table]
+        with translate_errors(write=True):
+            marked = await collection.update_many(
+                {"id": _one_or_in(ids), CLAIM: {"$exists": False}},
+                {"$set": {CLAIM: token, CLAIMED_AT: time.time()}},
+                session=session,
+            )
+            if not marked.modified_count:
+                return []
+            return list(await collection.find({CLAIM: token}, session=session).to_list(None))
+
+    async def _delete_steps(
+        self, named: str, claimed: list[dict[str, Any]], audits: dict[int, AuditRecord]
+    ) -> list[_Step]:
+        supplier = str(claimed[0].get("bk_supplier_account", "0"))
         by_table: dict[str, list[dict[str, Any]]] = {}
-        for link in links:
+        for link in claimed:
             for obj_id in dict.fromkeys((str(link["bk_obj_id"]), str(link["bk_asst_obj_id"]))):
                 by_table.setdefault(inst_asst_table(obj_id, supplier), []).append(link)
-        audit_ids = await self.ids.take(AUDIT_SEQUENCE, len(audits))
+        records = [audits[int(link["id"])] for link in claimed]
+        audit_ids = await self.ids.take(AUDIT_SEQUENCE, len(records))
         now = utc_now()
         archives = [
             archive_document(table, link, now) for table, table_links in by_table.items() for link in table_links
         ]
-        audit_docs = [audit_document(record, audit_id) for record, audit_id in zip(audits, audit_ids, strict=True)]
+        audit_docs = [audit_document(record, audit_id) for record, audit_id in zip(records, audit_ids, strict=True)]
         steps: list[_Step] = [_InsertStep(AUDIT_LOG, audit_docs), _InsertStep(DEL_ARCHIVE, archives)]
-        steps += [_DeleteStep(table, table_links) for table, table_links in by_table.items()]
-        await self._run(steps)
-        self.links_deleted += len(links)
+        # The table the caller named goes last, by claim: its copies are the ones this delete owns.
+        steps += [_DeleteStep(table, table_links) for table, table_links in by_table.items() if table != named]
+        steps.append(_DeleteStep(named, [link for link in claimed]))
+        return steps
 
     async def find_links(
         self,
@@ -373,14 +459,27 @@ class AssociationStore:
             self._tables_seen.add(table)
         return exists
 
-    async def _run(self, steps: list[_Step]) -> None:
-        """Run the steps in one transaction, or in order with an undo of every step begun if one fails."""
+    async def _run(
+        self, steps: list[_Step], *, links_written: bool, journal: tuple[Literal["create"], dict[str, Any]]
+    ) -> None:
+        """Run the steps in one transaction, or (journalled) in order with an undo of every step begun if one
+        fails.
+
+        A unique index refusing a link, or (with transactions) write conflicts that outlast the time budget
+        while links are written, raise LinkConflict: the caller judges its rules again and answers the
+        rule's code, never a 503 for a race it lost.
+        """
         try:
             with translate_errors(write=True):
-                if await self.mongo.supports_transactions():
-                    await self._run_in_transaction(steps)
-                else:
-                    await self._run_with_undo(steps)
+                try:
+                    if await self.mongo.supports_transactions():
+                        await self._run_in_transaction(steps)
+                    else:
+                        await self._run_journalled(steps, *journal)
+                except PyMongoError as exc:
+                    if links_written and _lost_a_race(exc):
+                        raise LinkConflict() from exc
+                    raise
         except (DuplicateKeyError, BulkWriteError) as exc:
             raise LinkConflict() from exc
 
@@ -389,45 +488,52 @@ class AssociationStore:
             await self.mongo.db[table].insert_many([dict(doc) for doc in docs], ordered=True, session=session)
 
     async def _run_in_transaction(self, steps: list[_Step]) -> None:
-        for attempt in range(1, _TRANSACTION_ATTEMPTS + 1):
-            try:
-                async with self.mongo.transaction() as session:
-                    for step in steps:
-                        await step.run(self, session)
-                return
-            except PyMongoError as exc:
-                if not exc.has_error_label("TransientTransactionError") or attempt == _TRANSACTION_ATTEMPTS:
-                    raise
-                await asyncio.sleep(0.005 * attempt)
+        conflicts = 0
 
-    async def _run_with_undo(self, steps: list[_Step]) -> None:
+        async def write(session: Any) -> None:
+            nonlocal conflicts
+            try:
+                for step in steps:
+                    await step.run(self, session)
+            except PyMongoError as exc:
+                if exc.has_error_label("TransientTransactionError"):
+                    conflicts += 1
+                raise
+
+        # Half the time left stays for judging the rules again if the transaction loses its race (the driver
+        # may overrun its share by one backoff sleep).
+        try:
+            with share_of_budget(0.5):
+                await self.mongo.run_transaction(write)
+        except PyMongoError as exc:
+            if conflicts and isinstance(exc, ExecutionTimeout | NetworkTimeout | OperationFailure):
+                # The budget ran out while the driver retried a conflicting transaction: a race was lost.
+                raise _RaceLost() from exc
+            raise
+
+    async def _run_journalled(self, steps: list[_Step], op: Literal["create"], body: dict[str, Any]) -> None:
+        token = new_token()
+        await self.journal.open(token, op, body)
         begun: list[_Step] = []
         try:
             for step in steps:
                 begun.append(step)
                 await step.run(self, None)
         except BaseException:
-            # Undo what was written, newest first. An undo that fails (MongoDB gone) waits in `pending_undos`
-            # and is retried until MongoDB is back; a process that dies first leaves it to `check-links`.
+            # Undo what was written, newest first. An undo that fails (MongoDB gone, or this task cancelled)
+            # leaves the journal entry, and recovery settles the write once it is older than any request.
+            undone = True
             for step in reversed(begun):
                 try:
                     await asyncio.shield(step.undo(self))
                 except (PyMongoError, asyncio.CancelledError):
-                    log.warning("undo_postponed", table=step.table)
-                    self.pending_undos.append(step)
+                    log.warning("undo_left_to_recovery", table=step.table, token=token)
+                    undone = False
+                    break
+            if undone:
+                await self.journal.close(token)
             raise
-
-    async def retry_pending_undos(self) -> int:
-        """Run the undos that failed earlier, oldest first; return how many are still waiting."""
-        while self.pending_undos:
-            step = self.pending_undos[0]
-            try:
-                await step.undo(self)
-            except PyMongoError:
-                break
-            self.pending_undos.popleft()
-            log.info("undo_completed", table=step.table)
-        return len(self.pending_undos)
+        await self.journal.close(token)
 
 
 @dataclass(frozen=True, slots=True)
@@ -465,6 +571,23 @@ def _existing_links_query(definition: Definition, pairs: list[tuple[int, int]]) 
         "n:n": {**same_source, "bk_asst_inst_id": _one_or_in(targets)},
     }
     return {"bk_obj_asst_id": definition.obj_asst_id, **clauses[definition.mapping]}
+
+
+class _RaceLost(PyMongoError):
+    """A transaction kept conflicting with concurrent writers until its time budget ran out."""
+
+
+def _lost_a_race(exc: BaseException) -> bool:
+    """Whether a failed transaction lost to a concurrent writer: a write conflict (or a duplicate key) is in
+    its chain, however the driver wrapped it when the retry budget ran out."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, _RaceLost | DuplicateKeyError | BulkWriteError):
+            return True
+        if isinstance(seen, OperationFailure) and seen.code == _WRITE_CONFLICT:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _public(doc: dict[str, Any]) -> dict[str, Any]:
@@ -514,13 +637,4 @@ class _DeleteStep(_Step):
         await store.mongo.db[self.table].delete_many({"id": {"$in": ids}}, session=session)
 
     async def undo(self, store: AssociationStore) -> None:
-        collection = store.mongo.db[self.table]
-        ids = [link["id"] for link in self.links]
-        present = {doc["id"] for doc in await collection.find({"id": {"$in": ids}}, {"id": 1}).to_list(None)}
-        missing = [_restorable(link) for link in self.links if link["id"] not in present]
-        if missing:
-            await collection.insert_many(missing, ordered=False)
-
-
-def _restorable(link: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in link.items() if key != "_id"}
+        raise NotImplementedError("a delete is rolled forward by recovery, never undone")

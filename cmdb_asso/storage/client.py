@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import inspect
+import random
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pymongo
 import structlog
-from pymongo import monitoring
+from pymongo import ReadPreference, WriteConcern, monitoring
 from pymongo.errors import (
     BulkWriteError,
     ConnectionFailure,
@@ -31,11 +34,20 @@ from cmdb_asso.errors import CmdbError, InternalError, StoreReadUnavailable, Sto
 
 log = structlog.get_logger(__name__)
 
+# Stated, not left to the deployment's default: on a primary-secondary-arbiter set the default is w:1, and an
+# acknowledged link could be rolled back by a failover.
+MAJORITY = WriteConcern("majority")
+# PyMongo's own limit for retrying a transaction when no time budget is set.
+_TRANSACTION_RETRY_SECONDS = 120.0
+# The end of the current request's time budget (monotonic seconds), where one is set.
+_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("cmdb_asso_deadline", default=None)
+
 EMBEDDED = "embedded"
 # Prefix of the URI that a supervisor hands its workers: the embedded server it already started.
 EMBEDDED_RUNNING = "embedded+"
 # MongoDB's own error codes that mean "the server is there but cannot serve now".
-_UNAVAILABLE_CODES = frozenset({6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 50})
+# 133 is FailedToSatisfyReadPreference, which mongos answers while a shard has no primary.
+_UNAVAILABLE_CODES = frozenset({6, 7, 50, 89, 91, 133, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436})
 
 __all__ = ["DuplicateKeyError", "EmbeddedMongo", "Mongo", "connect"]
 
@@ -72,6 +84,31 @@ def translate_errors(*, write: bool) -> Any:
             raise (StoreWriteUnavailable() if write else StoreReadUnavailable()) from exc
         log.error("mongodb_error", error=type(exc).__name__, detail=str(exc)[:500], write=write)
         raise InternalError("database") from exc
+
+
+@contextlib.contextmanager
+def time_budget(seconds: float) -> Iterator[None]:
+    """Every command sent inside carries the time left (`maxTimeMS`), so that a request that gives up at its
+    deadline does not leave its query running on the server (PyMongo's client-side operation timeout; motor
+    runs the driver in threads that do not see it, and keeps its socket timeouts only)."""
+    token = _DEADLINE.set(time.monotonic() + seconds)
+    try:
+        with pymongo.timeout(seconds):
+            yield
+    finally:
+        _DEADLINE.reset(token)
+
+
+@contextlib.contextmanager
+def share_of_budget(share: float) -> Iterator[None]:
+    """Inside a time budget, give the block only `share` of the time left, so that what follows it (judging
+    the rules again after a transaction lost its race) still has time to run."""
+    deadline = _DEADLINE.get()
+    if deadline is None:
+        yield
+        return
+    with pymongo.timeout(max((deadline - time.monotonic()) * share, 0.001)):
+        yield
 
 
 class CommandCounter(monitoring.CommandListener):
@@ -112,6 +149,7 @@ class Mongo:
     commands: CommandCounter = field(default_factory=CommandCounter)
     transaction_mode: str = "auto"
     embedded: bool = False
+    mongos: bool = False
 
     async def supports_transactions(self) -> bool:
         """Whether writes use transactions; asked of the server once, when it first answers."""
@@ -127,22 +165,22 @@ class Mongo:
             info = await self.client.admin.command("buildInfo")
         if info.get("process") == "nx_27017":
             self.embedded = True
+        with translate_errors(write=False):
+            hello = await self.client.admin.command("hello")
+        self.mongos = hello.get("msg") == "isdbgrid"
 
-    @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Any]:
-        """Run the block in a transaction and yield its session; without transactions, yield None."""
-        if not await self.supports_transactions():
-            yield None
-            return
+    async def run_transaction(self, callback: Callable[[Any], Awaitable[None]]) -> None:
+        """Run `callback(session)` in a transaction with majority write concern, through the driver's own
+        `with_transaction`: the whole transaction is retried on TransientTransactionError (a write conflict,
+        a failover) and the commit on UnknownTransactionCommitResult, with backoff, for as long as the
+        request's time budget (`pymongo.timeout`) allows."""
         session = self.client.start_session()
-        if inspect.isawaitable(session):  # motor's start_session is a coroutine, pymongo's is not
-            session = await session
-        async with session:
-            started = session.start_transaction()
-            if inspect.isawaitable(started):
-                started = await started
-            async with started:
-                yield session
+        if not inspect.isawaitable(session):  # PyMongo's own helper
+            async with session:
+                await session.with_transaction(callback, write_concern=MAJORITY, read_preference=ReadPreference.PRIMARY)
+            return
+        async with await session as motor_session:
+            await _motor_with_transaction(motor_session, callback)
 
     async def ping(self) -> None:
         """Ask the server for a ping; raises a typed error when it does not answer."""
@@ -154,6 +192,46 @@ class Mongo:
         closed = self.client.close()
         if inspect.isawaitable(closed):
             await closed
+
+
+async def _motor_with_transaction(session: Any, callback: Callable[[Any], Awaitable[None]]) -> None:
+    """The transactions spec's retry loop for motor, whose own `with_transaction` commits on leaving its
+    `start_transaction` block and so never retries an unknown commit result, and retries without backoff.
+    Bounded by the request's time budget (motor's driver threads do not see `pymongo.timeout`)."""
+    deadline = _DEADLINE.get() or time.monotonic() + _TRANSACTION_RETRY_SECONDS
+    attempt = 0
+    while True:
+        attempt += 1
+        session.start_transaction(write_concern=MAJORITY, read_preference=ReadPreference.PRIMARY)
+        try:
+            await callback(session)
+        except BaseException as exc:
+            if session.in_transaction:
+                with contextlib.suppress(PyMongoError):
+                    await session.abort_transaction()
+            if _retryable(exc, "TransientTransactionError", deadline):
+                await asyncio.sleep(_backoff(attempt))
+                continue
+            raise
+        while True:
+            try:
+                await session.commit_transaction()
+                return
+            except PyMongoError as exc:
+                if _retryable(exc, "UnknownTransactionCommitResult", deadline):
+                    continue
+                if _retryable(exc, "TransientTransactionError", deadline):
+                    break
+                raise
+        await asyncio.sleep(_backoff(attempt))
+
+
+def _retryable(exc: BaseException, label: str, deadline: float) -> bool:
+    return isinstance(exc, PyMongoError) and exc.has_error_label(label) and time.monotonic() < deadline
+
+
+def _backoff(attempt: int) -> float:
+    return random.random() * min(0.005 * 1.5**attempt, 0.5)
 
 
 def _client_class(driver: str) -> Callable[..., Any]:

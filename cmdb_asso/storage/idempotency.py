@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pymongo import ASCENDING, IndexModel
 from pymongo.errors import DuplicateKeyError
 
-from cmdb_asso.storage.associations import utc_now
+from cmdb_asso.clock import utc_now
 from cmdb_asso.storage.client import Mongo, translate_errors
 from cmdb_asso.storage.indexes import create_indexes
 

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from cmdb_asso.clock import utc_now
 from cmdb_asso.domain import AuditRecord
-from cmdb_asso.storage.associations import archive_document, audit_document, utc_now
+from cmdb_asso.storage.associations import archive_document, audit_document
 from cmdb_asso.storage.client import Mongo, translate_errors
 from cmdb_asso.storage.ids import IdAllocator
 from cmdb_asso.storage.tables import AUDIT_LOG, AUDIT_SEQUENCE, DEL_ARCHIVE, inst_asst_table

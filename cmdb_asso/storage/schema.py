@@ -2,26 +2,70 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
+import structlog
 from bson.int64 import Int64
 
+from cmdb_asso.errors import CmdbError
 from cmdb_asso.storage.client import Mongo, translate_errors
-from cmdb_asso.storage.indexes import create_indexes, table_indexes
+from cmdb_asso.storage.indexes import IndexManager, TableIndexes
 from cmdb_asso.storage.tables import ASST_DES, OBJ_ASST, OBJ_DES, inst_asst_table, instance_table
 
+log = structlog.get_logger(__name__)
 
-async def ensure_indexes(mongo: Mongo, supplier_account: str) -> list[str]:
-    """Create the indexes of the association table of every model listed in `cc_ObjDes`; return the tables."""
+
+async def model_tables(mongo: Mongo, supplier_account: str) -> list[str]:
+    """The association table of every model listed in `cc_ObjDes`."""
     with translate_errors(write=False):
         obj_ids = sorted(
-            str(doc["bk_obj_id"]) for doc in await mongo.db[OBJ_DES].find({}, {"bk_obj_id": 1}).to_list(None)
+            {str(doc["bk_obj_id"]) for doc in await mongo.db[OBJ_DES].find({}, {"bk_obj_id": 1}).to_list(None)}
         )
-    tables = [inst_asst_table(obj_id, supplier_account) for obj_id in obj_ids]
-    await asyncio.gather(*(create_indexes(mongo.db[table], table_indexes(mongo)) for table in tables))
-    return tables
+    return [inst_asst_table(obj_id, supplier_account) for obj_id in obj_ids]
+
+
+async def ensure_indexes(
+    mongo: Mongo, supplier_account: str, manager: IndexManager | None = None
+) -> list[TableIndexes]:
+    """Prepare the association table of every model listed in `cc_ObjDes`: read its indexes, create the
+    missing ones, and say which unique indexes each really has."""
+    tables = await model_tables(mongo, supplier_account)
+    return await (manager or IndexManager(mongo)).prepare_all(tables)
+
+
+class ShardedTables(Exception):
+    """Association tables are sharded: the service refuses to run on them (the README says why)."""
+
+    def __init__(self, tables: list[str]) -> None:
+        super().__init__(
+            f"association tables are sharded: {', '.join(tables)}. They must stay unsharded: a link is written "
+            "to two tables, and the unique indexes that keep the rules race-free cannot hold across shards "
+            "unless the shard key is their prefix."
+        )
+        self.tables = tables
+
+
+async def refuse_sharded_tables(mongo: Mongo, supplier_account: str) -> None:
+    """On mongos, raise ShardedTables when any model's association table is sharded (config.collections)."""
+    await mongo.supports_transactions()  # identifies the server
+    if not mongo.mongos:
+        return
+    tables = await model_tables(mongo, supplier_account)
+    namespaces = [f"{mongo.db.name}.{table}" for table in tables]
+    try:
+        with translate_errors(write=False):
+            docs = (
+                await mongo.client["config"]["collections"]
+                .find({"_id": {"$in": namespaces}, "dropped": {"$ne": True}}, {"_id": 1})
+                .to_list(None)
+            )
+    except CmdbError:
+        log.warning("sharding_not_checked", detail="config.collections could not be read (privileges?)")
+        return
+    sharded = sorted(str(doc["_id"]).split(".", 1)[1] for doc in docs)
+    if sharded:
+        raise ShardedTables(sharded)
 
 
 async def has_definitions(mongo: Mongo) -> bool:

@@ -11,6 +11,7 @@ OBJ_DES = "cc_ObjDes"
 ID_GENERATOR = "cc_idgenerator"
 AUDIT_LOG = "cc_AuditLog"
 DEL_ARCHIVE = "cc_DelArchive"
+SYSTEM = "cc_System"
 
 # The id sequences in cc_idgenerator.
 INST_ASST_SEQUENCE = "cc_InstAsst"

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
@@ -48,9 +48,12 @@ class _StorageCollector(Collector):
         deleted = CounterMetricFamily("cmdb_asso_links_deleted", "Instance associations deleted")
         deleted.add_metric([], self.store.links_deleted)
         yield deleted
-        pending = GaugeMetricFamily("cmdb_asso_pending_undos", "Undos waiting for MongoDB to come back")
-        pending.add_metric([], len(self.store.pending_undos))
-        yield pending
+        recovered = CounterMetricFamily(
+            "cmdb_asso_recovered_links", "Links of unfinished writes settled by recovery", labels=["how"]
+        )
+        recovered.add_metric(["forward"], self.store.journal.rolled_forward)
+        recovered.add_metric(["back"], self.store.journal.rolled_back)
+        yield recovered
 
 
 class Metrics:

@@ -25,10 +25,12 @@ from cmdb_asso.errors import (
     StoreWriteUnavailable,
 )
 from cmdb_asso.keys import DRAINING, LANGUAGE, METRICS, REQUEST_ID, RESPONSE_CODE, SETTINGS, WRITES
+from cmdb_asso.service.context import time_budget
 from cmdb_asso.web.envelope import failure, is_esb
 from cmdb_asso.web.identity import language_of, request_id_of
 
 log = structlog.get_logger("cmdb_asso.access")
+DEADLINE_GRACE_SECONDS = 0.25
 # Which worker answered, when several serve one port.
 PID = os.getpid()
 
@@ -94,9 +96,13 @@ async def _receive_body(request: web.Request) -> None:
 async def request_deadline(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Bound the time one request may spend (MongoDB work included): past it, 503 rather than a hang."""
     await _receive_body(request)
+    seconds = request.app[SETTINGS].mongodb.request_deadline_seconds
     try:
-        async with asyncio.timeout(request.app[SETTINGS].mongodb.request_deadline_seconds):
-            return await handler(request)
+        # The driver's own budget ends first, so that its error (translated with the operation's read or
+        # write code) answers; the loop's deadline is the backstop for everything else.
+        async with asyncio.timeout(seconds + DEADLINE_GRACE_SECONDS):
+            with time_budget(seconds):
+                return await handler(request)
     except TimeoutError:
         log.warning("request_deadline_exceeded", method=request.method, path=request.path)
         raise (StoreWriteUnavailable() if request.get(WRITES) else StoreReadUnavailable()) from None

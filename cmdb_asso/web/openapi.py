@@ -169,6 +169,27 @@ def _identity_headers() -> list[dict[str, Any]]:
     ]
 
 
+def _links(spelling: str, esb_name: str) -> dict[str, Any]:
+    """What a created link's id leads to: reading it back and deleting it (clients and stateful fuzzers
+    follow these from a create's answer)."""
+    if esb_name != "add_instance_association":
+        return {}
+    created = "$response.body#/data/id"
+    if spelling == "native":
+        return {
+            "FindCreated": {"operationId": "native_find_instance_association",
+                            "requestBody": {"bk_obj_id": "host", "condition": {"id": created}}},
+            "DeleteCreated": {"operationId": "native_delete_instance_association",
+                              "parameters": {"bk_obj_id": "host", "id": created}},
+        }  # fmt: skip
+    return {
+        "FindCreated": {"operationId": "esb_find_instance_association",
+                        "requestBody": {"bk_obj_id": "host", "condition": {"id": created}}},
+        "DeleteCreated": {"operationId": "esb_delete_instance_association",
+                          "requestBody": {"bk_obj_id": "host", "id": created}},
+    }  # fmt: skip
+
+
 def _native_operation(route: Route, schema_name: str) -> dict[str, Any]:
     path_names = [part[1:-1] for part in route.native_path.split("/") if part.startswith("{")]
     path_schemas = {"bk_obj_id": _MODEL_ID, "id": {**_INT64, "minimum": 0}}
@@ -188,6 +209,7 @@ def _native_operation(route: Route, schema_name: str) -> dict[str, Any]:
                 "description": "the envelope: result true with data, or result false with a bk-cmdb code",
                 "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/Native_{route.esb_name}"}}},
                 "headers": _RESPONSE_HEADERS,
+                "links": _links("native", route.esb_name),
             },
             **_errors("Native"),
         },
@@ -238,6 +260,7 @@ def _esb_operation(route: Route, schema_name: str) -> dict[str, Any]:
                 "description": "the ESB envelope (the seed's shape)",
                 "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/Esb_{route.esb_name}"}}},
                 "headers": _RESPONSE_HEADERS,
+                "links": _links("esb", route.esb_name),
             },
             **_errors("Esb"),
         },

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import socket
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -40,7 +41,9 @@ async def unreachable_mongo() -> Mongo:
 async def test_an_unreachable_mongodb_answers_503_with_retry_after_and_no_driver_text(
     aiohttp_client: AiohttpClient, settings: Settings, unreachable_mongo: Mongo, spelling: str
 ) -> None:
-    client = await aiohttp_client(create_app(settings, mongo=unreachable_mongo))
+    # Every command carries the request's time budget, and so does choosing a server: a short deadline.
+    short = replace(settings, mongodb=replace(settings.mongodb, request_deadline_seconds=0.5))
+    client = await aiohttp_client(create_app(short, mongo=unreachable_mongo))
 
     answer = await create(client, SEED, spelling=spelling)
 

@@ -1,0 +1,197 @@
+"""The write journal: what a multi-document write without a transaction means to do, recorded before its first
+write, and the recovery that brings any write its process did not finish to one consistent state.
+
+Without a transaction (the embedded server, a standalone mongod) a create writes the audit record, then the
+source model's table, then the target model's; a delete writes its audit records and archive copies, then
+removes the link from both tables. A process killed in between leaves part of that. So every such write first
+inserts one journal entry (`cmdb_asso_journal`, a collection of our own) holding everything the write will
+put or take away, and removes the entry when it is done (or fully undone).
+
+Recovery looks at entries older than any in-flight request could be and decides each link alone:
+
+- a create whose link has a copy in at least one table is rolled forward (the missing copy and the audit
+  record are written): a retrying client was told the link exists, and it does;
+- a create whose link has no copy anywhere is rolled back (its audit record is removed): a retrying client
+  saw nothing and created its own;
+- a delete is always rolled forward (the remaining copies go, the audit record and archive copies stay or
+  are written): it was asked for, its link was claimed, and part of it may be gone already.
+
+Links claimed by a delete whose process died before it wrote its journal entry are released.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Literal
+
+import structlog
+from pymongo import ASCENDING, IndexModel
+from pymongo.errors import DuplicateKeyError
+
+from cmdb_asso.clock import utc_now
+from cmdb_asso.storage.client import Mongo, translate_errors
+from cmdb_asso.storage.indexes import create_indexes
+from cmdb_asso.storage.tables import AUDIT_LOG, DEL_ARCHIVE, inst_asst_table
+
+log = structlog.get_logger(__name__)
+
+JOURNAL = "cmdb_asso_journal"
+# The field a delete marks the links it claimed with (its journal token), so that concurrent deletes of one
+# link never both count it, audit it and archive it.
+CLAIM = "cmdb_asso_deleting"
+CLAIMED_AT = "cmdb_asso_deleting_at"
+
+
+def new_token() -> str:
+    """A fresh journal token."""
+    return uuid.uuid4().hex
+
+
+@dataclass
+class Recovery:
+    """What one recovery pass did."""
+
+    rolled_forward: int = 0
+    rolled_back: int = 0
+    claims_released: int = 0
+    entries: int = 0
+    details: list[str] = field(default_factory=list)
+
+    @property
+    def anything(self) -> bool:
+        """Whether the pass changed anything."""
+        return bool(self.rolled_forward or self.rolled_back or self.claims_released)
+
+
+class Journal:
+    """Opens and closes journal entries, and recovers the ones left behind."""
+
+    def __init__(self, mongo: Mongo) -> None:
+        self.mongo = mongo
+        self._indexed = False
+        self.rolled_forward = 0
+        self.rolled_back = 0
+
+    async def _ensure_index(self) -> None:
+        if not self._indexed:
+            await create_indexes(self.mongo.db[JOURNAL], [IndexModel([("at", ASCENDING)], name="cmdb_asso_at")])
+            self._indexed = True
+
+    async def open(self, token: str, op: Literal["create", "delete"], body: dict[str, Any]) -> None:
+        """Record the intent of a write before its first document is written."""
+        await self._ensure_index()
+        with translate_errors(write=True):
+            await self.mongo.db[JOURNAL].insert_one({"_id": token, "op": op, "at": utc_now(), **body})
+
+    async def close(self, token: str) -> None:
+        """The write is whole (done or undone): forget its entry. A failure only leaves work for recovery."""
+        try:
+            with translate_errors(write=True):
+                await self.mongo.db[JOURNAL].delete_one({"_id": token})
+        except Exception as exc:  # the write itself succeeded; recovery finds the entry and sees it whole
+            log.warning("journal_entry_left", token=token, error=type(exc).__name__)
+
+    async def stale_entries(self, grace_seconds: float) -> list[dict[str, Any]]:
+        """Entries older than `grace_seconds`: their writers are gone."""
+        cutoff = utc_now() - timedelta(seconds=grace_seconds)
+        with translate_errors(write=False):
+            return list(await self.mongo.db[JOURNAL].find({"at": {"$lte": cutoff}}).sort("at", 1).to_list(None))
+
+    async def stale_claims(self, supplier_account: str, grace_seconds: float) -> list[tuple[str, dict[str, Any]]]:
+        """Links claimed by a delete longer than `grace_seconds` ago, with their tables."""
+        cutoff = time.time() - grace_seconds
+        prefix = inst_asst_table("", supplier_account)
+        found: list[tuple[str, dict[str, Any]]] = []
+        with translate_errors(write=False):
+            for table in sorted(await self.mongo.db.list_collection_names()):
+                if not table.startswith(prefix):
+                    continue
+                query = {CLAIM: {"$exists": True}, CLAIMED_AT: {"$lte": cutoff}}
+                found += [(table, doc) for doc in await self.mongo.db[table].find(query).to_list(None)]
+        return found
+
+    async def recover(self, supplier_account: str, *, grace_seconds: float) -> Recovery:
+        """Bring every write left behind for longer than `grace_seconds` to one consistent state."""
+        report = Recovery()
+        for entry in await self.stale_entries(grace_seconds):
+            report.entries += 1
+            if entry.get("op") == "delete":
+                await self._finish_delete(entry, report)
+            else:
+                await self._settle_create(entry, report)
+            with translate_errors(write=True):
+                await self.mongo.db[JOURNAL].delete_one({"_id": entry["_id"]})
+        tokens = {str(entry["_id"]) for entry in await self._all_entries()}
+        for table, doc in await self.stale_claims(supplier_account, grace_seconds):
+            if str(doc.get(CLAIM)) in tokens:
+                continue  # its delete is journalled and younger than the grace: not ours yet
+            with translate_errors(write=True):
+                await self.mongo.db[table].update_one(
+                    {"_id": doc["_id"], CLAIM: doc[CLAIM]}, {"$unset": {CLAIM: "", CLAIMED_AT: ""}}
+                )
+            report.claims_released += 1
+            report.details.append(f"released the delete claim on link {doc.get('id')} in {table}")
+        self.rolled_forward += report.rolled_forward
+        self.rolled_back += report.rolled_back
+        if report.anything:
+            log.warning(
+                "recovered_unfinished_writes",
+                rolled_forward=report.rolled_forward,
+                rolled_back=report.rolled_back,
+                claims_released=report.claims_released,
+            )
+        return report
+
+    async def _all_entries(self) -> list[dict[str, Any]]:
+        with translate_errors(write=False):
+            return list(await self.mongo.db[JOURNAL].find({}, {"_id": 1}).to_list(None))
+
+    async def _settle_create(self, entry: dict[str, Any], report: Recovery) -> None:
+        db = self.mongo.db
+        tables: list[str] = list(entry.get("tables", []))
+        with translate_errors(write=True):
+            for item in entry.get("links", []):
+                link, audit = dict(item["link"]), dict(item["audit"])
+                present = [table for table in tables if await db[table].find_one({"id": link["id"]}, {"_id": 1})]
+                if present and await self._complete(link, audit, [t for t in tables if t not in present]):
+                    report.rolled_forward += 1
+                    report.details.append(f"completed link {link['id']} ({', '.join(tables)})")
+                    continue
+                for table in present:
+                    await db[table].delete_many({"id": link["id"]})
+                await db[AUDIT_LOG].delete_one({"_id": audit["_id"]})
+                report.rolled_back += 1
+                report.details.append(f"rolled back link {link['id']} that was never written whole")
+
+    async def _complete(self, link: dict[str, Any], audit: dict[str, Any], missing: list[str]) -> bool:
+        """Write the missing copies and the audit record; False when a unique index refuses a copy (another
+        link took its place meanwhile), after which the caller rolls this link back."""
+        db = self.mongo.db
+        try:
+            for table in missing:
+                await db[table].insert_one(dict(link))
+        except DuplicateKeyError:
+            return False
+        await _insert_if_missing(db[AUDIT_LOG], audit)
+        return True
+
+    async def _finish_delete(self, entry: dict[str, Any], report: Recovery) -> None:
+        db = self.mongo.db
+        with translate_errors(write=True):
+            for audit in entry.get("audits", []):
+                await _insert_if_missing(db[AUDIT_LOG], dict(audit))
+            for archive in entry.get("archives", []):
+                await _insert_if_missing(db[DEL_ARCHIVE], dict(archive))
+            for table in entry.get("tables", []):
+                await db[table].delete_many({"id": {"$in": list(entry.get("link_ids", []))}})
+        report.rolled_forward += len(entry.get("link_ids", []))
+        report.details.append(f"finished deleting links {sorted(entry.get('link_ids', []))}")
+
+
+async def _insert_if_missing(collection: Any, doc: dict[str, Any]) -> None:
+    with contextlib.suppress(DuplicateKeyError):  # written before the process died
+        await collection.insert_one(doc)

@@ -1,0 +1,264 @@
+"""A real server's failures, through the fault-injecting proxy: index builds a bk-cmdb database refuses, a user
+without privileges, replica-set transactions losing races or their commit answer, failovers and mongos."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from structlog.testing import capture_logs
+
+from cmdb_asso.app import create_app
+from cmdb_asso.config import Settings
+from cmdb_asso.keys import SERVICE
+from cmdb_asso.storage.client import EmbeddedMongo, Mongo, connect
+from cmdb_asso.storage.indexes import IndexManager
+from tests.conftest import AiohttpClient
+from tests.helpers import audit_records, call, create, link_body, links_in
+from tests.wire.faultproxy import (
+    DUPLICATE_KEY_INDEX_BUILD,
+    FAILED_TO_SATISFY_READ_PREFERENCE,
+    INDEX_OPTIONS_CONFLICT,
+    NOT_PRIMARY,
+    UNAUTHORIZED,
+    UNKNOWN_COMMIT,
+    WRITE_CONFLICT,
+    FaultProxy,
+    command_error,
+)
+
+pytestmark = pytest.mark.wire
+Client = TestClient[Any, Any]
+SWITCH_TABLES = ("cc_InstAsst_0_pub_bk_switch", "cc_InstAsst_0_pub_host")
+
+
+@pytest.fixture
+async def proxy(embedded: EmbeddedMongo) -> AsyncIterator[FaultProxy]:
+    """The fault proxy in front of the embedded server; the connections opened through it close afterwards."""
+    started = await FaultProxy(embedded.port).start()
+    yield started
+    await started.stop()  # first: a driver's monitor blocked in a streaming hello is released at once
+    for mongo in OPENED.pop(started.port, []):
+        await mongo.close()
+
+
+# The connections each proxy's test opened, closed by the proxy fixture.
+OPENED: dict[int, list[Mongo]] = {}
+
+
+async def _app(
+    aiohttp_client: AiohttpClient, settings: Settings, proxy: FaultProxy, *, transactions: str = "auto"
+) -> tuple[Client, Mongo]:
+    # A short server selection: closing a client ends its sessions, and that waits for a server.
+    mongodb = replace(settings.mongodb, transactions=transactions, server_selection_timeout_ms=300)
+    mongo = await connect(mongodb, proxy.uri, embedded=False)
+    OPENED.setdefault(proxy.port, []).append(mongo)
+    client = await aiohttp_client(create_app(replace(settings, mongodb=mongodb), mongo=mongo))
+    return client, mongo
+
+
+async def _drop_unique_link_indexes(mongo: Mongo) -> None:
+    for table in SWITCH_TABLES:
+        await mongo.db[table].drop_indexes()
+
+
+def _store(client: Client) -> Any:
+    assert client.app is not None
+    return client.app[SERVICE].store
+
+
+async def test_a_unique_index_build_refused_with_e11000_leaves_a_service_that_still_refuses_repeats(
+    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: Mongo, proxy: FaultProxy
+) -> None:
+    await _drop_unique_link_indexes(wire_mongo)
+    proxy.fail("createIndexes", DUPLICATE_KEY_INDEX_BUILD, times=None)
+    client, _mongo = await _app(aiohttp_client, wire_settings, proxy)
+    store = _store(client)
+
+    with capture_logs() as logs:
+        states = [await store.indexes.prepare(table) for table in SWITCH_TABLES]
+
+    assert [state.unique_link for state in states] == [False, False]
+    refused = [entry for entry in logs if entry["event"] == "index_not_created" and entry["table"] in SWITCH_TABLES]
+    assert {(entry["table"], entry["code"]) for entry in refused} == {(table, 11000) for table in SWITCH_TABLES}
+    first = await create(client, link_body("bk_switch_belong_bk_host", 11, 21))
+    again = await create(client, link_body("bk_switch_belong_bk_host", 11, 21))
+    assert (first.code, again.code) == (0, 1199014)
+    assert len(await links_in(wire_mongo, "bk_switch")) == 1
+    assert len(await audit_records(wire_mongo)) == 1
+
+
+async def test_a_user_without_the_create_index_privilege_starts_when_the_indexes_exist(
+    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: Mongo, proxy: FaultProxy
+) -> None:
+    proxy.fail("createIndexes", UNAUTHORIZED, times=None)
+    client, _mongo = await _app(aiohttp_client, wire_settings, proxy)
+    store = _store(client)
+
+    states = await store.indexes.prepare_all(list(SWITCH_TABLES))
+
+    assert all(state.complete for state in states)
+    assert "createIndexes" not in proxy.seen  # listIndexes first: nothing was missing, nothing was asked
+    assert (await create(client, link_body("bk_switch_belong_bk_host", 11, 21))).code == 0
+
+
+async def test_a_user_without_the_privilege_on_a_table_without_indexes_is_logged_and_served(
+    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: Mongo, proxy: FaultProxy
+) -> None:
+    await _drop_unique_link_indexes(wire_mongo)
+    proxy.fail("createIndexes", UNAUTHORIZED, times=None)
+    mongo = await connect(replace(wire_settings.mongodb, server_selection_timeout_ms=300), proxy.uri)
+
+    with capture_logs() as logs:
+        state = await IndexManager(mongo).prepare(SWITCH_TABLES[0])
+
+    assert not state.unique_link
+    assert proxy.seen.count("createIndexes") == 1  # one command per table, and no retries of a refusal
+    assert [entry["code"] for entry in logs if entry["event"] == "index_not_created"] == [13] * len(state.missing)
+    await mongo.close()
+    client, _mongo = await _app(aiohttp_client, wire_settings, proxy)
+    assert (await create(client, link_body("bk_switch_belong_bk_host", 11, 21))).code == 0
+
+
+async def test_an_index_on_the_same_keys_that_is_not_unique_answers_85_and_repeats_are_still_refused(
+    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: Mongo, proxy: FaultProxy
+) -> None:
+    await _drop_unique_link_indexes(wire_mongo)
+    for table in SWITCH_TABLES:
+        await wire_mongo.db[table].create_index(
+            [("bk_inst_id", 1), ("bk_asst_inst_id", 1), ("bk_obj_asst_id", 1)], name="bkcc_idx_custom"
+        )
+    proxy.fail("createIndexes", INDEX_OPTIONS_CONFLICT, times=None)
+    client, _mongo = await _app(aiohttp_client, wire_settings, proxy)
+    store = _store(client)
+    for table in SWITCH_TABLES:
+        await store.indexes.prepare(table)
+
+    first = await create(client, link_body("bk_switch_belong_bk_host", 11, 21))
+    again = await create(client, link_body("bk_switch_belong_bk_host", 11, 21))
+
+    assert not any(store.indexes.state(table).unique_link for table in SWITCH_TABLES)
+    assert (first.code, again.code) == (0, 1199014)  # read first: the repeat is seen, not written
+    assert len(await links_in(wire_mongo, "bk_switch")) == 1
+
+
+async def test_an_existing_unique_index_under_another_name_counts(
+    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: Mongo, proxy: FaultProxy
+) -> None:
+    _client, mongo = await _app(aiohttp_client, wire_settings, proxy)
+
+    state = await IndexManager(mongo).prepare(SWITCH_TABLES[0])
+
+    # The embedded server names indexes its own way: the state is read from keys and `unique`, not names.
+    assert state.unique_link
+    assert state.missing == ()
+
+
+async def test_on_a_replica_set_a_write_conflict_outlasting_the_budget_answers_the_rule_not_503(
+    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: Mongo, proxy: FaultProxy,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    proxy.replica_set = "rs0"
+    quick = replace(wire_settings, mongodb=replace(wire_settings.mongodb, request_deadline_seconds=1.0))
+    client, _mongo = await _app(aiohttp_client, quick, proxy, transactions="always")
+    assert (await create(client, link_body("app_run_host", 41, 21))).code == 0  # the winner
+    store = _store(client)
+    original = store.read_for_create
+    blind = [True]
+
+    async def stale_read(*args: Any, **kwargs: Any) -> Any:
+        # The loser's first read misses the winner, as a read racing its commit would.
+        existing, sources, targets = await original(*args, **kwargs)
+        if blind:
+            blind.pop()
+            return [], sources, targets
+        return existing, sources, targets
+
+    monkeypatch.setattr(store, "read_for_create", stale_read)
+    proxy.fail("insert", WRITE_CONFLICT, when=lambda command: command["insert"].startswith("cc_InstAsst"), times=None)
+
+    answer = await create(client, link_body("app_run_host", 42, 21))
+
+    assert (answer.status, answer.code) == (200, 1101052)
+    assert proxy.seen.count("abortTransaction") >= 2  # the driver retried the transaction with backoff
+    assert len(await links_in(wire_mongo, "app")) == 1
+    assert len(await audit_records(wire_mongo)) == 1
+
+
+async def test_on_a_replica_set_an_unknown_commit_result_is_retried_and_the_link_created_once(
+    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: Mongo, proxy: FaultProxy
+) -> None:
+    proxy.replica_set = "rs0"
+    client, _mongo = await _app(aiohttp_client, wire_settings, proxy, transactions="always")
+    proxy.fail("commitTransaction", UNKNOWN_COMMIT, times=1)
+
+    answer = await create(client, link_body("bk_switch_belong_bk_host", 11, 21), headers={"Idempotency-Key": "k1"})
+
+    assert answer.code == 0
+    assert proxy.seen.count("commitTransaction") == 2
+    for obj_id in ("bk_switch", "host"):
+        assert [link["id"] for link in await links_in(wire_mongo, obj_id)] == [answer.data["id"]]
+    assert len(await audit_records(wire_mongo)) == 1
+
+
+async def test_transactions_state_majority_write_concern(
+    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: Mongo, proxy: FaultProxy
+) -> None:
+    proxy.replica_set = "rs0"
+    commits: list[dict[str, Any]] = []
+
+    def record(command: dict[str, Any]) -> bool:
+        commits.append(command)
+        return False  # only look
+
+    proxy.fail("commitTransaction", {}, when=record, times=None)
+    client, _mongo = await _app(aiohttp_client, wire_settings, proxy, transactions="always")
+
+    assert (await create(client, link_body("bk_switch_belong_bk_host", 11, 21))).code == 0
+    assert commits
+    assert commits[-1]["writeConcern"]["w"] == "majority"
+
+
+async def test_a_failover_during_a_write_answers_503_and_leaves_nothing_half_done(
+    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: Mongo, proxy: FaultProxy
+) -> None:
+    client, _mongo = await _app(aiohttp_client, wire_settings, proxy, transactions="never")
+    proxy.fail("insert", NOT_PRIMARY, when=lambda command: command["insert"] == "cc_InstAsst_0_pub_host", times=None)
+
+    answer = await create(client, link_body("bk_switch_belong_bk_host", 11, 21))
+
+    assert (answer.status, answer.code) == (503, 1199998)
+    assert answer.headers["Retry-After"] == "1"
+    assert await links_in(wire_mongo, "bk_switch") == []
+    assert await links_in(wire_mongo, "host") == []
+    assert await audit_records(wire_mongo) == []
+
+
+@pytest.mark.parametrize("operation", ["search", "count", "find"])
+async def test_mongos_without_a_primary_answers_503_not_500(
+    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: Mongo, proxy: FaultProxy, operation: str
+) -> None:
+    client, _mongo = await _app(aiohttp_client, wire_settings, proxy)
+    for command in ("find", "aggregate"):
+        proxy.fail(command, FAILED_TO_SATISFY_READ_PREFERENCE, times=None)
+
+    answer = await call(client, operation, {"bk_obj_id": "host", "condition": {}})
+
+    assert (answer.status, answer.code) == (503, 1199017)
+
+
+async def test_a_server_without_union_with_falls_back_to_separate_reads(
+    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: Mongo, proxy: FaultProxy
+) -> None:
+    folded = replace(wire_settings, mongodb=replace(wire_settings.mongodb, fold_reads="on"))
+    client, _mongo = await _app(aiohttp_client, folded, proxy)
+    proxy.fail("aggregate", command_error(40324, "Location40324", "Unrecognized pipeline stage name: '$unionWith'"))
+
+    first = await create(client, link_body("bk_switch_belong_bk_host", 11, 21))
+    second = await create(client, link_body("bk_switch_belong_bk_host", 12, 22))
+
+    assert (first.code, second.code) == (0, 0)
+    assert proxy.seen.count("aggregate") == 1  # refused once, then separate finds from then on
