@@ -61,10 +61,20 @@ def _parser() -> argparse.ArgumentParser:
     load.add_argument("--resume", action="store_true", help="skip the rows an earlier run finished")
     load.add_argument("--state", type=Path, help="state file (default: FILE.state)")
     load.add_argument("--rejects", type=Path, help="rejected rows (default: FILE.rejects.csv)")
-    check = commands.add_parser("check-links", help="find half links and links without an audit record")
-    check.add_argument("--repair", action="store_true", help="fix what is found")
+    check = commands.add_parser(
+        "check-links",
+        help="report unfinished writes, half links, links without audit, duplicates and missing unique indexes",
+    )
+    check.add_argument("--repair", action="store_true", help="mend what is found")
     check.add_argument(
-        "--grace-seconds", type=float, default=60.0, help="leave links younger than this alone (default 60)"
+        "--grace-seconds",
+        type=float,
+        default=60.0,
+        help="writes younger than this may still be in flight: reported, but left alone (default 60; 0 when "
+        "the service is stopped)",
+    )
+    check.add_argument(
+        "--since-hours", type=float, default=0, help="check only links created this recently (default 0: all)"
     )
     return parser
 
@@ -104,14 +114,18 @@ async def _load(args: argparse.Namespace, settings: Settings) -> int:
     return 130 if summary.interrupted else 0
 
 
-async def _check_links(mongo: Mongo, supplier_account: str, *, fix: bool, grace_seconds: float) -> int:
-    problems = await find_problems(mongo, supplier_account, grace_seconds=grace_seconds)
+async def _check_links(
+    mongo: Mongo, supplier_account: str, *, fix: bool, grace_seconds: float, since_hours: float
+) -> int:
+    problems = await find_problems(mongo, supplier_account, grace_seconds=grace_seconds, since_hours=since_hours)
     for problem in problems:
         print(problem.describe())
     if problems and fix:
-        await repair(mongo, supplier_account, problems)
-        print(f"repaired {len(problems)} problem(s)")
-        return 0
+        mended = await repair(mongo, supplier_account, problems, grace_seconds=grace_seconds)
+        print(f"repaired {mended} problem(s)")
+        left = await find_problems(mongo, supplier_account, grace_seconds=grace_seconds, since_hours=since_hours)
+        print(f"{len(left)} problem(s) left" if left else "no problems left")
+        return 1 if left else 0
     print(f"{len(problems)} problem(s) found" if problems else "no problems found")
     return 1 if problems else 0
 
@@ -194,7 +208,8 @@ def supervise(settings: Settings, config: str | None, *, workers: int, seed_if_e
 
 
 async def _with_mongo(settings: Settings, work: Callable[[Mongo], Awaitable[None]]) -> None:
-    mongo, embedded = await open_mongo(settings)
+    # One-off commands use the service's embedded server when it runs, rather than a second one on its files.
+    mongo, embedded = await open_mongo(settings, use_running_server=True)
     try:
         await work(mongo)
     finally:
@@ -251,7 +266,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             outcome: list[int] = []
 
             async def check(mongo: Mongo) -> None:
-                outcome.append(await _check_links(mongo, supplier, fix=args.repair, grace_seconds=args.grace_seconds))
+                outcome.append(
+                    await _check_links(
+                        mongo, supplier, fix=args.repair, grace_seconds=args.grace_seconds, since_hours=args.since_hours
+                    )
+                )
 
             asyncio.run(_with_mongo(settings, check))
             return outcome[0]

@@ -14,7 +14,18 @@ from aiohttp import web
 
 from cmdb_asso.config import AuthSettings, Settings
 from cmdb_asso.errors import CmdbError
-from cmdb_asso.keys import APP_AUTHENTICATOR, DRAINING, IDEMPOTENCY, METRICS, MONGO, OPENAPI, QUERIES, SERVICE, SETTINGS
+from cmdb_asso.keys import (
+    APP_AUTHENTICATOR,
+    DRAINING,
+    EMBEDDED_RESTARTING,
+    IDEMPOTENCY,
+    METRICS,
+    MONGO,
+    OPENAPI,
+    QUERIES,
+    SERVICE,
+    SETTINGS,
+)
 from cmdb_asso.service.associations import AssociationService
 from cmdb_asso.service.idempotency import Idempotency
 from cmdb_asso.service.permission import AllowAll, Authorizer, StaticPolicy, UserGrants
@@ -30,14 +41,22 @@ from cmdb_asso.web.openapi import build_spec
 from cmdb_asso.web.routes import setup_routes
 
 log = structlog.get_logger(__name__)
+EMBEDDED_WATCH_SECONDS = 0.5
 
 
-async def open_mongo(settings: Settings) -> tuple[Mongo, EmbeddedMongo | None]:
-    """Connect to the configured MongoDB, first starting the embedded server when the URI is `embedded`."""
+async def open_mongo(settings: Settings, *, use_running_server: bool = False) -> tuple[Mongo, EmbeddedMongo | None]:
+    """Connect to the configured MongoDB, first starting the embedded server when the URI is `embedded`.
+
+    With `use_running_server` (one-off commands), an embedded server already serving the data directory (the
+    service's) is used, not owned; otherwise the server started (or adopted) here is returned to be stopped.
+    """
     embedded = None
     uri = settings.mongodb.uri
     if uri == EMBEDDED:
         embedded = EmbeddedMongo(settings.data_dir)
+        running = embedded.running() if use_running_server else None
+        if running is not None:
+            return await connect(settings.mongodb, running, embedded=True), None
         uri = await embedded.start()
     elif uri.startswith(EMBEDDED_RUNNING):
         # A worker of `serve --workers`: the supervisor started the embedded server and owns it.
@@ -68,6 +87,23 @@ def authorizer_from(auth: AuthSettings) -> Authorizer:
             {user: UserGrants(frozenset(grant.edit), frozenset(grant.view)) for user, grant in auth.policy.items()}
         )
     return AllowAll()
+
+
+async def _watch_embedded(embedded: EmbeddedMongo, restarting: asyncio.Event) -> None:
+    """Forever: if the embedded server dies, start it again on its port (/readyz says so meanwhile); the
+    driver reconnects by itself."""
+    while True:
+        await asyncio.sleep(EMBEDDED_WATCH_SECONDS)
+        if embedded.alive():
+            continue
+        restarting.set()
+        log.error("embedded_mongodb_died", port=embedded.port, restarts=embedded.restarts)
+        try:
+            await embedded.restart()
+        except RuntimeError:
+            log.error("embedded_mongodb_restart_failed", port=embedded.port)
+            continue
+        restarting.clear()
 
 
 async def _recover_periodically(store: AssociationStore, settings: Settings) -> None:
@@ -121,14 +157,15 @@ def create_app(
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     app[DRAINING] = asyncio.Event()
+    app[EMBEDDED_RESTARTING] = asyncio.Event()
     app[OPENAPI] = orjson.dumps(build_spec())
     app[APP_AUTHENTICATOR] = AppAuthenticator({app.code: app.secret_hash for app in settings.auth.apps})
     chosen_authorizer = authorizer or authorizer_from(settings.auth)
 
     async def mongo_context(app: web.Application) -> AsyncIterator[None]:
         connection, embedded = (mongo, None) if mongo is not None else await open_mongo(settings)
-        recovering: asyncio.Task[None] | None = None
-        preparing: asyncio.Task[None] | None = None
+        tasks: list[asyncio.Task[None]] = []
+        store: AssociationStore | None = None
         try:
             store = AssociationStore(
                 connection,
@@ -149,16 +186,17 @@ def create_app(
             app[METRICS].watch_storage(store, connection.commands)
             with contextlib.suppress(CmdbError):  # MongoDB down at start-up: the service starts and waits for it
                 await refuse_sharded_tables(connection, settings.supplier_account)
-            preparing = asyncio.create_task(_prepare_tables(connection, store, settings))
-            recovering = asyncio.create_task(_recover_periodically(store, settings))
+            tasks.append(asyncio.create_task(_prepare_tables(connection, store, settings)))
+            tasks.append(asyncio.create_task(_recover_periodically(store, settings)))
+            if embedded is not None:
+                tasks.append(asyncio.create_task(_watch_embedded(embedded, app[EMBEDDED_RESTARTING])))
             yield
         finally:
-            if preparing is not None:
-                preparing.cancel()
-            if recovering is not None:
-                recovering.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await recovering
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if store is not None:
+                await store.indexes.close()
             if mongo is None:
                 await connection.close()
             if embedded is not None:

@@ -23,6 +23,8 @@ APP_AUTHENTICATOR = web.AppKey("app_authenticator", AppAuthenticator)
 METRICS = web.AppKey("metrics", Metrics)
 # Set once SIGTERM came: /readyz answers 503 and every answer closes its connection.
 DRAINING = web.AppKey("draining", asyncio.Event)
+# Set while the embedded MongoDB server is being started again after it died (/readyz answers 503).
+EMBEDDED_RESTARTING = web.AppKey("embedded_restarting", asyncio.Event)
 # The OpenAPI document, rendered once at start-up.
 OPENAPI = web.AppKey("openapi", bytes)
 
@@ -38,6 +40,7 @@ RESPONSE_CODE = web.ResponseKey("response_code", int)
 __all__ = [
     "APP_AUTHENTICATOR",
     "DRAINING",
+    "EMBEDDED_RESTARTING",
     "IDEMPOTENCY",
     "LANGUAGE",
     "METRICS",

@@ -344,12 +344,11 @@ class AssociationStore:
         """
         token = new_token()
         named = inst_asst_table(obj_id, supplier_account)
-        ids = sorted(int(link["id"]) for link in links)
         if await self.mongo.supports_transactions():
             removed: list[int] = []
 
             async def write(session: Any) -> None:
-                claimed = await self._claim(named, ids, token, session)
+                claimed = await self._claim(named, links, token, session)
                 removed[:] = [int(link["id"]) for link in claimed]
                 if claimed:
                     steps = await self._delete_steps(named, claimed, audits)
@@ -360,7 +359,7 @@ class AssociationStore:
                 await self.mongo.run_transaction(write)
             self.links_deleted += len(removed)
             return len(removed)
-        claimed = await self._claim(named, ids, token, None)
+        claimed = await self._claim(named, links, token, None)
         if not claimed:
             return 0
         steps = await self._delete_steps(named, claimed, audits)
@@ -381,18 +380,40 @@ class AssociationStore:
         self.links_deleted += len(claimed)
         return len(claimed)
 
-    async def _claim(self, table: str, ids: list[int], token: str, session: Any) -> list[dict[str, Any]]:
-        """Mark the unclaimed links with these ids as this delete's; return the stored links it claimed."""
-        collection = self.mongo.db[table]
+    async def _claim(self, named: str, links: list[dict[str, Any]], token: str, session: Any) -> list[dict[str, Any]]:
+        """Mark the links as this delete's, in one canonical copy each (the source model's table, whichever
+        table the caller named), so that of concurrent deletes exactly one claims each link; a link whose
+        source copy is gone (half deleted) is claimed in the named table. Return the links claimed."""
+        supplier = str(links[0].get("bk_supplier_account", "0"))
+        by_source: dict[str, list[int]] = {}
+        for link in links:
+            by_source.setdefault(inst_asst_table(str(link["bk_obj_id"]), supplier), []).append(int(link["id"]))
+        claimed: set[int] = set()
         with translate_errors(write=True):
-            marked = await collection.update_many(
-                {"id": _one_or_in(ids), CLAIM: {"$exists": False}},
-                {"$set": {CLAIM: token, CLAIMED_AT: time.time()}},
-                session=session,
-            )
-            if not marked.modified_count:
-                return []
-            return list(await collection.find({CLAIM: token}, session=session).to_list(None))
+            for table, ids in sorted(by_source.items()):
+                claimed |= await self._mark(table, ids, token, session)
+            orphans = sorted({int(link["id"]) for link in links} - claimed)
+            if orphans and named not in by_source:
+                sources = {inst_asst_table(str(link["bk_obj_id"]), supplier) for link in links}
+                present: set[int] = set()
+                for table in sorted(sources):
+                    found = self.mongo.db[table].find({"id": _one_or_in(orphans)}, {"id": 1}, session=session)
+                    present |= {int(doc["id"]) for doc in await found.to_list(None)}
+                if without_source := [link_id for link_id in orphans if link_id not in present]:
+                    claimed |= await self._mark(named, without_source, token, session)
+        return [link for link in links if int(link["id"]) in claimed]
+
+    async def _mark(self, table: str, ids: list[int], token: str, session: Any) -> set[int]:
+        collection = self.mongo.db[table]
+        marked = await collection.update_many(
+            {"id": _one_or_in(ids), CLAIM: {"$exists": False}},
+            {"$set": {CLAIM: token, CLAIMED_AT: time.time()}},
+            session=session,
+        )
+        if not marked.modified_count:
+            return set()
+        cursor = collection.find({CLAIM: token, "id": _one_or_in(ids)}, {"id": 1}, session=session)
+        return {int(doc["id"]) for doc in await cursor.to_list(None)}
 
     async def _delete_steps(
         self, named: str, claimed: list[dict[str, Any]], audits: dict[int, AuditRecord]

@@ -13,6 +13,7 @@ from cmdb_asso.errors import BodyInvalid
 from cmdb_asso.keys import (
     APP_AUTHENTICATOR,
     DRAINING,
+    EMBEDDED_RESTARTING,
     IDEMPOTENCY,
     METRICS,
     MONGO,
@@ -283,6 +284,8 @@ async def readyz(request: web.Request) -> web.Response:
     """MongoDB answers a ping: 200 when ready, 503 with the reason otherwise (and from SIGTERM on)."""
     if request.app[DRAINING].is_set():
         return web.json_response({"status": "not ready", "reason": "shutting down"}, status=503)
+    if request.app[EMBEDDED_RESTARTING].is_set():
+        return web.json_response({"status": "not ready", "reason": "embedded mongodb restarting"}, status=503)
     try:
         await request.app[MONGO].ping()
     except Exception as exc:

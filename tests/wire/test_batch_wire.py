@@ -84,9 +84,15 @@ async def test_concurrent_deletes_of_one_link_leave_neither_side(wire_client: Cl
     link_id = answer.data["success_created"]["0"]
 
     answers = await asyncio.gather(
-        *(call(wire_client, "delete", {"bk_obj_id": side, "id": link_id}) for side in ["host", "bk_switch"] * 5)
+        *(call(wire_client, "delete", {"bk_obj_id": side, "id": link_id}) for side in ["host", "bk_switch"] * 5),
+        *(call(wire_client, "delete_many", {"bk_obj_id": side, "id": [link_id]}) for side in ["host", "bk_switch"] * 4),
     )
 
     assert all(answer.code == 0 for answer in answers)
+    assert sum(answer.data for answer in answers if answer.data is not None) <= 1  # counted once at most
     assert await links_in(wire_mongo, "bk_switch") == []
     assert await links_in(wire_mongo, "host") == []
+    # One delete audit and one archive copy per removed document, whoever else deleted it at the same time.
+    assert [record["action"] for record in await audit_records(wire_mongo)] == ["create", "delete"]
+    archive = await wire_mongo.db["cc_DelArchive"].find({}, {"_id": 0}).to_list(None)
+    assert sorted(copy["coll"] for copy in archive) == ["cc_InstAsst_0_pub_bk_switch", "cc_InstAsst_0_pub_host"]

@@ -129,7 +129,7 @@ async def test_mongodb_dropping_mid_load_leaves_every_invariant_and_the_service_
     assert after.code in (0, 1199014)
 
 
-async def test_check_links_finds_and_repairs_half_links_and_links_without_audit(
+async def test_check_links_finds_and_mends_half_links_missing_audits_duplicates_and_indexes(
     wire_client: Client, wire_mongo: Mongo
 ) -> None:
     assert (await create(wire_client, link_body("bk_switch_belong_bk_host", 11, 21))).code == 0
@@ -137,19 +137,30 @@ async def test_check_links_finds_and_repairs_half_links_and_links_without_audit(
             "bk_asst_obj_id": "host", "bk_obj_asst_id": "bk_switch_belong_bk_host", "bk_asst_id": "belong",
             "bk_supplier_account": "0", "bk_biz_id": Int64(0)}  # fmt: skip
     unaudited = {**half, "id": Int64(900002), "bk_inst_id": Int64(13), "bk_asst_inst_id": Int64(23)}
+    repeated = {**half, "id": Int64(900003), "bk_inst_id": Int64(11), "bk_asst_inst_id": Int64(21)}
     await wire_mongo.db["cc_InstAsst_0_pub_bk_switch"].insert_one(dict(half))
     for table in ("cc_InstAsst_0_pub_bk_switch", "cc_InstAsst_0_pub_host"):
+        await wire_mongo.db[table].drop_indexes()  # as a bk-cmdb database whose unique index never got built
         await wire_mongo.db[table].insert_one(dict(unaudited))
+        await wire_mongo.db[table].insert_one(dict(repeated))
 
     problems = await find_problems(wire_mongo, "0")
 
-    assert [(problem.kind, problem.link_id) for problem in problems] == [("half_link", 900001), ("no_audit", 900002)]
-    await repair(wire_mongo, "0", problems)
+    found = sorted((problem.kind, problem.link_id) for problem in problems)
+    assert ("half_link", 900001) in found
+    assert ("no_audit", 900002) in found
+    assert ("duplicate", 900003) in found
+    assert ("missing_unique_index", 0) in found
+    await repair(wire_mongo, "0", problems, grace_seconds=0)
     assert await find_problems(wire_mongo, "0") == []
-    assert 900001 not in {doc["id"] for doc in await links_in(wire_mongo, "bk_switch")}
-    assert 900002 in {doc["id"] for doc in await links_in(wire_mongo, "host")}
+    # The half link is completed (a client may have been told it exists), never deleted.
+    for obj_id in ("bk_switch", "host"):
+        ids = [doc["id"] for doc in await links_in(wire_mongo, obj_id)]
+        assert 900001 in ids
+        assert 900002 in ids
+        assert 900003 not in ids
     archived = await wire_mongo.db["cc_DelArchive"].find({}, {"_id": 0}).to_list(None)
-    assert [copy["detail"]["id"] for copy in archived] == [900001]
+    assert sorted(copy["detail"]["id"] for copy in archived) == [900003, 900003]
 
 
 async def test_the_check_links_command_reports_then_repairs(
@@ -171,7 +182,10 @@ async def test_the_check_links_command_reports_then_repairs(
     assert (found, fixed, clean) == (1, 0, 0)
     assert "half_link id=900003 bk_switch_belong_bk_host bk_switch:14 -> host:24" in output
     assert "repaired 1 problem(s)" in output
+    assert "no problems left" in output
     assert output.rstrip().endswith("no problems found")
+    for obj_id in ("bk_switch", "host"):
+        assert 900003 in [doc["id"] for doc in await links_in(wire_mongo, obj_id)]
 
 
 async def test_sigterm_drains_16_callers_without_cutting_one_answer_and_exits_0(tmp_path: Path) -> None:
