@@ -111,7 +111,9 @@ async def _load(args: argparse.Namespace, settings: Settings) -> int:
         summary = await loader.run(source, state, rejects)
     print(summary.text())
     print(f"rejected rows: {rejects}" if summary.rejected else "no rejected rows")
-    return 130 if summary.interrupted else 0
+    if summary.interrupted:
+        return 130
+    return 75 if summary.unsent else 0  # EX_TEMPFAIL: run again with --resume
 
 
 async def _check_links(

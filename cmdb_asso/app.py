@@ -180,7 +180,8 @@ def create_app(
             deadline = settings.mongodb.request_deadline_seconds
             app[IDEMPOTENCY] = Idempotency(
                 IdempotencyStore(connection, settings.limits.idempotency_retention_hours * 3600),
-                wait_seconds=deadline,
+                # A retry waits for a running holder's answer for half its own deadline, then answers 409.
+                wait_seconds=deadline / 2,
                 stale_seconds=2 * deadline,
             )
             app[METRICS].watch_storage(store, connection.commands)

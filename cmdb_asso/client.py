@@ -9,6 +9,7 @@ retries with backoff and jitter that never double a link, and exceptions carryin
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import random
 import uuid
 from collections.abc import Iterable
@@ -32,6 +33,10 @@ OPERATIONS: dict[str, tuple[str, str, str]] = {
     "count": ("POST", "/api/v3/count/instance_associations/object/{bk_obj_id}", "count_instance_associations"),
 }
 _PATH_PARAMETERS = {"delete": ("bk_obj_id", "id"), "search": ("bk_obj_id",), "count": ("bk_obj_id",)}
+
+
+# Set when the current call needed more than one attempt.
+_RETRIED: contextvars.ContextVar[bool] = contextvars.ContextVar("cmdb_asso_client_retried", default=False)
 
 
 class CmdbApiError(Exception):
@@ -66,6 +71,8 @@ class BatchResult:
 
     created: dict[int, int | None] = field(default_factory=dict)
     errors: dict[int, tuple[int, str]] = field(default_factory=dict)
+    # Whether the call was sent more than once: an earlier attempt may have written what this one then found.
+    retried: bool = False
 
 
 class AssociationClient:
@@ -94,6 +101,7 @@ class AssociationClient:
         self.app_code = app_code
         self.app_secret = app_secret
         self.retries = retries
+        self.retried_calls = 0
         self.backoff = backoff
         self.max_backoff = max_backoff
         self._limit = asyncio.Semaphore(concurrency)
@@ -164,9 +172,15 @@ class AssociationClient:
             params["atomic"] = True
         if dry_run:
             params["dry_run"] = True
-        data = await self.call("create_many", params, idempotency_key=idempotency_key or _new_key())
+        token = _RETRIED.set(False)
+        try:
+            data = await self.call("create_many", params, idempotency_key=idempotency_key or _new_key())
+            retried = _RETRIED.get()
+        finally:
+            _RETRIED.reset(token)
         codes = data.get("error_code", {})
         return BatchResult(
+            retried=retried,
             created={int(index): link_id for index, link_id in data.get("success_created", {}).items()},
             errors={
                 int(index): (int(codes.get(index, 0)), str(text)) for index, text in data.get("error_msg", {}).items()
@@ -259,7 +273,11 @@ class AssociationClient:
         for attempt in range(self.retries + 1):
             try:
                 async with self._limit:
-                    return await self._send(method, path, body, headers)
+                    answer = await self._send(method, path, body, headers)
+                if attempt:
+                    self.retried_calls += 1
+                    _RETRIED.set(True)
+                return answer
             except (ServiceUnavailableError, aiohttp.ClientConnectionError, TimeoutError) as exc:
                 if attempt == self.retries:
                     if isinstance(exc, ServiceUnavailableError):
@@ -298,8 +316,10 @@ class AssociationClient:
             code = int(answer.get("bk_error_code", answer.get("code", 1199998 if response.status >= 500 else 0)))
             message = str(answer.get("bk_error_msg", answer.get("message", response.reason or "")))
             request_id = response.headers.get("X-Request-Id", "")
-            if response.status == 503:
-                raise ServiceUnavailableError(code, message, status=503, request_id=request_id)
+            if response.status in (409, 503):
+                # 503: the database is away; 409: the same idempotency key is still running elsewhere. Both are
+                # worth the same call again, with the same key.
+                raise ServiceUnavailableError(code, message, status=response.status, request_id=request_id)
             if answer.get("result") is True:
                 return answer.get("data")
             kind: type[CmdbApiError] = CmdbApiError

@@ -19,13 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from cmdb_asso.client import AssociationClient, CmdbApiError
+from cmdb_asso.client import AssociationClient, CmdbApiError, ServiceUnavailableError
 from cmdb_asso.inputs import int64_or_none
 
 FIELDS = ("bk_obj_asst_id", "bk_inst_id", "bk_asst_inst_id")
 # bk-cmdb's preset association kinds, tried first when a row does not name its models.
 PRESET_KINDS = ("belong", "group", "bk_mainline", "run", "connect", "default")
 BAD_ROW_CODE = 1199006
+ALREADY_EXISTS = 1101038
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class Summary:
     created: int = 0
     rejected: int = 0
     skipped: int = 0
+    unsent: int = 0
     seconds: float = 0.0
     interrupted: bool = False
     rejects: list[Rejected] = field(default_factory=list)
@@ -66,9 +68,10 @@ class Summary:
         """One line for the end of the run."""
         rate = (self.created + self.rejected) / self.seconds if self.seconds else 0.0
         state = "interrupted" if self.interrupted else "done"
+        unsent = f", {self.unsent} not sent (service unavailable: run again with --resume)" if self.unsent else ""
         return (
             f"{state}: {self.total} rows, {self.created} created, {self.rejected} rejected, "
-            f"{self.skipped} skipped (already done), {self.seconds:.1f} s, {rate:.0f} rows/s"
+            f"{self.skipped} skipped (already done){unsent}, {self.seconds:.1f} s, {rate:.0f} rows/s"
         )
 
 
@@ -287,6 +290,11 @@ class Loader:
                     result = await self.client.create_many(
                         *key, [(row.inst_id, row.asst_inst_id) for row in batch], idempotency_key=idempotency_key
                     )
+                except ServiceUnavailableError:
+                    # Transient, and retried by the client already: these rows are not done, and a later run
+                    # (or --resume) sends them again, with the same key.
+                    summary.unsent += len(batch)
+                    return
                 except CmdbApiError as error:
                     for row in batch:
                         summary.rejects.append(
@@ -295,6 +303,10 @@ class Loader:
                 else:
                     summary.created += len(result.created)
                     for index, (code, message) in result.errors.items():
+                        if result.retried and code == ALREADY_EXISTS:
+                            # Sent more than once: the attempt that got no answer wrote it.
+                            summary.created += 1
+                            continue
                         row = batch[index]
                         summary.rejects.append(Rejected(row.number, raw_by_number[row.number], code, message))
                 state.done.update(row.number for row in batch)

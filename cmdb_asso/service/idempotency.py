@@ -9,11 +9,13 @@ from typing import Any
 
 import orjson
 
-from cmdb_asso.errors import LANGUAGES, BodyInvalid, CmdbError, Language, StoreWriteUnavailable
+from cmdb_asso.errors import LANGUAGES, BodyInvalid, CmdbError, Language
 from cmdb_asso.service.context import Caller
-from cmdb_asso.storage.idempotency import IdempotencyStore
+from cmdb_asso.storage.idempotency import IdempotencyStore, reservations_to
 
 MAX_KEY_LENGTH = 255
+# Operations whose whole answer follows from the one link they reserved.
+SETTLED_BY_RESERVATION = frozenset({"add_instance_association"})
 # Body keys that identify the caller rather than the request; they do not change what a retry means.
 _CREDENTIAL_KEYS = frozenset({"bk_app_code", "bk_app_secret", "bk_username", "bk_token", "bk_supplier_account"})
 
@@ -28,6 +30,19 @@ class KeyReused(CmdbError):
         if language == "zh":
             return "'Idempotency-Key' 已用于另一个不同的请求"
         return "'Idempotency-Key' was already used with a different request"
+
+
+class KeyInProgress(CmdbError):
+    """Another request with this key is still running (HTTP 409, Retry-After): retry later for its answer."""
+
+    code = 1199003
+    http_status = 409
+
+    def message(self, language: Language) -> str:
+        """Says what happened, in the request's language."""
+        if language == "zh":
+            return "使用该 'Idempotency-Key' 的请求仍在处理中，请稍后重试"
+        return "a request with this 'Idempotency-Key' is still in progress; retry later for its answer"
 
 
 class ReplayedError(CmdbError):
@@ -73,16 +88,32 @@ class Idempotency:
         if claim.outcome == "mismatch":
             raise KeyReused()
         if claim.outcome == "busy":
-            raise StoreWriteUnavailable()
+            raise KeyInProgress()
         if claim.outcome == "replay" and claim.answer is not None:
             if "error" in claim.answer:
                 raise ReplayedError(claim.answer["error"])
             return claim.answer.get("data"), True
+        # Taken over from a holder that died or failed ambiguously after reserving its link's id: if that link
+        # exists, the first attempt created it, and this is its answer.
+        settles = claim.reserved is not None and operation in SETTLED_BY_RESERVATION
+        if settles and claim.reserved is not None and await self.store.link_written(claim.reserved):
+            data = {"id": claim.reserved["ids"][0]}
+            await self.store.complete(scoped, {"data": data})
+            return data, True
+        reserved = False
+
+        async def record(link_ids: list[int], table: str) -> None:
+            nonlocal reserved
+            await self.store.reserve(scoped, link_ids, table)
+            reserved = True
+
         try:
-            data = await execute()
+            with reservations_to(record):
+                data = await execute()
         except CmdbError as error:
             if error.http_status >= 500:
-                await self.store.release(scoped)
+                # Ran again by the retry; one that may have written stays claimed, to be settled by its ids.
+                await (self.store.abandon(scoped) if reserved else self.store.release(scoped))
                 raise
             recorded = {language: error.message(language) for language in LANGUAGES}
             await self.store.complete(
@@ -98,7 +129,7 @@ class Idempotency:
             )
             raise
         except BaseException:
-            await self.store.release(scoped)
+            await (self.store.abandon(scoped) if reserved else self.store.release(scoped))
             raise
         await self.store.complete(scoped, {"data": data})
         return data, False

@@ -26,6 +26,7 @@ from pymongo.errors import (
 from cmdb_asso.clock import utc_now
 from cmdb_asso.domain import MAPPINGS, AuditRecord, Definition, LinkEnds, Mapping, NewLink
 from cmdb_asso.storage.client import Mongo, share_of_budget, translate_errors
+from cmdb_asso.storage.idempotency import report_reservation
 from cmdb_asso.storage.ids import IdAllocator
 from cmdb_asso.storage.indexes import DST_GUARD, SRC_GUARD, IndexManager
 from cmdb_asso.storage.journal import CLAIM, CLAIMED_AT, Journal, new_token
@@ -310,6 +311,9 @@ class AssociationStore:
         link_ids, audit_ids = await asyncio.gather(
             self.ids.take(INST_ASST_SEQUENCE, len(links)), self.ids.take(AUDIT_SEQUENCE, len(audits))
         )
+        # An idempotent request records what it reserved before the first write: a retry after a crash or an
+        # unknown commit result can then find the link and answer with its id.
+        await report_reservation(link_ids, tables[0])
         now = utc_now()
         docs = [link_document(link, link_id, now) for link, link_id in zip(links, link_ids, strict=True)]
         audit_docs = [

@@ -2,14 +2,23 @@
 
 Each key is one document in `cmdb_asso_idempotency`, claimed by inserting it (the `_id` is unique, so of many
 concurrent requests exactly one claims it, in any number of processes), completed with the answer, and
-removed by a TTL index after the retention period.
+removed by a TTL index after the retention period. Before a create writes, the ids it reserved are recorded
+in the key's document, so that a retry after an ambiguous failure (a crash, an unknown commit result) can
+tell whether the first attempt's link exists and answer with its id.
+
+Times this module reasons about are stored as numbers (epoch seconds): the embedded server reads a datetime
+written by `$set` back as a string. `created_at` (a datetime, written once by the insert) serves the TTL
+index only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pymongo import ASCENDING, IndexModel
@@ -23,12 +32,37 @@ IDEMPOTENCY = "cmdb_asso_idempotency"
 _POLL_SECONDS = 0.02
 
 
+# Set by the idempotency layer around an operation: storage calls it with the ids a create reserved and the
+# table it writes first, before its first write.
+Reservation = Callable[[list[int], str], Awaitable[None]]
+_RESERVATION: contextvars.ContextVar[Reservation | None] = contextvars.ContextVar("cmdb_asso_reservation", default=None)
+
+
+@contextlib.contextmanager
+def reservations_to(record: Reservation) -> Iterator[None]:
+    """Within the block, creates report the link ids they reserve to `record` before writing."""
+    token = _RESERVATION.set(record)
+    try:
+        yield
+    finally:
+        _RESERVATION.reset(token)
+
+
+async def report_reservation(link_ids: list[int], table: str) -> None:
+    """Called by a create before its first write: hands its ids to the idempotency key, if any."""
+    record = _RESERVATION.get()
+    if record is not None:
+        await record(link_ids, table)
+
+
 @dataclass(frozen=True)
 class Claim:
-    """What claiming a key found: it is ours to run, or an answer to replay, or a key used for another body."""
+    """What claiming a key found: it is ours to run (`reserved` says what an earlier, interrupted holder
+    had reserved), an answer to replay, a key used for another body, or a holder still working."""
 
     outcome: Literal["run", "replay", "mismatch", "busy"]
     answer: dict[str, Any] | None = None
+    reserved: dict[str, Any] | None = None
 
 
 class IdempotencyStore:
@@ -56,10 +90,17 @@ class IdempotencyStore:
         deadline = loop.time() + wait_seconds
         with translate_errors(write=True):
             while True:
-                now = utc_now()
+                now = time.time()
                 try:
                     await collection.insert_one(
-                        {"_id": key, "fingerprint": fingerprint, "state": "running", "created_at": now}
+                        {
+                            "_id": key,
+                            "fingerprint": fingerprint,
+                            "state": "running",
+                            "created_at": utc_now(),
+                            "created_ts": now,
+                            "claimed_ts": now,
+                        }
                     )
                     return Claim("run")
                 except DuplicateKeyError:
@@ -67,25 +108,47 @@ class IdempotencyStore:
                 held = await collection.find_one({"_id": key})
                 if held is None:
                     continue  # released between our insert and our read
-                created = held.get("created_at")
-                if not isinstance(created, datetime) or created < now - timedelta(seconds=self.retention_seconds):
+                created = _number(held.get("created_ts"))
+                if created is None or created < now - self.retention_seconds:
                     # Past retention (the TTL monitor runs only now and then, and not on every store).
-                    await collection.delete_one({"_id": key, "created_at": created})
+                    await collection.delete_one({"_id": key, "created_ts": held.get("created_ts")})
                     continue
                 if held.get("fingerprint") != fingerprint:
                     return Claim("mismatch")
                 if held.get("state") == "done":
                     return Claim("replay", held.get("answer"))
-                if created < now - timedelta(seconds=stale_seconds):
+                claimed = _number(held.get("claimed_ts")) or 0.0
+                if claimed < now - stale_seconds:
                     taken = await collection.update_one(
-                        {"_id": key, "state": "running", "created_at": created}, {"$set": {"created_at": now}}
+                        {"_id": key, "state": "running", "claimed_ts": held.get("claimed_ts")},
+                        {"$set": {"claimed_ts": now}},
                     )
                     if taken.modified_count:
-                        return Claim("run")
+                        return Claim("run", reserved=held.get("reserved"))
                     continue
                 if loop.time() >= deadline:
                     return Claim("busy")
                 await asyncio.sleep(_POLL_SECONDS)
+
+    async def reserve(self, key: str, link_ids: list[int], table: str) -> None:
+        """Record the ids a create of `key` reserved, and the table it writes first, before it writes."""
+        with translate_errors(write=True):
+            await self.mongo.db[IDEMPOTENCY].update_one(
+                {"_id": key}, {"$set": {"reserved": {"ids": link_ids, "table": table}}}
+            )
+
+    async def link_written(self, reserved: dict[str, Any]) -> bool:
+        """Whether the first link an interrupted create reserved exists (in the table it writes first)."""
+        ids, table = reserved.get("ids"), reserved.get("table")
+        if not isinstance(ids, list) or not ids or not isinstance(table, str):
+            return False
+        with translate_errors(write=False):
+            return await self.mongo.db[table].find_one({"id": ids[0]}, {"_id": 1}) is not None
+
+    async def abandon(self, key: str) -> None:
+        """The holder failed ambiguously after reserving ids: let the next retry take the key over at once."""
+        with translate_errors(write=True):
+            await self.mongo.db[IDEMPOTENCY].update_one({"_id": key, "state": "running"}, {"$set": {"claimed_ts": 0}})
 
     async def complete(self, key: str, answer: dict[str, Any]) -> None:
         """Record the answer to replay for `key`."""
@@ -96,3 +159,7 @@ class IdempotencyStore:
         """Forget `key` (its request failed in a way a retry should run again)."""
         with translate_errors(write=True):
             await self.mongo.db[IDEMPOTENCY].delete_one({"_id": key, "state": "running"})
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None

@@ -62,8 +62,8 @@ def success(request: web.BaseRequest, data: Any) -> web.Response:
 
 def failure(request: web.BaseRequest, error: CmdbError, headers: dict[str, str] | None = None) -> web.Response:
     """A failed answer for `error`, in the request's language, with the error's HTTP status."""
-    if error.http_status == 503:
-        # The one status a client may retry; tell it when.
+    if error.http_status in (409, 503):
+        # The statuses a client may retry as they are; tell it when.
         headers = {"Retry-After": "1", **(headers or {})}
     return _render(
         request,

@@ -4,18 +4,21 @@ and the ESB secret check kept off the event loop."""
 from __future__ import annotations
 
 import asyncio
+import io
 import threading
 from dataclasses import replace
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from aiohttp.test_utils import TestClient
 
 from cmdb_asso import credentials
+from cmdb_asso.client import BatchResult, ServiceUnavailableError
 from cmdb_asso.config import AppCredential, AuthSettings, LimitSettings, Settings
 from cmdb_asso.credentials import hash_secret
 from cmdb_asso.errors import AppAuthFailed
-from cmdb_asso.loader import Rejected, Row, parse_row
+from cmdb_asso.loader import Loader, Rejected, Row, State, parse_row
 from cmdb_asso.storage.associations import AssociationStore
 from cmdb_asso.storage.client import Mongo
 from cmdb_asso.web import identity
@@ -238,3 +241,55 @@ def test_the_loader_reads_plain_ids(value: Any) -> None:
 
     assert isinstance(row, Row)
     assert row.inst_id == 12
+
+
+class _FlakyClient:
+    """A stand-in for AssociationClient: the first `failures` calls find the service unavailable, and a call
+    marked `retried` answers 'already exists' for what an unanswered earlier attempt wrote."""
+
+    def __init__(self, failures: int, *, retried: bool = False) -> None:
+        self.failures = failures
+        self.retried = retried
+        self.sent: list[list[tuple[int, int]]] = []
+
+    async def create_many(self, *_args: Any, **_kwargs: Any) -> BatchResult:
+        pairs: list[tuple[int, int]] = _args[3]
+        if self.failures:
+            self.failures -= 1
+            raise ServiceUnavailableError(1199998, "the database is unavailable", status=503)
+        self.sent.append(pairs)
+        if self.retried:
+            return BatchResult(errors={0: (1101038, "exists")}, created={1: 7}, retried=True)
+        return BatchResult(created=dict.fromkeys(range(len(pairs)), 1))
+
+
+def _rows_file(tmp_path: Path) -> Path:
+    source = tmp_path / "links.csv"
+    header = "bk_obj_id,bk_asst_obj_id,bk_obj_asst_id,bk_inst_id,bk_asst_inst_id\n"
+    rows = "".join(f"bk_switch,host,bk_switch_belong_bk_host,{src},{dst}\n" for src, dst in ((11, 21), (12, 22)))
+    source.write_text(header + rows)
+    return source
+
+
+async def test_the_loader_leaves_rows_the_service_could_not_take_for_resume_and_rejects_none(tmp_path: Path) -> None:
+    source = _rows_file(tmp_path)
+    state = State(tmp_path / "links.state", source)
+    flaky = _FlakyClient(failures=1)
+
+    first = await Loader(cast(Any, flaky), progress=io.StringIO()).run(source, state, tmp_path / "rejects.csv")
+    resumed_state = State(tmp_path / "links.state", source)
+    resumed_state.load()
+    second = await Loader(cast(Any, flaky), progress=io.StringIO()).run(source, resumed_state, tmp_path / "r2.csv")
+
+    assert (first.created, first.rejected, first.unsent) == (0, 0, 2)
+    assert "not sent" in first.text()
+    assert (second.created, second.rejected, second.unsent) == (2, 0, 0)
+
+
+async def test_after_a_retried_call_already_exists_counts_as_written_not_rejected(tmp_path: Path) -> None:
+    source = _rows_file(tmp_path)
+    summary = await Loader(cast(Any, _FlakyClient(0, retried=True)), progress=io.StringIO()).run(
+        source, State(tmp_path / "s", source), tmp_path / "rejects.csv"
+    )
+
+    assert (summary.created, summary.rejected) == (2, 0)
