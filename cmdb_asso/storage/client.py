@@ -422,6 +422,7 @@ class EmbeddedMongo:
         # calls this from its main thread (the event loop's).
         store = self.data_dir / "mongo"
         store.mkdir(parents=True, exist_ok=True)
+        self._forget_dead_server()
         self.port = port or free_port()
         self._process = subprocess.Popen(
             [
@@ -432,6 +433,17 @@ class EmbeddedMongo:
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             env={**os.environ, "CMDB_ASSO_PARENT_PID": str(os.getpid())},
         )  # fmt: skip
+
+    def _forget_dead_server(self) -> None:
+        # nx-27017 refuses to start while its pid file names a live or zombie process; a server that died
+        # with a killed service may linger as a zombie nobody reaps.
+        pid_file = self.data_dir / PID_FILE
+        try:
+            pid = int(pid_file.read_text(encoding="ascii").strip())
+        except (OSError, ValueError):
+            return
+        if not _process_alive(pid):
+            pid_file.unlink(missing_ok=True)
 
     def _started(self) -> str:
         assert self._process is not None
