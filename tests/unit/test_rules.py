@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from cmdb_asso.service.context import Caller
 from cmdb_asso.service.permission import AllowAll
 from cmdb_asso.storage.associations import AssociationStore, truncate_utf8
 from cmdb_asso.storage.client import Mongo
+from cmdb_asso.storage.ids import IdAllocator
 from cmdb_asso.storage.indexes import inst_asst_indexes
 from tests.helpers import audit_records, links_in
 
@@ -213,3 +215,25 @@ def test_resource_names_are_cut_to_256_bytes_without_splitting_a_character() -> 
 
     assert len(cut.encode()) <= 256
     assert cut == "主" * 85
+
+
+async def test_ids_follow_bk_cmdbs_configured_step_and_initial_id(mock_mongo: Mongo) -> None:
+    config = {"id_generator": {"enabled": True, "step": 3, "init_id": {"inst_asst": 1000}}}
+    await mock_mongo.db["cc_System"].insert_one({"_id": "configadmin", "config": json.dumps(config)})
+    ids = IdAllocator(mock_mongo, block_size=10)
+
+    await ids.apply_initial_ids()
+    first = await ids.take("cc_InstAsst", 4)
+    audit = await ids.take("cc_AuditLog", 2)
+
+    # As bk-cmdb's NextSequences hands them out: every id on the environment's residue of the step.
+    assert first == [1003, 1006, 1009, 1012]
+    assert audit == [3, 6]
+    stored = await mock_mongo.db["cc_idgenerator"].find_one({"_id": "cc_InstAsst"})
+    assert stored["SequenceID"] == 1030  # the whole block of 10, times the step
+
+
+async def test_without_a_configured_step_ids_count_by_one(mock_mongo: Mongo) -> None:
+    ids = IdAllocator(mock_mongo, block_size=5)
+
+    assert await ids.take("cc_InstAsst", 3) == [1, 2, 3]

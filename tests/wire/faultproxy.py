@@ -84,6 +84,7 @@ class FaultProxy:
 
     upstream_port: int
     replica_set: str | None = None
+    mongos: bool = False
     rules: list[Rule] = field(default_factory=list)
     seen: list[str] = field(default_factory=list)
     port: int = 0
@@ -147,6 +148,8 @@ class FaultProxy:
                 _, answer_op, answer_body = answer
                 if self.replica_set and name in ("hello", "ismaster", "isMaster"):
                     answer_body = self._as_replica_set_member(answer_op, answer_body)
+                if self.mongos and name in ("hello", "ismaster", "isMaster"):
+                    answer_body = self._as_mongos(answer_op, answer_body)
                 client_writer.write(_HEADER.pack(16 + len(answer_body), 0, request_id, answer_op) + answer_body)
                 await client_writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -157,6 +160,12 @@ class FaultProxy:
                 self._writers.discard(writer)
                 with contextlib.suppress(Exception):
                     await writer.wait_closed()
+
+    def _as_mongos(self, op_code: int, body: bytes) -> bytes:
+        document = _reply_document(op_code, body)
+        document["msg"] = "isdbgrid"
+        document.pop("setName", None)
+        return _encode_reply(op_code, document)
 
     def _as_replica_set_member(self, op_code: int, body: bytes) -> bytes:
         document = _reply_document(op_code, body)

@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 from pymongo import AsyncMongoClient
 
-from cmdb_asso.storage.client import free_port
+from cmdb_asso.storage.client import EmbeddedMongo, free_port
 from tests.helpers import wait_ready
 
 pytestmark = pytest.mark.wire
@@ -328,3 +328,55 @@ def _answered(statuses: Counter[int], at_least: int) -> Callable[[], Awaitable[b
         return sum(statuses.values()) >= at_least
 
     return enough
+
+
+def _servers_on(data_dir: Path) -> list[int]:
+    """The pids of nx-27017 processes serving `data_dir`'s files."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\x00", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().split(") ", 1)[1][:1]
+        except OSError:
+            continue
+        if state != "Z" and "nx_27017" in command and str(data_dir / "mongo") in command:
+            found.append(int(entry.name))
+    return found
+
+
+async def test_one_off_commands_use_the_running_embedded_server(service: Service) -> None:
+    pid, _port = service.embedded_pid_and_port()
+    env = {**os.environ, "CMDB_ASSO_DATA_DIR": str(service.data_dir), "CMDB_ASSO_LOG_LEVEL": "warning"}
+
+    for command in (["check-links", "--grace-seconds", "0"], ["init-db"]):
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "cmdb_asso", *command, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        output, _ = await process.communicate()
+        assert process.returncode == 0, output.decode()
+
+    assert service.embedded_pid_and_port()[0] == pid
+    assert await asyncio.to_thread(_servers_on, service.data_dir) == [pid]
+
+
+async def test_a_restarted_service_adopts_the_server_its_predecessor_left(
+    tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    data_dir = tmp_path / "var"
+    orphan = EmbeddedMongo(data_dir)
+    await orphan.start()  # as a server left behind would be: running, recorded for its data directory
+    pid = json.loads((data_dir / "nx-27017.json").read_text())["pid"]
+    service = Service(data_dir)
+
+    await service.start(session)
+    adopted = service.embedded_pid_and_port()[0]
+    servers = await asyncio.to_thread(_servers_on, data_dir)
+    await service.stop()
+
+    assert adopted == pid
+    assert servers == [pid]
+    await _until(lambda: _not_alive(pid))  # adopted means owned: it stops with the service
+    await orphan.stop()  # reaps the process this test started

@@ -16,6 +16,7 @@ from cmdb_asso.config import Settings
 from cmdb_asso.keys import SERVICE
 from cmdb_asso.storage.client import EmbeddedMongo, Mongo, connect
 from cmdb_asso.storage.indexes import IndexManager
+from cmdb_asso.storage.schema import ShardedTables, refuse_sharded_tables
 from tests.conftest import AiohttpClient
 from tests.helpers import audit_records, call, create, link_body, links_in
 from tests.wire.faultproxy import (
@@ -262,3 +263,34 @@ async def test_a_server_without_union_with_falls_back_to_separate_reads(
 
     assert (first.code, second.code) == (0, 0)
     assert proxy.seen.count("aggregate") == 1  # refused once, then separate finds from then on
+
+
+async def test_sharded_association_tables_are_refused_with_a_clear_message(
+    wire_settings: Settings, wire_mongo: Mongo, proxy: FaultProxy
+) -> None:
+    proxy.mongos = True
+    namespace = f"{wire_settings.mongodb.database}.cc_InstAsst_0_pub_host"
+    sharded = {"cursor": {"firstBatch": [{"_id": namespace}], "id": 0, "ns": "config.collections"}, "ok": 1.0}
+    proxy.fail("find", sharded, when=lambda command: command["find"] == "collections", times=None)
+    mongo = await connect(replace(wire_settings.mongodb, server_selection_timeout_ms=300), proxy.uri)
+    OPENED.setdefault(proxy.port, []).append(mongo)
+
+    with pytest.raises(ShardedTables) as refused:
+        await refuse_sharded_tables(mongo, "0")
+
+    assert refused.value.tables == ["cc_InstAsst_0_pub_host"]
+    assert "must stay unsharded" in str(refused.value)
+
+
+async def test_an_unsharded_database_behind_mongos_is_served(
+    wire_settings: Settings, wire_mongo: Mongo, proxy: FaultProxy
+) -> None:
+    proxy.mongos = True
+    empty = {"cursor": {"firstBatch": [], "id": 0, "ns": "config.collections"}, "ok": 1.0}
+    proxy.fail("find", empty, when=lambda command: command["find"] == "collections", times=None)
+    mongo = await connect(replace(wire_settings.mongodb, server_selection_timeout_ms=300), proxy.uri)
+    OPENED.setdefault(proxy.port, []).append(mongo)
+
+    await refuse_sharded_tables(mongo, "0")
+
+    assert mongo.mongos
