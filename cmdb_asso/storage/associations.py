@@ -352,10 +352,10 @@ class AssociationStore:
             removed: list[int] = []
 
             async def write(session: Any) -> None:
-                claimed = await self._claim(named, links, token, session)
+                claimed = await self._claim(named, supplier_account, links, token, session)
                 removed[:] = [int(link["id"]) for link in claimed]
                 if claimed:
-                    steps = await self._delete_steps(named, claimed, audits)
+                    steps = await self._delete_steps(named, supplier_account, claimed, audits)
                     for step in steps:
                         await step.run(self, session)
 
@@ -363,10 +363,10 @@ class AssociationStore:
                 await self.mongo.run_transaction(write)
             self.links_deleted += len(removed)
             return len(removed)
-        claimed = await self._claim(named, links, token, None)
+        claimed = await self._claim(named, supplier_account, links, token, None)
         if not claimed:
             return 0
-        steps = await self._delete_steps(named, claimed, audits)
+        steps = await self._delete_steps(named, supplier_account, claimed, audits)
         journal = {
             "tables": sorted({step.table for step in steps if isinstance(step, _DeleteStep)}),
             "link_ids": [int(link["id"]) for link in claimed],
@@ -384,11 +384,12 @@ class AssociationStore:
         self.links_deleted += len(claimed)
         return len(claimed)
 
-    async def _claim(self, named: str, links: list[dict[str, Any]], token: str, session: Any) -> list[dict[str, Any]]:
+    async def _claim(
+        self, named: str, supplier: str, links: list[dict[str, Any]], token: str, session: Any
+    ) -> list[dict[str, Any]]:
         """Mark the links as this delete's, in one canonical copy each (the source model's table, whichever
         table the caller named), so that of concurrent deletes exactly one claims each link; a link whose
         source copy is gone (half deleted) is claimed in the named table. Return the links claimed."""
-        supplier = str(links[0].get("bk_supplier_account", "0"))
         by_source: dict[str, list[int]] = {}
         for link in links:
             by_source.setdefault(inst_asst_table(str(link["bk_obj_id"]), supplier), []).append(int(link["id"]))
@@ -420,9 +421,9 @@ class AssociationStore:
         return {int(doc["id"]) for doc in await cursor.to_list(None)}
 
     async def _delete_steps(
-        self, named: str, claimed: list[dict[str, Any]], audits: dict[int, AuditRecord]
+        self, named: str, supplier: str, claimed: list[dict[str, Any]], audits: dict[int, AuditRecord]
     ) -> list[_Step]:
-        supplier = str(claimed[0].get("bk_supplier_account", "0"))
+        # The caller's supplier names the tables, never a default or what a stored document says.
         by_table: dict[str, list[dict[str, Any]]] = {}
         for link in claimed:
             for obj_id in dict.fromkeys((str(link["bk_obj_id"]), str(link["bk_asst_obj_id"]))):

@@ -164,3 +164,24 @@ async def test_a_delete_that_fails_midway_is_finished_by_recovery_and_counted_on
     assert sorted(copy["coll"] for copy in await archived(mock_mongo)) == [
         "cc_InstAsst_0_pub_bk_switch", "cc_InstAsst_0_pub_host"]  # fmt: skip
     assert await mock_mongo.db["cmdb_asso_journal"].count_documents({}) == 0
+
+
+async def test_a_delete_uses_the_callers_supplier_not_what_a_stored_document_says(
+    client: Client, mock_mongo: Mongo
+) -> None:
+    supplier = {"X-Bkcmdb-Supplier-Account": "tenant_b"}
+    for obj_id, table, field in (("bk_switch", "cc_ObjectBase_tenant_b_pub_bk_switch", "bk_inst_id"),):
+        await mock_mongo.db[table].insert_one({"bk_obj_id": obj_id, field: 11, "bk_inst_name": "switch-11"})
+    answer = await create(client, link_body("bk_switch_belong_bk_host", 11, 21), headers=supplier)
+    assert answer.code == 0
+    for obj_id in ("bk_switch", "host"):
+        # Documents bk-cmdb wrote long ago may lack the field: a default must not pick the tables.
+        await mock_mongo.db[f"cc_InstAsst_tenant_b_pub_{obj_id}"].update_many(
+            {}, {"$unset": {"bk_supplier_account": ""}}
+        )
+
+    deleted = await call(client, "delete_many", {"bk_obj_id": "host", "id": [answer.data["id"]]}, headers=supplier)
+
+    assert (deleted.code, deleted.data) == (0, 1)
+    assert await links_in(mock_mongo, "bk_switch", "tenant_b") == []
+    assert await links_in(mock_mongo, "host", "tenant_b") == []
