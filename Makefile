@@ -29,6 +29,7 @@ fuzz: install
 lint: install
 	$(BIN)/ruff check cmdb_asso tests scripts
 	$(BIN)/ruff format --check cmdb_asso tests scripts
+	$(BIN)/lint-imports
 
 typecheck: install
 	$(BIN)/mypy

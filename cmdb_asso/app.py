@@ -23,18 +23,20 @@ from cmdb_asso.keys import (
     MONGO,
     OPENAPI,
     QUERIES,
+    READINESS,
     SERVICE,
     SETTINGS,
 )
+from cmdb_asso.service.apps import AppAuthenticator
 from cmdb_asso.service.associations import AssociationService
 from cmdb_asso.service.idempotency import Idempotency
 from cmdb_asso.service.permission import AllowAll, Authorizer, StaticPolicy, UserGrants
 from cmdb_asso.service.queries import QueryService
+from cmdb_asso.service.readiness import Readiness
 from cmdb_asso.storage.associations import AssociationStore
 from cmdb_asso.storage.client import EMBEDDED, EMBEDDED_RUNNING, EmbeddedMongo, Mongo, connect
 from cmdb_asso.storage.idempotency import IdempotencyStore
 from cmdb_asso.storage.schema import ensure_indexes, refuse_sharded_tables
-from cmdb_asso.web.identity import AppAuthenticator
 from cmdb_asso.web.metrics import Metrics
 from cmdb_asso.web.middlewares import error_envelope, request_context, request_deadline
 from cmdb_asso.web.openapi import build_spec
@@ -175,6 +177,7 @@ def create_app(
                 definition_cache_entries=settings.limits.definition_cache_entries,
             )
             app[MONGO] = connection
+            app[READINESS] = Readiness(connection)
             app[SERVICE] = AssociationService(store, chosen_authorizer)
             app[QUERIES] = QueryService(store, chosen_authorizer, find_max_results=settings.limits.find_max_results)
             deadline = settings.mongodb.request_deadline_seconds

@@ -3,24 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from cmdb_asso.config import Settings
-from cmdb_asso.service.associations import AssociationService
-from cmdb_asso.service.idempotency import Idempotency
-from cmdb_asso.service.queries import QueryService
-from cmdb_asso.storage.client import Mongo
-from cmdb_asso.web.identity import AppAuthenticator
-from cmdb_asso.web.metrics import Metrics
+if TYPE_CHECKING:  # the keys need only the types: no import runs back up the layers
+    from cmdb_asso.config import Settings
+    from cmdb_asso.service.apps import AppAuthenticator
+    from cmdb_asso.service.associations import AssociationService
+    from cmdb_asso.service.idempotency import Idempotency
+    from cmdb_asso.service.queries import QueryService
+    from cmdb_asso.service.readiness import Readiness
+    from cmdb_asso.storage.client import Mongo
+    from cmdb_asso.web.metrics import Metrics
 
-SETTINGS = web.AppKey("settings", Settings)
-MONGO = web.AppKey("mongo", Mongo)
-SERVICE = web.AppKey("service", AssociationService)
-QUERIES = web.AppKey("queries", QueryService)
-IDEMPOTENCY = web.AppKey("idempotency", Idempotency)
-APP_AUTHENTICATOR = web.AppKey("app_authenticator", AppAuthenticator)
-METRICS = web.AppKey("metrics", Metrics)
+SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
+# The database connection, for the composition root (app.py) and commands; handlers never see it.
+MONGO: web.AppKey[Mongo] = web.AppKey("mongo")
+SERVICE: web.AppKey[AssociationService] = web.AppKey("service")
+QUERIES: web.AppKey[QueryService] = web.AppKey("queries")
+READINESS: web.AppKey[Readiness] = web.AppKey("readiness")
+IDEMPOTENCY: web.AppKey[Idempotency] = web.AppKey("idempotency")
+APP_AUTHENTICATOR: web.AppKey[AppAuthenticator] = web.AppKey("app_authenticator")
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 # Set once SIGTERM came: /readyz answers 503 and every answer closes its connection.
 DRAINING = web.AppKey("draining", asyncio.Event)
 # Set while the embedded MongoDB server is being started again after it died (/readyz answers 503).
@@ -47,6 +52,7 @@ __all__ = [
     "MONGO",
     "OPENAPI",
     "QUERIES",
+    "READINESS",
     "REQUEST_ID",
     "RESPONSE_CODE",
     "SERVICE",

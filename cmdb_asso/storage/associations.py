@@ -186,6 +186,16 @@ class AssociationStore:
             docs = await self.mongo.db[table].find(query, projection).batch_size(_LARGE_BATCH).to_list(None)
         return [LinkEnds(int(doc["bk_inst_id"]), int(doc["bk_asst_inst_id"])) for doc in docs]
 
+    @property
+    def ids_reserved(self) -> dict[str, int]:
+        """Ids reserved from cc_idgenerator by this process, by sequence."""
+        return self.ids.reserved
+
+    @property
+    def links_recovered(self) -> tuple[int, int]:
+        """Links of unfinished writes this process's recovery rolled forward and back."""
+        return self.journal.rolled_forward, self.journal.rolled_back
+
     def refuses_repeats(self, definition: Definition, supplier_account: str) -> bool:
         """Whether the store itself refuses a repeated link of `definition` (the unique index on
         {bk_inst_id, bk_asst_inst_id, bk_obj_asst_id} exists on both tables), so a create may write first."""

@@ -16,9 +16,9 @@ from cmdb_asso.keys import (
     EMBEDDED_RESTARTING,
     IDEMPOTENCY,
     METRICS,
-    MONGO,
     OPENAPI,
     QUERIES,
+    READINESS,
     REQUEST_ID,
     SERVICE,
     SETTINGS,
@@ -286,8 +286,7 @@ async def readyz(request: web.Request) -> web.Response:
         return web.json_response({"status": "not ready", "reason": "shutting down"}, status=503)
     if request.app[EMBEDDED_RESTARTING].is_set():
         return web.json_response({"status": "not ready", "reason": "embedded mongodb restarting"}, status=503)
-    try:
-        await request.app[MONGO].ping()
-    except Exception as exc:
-        return web.json_response({"status": "not ready", "reason": f"mongodb: {type(exc).__name__}"}, status=503)
+    problem = await request.app[READINESS].problem()
+    if problem is not None:
+        return web.json_response({"status": "not ready", "reason": problem}, status=503)
     return web.json_response({"status": "ready"})

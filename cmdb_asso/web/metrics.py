@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Protocol
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -10,16 +11,36 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from cmdb_asso.storage.associations import AssociationStore
-from cmdb_asso.storage.client import CommandCounter
-
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class CommandStatistics(Protocol):
+    """The database commands a process sent (the storage layer keeps them)."""
+
+    failures: int
+    by_name: dict[str, int]
+    seconds_by_name: dict[str, float]
+
+
+class StoreStatistics(Protocol):
+    """What the storage layer counted of its own work."""
+
+    links_created: int
+    links_deleted: int
+
+    @property
+    def ids_reserved(self) -> Mapping[str, int]:
+        """Ids reserved, by sequence."""
+
+    @property
+    def links_recovered(self) -> tuple[int, int]:
+        """Links of unfinished writes rolled forward and back."""
 
 
 class _StorageCollector(Collector):
     """Reads the storage layer's own counters at scrape time."""
 
-    def __init__(self, store: AssociationStore, commands: CommandCounter) -> None:
+    def __init__(self, store: StoreStatistics, commands: CommandStatistics) -> None:
         self.store = store
         self.commands = commands
 
@@ -39,7 +60,7 @@ class _StorageCollector(Collector):
             seconds.add_metric([name], total)
         yield seconds
         ids = CounterMetricFamily("cmdb_asso_ids_reserved", "Ids reserved from cc_idgenerator", labels=["sequence"])
-        for name, count in sorted(self.store.ids.reserved.items()):
+        for name, count in sorted(self.store.ids_reserved.items()):
             ids.add_metric([name], count)
         yield ids
         created = CounterMetricFamily("cmdb_asso_links_created", "Instance associations created")
@@ -51,8 +72,9 @@ class _StorageCollector(Collector):
         recovered = CounterMetricFamily(
             "cmdb_asso_recovered_links", "Links of unfinished writes settled by recovery", labels=["how"]
         )
-        recovered.add_metric(["forward"], self.store.journal.rolled_forward)
-        recovered.add_metric(["back"], self.store.journal.rolled_back)
+        forward, back = self.store.links_recovered
+        recovered.add_metric(["forward"], forward)
+        recovered.add_metric(["back"], back)
         yield recovered
 
 
@@ -75,7 +97,7 @@ class Metrics:
             registry=self.registry,
         )
 
-    def watch_storage(self, store: AssociationStore, commands: CommandCounter) -> None:
+    def watch_storage(self, store: StoreStatistics, commands: CommandStatistics) -> None:
         """Expose the storage layer's counters."""
         self.registry.register(_StorageCollector(store, commands))
 

@@ -19,10 +19,10 @@ from cmdb_asso.config import AppCredential, AuthSettings, LimitSettings, Setting
 from cmdb_asso.credentials import hash_secret
 from cmdb_asso.errors import AppAuthFailed
 from cmdb_asso.loader import Loader, Rejected, Row, State, parse_row
+from cmdb_asso.service import apps
+from cmdb_asso.service.apps import AppAuthenticator
 from cmdb_asso.storage.associations import AssociationStore
 from cmdb_asso.storage.client import Mongo
-from cmdb_asso.web import identity
-from cmdb_asso.web.identity import AppAuthenticator
 from tests.conftest import MakeClient
 from tests.helpers import audit_records, call, create, link_body, links_in, read_envelope
 
@@ -182,7 +182,7 @@ async def test_the_secret_check_runs_off_the_event_loop_and_a_refusal_is_remembe
         threads.append(threading.get_ident())
         return real_verify(secret, stored)
 
-    monkeypatch.setattr(identity, "verify_secret", spying_verify)
+    monkeypatch.setattr(apps, "verify_secret", spying_verify)
     authenticator = AppAuthenticator({"app": hash_secret("right", iterations=1000)})
 
     for _ in range(5):
@@ -204,7 +204,7 @@ async def test_wrong_secrets_do_not_stall_other_requests(
         released.wait(10)
         return False
 
-    monkeypatch.setattr(identity, "verify_secret", slow_verify)
+    monkeypatch.setattr(apps, "verify_secret", slow_verify)
     secured = replace(settings, auth=AuthSettings(apps=(AppCredential("app", hash_secret("s", iterations=1000)),)))
     client = await make_client(app_settings=secured)
     stuck = asyncio.ensure_future(create(client, {**SEED, "bk_app_code": "app"}, spelling="esb"))

@@ -1,0 +1,21 @@
+"""Whether the service can serve: its database answers."""
+
+from __future__ import annotations
+
+from cmdb_asso.errors import CmdbError
+from cmdb_asso.storage.client import Mongo
+
+
+class Readiness:
+    """Asks the database whether it answers, for /readyz."""
+
+    def __init__(self, mongo: Mongo) -> None:
+        self._mongo = mongo
+
+    async def problem(self) -> str | None:
+        """None when MongoDB answers a ping; otherwise why not, without the driver's text."""
+        try:
+            await self._mongo.ping()
+        except CmdbError as error:
+            return f"mongodb: {type(error).__name__}"
+        return None
