@@ -57,6 +57,11 @@ def message(code: int, language: Language, args: tuple[Any, ...] = ()) -> str:
         return template
 
 
+class LinkConflict(Exception):
+    """The store refused a link because a unique index already holds its key: a rule was raced. Raised by
+    storage, handled by the service (which judges the rules again); never shown to a caller."""
+
+
 class CmdbError(Exception):
     """An error with a bk-cmdb code; the web layer renders it into the envelope."""
 
@@ -73,6 +78,12 @@ class CmdbError(Exception):
     def message(self, language: Language) -> str:
         """The error's text in `language`."""
         return message(self.code, language, self.args_for_message)
+
+    @property
+    def retryable(self) -> bool:
+        """Whether the same request may succeed if sent again (the database was away, a bug): such an answer
+        is not recorded for idempotent replay."""
+        return self.http_status >= 500
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message('en')}"

@@ -18,6 +18,7 @@ from cmdb_asso.errors import (
     DefinitionNotFound,
     DefinitionNotUnique,
     DuplicateItem,
+    LinkConflict,
     OneToManyViolated,
     OneToOneViolated,
     PermissionDenied,
@@ -26,7 +27,7 @@ from cmdb_asso.errors import (
 )
 from cmdb_asso.service.context import Caller
 from cmdb_asso.service.permission import Authorizer, DeniedInstance, edit_permission_payload
-from cmdb_asso.storage.associations import AssociationStore, LinkConflict
+from cmdb_asso.storage.associations import AssociationStore
 
 log = structlog.get_logger(__name__)
 
@@ -63,8 +64,9 @@ class BatchOutcome:
     failed: dict[int, CmdbError] = field(default_factory=dict)
 
 
-class _Limits:
-    """What a definition's mapping forbids, given the links that exist and those accepted earlier in a batch."""
+class MappingRules:
+    """Steps 4 and 5 of the contract: what a definition's mapping forbids, given the links that exist and those
+    accepted earlier in the same batch."""
 
     def __init__(self, definition: Definition, existing: Iterable[LinkEnds]) -> None:
         self.mapping = definition.mapping
@@ -90,11 +92,6 @@ class _Limits:
             if duplicate == "batch":
                 raise AssociationExists(inst_id, asst_inst_id)
             raise DuplicateItem("association")
-
-
-def check_mapping_and_duplicate(link: NewLink, existing: list[LinkEnds]) -> None:
-    """Steps 4 and 5 for one new link against the links that exist."""
-    _Limits(link.definition, existing).check(link.inst_id, link.asst_inst_id)
 
 
 def _audit(
@@ -128,10 +125,9 @@ def _audit(
 class AssociationService:
     """Creates and deletes instance associations; owns every rule, raises typed errors."""
 
-    def __init__(self, store: AssociationStore, authorizer: Authorizer, *, batch_limit: int = 200) -> None:
+    def __init__(self, store: AssociationStore, authorizer: Authorizer) -> None:
         self.store = store
         self.authorizer = authorizer
-        self.batch_limit = batch_limit
 
     async def definition(self, obj_asst_id: str, supplier_account: str) -> Definition:
         """Step 2: the one definition with this id under supplier "0" or the caller's."""
@@ -188,7 +184,7 @@ class AssociationService:
         )
         if skip_links and any(src not in src_names or dst not in dst_names for src, dst in values):
             existing = await self.store.find_existing_links(definition, supplier, values)
-        limits = _Limits(definition, existing)
+        limits = MappingRules(definition, existing)
         accepted: dict[int, AuditRecord] = {}
         failed: dict[int, CmdbError] = {}
         for index in sorted(pairs):

@@ -111,7 +111,7 @@ class Idempotency:
             with reservations_to(record):
                 data = await execute()
         except CmdbError as error:
-            if error.http_status >= 500:
+            if error.retryable:
                 # Ran again by the retry; one that may have written stays claimed, to be settled by its ids.
                 await (self.store.abandon(scoped) if reserved else self.store.release(scoped))
                 raise

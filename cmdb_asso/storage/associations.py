@@ -25,6 +25,7 @@ from pymongo.errors import (
 
 from cmdb_asso.clock import utc_now
 from cmdb_asso.domain import MAPPINGS, AuditRecord, Definition, LinkEnds, Mapping, NewLink
+from cmdb_asso.errors import LinkConflict
 from cmdb_asso.storage.client import Mongo, share_of_budget, translate_errors
 from cmdb_asso.storage.idempotency import report_reservation
 from cmdb_asso.storage.ids import IdAllocator
@@ -48,10 +49,6 @@ RESOURCE_NAME_MAX_BYTES = 256
 _WRITE_CONFLICT = 112
 # Reads whose results are small documents ask for them in one batch rather than the server's default of 101.
 _LARGE_BATCH = 10000
-
-
-class LinkConflict(Exception):
-    """The store refused a link because a unique index already holds its key (a rule was raced)."""
 
 
 def truncate_utf8(text: str, max_bytes: int) -> str:
@@ -131,7 +128,7 @@ def _definition_from(doc: dict[str, Any]) -> Definition:
 
 
 class AssociationStore:
-    """Reads and writes of instance associations; every driver call of the service goes through here."""
+    """Reads and writes of instance associations, their definitions and instances, and their audit records."""
 
     def __init__(
         self,

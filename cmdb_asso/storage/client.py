@@ -52,7 +52,7 @@ EMBEDDED_RUNNING = "embedded+"
 # 133 is FailedToSatisfyReadPreference, which mongos answers while a shard has no primary.
 _UNAVAILABLE_CODES = frozenset({6, 7, 50, 89, 91, 133, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436})
 
-__all__ = ["DuplicateKeyError", "EmbeddedMongo", "Mongo", "connect"]
+__all__ = ["EmbeddedMongo", "Mongo", "connect"]
 
 
 def _is_unavailable(exc: PyMongoError) -> bool:

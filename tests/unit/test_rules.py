@@ -16,7 +16,7 @@ from cmdb_asso.errors import (
     SourceInstanceMissing,
     TargetInstanceMissing,
 )
-from cmdb_asso.service.associations import AssociationService, CreateRequest, check_mapping_and_duplicate
+from cmdb_asso.service.associations import AssociationService, CreateRequest, MappingRules
 from cmdb_asso.service.context import Caller
 from cmdb_asso.service.permission import AllowAll
 from cmdb_asso.storage.associations import AssociationStore, truncate_utf8
@@ -26,6 +26,10 @@ from cmdb_asso.storage.indexes import inst_asst_indexes
 from tests.helpers import audit_records, links_in
 
 CALLER = Caller(user="admin", supplier_account="0", app_code="app", request_id="rid")
+
+
+def _check(link: NewLink, existing: list[LinkEnds]) -> None:
+    MappingRules(link.definition, existing).check(link.inst_id, link.asst_inst_id)
 
 
 def _link(mapping: Any, inst_id: int = 1, asst_inst_id: int = 2) -> NewLink:
@@ -64,7 +68,7 @@ def _service(
 )
 def test_each_mapping_refuses_what_it_limits(mapping: str, existing: list[LinkEnds], error: type[Exception]) -> None:
     with pytest.raises(error):
-        check_mapping_and_duplicate(_link(mapping), existing)
+        _check(_link(mapping), existing)
 
 
 @pytest.mark.parametrize(
@@ -72,7 +76,7 @@ def test_each_mapping_refuses_what_it_limits(mapping: str, existing: list[LinkEn
     [("1:n", [LinkEnds(1, 9)]), ("n:n", [LinkEnds(1, 9), LinkEnds(9, 2)]), ("1:1", [])],
 )
 def test_each_mapping_allows_what_it_does_not_limit(mapping: str, existing: list[LinkEnds]) -> None:
-    check_mapping_and_duplicate(_link(mapping), existing)
+    _check(_link(mapping), existing)
 
 
 async def test_a_created_link_gets_ids_from_the_sequence_in_blocks(mock_mongo: Mongo) -> None:
