@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-Mapping = Literal["1:1", "1:n", "n:n"]
+# "unknown": a stored definition whose mapping is none of the three (corrupt data); nothing is written for it.
+Mapping = Literal["1:1", "1:n", "n:n", "unknown"]
 MAPPINGS: tuple[Mapping, ...] = ("1:1", "1:n", "n:n")
 
 
@@ -38,6 +39,10 @@ class NewLink:
     inst_id: int
     asst_inst_id: int
     supplier_account: str
+    # Keys the store must keep unique, as the mapping limits the link (decided by the service): one source per
+    # 1:1 definition, one target per 1:1 and 1:n definition. None where the mapping sets no limit.
+    unique_source_key: str | None = None
+    unique_target_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -131,6 +131,15 @@ class ParamEmpty(CmdbError):
     code = 1199011
 
 
+class DefinitionMappingInvalid(CmdbError):
+    """The definition's stored mapping is none of 1:1, 1:n, n:n: no link of it is written (1199011)."""
+
+    code = 1199011
+
+    def __init__(self) -> None:
+        super().__init__("mapping")
+
+
 class DuplicateItem(CmdbError):
     """The same association already exists (1199014)."""
 

@@ -10,11 +10,12 @@ from typing import Any, Literal
 import structlog
 
 from cmdb_asso.clock import utc_now
-from cmdb_asso.domain import AuditRecord, Definition, LinkEnds, NewLink
+from cmdb_asso.domain import MAPPINGS, AuditRecord, Definition, LinkEnds, NewLink
 from cmdb_asso.errors import (
     AssociationExists,
     BodyInvalid,
     CmdbError,
+    DefinitionMappingInvalid,
     DefinitionNotFound,
     DefinitionNotUnique,
     DuplicateItem,
@@ -82,6 +83,15 @@ class MappingRules:
         self.targets.add(asst_inst_id)
         self.pairs.add((inst_id, asst_inst_id))
 
+    @staticmethod
+    def new_link(definition: Definition, inst_id: int, asst_inst_id: int, supplier_account: str) -> NewLink:
+        """The link to write, with the keys the store must keep unique for its mapping (so that a race the
+        read cannot see is refused by a unique index)."""
+        source_key = f"{definition.obj_asst_id}:{inst_id}" if definition.mapping == "1:1" else None
+        limited_target = definition.mapping in ("1:1", "1:n")
+        target_key = f"{definition.obj_asst_id}:{asst_inst_id}" if limited_target else None
+        return NewLink(definition, inst_id, asst_inst_id, supplier_account, source_key, target_key)
+
     def check(self, inst_id: int, asst_inst_id: int, duplicate: Literal["item", "batch"] = "item") -> None:
         """Steps 4 and 5: the mapping limits of the definition, then the exact duplicate."""
         if self.mapping == "1:1" and (inst_id in self.sources or asst_inst_id in self.targets):
@@ -137,6 +147,9 @@ class AssociationService:
             raise DefinitionNotFound()
         if len(definitions) > 1:
             raise DefinitionNotUnique()
+        if definitions[0].mapping not in MAPPINGS:
+            # Not the least restrictive mapping by default: a definition whose rules are unknown gets no links.
+            raise DefinitionMappingInvalid()
         return definitions[0]
 
     async def authorize_edit(self, caller: Caller, ends: list[tuple[str, int]]) -> None:
@@ -219,7 +232,7 @@ class AssociationService:
                 raise failed[0]
             if dry_run:
                 return None
-            link = NewLink(definition, *pair, caller.supplier_account)
+            link = MappingRules.new_link(definition, *pair, caller.supplier_account)
             try:
                 (new_id,) = await self.store.create_links([link], [accepted[0]])
             except LinkConflict:
@@ -265,7 +278,7 @@ class AssociationService:
             if not accepted:
                 break
             indexes = sorted(accepted)
-            links = [NewLink(definition, *pending[index], caller.supplier_account) for index in indexes]
+            links = [MappingRules.new_link(definition, *pending[index], caller.supplier_account) for index in indexes]
             try:
                 if attempt == _WRITE_ATTEMPTS - 1 and not request.atomic:
                     await self._create_one_by_one(caller, definition, pending, indexes, links, accepted, outcome)

@@ -57,7 +57,7 @@ def truncate_utf8(text: str, max_bytes: int) -> str:
 
 
 def link_document(link: NewLink, link_id: int, now: datetime) -> dict[str, Any]:
-    """The stored form of a link: bk-cmdb's fields and types, plus our guard fields where the mapping needs them."""
+    """The stored form of a link: bk-cmdb's fields and types, plus the guard fields the service asked for."""
     definition = link.definition
     doc: dict[str, Any] = {
         "id": Int64(link_id),
@@ -72,10 +72,10 @@ def link_document(link: NewLink, link_id: int, now: datetime) -> dict[str, Any]:
         "create_time": now,
         "last_time": now,
     }
-    if definition.mapping == "1:1":
-        doc[SRC_GUARD] = f"{definition.obj_asst_id}:{link.inst_id}"
-    if definition.mapping in ("1:1", "1:n"):
-        doc[DST_GUARD] = f"{definition.obj_asst_id}:{link.asst_inst_id}"
+    if link.unique_source_key is not None:
+        doc[SRC_GUARD] = link.unique_source_key
+    if link.unique_target_key is not None:
+        doc[DST_GUARD] = link.unique_target_key
     return doc
 
 
@@ -114,8 +114,8 @@ def audit_document(record: AuditRecord, audit_id: int) -> dict[str, Any]:
 
 def _definition_from(doc: dict[str, Any]) -> Definition:
     stored = doc.get("mapping")
-    checked: Mapping = next((mapping for mapping in MAPPINGS if mapping == stored), "n:n")
-    if stored not in MAPPINGS:
+    checked: Mapping = next((mapping for mapping in MAPPINGS if mapping == stored), "unknown")
+    if checked == "unknown":
         log.warning("definition_mapping_unknown", bk_obj_asst_id=doc.get("bk_obj_asst_id"), mapping=stored)
     return Definition(
         obj_asst_id=str(doc.get("bk_obj_asst_id", "")),

@@ -439,3 +439,17 @@ async def test_the_configured_default_language_applies_without_a_header(make_cli
     answer = await create(client, link_body("no_such_definition", 11, 21))
 
     assert answer.message == "模型的关联关系不存在"
+
+
+@pytest.mark.parametrize("mapping", ["m:n", "", None, "N:N"])
+async def test_a_definition_whose_mapping_is_unknown_gets_no_links(
+    client: Client, mock_mongo: Mongo, mapping: Any
+) -> None:
+    await mock_mongo.db["cc_ObjAsst"].update_one({"bk_obj_asst_id": "app_run_host"}, {"$set": {"mapping": mapping}})
+
+    answer = await create(client, link_body("app_run_host", 41, 21))
+
+    # Not silently the least restrictive mapping: the rules of such a definition are unknown.
+    assert (answer.code, answer.data) == (1199011, None)
+    assert "'mapping'" in answer.message
+    assert await links_in(mock_mongo, "app") == []
