@@ -19,20 +19,11 @@ from typing import Any, Literal
 import aiohttp
 import orjson
 
+from cmdb_asso.operations import BY_NAME
+
 Spelling = Literal["native", "esb"]
 
 # Every operation: (native method, native path with {parameters}, ESB name).
-OPERATIONS: dict[str, tuple[str, str, str]] = {
-    "create": ("POST", "/api/v3/create/instassociation", "add_instance_association"),
-    "create_many": ("POST", "/api/v3/createmany/instassociation", "batch_create_instance_association"),
-    "delete": ("DELETE", "/api/v3/delete/instassociation/{bk_obj_id}/{id}", "delete_instance_association"),
-    "delete_many": ("DELETE", "/api/v3/delete/instassociation/batch", "delete_related_inst_asso"),
-    "find": ("POST", "/api/v3/find/instassociation", "find_instance_association"),
-    "find_related": ("POST", "/api/v3/find/instassociation/related", "search_related_inst_asso"),
-    "search": ("POST", "/api/v3/search/instance_associations/object/{bk_obj_id}", "search_instance_associations"),
-    "count": ("POST", "/api/v3/count/instance_associations/object/{bk_obj_id}", "count_instance_associations"),
-}
-_PATH_PARAMETERS = {"delete": ("bk_obj_id", "id"), "search": ("bk_obj_id",), "count": ("bk_obj_id",)}
 
 
 # Set when the current call needed more than one attempt.
@@ -288,7 +279,8 @@ class AssociationClient:
         raise AssertionError("unreachable")
 
     def _request(self, operation: str, params: dict[str, Any]) -> tuple[str, str, Any, dict[str, str]]:
-        method, path, esb_name = OPERATIONS[operation]
+        described = BY_NAME[operation]
+        method, path, esb_name = described.method, described.native_path, described.esb_name
         headers = {"Content-Type": "application/json"}
         if self.spelling == "esb":
             body = {**params, "bk_app_code": self.app_code, "bk_app_secret": self.app_secret, "bk_username": self.user}
@@ -298,7 +290,7 @@ class AssociationClient:
         headers["X-Bkcmdb-User"] = self.user
         if self.supplier_account:
             headers["X-Bkcmdb-Supplier-Account"] = self.supplier_account
-        names = _PATH_PARAMETERS.get(operation, ())
+        names = described.path_parameters
         path = path.format(**{name: params[name] for name in names})
         body = {key: value for key, value in params.items() if key not in names}
         return method, path, body or None, headers

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ import aiohttp
 from aiohttp.test_utils import TestClient
 from bson.int64 import Int64
 
-from cmdb_asso.client import OPERATIONS
+from cmdb_asso.operations import BY_NAME
 from cmdb_asso.storage.client import Mongo
 from cmdb_asso.storage.tables import OBJ_ASST, inst_asst_table
 
@@ -78,13 +77,13 @@ async def call(
     client: TestClient[Any, Any], operation: str, params: dict[str, Any], *, spelling: str = "native", **kwargs: Any
 ) -> Answer:
     """Call `operation` by `spelling`: native path parameters come out of `params`, ESB keeps all in the body."""
-    method, template, esb_name = OPERATIONS[operation]
+    described = BY_NAME[operation]
     if spelling == "esb":
-        return await post(client, f"/api/c/compapi/v2/cc/{esb_name}/", params, spelling="esb", **kwargs)
-    names = re.findall(r"{(\w+)}", template)
-    path = template.format(**{name: params[name] for name in names})
+        return await post(client, described.esb_path, params, spelling="esb", **kwargs)
+    names = described.path_parameters
+    path = described.native_path.format(**{name: params[name] for name in names})
     body = {key: value for key, value in params.items() if key not in names}
-    return await post(client, path, body or None, spelling="native", method=method, **kwargs)
+    return await post(client, path, body or None, spelling="native", method=described.method, **kwargs)
 
 
 async def create(client: TestClient[Any, Any], body: Any, *, spelling: str = "native", **kwargs: Any) -> Answer:

@@ -53,7 +53,7 @@ class Call:
     params: Any
 
 
-Operation = Callable[[web.Request, Call], Awaitable[Any]]
+OperationHandler = Callable[[web.Request, Call], Awaitable[Any]]
 
 _CREATE = CreateAssociationSchema()
 _CREATE_MANY = CreateManySchema()
@@ -100,7 +100,9 @@ async def _read_body(request: web.Request) -> dict[str, Any] | None:
     return body
 
 
-async def _answer(request: web.Request, operation: Operation, call: Call, name: str, idempotent: bool) -> web.Response:
+async def _answer(
+    request: web.Request, operation: OperationHandler, call: Call, name: str, idempotent: bool
+) -> web.Response:
     """Run the operation, at most once per `Idempotency-Key` where the operation takes one."""
     key = request.headers.get("Idempotency-Key")
     if not idempotent or key is None or _dry_run(request, call.params):
@@ -115,7 +117,7 @@ async def _answer(request: web.Request, operation: Operation, call: Call, name: 
 
 
 def native_view(
-    operation: Operation, *, writes: bool, name: str = "", idempotent: bool = False
+    operation: OperationHandler, *, writes: bool, name: str = "", idempotent: bool = False
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
     """An aiohttp handler for the native spelling: identity from headers, path parameters over the body."""
 
@@ -132,7 +134,7 @@ def native_view(
 
 
 def esb_view(
-    operation: Operation, *, writes: bool, name: str = "", idempotent: bool = False
+    operation: OperationHandler, *, writes: bool, name: str = "", idempotent: bool = False
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
     """An aiohttp handler for the ESB spelling: everything, credentials included, in the JSON body."""
 

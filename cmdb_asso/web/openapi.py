@@ -9,11 +9,12 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import Schema, fields
 
 from cmdb_asso.inputs import INT64_MAX, MODEL_ID, SUPPLIER_ACCOUNT
+from cmdb_asso.operations import OPERATIONS, Operation
 from cmdb_asso.service.idempotency import MAX_KEY_LENGTH
 from cmdb_asso.web import schemas
 from cmdb_asso.web.handlers import DRY_RUN_WORDS
 from cmdb_asso.web.identity import LANGUAGE_HEADERS
-from cmdb_asso.web.routes import ESB_PREFIXES, ROUTES, Route
+from cmdb_asso.web.routes import ESB_PREFIXES
 
 TITLE = "cmdb-asso"
 VERSION = "0.1.0"
@@ -190,7 +191,7 @@ def _links(spelling: str, esb_name: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _native_operation(route: Route, schema_name: str) -> dict[str, Any]:
+def _native_operation(route: Operation, schema_name: str) -> dict[str, Any]:
     path_names = [part[1:-1] for part in route.native_path.split("/") if part.startswith("{")]
     path_schemas = {"bk_obj_id": _MODEL_ID, "id": {**_INT64, "minimum": 0}}
     parameters: list[dict[str, Any]] = [
@@ -231,7 +232,7 @@ def _write_option_headers() -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-def _esb_operation(route: Route, schema_name: str) -> dict[str, Any]:
+def _esb_operation(route: Operation, schema_name: str) -> dict[str, Any]:
     parameters: list[dict[str, Any]] = [
         {"name": "X-Bkapi-Authorization", "in": "header", "required": False, "schema": {"type": "string"}},
     ]
@@ -289,7 +290,7 @@ def build_spec() -> dict[str, Any]:
     spec.components.schema("NativeError", _native_envelope({"nullable": True}))
     spec.components.schema("EsbError", _esb_envelope({"nullable": True}))
     registered: set[str] = set()
-    for route in ROUTES:
+    for route in OPERATIONS:
         schema_class = REQUEST_SCHEMAS[route.esb_name]
         schema_name = schema_class.__name__.removesuffix("Schema")
         if schema_name not in registered:

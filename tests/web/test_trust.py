@@ -19,6 +19,7 @@ from cmdb_asso.app import create_app
 from cmdb_asso.config import AppCredential, AuthSettings, Grant, Settings
 from cmdb_asso.credentials import hash_secret, verify_secret
 from cmdb_asso.keys import SERVICE
+from cmdb_asso.operations import BY_NAME
 from cmdb_asso.storage.client import Mongo
 from tests.conftest import MakeClient
 from tests.helpers import ESB_CREATE, audit_records, call, create, link_body, links_in, read_envelope
@@ -260,15 +261,8 @@ BODIES = st.one_of(JSON, st.dictionaries(KEYS, JSON, max_size=8))
 async def test_random_bodies_never_crash_always_answer_the_envelope_and_never_write(
     client: Client, mock_mongo: Mongo, body: Any, operation: str, spelling: str
 ) -> None:
-    path = {
-        "create": "/api/v3/create/instassociation",
-        "create_many": "/api/v3/createmany/instassociation",
-        "search": "/api/v3/search/instance_associations/object/host",
-    }[operation]
-    esb_name = {"create": "add_instance_association", "create_many": "batch_create_instance_association",
-                "search": "search_instance_associations"}[operation]  # fmt: skip
-    if spelling == "esb":
-        path = f"/api/c/compapi/v2/cc/{esb_name}/"
+    described = BY_NAME[operation]
+    path = described.esb_path if spelling == "esb" else described.native_path.format(bk_obj_id="host")
     before = await _link_ids(mock_mongo)
     response = await client.post(
         path,
