@@ -27,7 +27,7 @@ from cmdb_asso.errors import CmdbError
 from cmdb_asso.keys import MONGO
 from cmdb_asso.loader import Loader, State
 from cmdb_asso.log import setup_logging
-from cmdb_asso.storage.client import EMBEDDED, EMBEDDED_RUNNING, EmbeddedMongo, Mongo
+from cmdb_asso.storage.client import EMBEDDED, EMBEDDED_RUNNING, EmbeddedMongo, MongoConnection
 from cmdb_asso.storage.repair import find_problems, repair
 from cmdb_asso.storage.schema import ShardedTables, ensure_indexes, has_definitions, seed_demo
 from cmdb_asso.web.server import run
@@ -117,7 +117,7 @@ async def _load(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _check_links(
-    mongo: Mongo, supplier_account: str, *, fix: bool, grace_seconds: float, since_hours: float
+    mongo: MongoConnection, supplier_account: str, *, fix: bool, grace_seconds: float, since_hours: float
 ) -> int:
     problems = await find_problems(mongo, supplier_account, grace_seconds=grace_seconds, since_hours=since_hours)
     for problem in problems:
@@ -149,7 +149,7 @@ def _shown_uri(uri: str) -> str:
     return uri.split("@")[-1]
 
 
-async def _seed_if_empty(mongo: Mongo, supplier_account: str) -> None:
+async def _seed_if_empty(mongo: MongoConnection, supplier_account: str) -> None:
     if not await has_definitions(mongo):
         await seed_demo(mongo, supplier_account)
         log.info("demo_data_seeded")
@@ -209,7 +209,7 @@ def supervise(settings: Settings, config: str | None, *, workers: int, seed_if_e
             embedded.stop_blocking()
 
 
-async def _with_mongo(settings: Settings, work: Callable[[Mongo], Awaitable[None]]) -> None:
+async def _with_mongo(settings: Settings, work: Callable[[MongoConnection], Awaitable[None]]) -> None:
     # One-off commands use the service's embedded server when it runs, rather than a second one on its files.
     mongo, embedded = await open_mongo(settings, use_running_server=True)
     try:
@@ -220,7 +220,7 @@ async def _with_mongo(settings: Settings, work: Callable[[Mongo], Awaitable[None
             await embedded.stop()
 
 
-async def _init_db(mongo: Mongo, supplier_account: str) -> None:
+async def _init_db(mongo: MongoConnection, supplier_account: str) -> None:
     states = await ensure_indexes(mongo, supplier_account)
     for state in states:
         missing = ", ".join(state.missing) if state.missing else "none"
@@ -267,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check-links":
             outcome: list[int] = []
 
-            async def check(mongo: Mongo) -> None:
+            async def check(mongo: MongoConnection) -> None:
                 outcome.append(
                     await _check_links(
                         mongo, supplier, fix=args.repair, grace_seconds=args.grace_seconds, since_hours=args.since_hours

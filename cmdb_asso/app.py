@@ -34,7 +34,7 @@ from cmdb_asso.service.permission import AllowAll, Authorizer, StaticPolicy, Use
 from cmdb_asso.service.queries import QueryService
 from cmdb_asso.service.readiness import Readiness
 from cmdb_asso.storage.associations import AssociationStore
-from cmdb_asso.storage.client import EMBEDDED, EMBEDDED_RUNNING, EmbeddedMongo, Mongo, connect
+from cmdb_asso.storage.client import EMBEDDED, EMBEDDED_RUNNING, EmbeddedMongo, MongoConnection, connect
 from cmdb_asso.storage.idempotency import IdempotencyStore
 from cmdb_asso.storage.schema import ensure_indexes, refuse_sharded_tables
 from cmdb_asso.web.metrics import Metrics
@@ -46,7 +46,9 @@ log = structlog.get_logger(__name__)
 EMBEDDED_WATCH_SECONDS = 0.5
 
 
-async def open_mongo(settings: Settings, *, use_running_server: bool = False) -> tuple[Mongo, EmbeddedMongo | None]:
+async def open_mongo(
+    settings: Settings, *, use_running_server: bool = False
+) -> tuple[MongoConnection, EmbeddedMongo | None]:
     """Connect to the configured MongoDB, first starting the embedded server when the URI is `embedded`.
 
     With `use_running_server` (one-off commands), an embedded server already serving the data directory (the
@@ -121,7 +123,7 @@ async def _recover_periodically(store: AssociationStore, settings: Settings) -> 
         await asyncio.sleep(settings.mongodb.recovery_interval_seconds)
 
 
-async def _prepare_tables(mongo: Mongo, store: AssociationStore, settings: Settings) -> None:
+async def _prepare_tables(mongo: MongoConnection, store: AssociationStore, settings: Settings) -> None:
     """In the background at start-up: read every model table's indexes and build the missing ones, a few
     tables at a time and within a bounded time; the service serves meanwhile."""
     try:
@@ -147,7 +149,7 @@ def _setup_cors(app: web.Application, origins: tuple[str, ...]) -> None:
 def create_app(
     settings: Settings,
     *,
-    mongo: Mongo | None = None,
+    mongo: MongoConnection | None = None,
     authorizer: Authorizer | None = None,
 ) -> web.Application:
     """Build the application; `mongo` replaces the configured connection (tests pass their own)."""

@@ -14,12 +14,12 @@ if TYPE_CHECKING:  # the keys need only the types: no import runs back up the la
     from cmdb_asso.service.idempotency import Idempotency
     from cmdb_asso.service.queries import QueryService
     from cmdb_asso.service.readiness import Readiness
-    from cmdb_asso.storage.client import Mongo
+    from cmdb_asso.storage.client import MongoConnection
     from cmdb_asso.web.metrics import Metrics
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 # The database connection, for the composition root (app.py) and commands; handlers never see it.
-MONGO: web.AppKey[Mongo] = web.AppKey("mongo")
+MONGO: web.AppKey[MongoConnection] = web.AppKey("mongo")
 SERVICE: web.AppKey[AssociationService] = web.AppKey("service")
 QUERIES: web.AppKey[QueryService] = web.AppKey("queries")
 READINESS: web.AppKey[Readiness] = web.AppKey("readiness")
@@ -37,7 +37,7 @@ REQUEST_ID = web.RequestKey("request_id", str)
 LANGUAGE = web.RequestKey("language", str)
 
 # Whether the request's operation writes (a deadline then answers 1199998 rather than 1199017).
-WRITES = web.RequestKey("writes", bool)
+OPERATION_WRITES = web.RequestKey("writes", bool)
 
 # The bk-cmdb code a response carries, for the request log line.
 RESPONSE_CODE = web.ResponseKey("response_code", int)
@@ -51,11 +51,11 @@ __all__ = [
     "METRICS",
     "MONGO",
     "OPENAPI",
+    "OPERATION_WRITES",
     "QUERIES",
     "READINESS",
     "REQUEST_ID",
     "RESPONSE_CODE",
     "SERVICE",
     "SETTINGS",
-    "WRITES",
 ]

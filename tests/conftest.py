@@ -14,7 +14,7 @@ from mongomock_motor import AsyncMongoMockClient
 from cmdb_asso.app import create_app
 from cmdb_asso.config import MongoSettings, Settings
 from cmdb_asso.service.permission import Authorizer
-from cmdb_asso.storage.client import Mongo
+from cmdb_asso.storage.client import MongoConnection
 from cmdb_asso.storage.schema import seed_demo
 from tests.helpers import add_definition
 
@@ -43,17 +43,17 @@ def settings() -> Settings:
 
 
 @pytest.fixture
-async def mock_mongo() -> Mongo:
+async def mock_mongo() -> MongoConnection:
     """A fresh mongomock database with the demo data and a self-association definition."""
     client: Any = AsyncMongoMockClient()
-    mongo = Mongo(client=client, db=client["cmdb"], transactions=False)
+    mongo = MongoConnection(client=client, db=client["cmdb"], transactions=False)
     await seed_demo(mongo)
     await add_definition(mongo, "host_connect_host", "host", "connect", "host", "n:n")
     return mongo
 
 
 @pytest.fixture
-async def make_client(aiohttp_client: AiohttpClient, settings: Settings, mock_mongo: Mongo) -> MakeClient:
+async def make_client(aiohttp_client: AiohttpClient, settings: Settings, mock_mongo: MongoConnection) -> MakeClient:
     """Build a test client over the app on the mock store, optionally with another authorizer or settings."""
 
     async def make(authorizer: Authorizer | None = None, app_settings: Settings | None = None) -> TestClient[Any, Any]:

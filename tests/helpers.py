@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient
 from bson.int64 import Int64
 
 from cmdb_asso.operations import BY_NAME
-from cmdb_asso.storage.client import Mongo
+from cmdb_asso.storage.client import MongoConnection
 from cmdb_asso.storage.tables import OBJ_ASST, inst_asst_table
 
 NATIVE_CREATE = "/api/v3/create/instassociation"
@@ -97,20 +97,20 @@ def link_body(obj_asst_id: Any, inst_id: Any, asst_inst_id: Any) -> dict[str, An
     return {"bk_obj_asst_id": obj_asst_id, "bk_inst_id": inst_id, "bk_asst_inst_id": asst_inst_id}
 
 
-async def links_in(mongo: Mongo, obj_id: str, supplier: str = "0") -> list[dict[str, Any]]:
+async def links_in(mongo: MongoConnection, obj_id: str, supplier: str = "0") -> list[dict[str, Any]]:
     """Every document of `obj_id`'s association table, without `_id`, sorted by id."""
     docs = await mongo.db[inst_asst_table(obj_id, supplier)].find({}, {"_id": 0}).to_list(None)
     return sorted(docs, key=lambda doc: doc["id"])
 
 
-async def audit_records(mongo: Mongo) -> list[dict[str, Any]]:
+async def audit_records(mongo: MongoConnection) -> list[dict[str, Any]]:
     """Every audit record, without `_id`, sorted by id."""
     docs = await mongo.db["cc_AuditLog"].find({}, {"_id": 0}).to_list(None)
     return sorted(docs, key=lambda doc: doc["id"])
 
 
 async def add_definition(
-    mongo: Mongo, obj_asst_id: str, src: str, kind: str, dest: str, mapping: str, supplier: str = "0"
+    mongo: MongoConnection, obj_asst_id: str, src: str, kind: str, dest: str, mapping: str, supplier: str = "0"
 ) -> None:
     """Store one more association definition."""
     await mongo.db[OBJ_ASST].insert_one(

@@ -171,7 +171,7 @@ class AssociationService:
             denied.append(DeniedInstance(obj_id, row_id, model_name or obj_id, inst_id, names[obj_id].get(inst_id, "")))
         raise PermissionDenied(permission=edit_permission_payload(denied))
 
-    async def _judge(
+    async def _check_rules(
         self,
         caller: Caller,
         definition: Definition,
@@ -227,7 +227,7 @@ class AssociationService:
         await self.authorize_edit(caller, [(definition.obj_id, pair[0]), (definition.asst_obj_id, pair[1])])
         for attempt in range(_WRITE_ATTEMPTS):
             optimistic = attempt == 0 and not dry_run
-            accepted, failed = await self._judge(caller, definition, {0: pair}, "item", optimistic=optimistic)
+            accepted, failed = await self._check_rules(caller, definition, {0: pair}, "item", optimistic=optimistic)
             if failed:
                 raise failed[0]
             if dry_run:
@@ -268,7 +268,7 @@ class AssociationService:
             if not pending:
                 break
             optimistic = attempt == 0 and not dry_run
-            accepted, failed = await self._judge(caller, definition, pending, "batch", optimistic=optimistic)
+            accepted, failed = await self._check_rules(caller, definition, pending, "batch", optimistic=optimistic)
             if request.atomic and failed:
                 raise failed[min(failed)]
             outcome.failed.update(failed)
@@ -310,7 +310,7 @@ class AssociationService:
             try:
                 (outcome.created[index],) = await self.store.create_links([link], [accepted[index]])
             except LinkConflict:
-                _accepted, failed = await self._judge(caller, definition, {index: pending[index]}, "batch")
+                _accepted, failed = await self._check_rules(caller, definition, {index: pending[index]}, "batch")
                 outcome.failed[index] = failed.get(index) or AssociationExists(*pending[index])
 
     async def delete(self, caller: Caller, obj_id: str, ids: list[int]) -> int:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from cmdb_asso.errors import CmdbError
-from cmdb_asso.storage.client import Mongo
+from cmdb_asso.storage.client import MongoConnection
 
 
 class Readiness:
     """Asks the database whether it answers, for /readyz."""
 
-    def __init__(self, mongo: Mongo) -> None:
+    def __init__(self, mongo: MongoConnection) -> None:
         self._mongo = mongo
 
     async def problem(self) -> str | None:

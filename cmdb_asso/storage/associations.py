@@ -26,7 +26,7 @@ from pymongo.errors import (
 from cmdb_asso.clock import utc_now
 from cmdb_asso.domain import MAPPINGS, AuditRecord, Definition, LinkEnds, Mapping, NewLink
 from cmdb_asso.errors import LinkConflict
-from cmdb_asso.storage.client import Mongo, share_of_budget, translate_errors
+from cmdb_asso.storage.client import MongoConnection, share_of_budget, translate_errors
 from cmdb_asso.storage.idempotency import report_reservation
 from cmdb_asso.storage.ids import IdAllocator
 from cmdb_asso.storage.indexes import DST_GUARD, SRC_GUARD, IndexManager
@@ -132,7 +132,7 @@ class AssociationStore:
 
     def __init__(
         self,
-        mongo: Mongo,
+        mongo: MongoConnection,
         *,
         id_block_size: int,
         definition_cache_seconds: float,

@@ -52,7 +52,7 @@ EMBEDDED_RUNNING = "embedded+"
 # 133 is FailedToSatisfyReadPreference, which mongos answers while a shard has no primary.
 _UNAVAILABLE_CODES = frozenset({6, 7, 50, 89, 91, 133, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436})
 
-__all__ = ["EmbeddedMongo", "Mongo", "connect"]
+__all__ = ["EmbeddedMongo", "MongoConnection", "connect"]
 
 
 def _is_unavailable(exc: PyMongoError) -> bool:
@@ -142,7 +142,7 @@ class CommandCounter(monitoring.CommandListener):
 
 
 @dataclass
-class Mongo:
+class MongoConnection:
     """An open client, its database and what the deployment supports."""
 
     client: Any
@@ -260,7 +260,7 @@ async def _supports_transactions(client: Any, mode: str, embedded: bool) -> bool
     return bool(hello.get("setName")) or hello.get("msg") == "isdbgrid"
 
 
-async def connect(settings: MongoSettings, uri: str, *, embedded: bool = False) -> Mongo:
+async def connect(settings: MongoSettings, uri: str, *, embedded: bool = False) -> MongoConnection:
     """Open a client with the configured driver, timeouts and command monitoring."""
     counter = CommandCounter()
     client = _client_class(settings.driver)(
@@ -271,7 +271,7 @@ async def connect(settings: MongoSettings, uri: str, *, embedded: bool = False) 
         tz_aware=False,
         event_listeners=[counter],
     )
-    mongo = Mongo(client=client, db=client[settings.database], transactions=None, commands=counter)
+    mongo = MongoConnection(client=client, db=client[settings.database], transactions=None, commands=counter)
     mongo.transaction_mode, mongo.embedded = settings.transactions, embedded
     try:
         await mongo.supports_transactions()

@@ -25,7 +25,7 @@ from pymongo import ASCENDING, IndexModel
 from pymongo.errors import DuplicateKeyError
 
 from cmdb_asso.clock import utc_now
-from cmdb_asso.storage.client import Mongo, translate_errors
+from cmdb_asso.storage.client import MongoConnection, translate_errors
 from cmdb_asso.storage.indexes import create_indexes
 
 IDEMPOTENCY = "cmdb_asso_idempotency"
@@ -68,7 +68,7 @@ class Claim:
 class IdempotencyStore:
     """Claims, completes and releases idempotency keys."""
 
-    def __init__(self, mongo: Mongo, retention_seconds: float) -> None:
+    def __init__(self, mongo: MongoConnection, retention_seconds: float) -> None:
         self.mongo = mongo
         self.retention_seconds = retention_seconds
         self._indexed = False

@@ -18,7 +18,7 @@ import structlog
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from cmdb_asso.storage.client import Mongo, translate_errors
+from cmdb_asso.storage.client import MongoConnection, translate_errors
 from cmdb_asso.storage.tables import ID_GENERATOR, INST_ASST_SEQUENCE, SYSTEM
 
 log = structlog.get_logger(__name__)
@@ -28,7 +28,7 @@ CONFIG_ADMIN_ID = "configadmin"
 _INIT_ID_TYPES = {INST_ASST_SEQUENCE: "inst_asst"}
 
 
-async def id_generator_config(mongo: Mongo) -> dict[str, Any]:
+async def id_generator_config(mongo: MongoConnection) -> dict[str, Any]:
     """bk-cmdb's `id_generator` settings, or {} when none are stored (then the step is 1)."""
     with translate_errors(write=False):
         doc = await mongo.db[SYSTEM].find_one({"_id": CONFIG_ADMIN_ID}, {"config": 1})
@@ -55,7 +55,7 @@ def _step_of(generator: dict[str, Any]) -> int:
 class IdAllocator:
     """Hands out ids unique across every process sharing the database; gaps are allowed."""
 
-    def __init__(self, mongo: Mongo, block_size: int) -> None:
+    def __init__(self, mongo: MongoConnection, block_size: int) -> None:
         self._mongo = mongo
         self._block_size = block_size
         self._pools: dict[str, deque[int]] = {}  # name -> the ids of the reserved block not handed out yet

@@ -11,7 +11,7 @@ import structlog
 from pymongo import ASCENDING, IndexModel
 from pymongo.errors import OperationFailure
 
-from cmdb_asso.storage.client import Mongo, translate_errors
+from cmdb_asso.storage.client import MongoConnection, translate_errors
 
 log = structlog.get_logger(__name__)
 
@@ -63,7 +63,7 @@ def embedded_extra_indexes() -> list[IndexModel]:
     ]
 
 
-def table_indexes(mongo: Mongo) -> list[IndexModel]:
+def table_indexes(mongo: MongoConnection) -> list[IndexModel]:
     """The indexes an instance association table gets on this deployment. The embedded server silently
     never builds an index on a field named `id` (EMBEDDED.md), so none is asked of it, again and again."""
     if not mongo.embedded:
@@ -143,7 +143,7 @@ async def list_indexes(collection: Any) -> list[dict[str, Any]]:
         raise
 
 
-async def prepare_table(mongo: Mongo, table: str) -> TableIndexes:
+async def prepare_table(mongo: MongoConnection, table: str) -> TableIndexes:
     """Read `table`'s indexes, create the missing ones in one command, and say which unique ones exist.
 
     An index the server will not build (see TOLERATED_INDEX_CODES) is logged once, naming the table and the
@@ -208,7 +208,7 @@ class IndexManager:
     """Knows, per table, which unique indexes really exist; prepares tables in the background, never inside a
     request (a table first seen by a request is read-first until its preparation has run)."""
 
-    def __init__(self, mongo: Mongo) -> None:
+    def __init__(self, mongo: MongoConnection) -> None:
         self._mongo = mongo
         self._states: dict[str, TableIndexes] = {}
         self._tasks: dict[str, asyncio.Task[TableIndexes | None]] = {}

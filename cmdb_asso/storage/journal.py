@@ -33,7 +33,7 @@ from pymongo import ASCENDING, IndexModel
 from pymongo.errors import DuplicateKeyError
 
 from cmdb_asso.clock import utc_now
-from cmdb_asso.storage.client import Mongo, translate_errors
+from cmdb_asso.storage.client import MongoConnection, translate_errors
 from cmdb_asso.storage.indexes import create_indexes
 from cmdb_asso.storage.tables import AUDIT_LOG, DEL_ARCHIVE, inst_asst_table
 
@@ -70,7 +70,7 @@ class Recovery:
 class Journal:
     """Opens and closes journal entries, and recovers the ones left behind."""
 
-    def __init__(self, mongo: Mongo) -> None:
+    def __init__(self, mongo: MongoConnection) -> None:
         self.mongo = mongo
         self._indexed = False
         self.rolled_forward = 0

@@ -26,7 +26,7 @@ from typing import Any
 from cmdb_asso.clock import utc_now
 from cmdb_asso.domain import AuditRecord
 from cmdb_asso.storage.associations import archive_document, audit_document
-from cmdb_asso.storage.client import Mongo, translate_errors
+from cmdb_asso.storage.client import MongoConnection, translate_errors
 from cmdb_asso.storage.ids import IdAllocator
 from cmdb_asso.storage.indexes import IndexManager, describe, list_indexes, table_indexes
 from cmdb_asso.storage.journal import CLAIM, Journal
@@ -70,14 +70,14 @@ def _created(link: dict[str, Any]) -> datetime | None:
     return created if isinstance(created, datetime) else None
 
 
-async def _tables(mongo: Mongo, supplier_account: str) -> list[str]:
+async def _tables(mongo: MongoConnection, supplier_account: str) -> list[str]:
     prefix = inst_asst_table("", supplier_account)
     with translate_errors(write=False):
         return sorted(name for name in await mongo.db.list_collection_names() if name.startswith(prefix))
 
 
 async def find_problems(
-    mongo: Mongo, supplier_account: str, *, grace_seconds: float = 60.0, since_hours: float = 0
+    mongo: MongoConnection, supplier_account: str, *, grace_seconds: float = 60.0, since_hours: float = 0
 ) -> list[Problem]:
     """Everything recovery and repair would mend; links younger than `grace_seconds` may still be being
     written and are left out of the link checks; `since_hours` (0: all) limits those checks to recent links."""
@@ -115,7 +115,7 @@ async def find_problems(
     return problems
 
 
-async def _journal_problems(mongo: Mongo, supplier_account: str, grace_seconds: float) -> list[Problem]:
+async def _journal_problems(mongo: MongoConnection, supplier_account: str, grace_seconds: float) -> list[Problem]:
     journal = Journal(mongo)
     problems = []
     for entry in await journal.stale_entries(0):
@@ -131,7 +131,7 @@ async def _journal_problems(mongo: Mongo, supplier_account: str, grace_seconds: 
     return problems
 
 
-async def _audited(mongo: Mongo, links: list[dict[str, Any]]) -> set[tuple[int, int, str]]:
+async def _audited(mongo: MongoConnection, links: list[dict[str, Any]]) -> set[tuple[int, int, str]]:
     """The (source, target, definition) of create audit records from the links' time span, read through
     bk-cmdb's {audit_type, resource_type, action, operation_time} index."""
     times = [created for link in links if (created := _created(link)) is not None]
@@ -149,7 +149,7 @@ async def _audited(mongo: Mongo, links: list[dict[str, Any]]) -> set[tuple[int, 
         }
 
 
-async def _duplicates(mongo: Mongo, tables: list[str], supplier_account: str) -> list[Problem]:
+async def _duplicates(mongo: MongoConnection, tables: list[str], supplier_account: str) -> list[Problem]:
     problems = []
     for table in tables:
         obj_id = table.removeprefix(inst_asst_table("", supplier_account))
@@ -195,7 +195,9 @@ def _audit_for(link: dict[str, Any], action: str, supplier_account: str) -> Audi
     )
 
 
-async def repair(mongo: Mongo, supplier_account: str, problems: list[Problem], *, grace_seconds: float) -> int:
+async def repair(
+    mongo: MongoConnection, supplier_account: str, problems: list[Problem], *, grace_seconds: float
+) -> int:
     """Mend the problems; return how many were mended. Unfinished writes and delete claims are settled by
     recovery (those older than `grace_seconds`); half links are completed; links without an audit record get
     one; extra duplicates are archived and deleted; then the missing unique indexes are built."""
@@ -231,14 +233,14 @@ async def repair(mongo: Mongo, supplier_account: str, problems: list[Problem], *
     return mended
 
 
-async def _has_create_audit(mongo: Mongo, link: dict[str, Any]) -> bool:
+async def _has_create_audit(mongo: MongoConnection, link: dict[str, Any]) -> bool:
     return _audit_key(link["bk_inst_id"], link["bk_asst_inst_id"], link.get("bk_obj_asst_id")) in await _audited(
         mongo, [link]
     )
 
 
 async def _remove_duplicate(
-    mongo: Mongo, supplier_account: str, problem: Problem, ids: IdAllocator, now: datetime
+    mongo: MongoConnection, supplier_account: str, problem: Problem, ids: IdAllocator, now: datetime
 ) -> None:
     stored = await mongo.db[problem.tables[0]].find_one({"id": problem.link_id})
     if stored is None:

@@ -9,14 +9,14 @@ import structlog
 from bson.int64 import Int64
 
 from cmdb_asso.errors import CmdbError
-from cmdb_asso.storage.client import Mongo, translate_errors
+from cmdb_asso.storage.client import MongoConnection, translate_errors
 from cmdb_asso.storage.indexes import IndexManager, TableIndexes
 from cmdb_asso.storage.tables import ASST_DES, OBJ_ASST, OBJ_DES, inst_asst_table, instance_table
 
 log = structlog.get_logger(__name__)
 
 
-async def model_tables(mongo: Mongo, supplier_account: str) -> list[str]:
+async def model_tables(mongo: MongoConnection, supplier_account: str) -> list[str]:
     """The association table of every model listed in `cc_ObjDes`."""
     with translate_errors(write=False):
         obj_ids = sorted(
@@ -26,7 +26,7 @@ async def model_tables(mongo: Mongo, supplier_account: str) -> list[str]:
 
 
 async def ensure_indexes(
-    mongo: Mongo, supplier_account: str, manager: IndexManager | None = None
+    mongo: MongoConnection, supplier_account: str, manager: IndexManager | None = None
 ) -> list[TableIndexes]:
     """Prepare the association table of every model listed in `cc_ObjDes`: read its indexes, create the
     missing ones, and say which unique indexes each really has."""
@@ -46,7 +46,7 @@ class ShardedTables(Exception):
         self.tables = tables
 
 
-async def refuse_sharded_tables(mongo: Mongo, supplier_account: str) -> None:
+async def refuse_sharded_tables(mongo: MongoConnection, supplier_account: str) -> None:
     """On mongos, raise ShardedTables when any model's association table is sharded (config.collections)."""
     await mongo.supports_transactions()  # identifies the server
     if not mongo.mongos:
@@ -68,7 +68,7 @@ async def refuse_sharded_tables(mongo: Mongo, supplier_account: str) -> None:
         raise ShardedTables(sharded)
 
 
-async def has_definitions(mongo: Mongo) -> bool:
+async def has_definitions(mongo: MongoConnection) -> bool:
     """Whether any association definition exists (an empty database has none)."""
     with translate_errors(write=False):
         return await mongo.db[OBJ_ASST].find_one({}, {"_id": 1}) is not None
@@ -119,7 +119,7 @@ async def _insert_missing(collection: Any, key_fields: tuple[str, ...], docs: li
         await collection.insert_many(missing, ordered=False)
 
 
-async def seed_demo(mongo: Mongo, supplier_account: str = "0") -> None:
+async def seed_demo(mongo: MongoConnection, supplier_account: str = "0") -> None:
     """Write the demo kinds, models, definitions and instances; running it again changes nothing."""
     now = datetime.now(UTC).replace(tzinfo=None)
     common = {"bk_supplier_account": supplier_account, "create_time": now, "last_time": now}

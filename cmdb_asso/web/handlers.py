@@ -17,12 +17,12 @@ from cmdb_asso.keys import (
     IDEMPOTENCY,
     METRICS,
     OPENAPI,
+    OPERATION_WRITES,
     QUERIES,
     READINESS,
     REQUEST_ID,
     SERVICE,
     SETTINGS,
-    WRITES,
 )
 from cmdb_asso.service.associations import BatchRequest, CreateRequest
 from cmdb_asso.service.context import Caller
@@ -122,7 +122,7 @@ def native_view(
     """An aiohttp handler for the native spelling: identity from headers, path parameters over the body."""
 
     async def view(request: web.Request) -> web.Response:
-        request[WRITES] = writes
+        request[OPERATION_WRITES] = writes
         settings = request.app[SETTINGS]
         caller = native_caller(request, request[REQUEST_ID], settings.supplier_account)
         body = await _read_body(request)
@@ -139,7 +139,7 @@ def esb_view(
     """An aiohttp handler for the ESB spelling: everything, credentials included, in the JSON body."""
 
     async def view(request: web.Request) -> web.Response:
-        request[WRITES] = writes
+        request[OPERATION_WRITES] = writes
         settings = request.app[SETTINGS]
         authenticator = request.app[APP_AUTHENTICATOR]
         try:

@@ -24,7 +24,7 @@ from cmdb_asso.errors import (
     StoreReadUnavailable,
     StoreWriteUnavailable,
 )
-from cmdb_asso.keys import DRAINING, LANGUAGE, METRICS, REQUEST_ID, RESPONSE_CODE, SETTINGS, WRITES
+from cmdb_asso.keys import DRAINING, LANGUAGE, METRICS, OPERATION_WRITES, REQUEST_ID, RESPONSE_CODE, SETTINGS
 from cmdb_asso.service.context import time_budget
 from cmdb_asso.web.envelope import failure, is_esb
 from cmdb_asso.web.identity import language_of, request_id_of
@@ -105,7 +105,7 @@ async def request_deadline(request: web.Request, handler: Handler) -> web.Stream
                 return await handler(request)
     except TimeoutError:
         log.warning("request_deadline_exceeded", method=request.method, path=request.path)
-        raise (StoreWriteUnavailable() if request.get(WRITES) else StoreReadUnavailable()) from None
+        raise (StoreWriteUnavailable() if request.get(OPERATION_WRITES) else StoreReadUnavailable()) from None
 
 
 @web.middleware

@@ -120,7 +120,7 @@ class Identifier(fields.Field[str]):
         return value
 
 
-def ObjectId(**kwargs: Any) -> Identifier:
+def model_id_field(**kwargs: Any) -> Identifier:
     """A model id (`bk_obj_id`): a token that can name a table."""
     return Identifier(pattern=MODEL_ID, **kwargs)
 
@@ -187,8 +187,8 @@ class CreateManySchema(_Schema):
     """The create-many body; empty ids answer 1199011, missing details 1199038."""
 
     bk_obj_asst_id = Identifier(required=True, error_messages=EMPTY)
-    bk_obj_id = ObjectId(required=True, error_messages=EMPTY)
-    bk_asst_obj_id = ObjectId(required=True, error_messages=EMPTY)
+    bk_obj_id = model_id_field(required=True, error_messages=EMPTY)
+    bk_asst_obj_id = model_id_field(required=True, error_messages=EMPTY)
     details = RawList(required=True)
     atomic = StrictBoolean(load_default=False)
     dry_run = StrictBoolean(load_default=False)
@@ -204,21 +204,21 @@ class DetailSchema(_Schema):
 class DeleteOneSchema(_Schema):
     """Delete one: the model whose table holds the link, and the link's id."""
 
-    bk_obj_id = ObjectId(required=True, error_messages=MISSING)
+    bk_obj_id = model_id_field(required=True, error_messages=MISSING)
     id = IntegerId(required=True)
 
 
 class DeleteManySchema(_Schema):
     """Delete many: the model, and up to 500 ids."""
 
-    bk_obj_id = ObjectId(required=True, error_messages=MISSING)
+    bk_obj_id = model_id_field(required=True, error_messages=MISSING)
     id = IdList(required=True)
 
 
 class FindSchema(_Schema):
     """Find: the model, and a condition checked against the allow-list by the service."""
 
-    bk_obj_id = ObjectId(required=True, error_messages=MISSING)
+    bk_obj_id = model_id_field(required=True, error_messages=MISSING)
     condition = fields.Raw(load_default=None, allow_none=True)
 
 
@@ -233,7 +233,7 @@ class PageSchema(_Schema):
 class RelatedConditionSchema(_Schema):
     """The instance whose links find-related returns."""
 
-    bk_obj_id = ObjectId(required=True, error_messages=MISSING)
+    bk_obj_id = model_id_field(required=True, error_messages=MISSING)
     bk_inst_id = PositiveInt64(required=True, error_messages=MISSING)
 
 
@@ -248,7 +248,7 @@ class FindRelatedSchema(_Schema):
 class SearchSchema(_Schema):
     """Search and count: the model, query-builder conditions, fields and a page."""
 
-    bk_obj_id = ObjectId(required=True, error_messages=MISSING)
+    bk_obj_id = model_id_field(required=True, error_messages=MISSING)
     conditions = fields.Raw(load_default=None, allow_none=True)
     fields_ = StringList(data_key="fields", load_default=None)
     page = fields.Raw(load_default=None)

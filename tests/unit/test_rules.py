@@ -20,7 +20,7 @@ from cmdb_asso.service.associations import AssociationService, CreateRequest, Ma
 from cmdb_asso.service.context import Caller
 from cmdb_asso.service.permission import AllowAll
 from cmdb_asso.storage.associations import AssociationStore, truncate_utf8
-from cmdb_asso.storage.client import Mongo
+from cmdb_asso.storage.client import MongoConnection
 from cmdb_asso.storage.ids import IdAllocator
 from cmdb_asso.storage.indexes import inst_asst_indexes
 from tests.helpers import audit_records, links_in
@@ -47,7 +47,7 @@ class FakeClock:
 
 
 def _service(
-    mongo: Mongo, *, cache_seconds: float = 0, block: int = 10, clock: FakeClock | None = None
+    mongo: MongoConnection, *, cache_seconds: float = 0, block: int = 10, clock: FakeClock | None = None
 ) -> AssociationService:
     store = AssociationStore(
         mongo, id_block_size=block, definition_cache_seconds=cache_seconds, clock=clock or FakeClock()
@@ -79,7 +79,7 @@ def test_each_mapping_allows_what_it_does_not_limit(mapping: str, existing: list
     _check(_link(mapping), existing)
 
 
-async def test_a_created_link_gets_ids_from_the_sequence_in_blocks(mock_mongo: Mongo) -> None:
+async def test_a_created_link_gets_ids_from_the_sequence_in_blocks(mock_mongo: MongoConnection) -> None:
     service = _service(mock_mongo, block=5)
 
     ids = [await service.create_one(CALLER, CreateRequest("bk_switch_belong_bk_host", 11, host)) for host in (21, 22)]
@@ -89,7 +89,7 @@ async def test_a_created_link_gets_ids_from_the_sequence_in_blocks(mock_mongo: M
     assert sequence["SequenceID"] == 5
 
 
-async def test_two_processes_sharing_the_counter_never_hand_out_the_same_id(mock_mongo: Mongo) -> None:
+async def test_two_processes_sharing_the_counter_never_hand_out_the_same_id(mock_mongo: MongoConnection) -> None:
     first, second = _service(mock_mongo, block=3), _service(mock_mongo, block=3)
 
     ids = [
@@ -101,7 +101,7 @@ async def test_two_processes_sharing_the_counter_never_hand_out_the_same_id(mock
     assert len(set(ids)) == len(ids) == 6
 
 
-async def test_the_service_raises_typed_errors_in_the_contract_order(mock_mongo: Mongo) -> None:
+async def test_the_service_raises_typed_errors_in_the_contract_order(mock_mongo: MongoConnection) -> None:
     service = _service(mock_mongo)
 
     with pytest.raises(DefinitionNotFound):
@@ -112,7 +112,7 @@ async def test_the_service_raises_typed_errors_in_the_contract_order(mock_mongo:
         await service.create_one(CALLER, CreateRequest("bk_switch_belong_bk_host", 11, 98))
 
 
-async def test_the_definition_cache_serves_a_changed_definition_after_its_ttl(mock_mongo: Mongo) -> None:
+async def test_the_definition_cache_serves_a_changed_definition_after_its_ttl(mock_mongo: MongoConnection) -> None:
     clock = FakeClock()
     service = _service(mock_mongo, cache_seconds=60, clock=clock)
     await service.create_one(CALLER, CreateRequest("app_run_host", 41, 21))
@@ -130,7 +130,7 @@ async def test_the_definition_cache_serves_a_changed_definition_after_its_ttl(mo
 
 
 async def test_without_transactions_a_failed_second_table_write_undoes_everything(
-    mock_mongo: Mongo, monkeypatch: pytest.MonkeyPatch
+    mock_mongo: MongoConnection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     service = _service(mock_mongo)
     store = service.store
@@ -154,7 +154,7 @@ async def test_without_transactions_a_failed_second_table_write_undoes_everythin
 
 
 async def test_without_transactions_a_failed_audit_write_writes_no_link(
-    mock_mongo: Mongo, monkeypatch: pytest.MonkeyPatch
+    mock_mongo: MongoConnection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     service = _service(mock_mongo)
     original = service.store._insert
@@ -173,7 +173,7 @@ async def test_without_transactions_a_failed_audit_write_writes_no_link(
 
 
 async def test_the_store_refuses_a_second_one_to_one_link_even_when_the_check_is_raced(
-    mock_mongo: Mongo, monkeypatch: pytest.MonkeyPatch
+    mock_mongo: MongoConnection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     service = _service(mock_mongo)
     await service.create_one(CALLER, CreateRequest("app_run_host", 41, 21))
@@ -196,7 +196,7 @@ async def test_the_store_refuses_a_second_one_to_one_link_even_when_the_check_is
     assert len(await audit_records(mock_mongo)) == 1
 
 
-async def test_the_indexes_have_the_contract_names_keys_and_options(mock_mongo: Mongo) -> None:
+async def test_the_indexes_have_the_contract_names_keys_and_options(mock_mongo: MongoConnection) -> None:
     raw = await mock_mongo.db["cc_InstAsst_0_pub_host"].index_information()
     info = {name: {**spec, "key": list(spec["key"])} for name, spec in raw.items()}
 
@@ -221,7 +221,7 @@ def test_resource_names_are_cut_to_256_bytes_without_splitting_a_character() -> 
     assert cut == "主" * 85
 
 
-async def test_ids_follow_bk_cmdbs_configured_step_and_initial_id(mock_mongo: Mongo) -> None:
+async def test_ids_follow_bk_cmdbs_configured_step_and_initial_id(mock_mongo: MongoConnection) -> None:
     config = {"id_generator": {"enabled": True, "step": 3, "init_id": {"inst_asst": 1000}}}
     await mock_mongo.db["cc_System"].insert_one({"_id": "configadmin", "config": json.dumps(config)})
     ids = IdAllocator(mock_mongo, block_size=10)
@@ -237,7 +237,7 @@ async def test_ids_follow_bk_cmdbs_configured_step_and_initial_id(mock_mongo: Mo
     assert stored["SequenceID"] == 1030  # the whole block of 10, times the step
 
 
-async def test_without_a_configured_step_ids_count_by_one(mock_mongo: Mongo) -> None:
+async def test_without_a_configured_step_ids_count_by_one(mock_mongo: MongoConnection) -> None:
     ids = IdAllocator(mock_mongo, block_size=5)
 
     assert await ids.take("cc_InstAsst", 3) == [1, 2, 3]

@@ -10,7 +10,7 @@ from aiohttp.test_utils import TestClient
 
 from cmdb_asso.config import LimitSettings, Settings
 from cmdb_asso.service.permission import StaticPolicy, UserGrants
-from cmdb_asso.storage.client import Mongo
+from cmdb_asso.storage.client import MongoConnection
 from tests.conftest import MakeClient
 from tests.helpers import SPELLINGS, audit_records, call, create, link_body, links_in
 
@@ -30,7 +30,7 @@ ROUTER_SWITCH = ("bk_router_connect_bk_switch", "bk_router", "bk_switch")
 
 @pytest.mark.parametrize("spelling", SPELLINGS)
 async def test_a_mixed_batch_reports_each_index_and_writes_exactly_the_successful_ones(
-    client: Client, mock_mongo: Mongo, spelling: str
+    client: Client, mock_mongo: MongoConnection, spelling: str
 ) -> None:
     assert (await create(client, link_body("bk_switch_belong_bk_host", 11, 21))).code == 0
     pairs: list[Any] = [
@@ -73,7 +73,7 @@ async def test_error_messages_of_a_batch_follow_the_language(client: Client) -> 
 
 @pytest.mark.parametrize("spelling", SPELLINGS)
 async def test_under_one_to_one_the_first_detail_in_index_order_wins(
-    client: Client, mock_mongo: Mongo, spelling: str
+    client: Client, mock_mongo: MongoConnection, spelling: str
 ) -> None:
     pairs = [(41, 21), (41, 22), (42, 21), (43, 23)]
 
@@ -88,7 +88,7 @@ async def test_under_one_to_one_the_first_detail_in_index_order_wins(
 
 @pytest.mark.parametrize("spelling", SPELLINGS)
 async def test_under_one_to_many_a_second_source_for_a_target_is_refused(
-    client: Client, mock_mongo: Mongo, spelling: str
+    client: Client, mock_mongo: MongoConnection, spelling: str
 ) -> None:
     pairs = [(31, 11), (32, 11), (31, 12), (31, 11)]
 
@@ -111,7 +111,7 @@ async def test_the_mapping_rules_hold_against_existing_links_too(client: Client)
 
 @pytest.mark.parametrize("spelling", SPELLINGS)
 async def test_an_atomic_batch_with_one_bad_detail_writes_nothing(
-    client: Client, mock_mongo: Mongo, spelling: str
+    client: Client, mock_mongo: MongoConnection, spelling: str
 ) -> None:
     answer = await call(
         client, "create_many", batch(*SWITCH_HOST, [(11, 21), (12, 22), (12, 98)], atomic=True), spelling=spelling
@@ -130,7 +130,7 @@ async def test_an_atomic_batch_answers_the_first_failing_index(client: Client) -
     assert (answer.result, answer.code) == (False, 1199006)
 
 
-async def test_an_atomic_batch_without_faults_writes_everything(client: Client, mock_mongo: Mongo) -> None:
+async def test_an_atomic_batch_without_faults_writes_everything(client: Client, mock_mongo: MongoConnection) -> None:
     answer = await call(client, "create_many", batch(*SWITCH_HOST, [(11, 21), (12, 22)], atomic=True))
 
     assert answer.result is True
@@ -189,7 +189,7 @@ REQUEST_ERRORS: list[tuple[dict[str, Any], int, str]] = [
 @pytest.mark.parametrize("spelling", SPELLINGS)
 @pytest.mark.parametrize(("body", "code", "message"), REQUEST_ERRORS)
 async def test_request_errors_of_a_batch_answer_their_codes_and_write_nothing(
-    client: Client, mock_mongo: Mongo, spelling: str, body: dict[str, Any], code: int, message: str
+    client: Client, mock_mongo: MongoConnection, spelling: str, body: dict[str, Any], code: int, message: str
 ) -> None:
     answer = await call(client, "create_many", body, spelling=spelling)
 
@@ -206,7 +206,9 @@ async def test_the_batch_limit_is_a_setting(make_client: MakeClient, settings: S
     assert (answer.code, answer.message) == (1199035, " details exceed the limit 2")
 
 
-async def test_a_batch_needs_edit_permission_on_both_models(make_client: MakeClient, mock_mongo: Mongo) -> None:
+async def test_a_batch_needs_edit_permission_on_both_models(
+    make_client: MakeClient, mock_mongo: MongoConnection
+) -> None:
     client = await make_client(authorizer=StaticPolicy({"bob": UserGrants(edit=frozenset({"host"}))}))
 
     answer = await call(client, "create_many", batch(*SWITCH_HOST, [(11, 21), (12, 21)]), user="bob")

@@ -14,7 +14,7 @@ from cmdb_asso.app import create_app
 from cmdb_asso.client import AssociationClient, CmdbApiError, PermissionDeniedError, ServiceUnavailableError
 from cmdb_asso.config import Settings
 from cmdb_asso.service.permission import StaticPolicy, UserGrants
-from cmdb_asso.storage.client import Mongo
+from cmdb_asso.storage.client import MongoConnection
 from tests.helpers import audit_records, links_in
 
 AiohttpServer = Callable[..., Awaitable[TestServer]]
@@ -29,7 +29,7 @@ async def start(aiohttp_server: AiohttpServer, app: web.Application) -> str:
 
 @pytest.mark.parametrize("spelling", ["native", "esb"])
 async def test_every_operation_has_a_typed_method(
-    aiohttp_server: AiohttpServer, settings: Settings, mock_mongo: Mongo, spelling: Any
+    aiohttp_server: AiohttpServer, settings: Settings, mock_mongo: MongoConnection, spelling: Any
 ) -> None:
     url = await start(aiohttp_server, create_app(settings, mongo=mock_mongo))
     async with AssociationClient(url, spelling=spelling, app_code="esb_test") as client:
@@ -61,7 +61,7 @@ async def test_every_operation_has_a_typed_method(
 
 
 async def test_create_links_cuts_any_number_of_pairs_into_batches(
-    aiohttp_server: AiohttpServer, settings: Settings, mock_mongo: Mongo
+    aiohttp_server: AiohttpServer, settings: Settings, mock_mongo: MongoConnection
 ) -> None:
     url = await start(aiohttp_server, create_app(settings, mongo=mock_mongo))
     pairs = [(switch, host) for switch in range(11, 16) for host in range(21, 26)] + [(99, 21)]
@@ -98,7 +98,7 @@ def flaky(mode: str, failures: int, seen: list[str] | None = None) -> Middleware
 
 @pytest.mark.parametrize("mode", ["503", "drop"])
 async def test_retries_through_failures_never_double_a_link(
-    aiohttp_server: AiohttpServer, settings: Settings, mock_mongo: Mongo, mode: str
+    aiohttp_server: AiohttpServer, settings: Settings, mock_mongo: MongoConnection, mode: str
 ) -> None:
     app = create_app(settings, mongo=mock_mongo)
     seen: list[str] = []
@@ -117,7 +117,7 @@ async def test_retries_through_failures_never_double_a_link(
 
 
 async def test_a_service_that_stays_down_raises_after_the_retries(
-    aiohttp_server: AiohttpServer, settings: Settings, mock_mongo: Mongo
+    aiohttp_server: AiohttpServer, settings: Settings, mock_mongo: MongoConnection
 ) -> None:
     app = create_app(settings, mongo=mock_mongo)
     app.middlewares.insert(0, flaky("503", 100))
@@ -130,7 +130,7 @@ async def test_a_service_that_stays_down_raises_after_the_retries(
 
 
 async def test_a_denial_raises_the_permission_error_with_its_payload(
-    aiohttp_server: AiohttpServer, settings: Settings, mock_mongo: Mongo
+    aiohttp_server: AiohttpServer, settings: Settings, mock_mongo: MongoConnection
 ) -> None:
     app = create_app(settings, mongo=mock_mongo, authorizer=StaticPolicy({"bob": UserGrants(edit=frozenset({"host"}))}))
     url = await start(aiohttp_server, app)

@@ -9,7 +9,7 @@ from aiohttp.test_utils import TestClient
 from bson.int64 import Int64
 
 from cmdb_asso.service.permission import StaticPolicy, UserGrants
-from cmdb_asso.storage.client import Mongo
+from cmdb_asso.storage.client import MongoConnection
 from tests.conftest import MakeClient
 from tests.helpers import SPELLINGS, add_definition, audit_records, create, link_body, links_in
 
@@ -19,7 +19,7 @@ SEED = link_body("bk_switch_belong_bk_host", 11, 21)
 
 @pytest.mark.parametrize("spelling", SPELLINGS)
 async def test_the_seed_request_creates_a_link_in_both_tables_with_its_audit_record(
-    client: Client, mock_mongo: Mongo, spelling: str
+    client: Client, mock_mongo: MongoConnection, spelling: str
 ) -> None:
     answer = await create(client, SEED, spelling=spelling, user="alice")
 
@@ -78,14 +78,16 @@ async def test_the_esb_body_carries_the_request_id_that_the_headers_echo(client:
         assert answer.body["request_id"] == "trace-42"
 
 
-async def test_a_generated_request_id_is_stored_in_the_audit_record(client: Client, mock_mongo: Mongo) -> None:
+async def test_a_generated_request_id_is_stored_in_the_audit_record(
+    client: Client, mock_mongo: MongoConnection
+) -> None:
     answer = await create(client, SEED, spelling="esb")
 
     (audit,) = await audit_records(mock_mongo)
     assert audit["rid"] == answer.body["request_id"] == answer.headers["X-Request-Id"]
 
 
-async def test_a_self_association_is_written_once(client: Client, mock_mongo: Mongo) -> None:
+async def test_a_self_association_is_written_once(client: Client, mock_mongo: MongoConnection) -> None:
     answer = await create(client, link_body("host_connect_host", 21, 21))
 
     assert answer.code == 0
@@ -145,7 +147,7 @@ ZH_TEXT = {1199006: "'{}' 数据参数校验不通过", 1199010: "'{}' 未赋值
     [("native", *case) for case in BAD_BODIES] + [("esb", *case) for case in BAD_BODIES],
 )
 async def test_a_bad_body_answers_its_code_naming_the_field_and_writes_nothing(
-    client: Client, mock_mongo: Mongo, spelling: str, body: Any, code: int, field: str
+    client: Client, mock_mongo: MongoConnection, spelling: str, body: Any, code: int, field: str
 ) -> None:
     headers = {"X-Bkapi-Authorization": '{"bk_app_code": "esb_test", "bk_username": "admin"}'}
     answer = await create(client, body, spelling=spelling, headers=headers)
@@ -177,7 +179,7 @@ async def test_body_errors_speak_chinese_when_asked(client: Client, body: Any, c
     assert answer.message == ZH_TEXT[code].format(field)
 
 
-async def test_integral_floats_are_accepted_as_integers(client: Client, mock_mongo: Mongo) -> None:
+async def test_integral_floats_are_accepted_as_integers(client: Client, mock_mongo: MongoConnection) -> None:
     answer = await create(client, link_body("bk_switch_belong_bk_host", 11.0, 21))
 
     assert answer.code == 0
@@ -221,7 +223,7 @@ async def test_an_unknown_definition_answers_1101046(client: Client, spelling: s
 @pytest.mark.parametrize("spelling", SPELLINGS)
 @pytest.mark.parametrize("language", ["en", "zh"])
 async def test_a_definition_under_two_suppliers_answers_1101062(
-    client: Client, mock_mongo: Mongo, spelling: str, language: str
+    client: Client, mock_mongo: MongoConnection, spelling: str, language: str
 ) -> None:
     await add_definition(mock_mongo, "twice", "bk_switch", "belong", "host", "n:n", supplier="0")
     await add_definition(mock_mongo, "twice", "bk_switch", "belong", "host", "n:n", supplier="tenant")
@@ -233,7 +235,7 @@ async def test_a_definition_under_two_suppliers_answers_1101062(
     assert answer.message == RULE_TEXT[1101062][0 if language == "en" else 1]
 
 
-async def test_a_definition_of_another_supplier_is_not_seen(client: Client, mock_mongo: Mongo) -> None:
+async def test_a_definition_of_another_supplier_is_not_seen(client: Client, mock_mongo: MongoConnection) -> None:
     await add_definition(mock_mongo, "theirs", "bk_switch", "belong", "host", "n:n", supplier="other")
 
     answer = await create(client, link_body("theirs", 11, 21))
@@ -244,7 +246,7 @@ async def test_a_definition_of_another_supplier_is_not_seen(client: Client, mock
 @pytest.mark.parametrize("spelling", SPELLINGS)
 @pytest.mark.parametrize("language", ["en", "zh"])
 async def test_one_to_one_refuses_a_second_link_of_the_source_or_of_the_target(
-    client: Client, mock_mongo: Mongo, spelling: str, language: str
+    client: Client, mock_mongo: MongoConnection, spelling: str, language: str
 ) -> None:
     assert (await create(client, link_body("app_run_host", 41, 21))).code == 0
 
@@ -259,7 +261,7 @@ async def test_one_to_one_refuses_a_second_link_of_the_source_or_of_the_target(
 @pytest.mark.parametrize("spelling", SPELLINGS)
 @pytest.mark.parametrize("language", ["en", "zh"])
 async def test_one_to_many_refuses_a_second_source_for_a_target(
-    client: Client, mock_mongo: Mongo, spelling: str, language: str
+    client: Client, mock_mongo: MongoConnection, spelling: str, language: str
 ) -> None:
     assert (await create(client, link_body("bk_router_connect_bk_switch", 31, 11))).code == 0
     assert (await create(client, link_body("bk_router_connect_bk_switch", 31, 12))).code == 0
@@ -271,7 +273,7 @@ async def test_one_to_many_refuses_a_second_source_for_a_target(
 @pytest.mark.parametrize("spelling", SPELLINGS)
 @pytest.mark.parametrize("language", ["en", "zh"])
 async def test_many_to_many_refuses_only_the_exact_duplicate(
-    client: Client, mock_mongo: Mongo, spelling: str, language: str
+    client: Client, mock_mongo: MongoConnection, spelling: str, language: str
 ) -> None:
     for pair in ((11, 21), (11, 22), (12, 21)):
         assert (await create(client, link_body("bk_switch_belong_bk_host", *pair))).code == 0
@@ -291,7 +293,7 @@ async def test_a_missing_source_answers_1101073_before_a_missing_target(
 @pytest.mark.parametrize("spelling", SPELLINGS)
 @pytest.mark.parametrize("language", ["en", "zh"])
 async def test_a_missing_target_answers_1101074(
-    client: Client, mock_mongo: Mongo, spelling: str, language: str
+    client: Client, mock_mongo: MongoConnection, spelling: str, language: str
 ) -> None:
     await assert_refused(client, link_body("bk_switch_belong_bk_host", 11, 98), 1101074, spelling, language)
     assert await audit_records(mock_mongo) == []
@@ -310,7 +312,7 @@ async def test_the_mapping_rule_answers_before_a_missing_instance(client: Client
 
 @pytest.mark.parametrize("spelling", SPELLINGS)
 async def test_a_user_without_edit_permission_on_the_target_is_denied_with_the_permission_payload(
-    make_client: MakeClient, mock_mongo: Mongo, spelling: str
+    make_client: MakeClient, mock_mongo: MongoConnection, spelling: str
 ) -> None:
     policy = StaticPolicy({"bob": UserGrants(edit=frozenset({"bk_switch"}))})
     client = await make_client(authorizer=policy)
@@ -373,7 +375,9 @@ async def test_a_wildcard_grant_allows_every_model(make_client: MakeClient) -> N
 
 
 @pytest.mark.parametrize("spelling", SPELLINGS)
-async def test_a_missing_user_answers_1199027_with_401(client: Client, mock_mongo: Mongo, spelling: str) -> None:
+async def test_a_missing_user_answers_1199027_with_401(
+    client: Client, mock_mongo: MongoConnection, spelling: str
+) -> None:
     answer = await create(client, SEED, spelling=spelling, user=None)
 
     assert (answer.status, answer.result, answer.code) == (401, False, 1199027)
@@ -381,7 +385,7 @@ async def test_a_missing_user_answers_1199027_with_401(client: Client, mock_mong
     assert await links_in(mock_mongo, "bk_switch") == []
 
 
-async def test_the_esb_authorization_header_wins_over_the_body(client: Client, mock_mongo: Mongo) -> None:
+async def test_the_esb_authorization_header_wins_over_the_body(client: Client, mock_mongo: MongoConnection) -> None:
     header = '{"bk_app_code": "from_header", "bk_username": "header_user"}'
     body = {"bk_app_code": "from_body", "bk_username": "body_user", **SEED}
     response = await client.post(
@@ -406,7 +410,7 @@ async def test_a_malformed_esb_authorization_header_is_an_authentication_failure
     assert response.headers["X-Bkapi-Error-Code"]
 
 
-async def test_the_supplier_account_header_selects_the_tables(client: Client, mock_mongo: Mongo) -> None:
+async def test_the_supplier_account_header_selects_the_tables(client: Client, mock_mongo: MongoConnection) -> None:
     await mock_mongo.db["cc_ObjectBase_tenant_pub_bk_switch"].insert_one(
         {"bk_obj_id": "bk_switch", "bk_inst_id": Int64(11), "bk_inst_name": "tenant-switch"}
     )
@@ -443,7 +447,7 @@ async def test_the_configured_default_language_applies_without_a_header(make_cli
 
 @pytest.mark.parametrize("mapping", ["m:n", "", None, "N:N"])
 async def test_a_definition_whose_mapping_is_unknown_gets_no_links(
-    client: Client, mock_mongo: Mongo, mapping: Any
+    client: Client, mock_mongo: MongoConnection, mapping: Any
 ) -> None:
     await mock_mongo.db["cc_ObjAsst"].update_one({"bk_obj_asst_id": "app_run_host"}, {"$set": {"mapping": mapping}})
 

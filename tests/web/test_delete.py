@@ -9,7 +9,7 @@ from aiohttp.test_utils import TestClient
 
 from cmdb_asso.keys import SERVICE
 from cmdb_asso.service.permission import StaticPolicy, UserGrants
-from cmdb_asso.storage.client import Mongo
+from cmdb_asso.storage.client import MongoConnection
 from tests.conftest import MakeClient
 from tests.helpers import SPELLINGS, audit_records, call, create, link_body, links_in
 
@@ -28,7 +28,7 @@ async def make_links(
     return ids
 
 
-async def archived(mongo: Mongo) -> list[dict[str, Any]]:
+async def archived(mongo: MongoConnection) -> list[dict[str, Any]]:
     """Every archived copy."""
     return list(await mongo.db["cc_DelArchive"].find({}, {"_id": 0}).to_list(None))
 
@@ -36,7 +36,7 @@ async def archived(mongo: Mongo) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("spelling", SPELLINGS)
 @pytest.mark.parametrize("side", ["bk_switch", "host"])
 async def test_deleting_one_link_removes_both_sides_archives_them_and_audits(
-    client: Client, mock_mongo: Mongo, spelling: str, side: str
+    client: Client, mock_mongo: MongoConnection, spelling: str, side: str
 ) -> None:
     kept, gone = await make_links(client, [(11, 21), (12, 22)])
 
@@ -57,7 +57,9 @@ async def test_deleting_one_link_removes_both_sides_archives_them_and_audits(
 
 
 @pytest.mark.parametrize("spelling", SPELLINGS)
-async def test_deleting_a_missing_id_is_not_an_error(client: Client, mock_mongo: Mongo, spelling: str) -> None:
+async def test_deleting_a_missing_id_is_not_an_error(
+    client: Client, mock_mongo: MongoConnection, spelling: str
+) -> None:
     answer = await call(client, "delete", {"bk_obj_id": "bk_switch", "id": 12345}, spelling=spelling)
 
     assert (answer.result, answer.code, answer.data) == (True, 0, None)
@@ -101,7 +103,9 @@ async def test_an_esb_delete_with_a_fractional_id_answers_1199009(client: Client
 
 
 @pytest.mark.parametrize("spelling", SPELLINGS)
-async def test_deleting_many_answers_the_number_deleted(client: Client, mock_mongo: Mongo, spelling: str) -> None:
+async def test_deleting_many_answers_the_number_deleted(
+    client: Client, mock_mongo: MongoConnection, spelling: str
+) -> None:
     ids = await make_links(client, [(11, 21), (12, 22), (13, 23)])
 
     answer = await call(client, "delete_many", {"bk_obj_id": "host", "id": [ids[0], ids[2], 999999]}, spelling=spelling)
@@ -123,7 +127,9 @@ async def test_delete_many_refuses_bad_id_lists(client: Client, spelling: str, i
     assert (answer.result, answer.code) == (False, code)
 
 
-async def test_deleting_needs_edit_permission_on_both_instances(make_client: MakeClient, mock_mongo: Mongo) -> None:
+async def test_deleting_needs_edit_permission_on_both_instances(
+    make_client: MakeClient, mock_mongo: MongoConnection
+) -> None:
     admin = await make_client()
     (link_id,) = await make_links(admin, [(11, 21)])
     client = await make_client(authorizer=StaticPolicy({"bob": UserGrants(edit=frozenset({"bk_switch"}))}))
@@ -136,7 +142,7 @@ async def test_deleting_needs_edit_permission_on_both_instances(make_client: Mak
 
 
 async def test_a_delete_that_fails_midway_is_finished_by_recovery_and_counted_once(
-    client: Client, mock_mongo: Mongo, monkeypatch: pytest.MonkeyPatch
+    client: Client, mock_mongo: MongoConnection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (link_id,) = await make_links(client, [(11, 21)])
     assert client.app is not None
@@ -167,7 +173,7 @@ async def test_a_delete_that_fails_midway_is_finished_by_recovery_and_counted_on
 
 
 async def test_a_delete_uses_the_callers_supplier_not_what_a_stored_document_says(
-    client: Client, mock_mongo: Mongo
+    client: Client, mock_mongo: MongoConnection
 ) -> None:
     supplier = {"X-Bkcmdb-Supplier-Account": "tenant_b"}
     for obj_id, table, field in (("bk_switch", "cc_ObjectBase_tenant_b_pub_bk_switch", "bk_inst_id"),):

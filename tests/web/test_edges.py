@@ -22,7 +22,7 @@ from cmdb_asso.loader import Loader, Rejected, Row, State, parse_row
 from cmdb_asso.service import apps
 from cmdb_asso.service.apps import AppAuthenticator
 from cmdb_asso.storage.associations import AssociationStore
-from cmdb_asso.storage.client import Mongo
+from cmdb_asso.storage.client import MongoConnection
 from tests.conftest import MakeClient
 from tests.helpers import audit_records, call, create, link_body, links_in, read_envelope
 
@@ -50,7 +50,9 @@ def _split(raw: bytes) -> tuple[int, dict[str, str], bytes]:
     return int(lines[0].split()[1]), headers, body
 
 
-async def test_a_user_header_that_is_not_utf_8_is_refused_and_writes_nothing(client: Client, mock_mongo: Mongo) -> None:
+async def test_a_user_header_that_is_not_utf_8_is_refused_and_writes_nothing(
+    client: Client, mock_mongo: MongoConnection
+) -> None:
     head = (
         b"POST /api/v3/create/instassociation HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
         b"Content-Type: application/json\r\nX-Bkcmdb-User: adm\xffin\r\n"
@@ -66,7 +68,7 @@ async def test_a_user_header_that_is_not_utf_8_is_refused_and_writes_nothing(cli
 
 
 @pytest.mark.parametrize("user", ["a\tb", "x" * 257])
-async def test_a_user_that_is_not_plain_text_is_refused(client: Client, mock_mongo: Mongo, user: str) -> None:
+async def test_a_user_that_is_not_plain_text_is_refused(client: Client, mock_mongo: MongoConnection, user: str) -> None:
     answer = await create(client, SEED, user=user)
     esb = await create(client, SEED, spelling="esb", user=user)
 
@@ -75,7 +77,7 @@ async def test_a_user_that_is_not_plain_text_is_refused(client: Client, mock_mon
 
 
 async def test_a_body_that_stalls_answers_408_in_the_envelope(
-    make_client: MakeClient, settings: Settings, mock_mongo: Mongo
+    make_client: MakeClient, settings: Settings, mock_mongo: MongoConnection
 ) -> None:
     slow = replace(settings, http=replace(settings.http, body_timeout_seconds=0.2))
     client = await make_client(app_settings=slow)
@@ -99,7 +101,7 @@ async def test_a_body_that_stalls_answers_408_in_the_envelope(
 
 
 async def test_a_slow_body_does_not_spend_the_database_deadline(
-    make_client: MakeClient, settings: Settings, mock_mongo: Mongo
+    make_client: MakeClient, settings: Settings, mock_mongo: MongoConnection
 ) -> None:
     tight = replace(
         settings,
@@ -149,7 +151,7 @@ async def test_a_language_the_service_does_not_speak_is_refused(
 @pytest.mark.parametrize("field", ["bk_app_code", "bk_username", "bk_app_secret", "bk_token"])
 @pytest.mark.parametrize("value", [12, ["a"], {"a": 1}, True])
 async def test_an_esb_common_argument_that_is_not_a_string_is_an_authentication_failure(
-    client: Client, mock_mongo: Mongo, field: str, value: Any
+    client: Client, mock_mongo: MongoConnection, field: str, value: Any
 ) -> None:
     answer = await create(client, {**SEED, "bk_username": "admin", field: value}, spelling="esb", user=None)
 
@@ -217,7 +219,7 @@ async def test_wrong_secrets_do_not_stall_other_requests(
     assert (await stuck).code == 1199046
 
 
-async def test_the_definition_cache_is_bounded(mock_mongo: Mongo) -> None:
+async def test_the_definition_cache_is_bounded(mock_mongo: MongoConnection) -> None:
     store = AssociationStore(mock_mongo, id_block_size=10, definition_cache_seconds=60, definition_cache_entries=3)
     for supplier in range(10):
         await store.find_definitions("bk_switch_belong_bk_host", ("0", str(supplier)))

@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 from cmdb_asso.app import create_app
 from cmdb_asso.config import MongoSettings, Settings
 from cmdb_asso.keys import SERVICE
-from cmdb_asso.storage.client import Mongo, connect
+from cmdb_asso.storage.client import MongoConnection, connect
 from tests.conftest import AiohttpClient
 from tests.helpers import create, link_body, read_envelope
 
@@ -31,7 +31,7 @@ def _closed_port() -> int:
 
 
 @pytest.fixture
-async def unreachable_mongo() -> Mongo:
+async def unreachable_mongo() -> MongoConnection:
     """A real driver client pointed at a port where nothing listens."""
     settings = MongoSettings(server_selection_timeout_ms=200, transactions="never")
     return await connect(settings, f"mongodb://127.0.0.1:{_closed_port()}/?directConnection=true")
@@ -39,7 +39,7 @@ async def unreachable_mongo() -> Mongo:
 
 @pytest.mark.parametrize("spelling", ["native", "esb"])
 async def test_an_unreachable_mongodb_answers_503_with_retry_after_and_no_driver_text(
-    aiohttp_client: AiohttpClient, settings: Settings, unreachable_mongo: Mongo, spelling: str
+    aiohttp_client: AiohttpClient, settings: Settings, unreachable_mongo: MongoConnection, spelling: str
 ) -> None:
     # Every command carries the request's time budget, and so does choosing a server: a short deadline.
     short = replace(settings, mongodb=replace(settings.mongodb, request_deadline_seconds=0.5))
@@ -56,7 +56,7 @@ async def test_an_unreachable_mongodb_answers_503_with_retry_after_and_no_driver
 
 
 async def test_readyz_says_why_mongodb_is_not_ready(
-    aiohttp_client: AiohttpClient, settings: Settings, unreachable_mongo: Mongo
+    aiohttp_client: AiohttpClient, settings: Settings, unreachable_mongo: MongoConnection
 ) -> None:
     client = await aiohttp_client(create_app(settings, mongo=unreachable_mongo))
 

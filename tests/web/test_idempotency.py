@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from cmdb_asso.storage.client import Mongo
+from cmdb_asso.storage.client import MongoConnection
 from tests.conftest import MakeClient
 from tests.helpers import SPELLINGS, audit_records, call, create, link_body, links_in
 from tests.web.test_batch import SWITCH_HOST, batch
@@ -17,7 +17,7 @@ Client = TestClient[Any, Any]
 SEED = link_body("bk_switch_belong_bk_host", 11, 21)
 
 
-async def sequence_value(mongo: Mongo, name: str = "cc_InstAsst") -> int:
+async def sequence_value(mongo: MongoConnection, name: str = "cc_InstAsst") -> int:
     """Where an id sequence stands (0 before its first use)."""
     doc = await mongo.db["cc_idgenerator"].find_one({"_id": name})
     return int(doc["SequenceID"]) if doc else 0
@@ -25,7 +25,7 @@ async def sequence_value(mongo: Mongo, name: str = "cc_InstAsst") -> int:
 
 @pytest.mark.parametrize("spelling", SPELLINGS)
 async def test_a_retry_with_the_same_key_gets_the_first_answer_without_writing(
-    client: Client, mock_mongo: Mongo, spelling: str
+    client: Client, mock_mongo: MongoConnection, spelling: str
 ) -> None:
     first = await call(client, "create", SEED, spelling=spelling, headers={"Idempotency-Key": "k-1"})
     again = await call(client, "create", SEED, spelling=spelling, headers={"Idempotency-Key": "k-1"})
@@ -38,7 +38,7 @@ async def test_a_retry_with_the_same_key_gets_the_first_answer_without_writing(
     assert len(await audit_records(mock_mongo)) == 1
 
 
-async def test_concurrent_requests_with_one_key_execute_once(client: Client, mock_mongo: Mongo) -> None:
+async def test_concurrent_requests_with_one_key_execute_once(client: Client, mock_mongo: MongoConnection) -> None:
     answers = await asyncio.gather(
         *(call(client, "create", SEED, headers={"Idempotency-Key": "same"}) for _ in range(20))
     )
@@ -48,7 +48,7 @@ async def test_concurrent_requests_with_one_key_execute_once(client: Client, moc
     assert len(await links_in(mock_mongo, "host")) == 1
 
 
-async def test_two_service_processes_share_the_keys(make_client: MakeClient, mock_mongo: Mongo) -> None:
+async def test_two_service_processes_share_the_keys(make_client: MakeClient, mock_mongo: MongoConnection) -> None:
     first, second = await make_client(), await make_client()
 
     one = await call(first, "create", SEED, headers={"Idempotency-Key": "shared"})
@@ -59,7 +59,9 @@ async def test_two_service_processes_share_the_keys(make_client: MakeClient, moc
 
 
 @pytest.mark.parametrize("spelling", SPELLINGS)
-async def test_the_same_key_with_another_body_is_refused(client: Client, mock_mongo: Mongo, spelling: str) -> None:
+async def test_the_same_key_with_another_body_is_refused(
+    client: Client, mock_mongo: MongoConnection, spelling: str
+) -> None:
     await call(client, "create", SEED, spelling=spelling, headers={"Idempotency-Key": "k-2"})
 
     other = await call(
@@ -84,7 +86,7 @@ async def test_an_error_answer_is_replayed_too(client: Client) -> None:
     assert again.message == "关联实例不存在"
 
 
-async def test_a_key_belongs_to_its_user(client: Client, mock_mongo: Mongo) -> None:
+async def test_a_key_belongs_to_its_user(client: Client, mock_mongo: MongoConnection) -> None:
     await call(client, "create", SEED, headers={"Idempotency-Key": "mine"}, user="alice")
 
     other = await call(client, "create", SEED, headers={"Idempotency-Key": "mine"}, user="bob")
@@ -93,7 +95,7 @@ async def test_a_key_belongs_to_its_user(client: Client, mock_mongo: Mongo) -> N
     assert len(await links_in(mock_mongo, "host")) == 1
 
 
-async def test_a_batch_retry_gets_the_same_ids(client: Client, mock_mongo: Mongo) -> None:
+async def test_a_batch_retry_gets_the_same_ids(client: Client, mock_mongo: MongoConnection) -> None:
     body = batch(*SWITCH_HOST, [(11, 21), (12, 22), (99, 21)])
     first = await call(client, "create_many", body, headers={"Idempotency-Key": "b-1"})
     again = await call(client, "create_many", body, headers={"Idempotency-Key": "b-1"})
@@ -111,7 +113,7 @@ async def test_an_overlong_key_is_refused(client: Client) -> None:
 @pytest.mark.parametrize("spelling", SPELLINGS)
 @pytest.mark.parametrize("how", ["body", "header"])
 async def test_a_dry_run_checks_everything_and_writes_nothing(
-    client: Client, mock_mongo: Mongo, spelling: str, how: str
+    client: Client, mock_mongo: MongoConnection, spelling: str, how: str
 ) -> None:
     before = await sequence_value(mock_mongo)
     body = {**SEED, "dry_run": True} if how == "body" else SEED
@@ -133,7 +135,7 @@ async def test_a_dry_run_answers_the_rules_as_a_real_create_would(client: Client
     assert answer.code == 1101052
 
 
-async def test_a_batch_dry_run_agrees_with_the_real_run_afterwards(client: Client, mock_mongo: Mongo) -> None:
+async def test_a_batch_dry_run_agrees_with_the_real_run_afterwards(client: Client, mock_mongo: MongoConnection) -> None:
     assert (await create(client, link_body("bk_switch_belong_bk_host", 11, 21))).code == 0
     pairs: list[Any] = [(11, 21), (12, 22), (99, 21), (12, 22), (13, 23)]
 

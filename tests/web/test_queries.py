@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from cmdb_asso.service.filters import BUILDER_FIELDS
 from cmdb_asso.service.permission import StaticPolicy, UserGrants
-from cmdb_asso.storage.client import Mongo
+from cmdb_asso.storage.client import MongoConnection
 from tests.conftest import MakeClient
 from tests.helpers import SPELLINGS, call, create, link_body, links_in
 
@@ -309,7 +309,7 @@ def holds(link: dict[str, Any], conditions: dict[str, Any]) -> bool:
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(conditions=groups())
 async def test_count_equals_an_unpaged_search_and_both_match_the_conditions(
-    linked: Client, mock_mongo: Mongo, conditions: dict[str, Any]
+    linked: Client, mock_mongo: MongoConnection, conditions: dict[str, Any]
 ) -> None:
     searched = await call(linked, "search", {"bk_obj_id": "host", "conditions": conditions, "page": {"limit": 500}})
     counted = await call(linked, "count", {"bk_obj_id": "host", "conditions": conditions})

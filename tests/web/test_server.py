@@ -13,14 +13,14 @@ from structlog.testing import capture_logs
 
 from cmdb_asso.app import create_app
 from cmdb_asso.config import Settings
-from cmdb_asso.storage.client import Mongo, free_port
+from cmdb_asso.storage.client import MongoConnection, free_port
 from cmdb_asso.web.server import ServiceRunner
 
 MARKER = "ECHO-ME-NOT"
 
 
 @pytest.fixture
-async def served(settings: Settings, mock_mongo: Mongo) -> AsyncIterator[int]:
+async def served(settings: Settings, mock_mongo: MongoConnection) -> AsyncIterator[int]:
     """The app behind the service's own runner on a free port."""
     runner = ServiceRunner(create_app(settings, mongo=mock_mongo), access_log=None)
     await runner.setup()

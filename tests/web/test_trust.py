@@ -20,7 +20,7 @@ from cmdb_asso.config import AppCredential, AuthSettings, Grant, Settings
 from cmdb_asso.credentials import hash_secret, verify_secret
 from cmdb_asso.keys import SERVICE
 from cmdb_asso.operations import BY_NAME
-from cmdb_asso.storage.client import Mongo
+from cmdb_asso.storage.client import MongoConnection
 from tests.conftest import MakeClient
 from tests.helpers import ESB_CREATE, audit_records, call, create, link_body, links_in, read_envelope
 
@@ -73,7 +73,7 @@ async def test_a_listed_app_with_its_secret_is_let_in(make_client: MakeClient, s
     ],
 )
 async def test_an_unknown_app_or_wrong_secret_answers_1199046_with_401_and_the_gateway_headers(
-    make_client: MakeClient, secured: Settings, mock_mongo: Mongo, credentials: dict[str, str]
+    make_client: MakeClient, secured: Settings, mock_mongo: MongoConnection, credentials: dict[str, str]
 ) -> None:
     client = await make_client(app_settings=secured)
 
@@ -211,7 +211,7 @@ async def test_metrics_count_the_requests_a_test_made(client: Client) -> None:
     assert "cmdb_asso_request_duration_seconds_bucket" in text
 
 
-async def test_headers_over_the_limit_are_refused(settings: Settings, mock_mongo: Mongo) -> None:
+async def test_headers_over_the_limit_are_refused(settings: Settings, mock_mongo: MongoConnection) -> None:
     small = replace(settings, http=replace(settings.http, max_header_bytes=1024))
     runner = web.AppRunner(create_app(small, mongo=mock_mongo))
     await runner.setup()
@@ -259,7 +259,7 @@ BODIES = st.one_of(JSON, st.dictionaries(KEYS, JSON, max_size=8))
     spelling=st.sampled_from(["native", "esb"]),
 )
 async def test_random_bodies_never_crash_always_answer_the_envelope_and_never_write(
-    client: Client, mock_mongo: Mongo, body: Any, operation: str, spelling: str
+    client: Client, mock_mongo: MongoConnection, body: Any, operation: str, spelling: str
 ) -> None:
     described = BY_NAME[operation]
     path = described.esb_path if spelling == "esb" else described.native_path.format(bk_obj_id="host")
@@ -288,7 +288,7 @@ async def test_random_bodies_never_crash_always_answer_the_envelope_and_never_wr
         assert after == before | set(answer.data["success_created"].values())
 
 
-async def _link_ids(mongo: Mongo) -> set[int]:
+async def _link_ids(mongo: MongoConnection) -> set[int]:
     return {link["id"] for obj_id in ("bk_switch", "app") for link in await links_in(mongo, obj_id)}
 
 

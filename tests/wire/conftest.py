@@ -12,7 +12,7 @@ from bson.int64 import Int64
 
 from cmdb_asso.app import create_app
 from cmdb_asso.config import MongoSettings, Settings
-from cmdb_asso.storage.client import EmbeddedMongo, Mongo, connect
+from cmdb_asso.storage.client import EmbeddedMongo, MongoConnection, connect
 from cmdb_asso.storage.schema import seed_demo
 from cmdb_asso.storage.tables import instance_table
 from tests.conftest import AiohttpClient
@@ -49,13 +49,13 @@ def wire_settings(settings: Settings, driver: str) -> Settings:
     return Settings(mongodb=mongodb, http=settings.http)
 
 
-async def open_wire_mongo(embedded: EmbeddedMongo, settings: Settings) -> Mongo:
+async def open_wire_mongo(embedded: EmbeddedMongo, settings: Settings) -> MongoConnection:
     """A driver connection to the embedded server, with the settings' database and driver."""
     return await connect(settings.mongodb, embedded.uri, embedded=True)
 
 
 @pytest.fixture
-async def wire_mongo(embedded: EmbeddedMongo, wire_settings: Settings) -> AsyncIterator[Mongo]:
+async def wire_mongo(embedded: EmbeddedMongo, wire_settings: Settings) -> AsyncIterator[MongoConnection]:
     """A seeded fresh database on the embedded server, dropped afterwards."""
     mongo = await open_wire_mongo(embedded, wire_settings)
     await seed_demo(mongo)
@@ -66,13 +66,13 @@ async def wire_mongo(embedded: EmbeddedMongo, wire_settings: Settings) -> AsyncI
 
 @pytest.fixture
 async def wire_client(
-    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: Mongo
+    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: MongoConnection
 ) -> TestClient[Any, Any]:
     """The app over the embedded server."""
     return await aiohttp_client(create_app(wire_settings, mongo=wire_mongo))
 
 
-async def add_instances(mongo: Mongo, obj_id: str, ids: range) -> None:
+async def add_instances(mongo: MongoConnection, obj_id: str, ids: range) -> None:
     """Store more instances of `obj_id`."""
     table = instance_table(obj_id, "0")
     docs = [

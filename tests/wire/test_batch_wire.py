@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from cmdb_asso.storage.client import Mongo
+from cmdb_asso.storage.client import MongoConnection
 from tests.helpers import audit_records, call, links_in
 from tests.web.test_batch import APP_HOST, SWITCH_HOST, batch
 from tests.wire.conftest import add_instances
@@ -19,7 +19,9 @@ Client = TestClient[Any, Any]
 ONE_TO_ONE = "can not create multiple instance association for a 1:1 association."
 
 
-async def test_a_batch_of_200_costs_a_fixed_number_of_commands(wire_client: Client, wire_mongo: Mongo) -> None:
+async def test_a_batch_of_200_costs_a_fixed_number_of_commands(
+    wire_client: Client, wire_mongo: MongoConnection
+) -> None:
     await add_instances(wire_mongo, "bk_switch", range(1000, 1200))
     await add_instances(wire_mongo, "host", range(1000, 1002))
     # A first batch creates the tables' indexes; the measured one runs in steady state.
@@ -42,7 +44,7 @@ async def test_a_batch_of_200_costs_a_fixed_number_of_commands(wire_client: Clie
 
 
 async def test_concurrent_overlapping_one_to_one_batches_never_break_the_mapping(
-    wire_client: Client, wire_mongo: Mongo
+    wire_client: Client, wire_mongo: MongoConnection
 ) -> None:
     apps, hosts = range(100, 110), range(200, 210)
     await add_instances(wire_mongo, "app", apps)
@@ -63,7 +65,9 @@ async def test_concurrent_overlapping_one_to_one_batches_never_break_the_mapping
     assert len(await audit_records(wire_mongo)) == len(created)
 
 
-async def test_deletes_remove_both_sides_and_keep_the_audit_trail(wire_client: Client, wire_mongo: Mongo) -> None:
+async def test_deletes_remove_both_sides_and_keep_the_audit_trail(
+    wire_client: Client, wire_mongo: MongoConnection
+) -> None:
     answer = await call(wire_client, "create_many", batch(*SWITCH_HOST, [(11, 21), (12, 22), (13, 23)]))
     ids = [answer.data["success_created"][key] for key in ("0", "1", "2")]
 
@@ -79,7 +83,9 @@ async def test_deletes_remove_both_sides_and_keep_the_audit_trail(wire_client: C
     assert sorted(copy["detail"]["id"] for copy in archive) == sorted(ids * 2)
 
 
-async def test_concurrent_deletes_of_one_link_leave_neither_side(wire_client: Client, wire_mongo: Mongo) -> None:
+async def test_concurrent_deletes_of_one_link_leave_neither_side(
+    wire_client: Client, wire_mongo: MongoConnection
+) -> None:
     answer = await call(wire_client, "create_many", batch(*SWITCH_HOST, [(11, 21)]))
     link_id = answer.data["success_created"]["0"]
 

@@ -14,7 +14,7 @@ from pymongo.errors import DuplicateKeyError
 from cmdb_asso.app import create_app
 from cmdb_asso.config import Settings
 from cmdb_asso.keys import SERVICE
-from cmdb_asso.storage.client import EmbeddedMongo, Mongo
+from cmdb_asso.storage.client import EmbeddedMongo, MongoConnection
 from cmdb_asso.storage.indexes import inst_asst_indexes
 from tests.conftest import AiohttpClient
 from tests.helpers import audit_records, call, create, link_body, links_in
@@ -32,7 +32,7 @@ async def race(client: Client, bodies: list[dict[str, Any]]) -> Counter[int]:
     return Counter(answer.code for answer in answers)
 
 
-async def test_the_seed_request_stores_bk_cmdb_documents(wire_client: Client, wire_mongo: Mongo) -> None:
+async def test_the_seed_request_stores_bk_cmdb_documents(wire_client: Client, wire_mongo: MongoConnection) -> None:
     answer = await create(wire_client, link_body("bk_switch_belong_bk_host", 11, 21), spelling="esb")
 
     assert answer.code == 0
@@ -47,7 +47,7 @@ async def test_the_seed_request_stores_bk_cmdb_documents(wire_client: Client, wi
 
 
 async def test_concurrent_one_to_one_creates_for_one_source_let_exactly_one_win(
-    wire_client: Client, wire_mongo: Mongo
+    wire_client: Client, wire_mongo: MongoConnection
 ) -> None:
     await add_instances(wire_mongo, "host", range(100, 100 + RACERS))
 
@@ -60,7 +60,7 @@ async def test_concurrent_one_to_one_creates_for_one_source_let_exactly_one_win(
 
 
 async def test_concurrent_one_to_one_creates_for_one_target_let_exactly_one_win(
-    wire_client: Client, wire_mongo: Mongo
+    wire_client: Client, wire_mongo: MongoConnection
 ) -> None:
     await add_instances(wire_mongo, "app", range(100, 100 + RACERS))
 
@@ -71,7 +71,7 @@ async def test_concurrent_one_to_one_creates_for_one_target_let_exactly_one_win(
 
 
 async def test_concurrent_one_to_many_creates_for_one_target_let_exactly_one_source_win(
-    wire_client: Client, wire_mongo: Mongo
+    wire_client: Client, wire_mongo: MongoConnection
 ) -> None:
     await add_instances(wire_mongo, "bk_router", range(100, 100 + RACERS))
 
@@ -84,7 +84,9 @@ async def test_concurrent_one_to_many_creates_for_one_target_let_exactly_one_sou
     assert len(await links_in(wire_mongo, "bk_switch")) == 1
 
 
-async def test_concurrent_exact_duplicates_let_exactly_one_win(wire_client: Client, wire_mongo: Mongo) -> None:
+async def test_concurrent_exact_duplicates_let_exactly_one_win(
+    wire_client: Client, wire_mongo: MongoConnection
+) -> None:
     codes = await race(wire_client, [link_body("bk_switch_belong_bk_host", 11, 21)] * RACERS)
 
     assert codes == Counter({0: 1, 1199014: RACERS - 1})
@@ -94,7 +96,7 @@ async def test_concurrent_exact_duplicates_let_exactly_one_win(wire_client: Clie
 
 
 async def test_two_service_processes_racing_keep_the_rules(
-    aiohttp_client: AiohttpClient, embedded: EmbeddedMongo, wire_settings: Settings, wire_mongo: Mongo
+    aiohttp_client: AiohttpClient, embedded: EmbeddedMongo, wire_settings: Settings, wire_mongo: MongoConnection
 ) -> None:
     other = await open_wire_mongo(embedded, wire_settings)
     try:
@@ -113,7 +115,7 @@ async def test_two_service_processes_racing_keep_the_rules(
         await other.close()
 
 
-async def test_ids_stay_unique_under_200_concurrent_creates(wire_client: Client, wire_mongo: Mongo) -> None:
+async def test_ids_stay_unique_under_200_concurrent_creates(wire_client: Client, wire_mongo: MongoConnection) -> None:
     await add_instances(wire_mongo, "bk_switch", range(100, 120))
     await add_instances(wire_mongo, "host", range(100, 110))
     bodies = [link_body("bk_switch_belong_bk_host", s, h) for s in range(100, 120) for h in range(100, 110)]
@@ -133,7 +135,7 @@ async def test_a_failure_between_the_two_table_writes_leaves_nothing_behind(
     aiohttp_client: AiohttpClient,
     embedded: EmbeddedMongo,
     wire_settings: Settings,
-    wire_mongo: Mongo,
+    wire_mongo: MongoConnection,
     monkeypatch: pytest.MonkeyPatch,
     transactions: str,
 ) -> None:
@@ -166,7 +168,7 @@ async def test_a_failure_between_the_two_table_writes_leaves_nothing_behind(
     await mongo.close()
 
 
-async def test_the_created_indexes_have_the_contract_keys_and_uniqueness(wire_mongo: Mongo) -> None:
+async def test_the_created_indexes_have_the_contract_keys_and_uniqueness(wire_mongo: MongoConnection) -> None:
     info = await wire_mongo.db["cc_InstAsst_0_pub_host"].index_information()
     # The embedded server renames indexes (EMBEDDED.md); the names are checked on mongomock.
     stored = {tuple(spec["key"]): bool(spec.get("unique")) for spec in info.values()}
@@ -178,7 +180,7 @@ async def test_the_created_indexes_have_the_contract_keys_and_uniqueness(wire_mo
         assert stored[keys] == bool(model.document.get("unique"))
 
 
-async def test_the_guard_index_refuses_a_second_constrained_link_at_the_store(wire_mongo: Mongo) -> None:
+async def test_the_guard_index_refuses_a_second_constrained_link_at_the_store(wire_mongo: MongoConnection) -> None:
     table = wire_mongo.db["cc_InstAsst_0_pub_app"]
     await table.insert_one(
         {"id": 1, "bk_inst_id": 1, "bk_asst_inst_id": 1, "bk_obj_asst_id": "d", "cmdb_asso_src_guard": "d:1"}
@@ -194,7 +196,7 @@ async def test_the_guard_index_refuses_a_second_constrained_link_at_the_store(wi
 
 
 async def test_folded_reads_answer_like_separate_reads_in_one_aggregate(
-    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: Mongo
+    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: MongoConnection
 ) -> None:
     settings = replace(
         wire_settings, mongodb=replace(wire_settings.mongodb, fold_reads="on", definition_cache_seconds=60)
@@ -231,7 +233,7 @@ async def test_folded_reads_answer_like_separate_reads_in_one_aggregate(
 
 
 async def test_one_idempotency_key_executes_once_across_two_processes(
-    aiohttp_client: AiohttpClient, embedded: EmbeddedMongo, wire_settings: Settings, wire_mongo: Mongo
+    aiohttp_client: AiohttpClient, embedded: EmbeddedMongo, wire_settings: Settings, wire_mongo: MongoConnection
 ) -> None:
     other = await open_wire_mongo(embedded, wire_settings)
     try:

@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestServer
 
 from cmdb_asso.app import create_app
 from cmdb_asso.config import Settings
-from cmdb_asso.storage.client import Mongo
+from cmdb_asso.storage.client import MongoConnection
 
 AiohttpServer = Callable[..., Awaitable[TestServer]]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -27,7 +27,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
     CHROMIUM is None and not os.environ.get("CI"), reason="no Chromium installed (.ci/run installs Debian's chromium)"
 )
 async def test_the_docs_page_lists_every_operation_in_a_browser(
-    aiohttp_server: AiohttpServer, settings: Settings, mock_mongo: Mongo
+    aiohttp_server: AiohttpServer, settings: Settings, mock_mongo: MongoConnection
 ) -> None:
     server = await aiohttp_server(create_app(settings, mongo=mock_mongo))
     base = str(server.make_url("")).rstrip("/")

@@ -10,7 +10,7 @@ from urllib.parse import quote
 import pytest
 from aiohttp.test_utils import TestClient
 
-from cmdb_asso.storage.client import Mongo
+from cmdb_asso.storage.client import MongoConnection
 from cmdb_asso.storage.tables import inst_asst_table
 from tests.helpers import audit_records, call, create, link_body, links_in, post, read_envelope
 
@@ -29,7 +29,7 @@ async def _one_link(client: Client) -> int:
 
 @pytest.mark.parametrize("digits", NON_ASCII_DIGITS)
 async def test_a_delete_by_an_id_that_is_not_ascii_digits_is_refused_and_deletes_nothing(
-    wire_client: Client, wire_mongo: Mongo, digits: str
+    wire_client: Client, wire_mongo: MongoConnection, digits: str
 ) -> None:
     link_id = await _one_link(wire_client)
     assert link_id == 1  # "١٢" and friends would have named link 12 or 1 in int()'s eyes
@@ -102,7 +102,7 @@ async def test_a_body_that_is_not_a_json_object_is_refused_not_ignored(
 @pytest.mark.parametrize("flag", ["true", 1, "yes", [True], {}])
 @pytest.mark.parametrize("spelling", ["native", "esb"])
 async def test_a_dry_run_flag_that_is_not_a_boolean_is_refused_and_writes_nothing(
-    wire_client: Client, wire_mongo: Mongo, flag: Any, spelling: str
+    wire_client: Client, wire_mongo: MongoConnection, flag: Any, spelling: str
 ) -> None:
     answer = await create(
         wire_client, {**link_body("bk_switch_belong_bk_host", 11, 21), "dry_run": flag}, spelling=spelling
@@ -120,7 +120,9 @@ async def test_a_dry_run_flag_that_is_not_a_boolean_is_refused_and_writes_nothin
     assert await audit_records(wire_mongo) == []
 
 
-async def test_a_dry_run_header_that_is_not_a_known_word_is_refused(wire_client: Client, wire_mongo: Mongo) -> None:
+async def test_a_dry_run_header_that_is_not_a_known_word_is_refused(
+    wire_client: Client, wire_mongo: MongoConnection
+) -> None:
     answer = await create(wire_client, link_body("bk_switch_belong_bk_host", 11, 21), headers={"X-Dry-Run": "maybe"})
 
     assert answer.code == 1199006
@@ -154,7 +156,7 @@ async def test_a_body_that_really_is_gzip_is_read(wire_client: Client) -> None:
 
 @pytest.mark.parametrize("operation", ["count", "search", "find", "find_related"])
 async def test_reads_on_a_model_with_no_table_create_nothing(
-    wire_client: Client, wire_mongo: Mongo, operation: str
+    wire_client: Client, wire_mongo: MongoConnection, operation: str
 ) -> None:
     every: dict[str, dict[str, Any]] = {
         "count": {"bk_obj_id": "nothing_here"},
@@ -179,7 +181,7 @@ async def test_reads_on_a_model_with_no_table_create_nothing(
      ("esb", "-", 1199006), ("esb", "0\n", 1199006), ("esb", 7, 1199046)],
 )  # fmt: skip
 async def test_a_supplier_account_that_cannot_name_a_table_is_refused(
-    wire_client: Client, wire_mongo: Mongo, spelling: str, supplier: Any, code: int
+    wire_client: Client, wire_mongo: MongoConnection, spelling: str, supplier: Any, code: int
 ) -> None:
     for operation, params in (
         ("count", {"bk_obj_id": "host"}),
@@ -194,7 +196,7 @@ async def test_a_supplier_account_that_cannot_name_a_table_is_refused(
 
 
 async def test_an_idempotent_create_with_a_very_deep_body_is_refused_not_a_500(
-    wire_client: Client, wire_mongo: Mongo
+    wire_client: Client, wire_mongo: MongoConnection
 ) -> None:
     deep: Any = 1
     for _ in range(253):

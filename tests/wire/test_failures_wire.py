@@ -21,7 +21,7 @@ from cmdb_asso.__main__ import main
 from cmdb_asso.app import create_app
 from cmdb_asso.config import Settings
 from cmdb_asso.keys import SERVICE
-from cmdb_asso.storage.client import EmbeddedMongo, Mongo, connect, free_port
+from cmdb_asso.storage.client import EmbeddedMongo, MongoConnection, connect, free_port
 from cmdb_asso.storage.repair import find_problems, repair
 from cmdb_asso.storage.schema import seed_demo
 from tests.conftest import AiohttpClient
@@ -45,7 +45,7 @@ def own_embedded(tmp_path: Path) -> Iterator[EmbeddedMongo]:
 @pytest.fixture
 async def fragile(
     aiohttp_client: AiohttpClient, own_embedded: EmbeddedMongo, wire_settings: Settings
-) -> AsyncIterator[tuple[Client, Mongo]]:
+) -> AsyncIterator[tuple[Client, MongoConnection]]:
     """The app over the test's own server, with short timeouts so that an outage answers quickly."""
     mongodb = replace(wire_settings.mongodb, server_selection_timeout_ms=300, socket_timeout_ms=2000)
     settings = replace(wire_settings, mongodb=mongodb)
@@ -58,7 +58,7 @@ async def fragile(
     await mongo.close()
 
 
-async def check_invariants(mongo: Mongo) -> None:
+async def check_invariants(mongo: MongoConnection) -> None:
     """No half link, no link without its audit record, no broken mapping or duplicate."""
     for table_a, table_b in (("app", "host"), ("bk_switch", "host")):
         a_ids = sorted(doc["id"] for doc in await links_in(mongo, table_a))
@@ -79,7 +79,7 @@ async def check_invariants(mongo: Mongo) -> None:
 
 
 async def test_mongodb_dropping_mid_load_leaves_every_invariant_and_the_service_recovers(
-    fragile: tuple[Client, Mongo], own_embedded: EmbeddedMongo
+    fragile: tuple[Client, MongoConnection], own_embedded: EmbeddedMongo
 ) -> None:
     client, mongo = fragile
     statuses: list[int] = []
@@ -130,7 +130,7 @@ async def test_mongodb_dropping_mid_load_leaves_every_invariant_and_the_service_
 
 
 async def test_check_links_finds_and_mends_half_links_missing_audits_duplicates_and_indexes(
-    wire_client: Client, wire_mongo: Mongo
+    wire_client: Client, wire_mongo: MongoConnection
 ) -> None:
     assert (await create(wire_client, link_body("bk_switch_belong_bk_host", 11, 21))).code == 0
     half = {"id": Int64(900001), "bk_inst_id": Int64(12), "bk_obj_id": "bk_switch", "bk_asst_inst_id": Int64(22),
@@ -164,7 +164,7 @@ async def test_check_links_finds_and_mends_half_links_missing_audits_duplicates_
 
 
 async def test_the_check_links_command_reports_then_repairs(
-    wire_mongo: Mongo, wire_settings: Settings, embedded: EmbeddedMongo, monkeypatch: pytest.MonkeyPatch,
+    wire_mongo: MongoConnection, wire_settings: Settings, embedded: EmbeddedMongo, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
     half = {"id": Int64(900003), "bk_inst_id": Int64(14), "bk_obj_id": "bk_switch", "bk_asst_inst_id": Int64(24),

@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient
 from cmdb_asso.app import create_app
 from cmdb_asso.config import Settings
 from cmdb_asso.service.idempotency import fingerprint
-from cmdb_asso.storage.client import Mongo
+from cmdb_asso.storage.client import MongoConnection
 from cmdb_asso.storage.idempotency import IDEMPOTENCY
 from tests.conftest import AiohttpClient
 from tests.helpers import audit_records, create, link_body, links_in
@@ -23,7 +23,7 @@ Client = TestClient[Any, Any]
 BODY = link_body("bk_switch_belong_bk_host", 11, 21)
 
 
-async def _client(aiohttp_client: AiohttpClient, settings: Settings, mongo: Mongo, deadline: float) -> Client:
+async def _client(aiohttp_client: AiohttpClient, settings: Settings, mongo: MongoConnection, deadline: float) -> Client:
     quick = replace(settings, mongodb=replace(settings.mongodb, request_deadline_seconds=deadline))
     return await aiohttp_client(create_app(quick, mongo=mongo))
 
@@ -35,14 +35,14 @@ def _running(scoped: str, *, silent_for: float) -> dict[str, Any]:
     return {**held, "created_ts": now, "claimed_ts": now - silent_for}
 
 
-async def _holder_of(mongo: Mongo, key_suffix: str) -> dict[str, Any]:
+async def _holder_of(mongo: MongoConnection, key_suffix: str) -> dict[str, Any]:
     docs = await mongo.db[IDEMPOTENCY].find({}).to_list(None)
     (held,) = [doc for doc in docs if str(doc["_id"]).endswith(key_suffix)]
     return dict(held)
 
 
 async def test_a_retry_after_the_holder_died_having_written_gets_the_first_id(
-    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: Mongo
+    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: MongoConnection
 ) -> None:
     client = await _client(aiohttp_client, wire_settings, wire_mongo, deadline=0.5)
     first = await create(client, BODY, headers={"Idempotency-Key": "crash-1"})
@@ -62,7 +62,7 @@ async def test_a_retry_after_the_holder_died_having_written_gets_the_first_id(
 
 
 async def test_a_retry_after_the_holder_died_before_writing_runs_the_create(
-    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: Mongo
+    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: MongoConnection
 ) -> None:
     client = await _client(aiohttp_client, wire_settings, wire_mongo, deadline=0.5)
     scoped = "0\x1fadmin\x1fadd_instance_association\x1fcrash-2"
@@ -78,7 +78,7 @@ async def test_a_retry_after_the_holder_died_before_writing_runs_the_create(
 
 
 async def test_a_retry_while_the_holder_still_works_answers_in_progress_not_503(
-    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: Mongo
+    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: MongoConnection
 ) -> None:
     client = await _client(aiohttp_client, wire_settings, wire_mongo, deadline=0.3)
     scoped = "0\x1fadmin\x1fadd_instance_association\x1fbusy-1"
@@ -94,7 +94,7 @@ async def test_a_retry_while_the_holder_still_works_answers_in_progress_not_503(
 
 
 async def test_a_key_taken_over_on_the_embedded_server_is_replayed_afterwards(
-    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: Mongo
+    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: MongoConnection
 ) -> None:
     client = await _client(aiohttp_client, wire_settings, wire_mongo, deadline=0.5)
     scoped = "0\x1fadmin\x1fadd_instance_association\x1ftake-1"

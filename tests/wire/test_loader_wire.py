@@ -17,7 +17,7 @@ from cmdb_asso.app import create_app
 from cmdb_asso.client import AssociationClient
 from cmdb_asso.config import MongoSettings, Settings
 from cmdb_asso.loader import Loader, State
-from cmdb_asso.storage.client import EmbeddedMongo, Mongo, connect
+from cmdb_asso.storage.client import EmbeddedMongo, MongoConnection, connect
 from cmdb_asso.storage.schema import seed_demo
 from tests.helpers import links_in
 from tests.wire.conftest import add_instances
@@ -27,7 +27,7 @@ AiohttpServer = Callable[..., Awaitable[TestServer]]
 
 
 @pytest.fixture
-async def loader_mongo(embedded: EmbeddedMongo) -> AsyncIterator[Mongo]:
+async def loader_mongo(embedded: EmbeddedMongo) -> AsyncIterator[MongoConnection]:
     """A fresh database with 100 switches and 100 hosts to link."""
     settings = MongoSettings(database=f"l{uuid.uuid4().hex[:16]}", id_block_size=1000)
     mongo = await connect(settings, embedded.uri, embedded=True)
@@ -71,7 +71,7 @@ def write_file(path: Path) -> dict[int, tuple[int, str]]:
 
 
 async def test_the_loader_reports_exactly_and_resumes_after_an_interruption(
-    aiohttp_server: AiohttpServer, loader_mongo: Mongo, tmp_path: Path
+    aiohttp_server: AiohttpServer, loader_mongo: MongoConnection, tmp_path: Path
 ) -> None:
     source = tmp_path / "links.csv"
     expected = write_file(source)
@@ -113,7 +113,7 @@ async def test_the_loader_reports_exactly_and_resumes_after_an_interruption(
 
 
 async def test_the_load_command_prints_its_summary_and_writes_the_rejects(
-    aiohttp_server: AiohttpServer, loader_mongo: Mongo, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    aiohttp_server: AiohttpServer, loader_mongo: MongoConnection, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     source = tmp_path / "few.jsonl"
     source.write_text(

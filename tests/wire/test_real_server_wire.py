@@ -14,7 +14,7 @@ from structlog.testing import capture_logs
 from cmdb_asso.app import create_app
 from cmdb_asso.config import Settings
 from cmdb_asso.keys import SERVICE
-from cmdb_asso.storage.client import EmbeddedMongo, Mongo, connect
+from cmdb_asso.storage.client import EmbeddedMongo, MongoConnection, connect
 from cmdb_asso.storage.indexes import IndexManager
 from cmdb_asso.storage.schema import ShardedTables, refuse_sharded_tables
 from tests.conftest import AiohttpClient
@@ -47,12 +47,12 @@ async def proxy(embedded: EmbeddedMongo) -> AsyncIterator[FaultProxy]:
 
 
 # The connections each proxy's test opened, closed by the proxy fixture.
-OPENED: dict[int, list[Mongo]] = {}
+OPENED: dict[int, list[MongoConnection]] = {}
 
 
 async def _app(
     aiohttp_client: AiohttpClient, settings: Settings, proxy: FaultProxy, *, transactions: str = "auto"
-) -> tuple[Client, Mongo]:
+) -> tuple[Client, MongoConnection]:
     # A short server selection: closing a client ends its sessions, and that waits for a server.
     mongodb = replace(settings.mongodb, transactions=transactions, server_selection_timeout_ms=300)
     mongo = await connect(mongodb, proxy.uri, embedded=False)
@@ -61,7 +61,7 @@ async def _app(
     return client, mongo
 
 
-async def _drop_unique_link_indexes(mongo: Mongo) -> None:
+async def _drop_unique_link_indexes(mongo: MongoConnection) -> None:
     for table in SWITCH_TABLES:
         await mongo.db[table].drop_indexes()
 
@@ -72,7 +72,7 @@ def _store(client: Client) -> Any:
 
 
 async def test_a_unique_index_build_refused_with_e11000_leaves_a_service_that_still_refuses_repeats(
-    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: Mongo, proxy: FaultProxy
+    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: MongoConnection, proxy: FaultProxy
 ) -> None:
     await _drop_unique_link_indexes(wire_mongo)
     proxy.fail("createIndexes", DUPLICATE_KEY_INDEX_BUILD, times=None)
@@ -93,7 +93,7 @@ async def test_a_unique_index_build_refused_with_e11000_leaves_a_service_that_st
 
 
 async def test_a_user_without_the_create_index_privilege_starts_when_the_indexes_exist(
-    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: Mongo, proxy: FaultProxy
+    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: MongoConnection, proxy: FaultProxy
 ) -> None:
     proxy.fail("createIndexes", UNAUTHORIZED, times=None)
     client, _mongo = await _app(aiohttp_client, wire_settings, proxy)
@@ -107,7 +107,7 @@ async def test_a_user_without_the_create_index_privilege_starts_when_the_indexes
 
 
 async def test_a_user_without_the_privilege_on_a_table_without_indexes_is_logged_and_served(
-    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: Mongo, proxy: FaultProxy
+    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: MongoConnection, proxy: FaultProxy
 ) -> None:
     await _drop_unique_link_indexes(wire_mongo)
     proxy.fail("createIndexes", UNAUTHORIZED, times=None)
@@ -125,7 +125,7 @@ async def test_a_user_without_the_privilege_on_a_table_without_indexes_is_logged
 
 
 async def test_an_index_on_the_same_keys_that_is_not_unique_answers_85_and_repeats_are_still_refused(
-    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: Mongo, proxy: FaultProxy
+    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: MongoConnection, proxy: FaultProxy
 ) -> None:
     await _drop_unique_link_indexes(wire_mongo)
     for table in SWITCH_TABLES:
@@ -147,7 +147,7 @@ async def test_an_index_on_the_same_keys_that_is_not_unique_answers_85_and_repea
 
 
 async def test_an_existing_unique_index_under_another_name_counts(
-    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: Mongo, proxy: FaultProxy
+    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: MongoConnection, proxy: FaultProxy
 ) -> None:
     _client, mongo = await _app(aiohttp_client, wire_settings, proxy)
 
@@ -159,7 +159,7 @@ async def test_an_existing_unique_index_under_another_name_counts(
 
 
 async def test_on_a_replica_set_a_write_conflict_outlasting_the_budget_answers_the_rule_not_503(
-    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: Mongo, proxy: FaultProxy,
+    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: MongoConnection, proxy: FaultProxy,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     proxy.replica_set = "rs0"
@@ -190,7 +190,7 @@ async def test_on_a_replica_set_a_write_conflict_outlasting_the_budget_answers_t
 
 
 async def test_on_a_replica_set_an_unknown_commit_result_is_retried_and_the_link_created_once(
-    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: Mongo, proxy: FaultProxy
+    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: MongoConnection, proxy: FaultProxy
 ) -> None:
     proxy.replica_set = "rs0"
     client, _mongo = await _app(aiohttp_client, wire_settings, proxy, transactions="always")
@@ -206,7 +206,7 @@ async def test_on_a_replica_set_an_unknown_commit_result_is_retried_and_the_link
 
 
 async def test_transactions_state_majority_write_concern(
-    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: Mongo, proxy: FaultProxy
+    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: MongoConnection, proxy: FaultProxy
 ) -> None:
     proxy.replica_set = "rs0"
     commits: list[dict[str, Any]] = []
@@ -224,7 +224,7 @@ async def test_transactions_state_majority_write_concern(
 
 
 async def test_a_failover_during_a_write_answers_503_and_leaves_nothing_half_done(
-    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: Mongo, proxy: FaultProxy
+    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: MongoConnection, proxy: FaultProxy
 ) -> None:
     client, _mongo = await _app(aiohttp_client, wire_settings, proxy, transactions="never")
     proxy.fail("insert", NOT_PRIMARY, when=lambda command: command["insert"] == "cc_InstAsst_0_pub_host", times=None)
@@ -240,7 +240,11 @@ async def test_a_failover_during_a_write_answers_503_and_leaves_nothing_half_don
 
 @pytest.mark.parametrize("operation", ["search", "count", "find"])
 async def test_mongos_without_a_primary_answers_503_not_500(
-    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: Mongo, proxy: FaultProxy, operation: str
+    aiohttp_client: AiohttpClient,
+    wire_settings: Settings,
+    wire_mongo: MongoConnection,
+    proxy: FaultProxy,
+    operation: str,
 ) -> None:
     client, _mongo = await _app(aiohttp_client, wire_settings, proxy)
     for command in ("find", "aggregate"):
@@ -252,7 +256,7 @@ async def test_mongos_without_a_primary_answers_503_not_500(
 
 
 async def test_a_server_without_union_with_falls_back_to_separate_reads(
-    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: Mongo, proxy: FaultProxy
+    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: MongoConnection, proxy: FaultProxy
 ) -> None:
     folded = replace(wire_settings, mongodb=replace(wire_settings.mongodb, fold_reads="on"))
     client, _mongo = await _app(aiohttp_client, folded, proxy)
@@ -266,7 +270,7 @@ async def test_a_server_without_union_with_falls_back_to_separate_reads(
 
 
 async def test_sharded_association_tables_are_refused_with_a_clear_message(
-    wire_settings: Settings, wire_mongo: Mongo, proxy: FaultProxy
+    wire_settings: Settings, wire_mongo: MongoConnection, proxy: FaultProxy
 ) -> None:
     proxy.mongos = True
     namespace = f"{wire_settings.mongodb.database}.cc_InstAsst_0_pub_host"
@@ -283,7 +287,7 @@ async def test_sharded_association_tables_are_refused_with_a_clear_message(
 
 
 async def test_an_unsharded_database_behind_mongos_is_served(
-    wire_settings: Settings, wire_mongo: Mongo, proxy: FaultProxy
+    wire_settings: Settings, wire_mongo: MongoConnection, proxy: FaultProxy
 ) -> None:
     proxy.mongos = True
     empty = {"cursor": {"firstBatch": [], "id": 0, "ns": "config.collections"}, "ok": 1.0}
