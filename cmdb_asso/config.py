@@ -315,4 +315,11 @@ def load_settings(path: str | os.PathLike[str] | None = None, environ: Mapping[s
     except ValidationError as exc:
         raise ConfigError(_first_error(exc.normalized_messages())) from exc  # type: ignore[no-untyped-call]
     sections = {name: cls(**data.pop(name, {})) for name, cls in _SECTIONS.items()}
+    mongodb: MongoSettings = sections["mongodb"]
+    if mongodb.recovery_grace_seconds <= mongodb.request_deadline_seconds:
+        # Recovery must only settle writes no request is still making: older than any request can last.
+        raise ConfigError(
+            "setting 'mongodb.recovery_grace_seconds': must be greater than mongodb.request_deadline_seconds "
+            f"({mongodb.request_deadline_seconds})"
+        )
     return Settings(**sections, **data)

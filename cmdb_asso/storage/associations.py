@@ -370,26 +370,48 @@ class AssociationStore:
                 await self.mongo.run_transaction(write)
             self.links_deleted += len(removed)
             return len(removed)
-        claimed = await self._claim(named, supplier_account, links, token, None)
+        # The intent goes first, then the claim: a process that dies after claiming always leaves an entry for
+        # recovery, which finishes the delete (a delete is finished, never undone).
+        items = await self._delete_plan(supplier_account, links, audits)
+        await self.journal.open(token, "delete", {"items": items})
+        claimed = {int(link["id"]) for link in await self._claim(named, supplier_account, links, token, None)}
         if not claimed:
+            await self.journal.close(token)
             return 0
-        steps = await self._delete_steps(named, supplier_account, claimed, audits)
-        journal = {
-            "tables": sorted({step.table for step in steps if isinstance(step, _DeleteStep)}),
-            "link_ids": [int(link["id"]) for link in claimed],
-            "audits": next(step.docs for step in steps if isinstance(step, _InsertStep) and step.table == AUDIT_LOG),
-            "archives": next(
-                step.docs for step in steps if isinstance(step, _InsertStep) and step.table == DEL_ARCHIVE
-            ),
-        }
-        # A delete is finished, never undone: recovery rolls it forward if this process cannot.
-        await self.journal.open(token, "delete", journal)
+        mine = [item for item in items if item["link_id"] in claimed]
+        if len(mine) < len(items):  # concurrent deletes took the others: the entry names only ours
+            await self.journal.narrow(token, {"items": mine})
+        by_table: dict[str, list[int]] = {}
+        for item in mine:
+            for table in item["tables"]:
+                by_table.setdefault(table, []).append(item["link_id"])
         with translate_errors(write=True):
-            for step in steps:
-                await step.run(self, None)
+            await self._insert(AUDIT_LOG, [item["audit"] for item in mine], None)
+            await self._insert(DEL_ARCHIVE, [archive for item in mine for archive in item["archives"]], None)
+            # The table the caller named goes last: its copies carry the claim.
+            for table in sorted(by_table, key=lambda name: name == named):
+                await self.mongo.db[table].delete_many({"id": {"$in": by_table[table]}})
         await self.journal.close(token)
-        self.links_deleted += len(claimed)
-        return len(claimed)
+        self.links_deleted += len(mine)
+        return len(mine)
+
+    async def _delete_plan(
+        self, supplier: str, links: list[dict[str, Any]], audits: dict[int, AuditRecord]
+    ) -> list[dict[str, Any]]:
+        """Per link: its tables, its audit record and its archive copies, each with its `_id`, so that
+        recovery can tell what was written."""
+        audit_ids = await self.ids.take(AUDIT_SEQUENCE, len(links))
+        now = utc_now()
+        items = []
+        for link, audit_id in zip(links, audit_ids, strict=True):
+            tables = [
+                inst_asst_table(obj_id, supplier)
+                for obj_id in dict.fromkeys((str(link["bk_obj_id"]), str(link["bk_asst_obj_id"])))
+            ]
+            audit = {"_id": ObjectId(), **audit_document(audits[int(link["id"])], audit_id)}
+            archives = [{"_id": ObjectId(), **archive_document(table, link, now)} for table in tables]
+            items.append({"link_id": int(link["id"]), "tables": tables, "audit": audit, "archives": archives})
+        return items
 
     async def _claim(
         self, named: str, supplier: str, links: list[dict[str, Any]], token: str, session: Any

@@ -87,6 +87,11 @@ class Journal:
         with translate_errors(write=True):
             await self.mongo.db[JOURNAL].insert_one({"_id": token, "op": op, "at": utc_now(), **body})
 
+    async def narrow(self, token: str, body: dict[str, Any]) -> None:
+        """Replace what an open entry says it will do (a delete that claimed fewer links than it asked for)."""
+        with translate_errors(write=True):
+            await self.mongo.db[JOURNAL].update_one({"_id": token}, {"$set": body})
+
     async def close(self, token: str) -> None:
         """The write is whole (done or undone): forget its entry. A failure only leaves work for recovery."""
         try:
@@ -181,15 +186,23 @@ class Journal:
 
     async def _finish_delete(self, entry: dict[str, Any], report: Recovery) -> None:
         db = self.mongo.db
+        token = entry["_id"]
         with translate_errors(write=True):
-            for audit in entry.get("audits", []):
-                await _insert_if_missing(db[AUDIT_LOG], dict(audit))
-            for archive in entry.get("archives", []):
-                await _insert_if_missing(db[DEL_ARCHIVE], dict(archive))
-            for table in entry.get("tables", []):
-                await db[table].delete_many({"id": {"$in": list(entry.get("link_ids", []))}})
-        report.rolled_forward += len(entry.get("link_ids", []))
-        report.details.append(f"finished deleting links {sorted(entry.get('link_ids', []))}")
+            for item in entry.get("items", []):
+                link_id, tables = item["link_id"], list(item["tables"])
+                present = [doc for table in tables if (doc := await db[table].find_one({"id": link_id}))]
+                if any(doc.get(CLAIM) not in (None, token) for doc in present):
+                    continue  # another delete claimed it: its own entry finishes it
+                audit = dict(item["audit"])
+                if not present and await db[AUDIT_LOG].find_one({"_id": audit["_id"]}, {"_id": 1}) is None:
+                    continue  # removed by someone else before this delete claimed it: not ours to audit
+                await _insert_if_missing(db[AUDIT_LOG], audit)
+                for archive in item["archives"]:
+                    await _insert_if_missing(db[DEL_ARCHIVE], dict(archive))
+                for table in tables:
+                    await db[table].delete_many({"id": link_id})
+                report.rolled_forward += 1
+                report.details.append(f"finished deleting link {link_id}")
 
 
 async def _insert_if_missing(collection: Any, doc: dict[str, Any]) -> None:

@@ -121,7 +121,8 @@ async def _journal_problems(mongo: MongoConnection, supplier_account: str, grace
     for entry in await journal.stale_entries(0):
         young = (utc_now() - entry["at"]).total_seconds() < grace_seconds if isinstance(entry["at"], datetime) else 0
         note = "(young: may still be in flight)" if young else "(its process is gone)"
-        links = [item["link"] for item in entry.get("links", [])] or [{"id": i} for i in entry.get("link_ids", [])]
+        links = [item["link"] for item in entry.get("links", [])]
+        links += [{"id": item["link_id"], "tables": item["tables"]} for item in entry.get("items", [])]
         for link in links:
             kind = f"unfinished_write {entry.get('op')}"
             problems.append(Problem("unfinished_write", int(link["id"]), tuple(entry.get("tables", [])), link,

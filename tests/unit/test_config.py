@@ -123,3 +123,10 @@ def test_hash_secret_prints_a_hash_that_verifies(
     printed = capsys.readouterr().out.strip().splitlines()[-1]
     assert verify_secret("s3cret", printed)
     assert "s3cret" not in printed
+
+
+def test_recovery_must_wait_longer_than_any_request_can_last() -> None:
+    with pytest.raises(ConfigError, match="recovery_grace_seconds"):
+        load_settings(environ={"CMDB_ASSO_MONGODB_RECOVERY_GRACE_SECONDS": "5"})
+    settings = load_settings(environ={"CMDB_ASSO_MONGODB_RECOVERY_GRACE_SECONDS": "11"})
+    assert settings.mongodb.recovery_grace_seconds == 11
