@@ -7,11 +7,9 @@ import inspect
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Literal
 
 import structlog
-from bson.int64 import Int64
 from bson.objectid import ObjectId
 from cachetools import TTLCache
 from pymongo.errors import (
@@ -24,12 +22,20 @@ from pymongo.errors import (
 )
 
 from cmdb_asso.clock import utc_now
-from cmdb_asso.domain import MAPPINGS, AuditRecord, Definition, LinkEnds, Mapping, NewLink
+from cmdb_asso.domain import AuditRecord, Definition, LinkEnds, NewLink
 from cmdb_asso.errors import LinkConflict
 from cmdb_asso.storage.client import MongoConnection, share_of_budget, translate_errors
+from cmdb_asso.storage.documents import (
+    HIDDEN_FIELDS,
+    archive_document,
+    audit_document,
+    definition_from,
+    link_document,
+    public_fields,
+)
 from cmdb_asso.storage.idempotency import report_reservation
 from cmdb_asso.storage.ids import IdAllocator
-from cmdb_asso.storage.indexes import DST_GUARD, SRC_GUARD, IndexManager
+from cmdb_asso.storage.indexes import IndexManager
 from cmdb_asso.storage.journal import CLAIM, CLAIMED_AT, Journal, new_token
 from cmdb_asso.storage.tables import (
     AUDIT_LOG,
@@ -45,86 +51,9 @@ from cmdb_asso.storage.tables import (
 
 log = structlog.get_logger(__name__)
 
-RESOURCE_NAME_MAX_BYTES = 256
 _WRITE_CONFLICT = 112
 # Reads whose results are small documents ask for them in one batch rather than the server's default of 101.
 _LARGE_BATCH = 10000
-
-
-def truncate_utf8(text: str, max_bytes: int) -> str:
-    """Cut `text` to at most `max_bytes` of UTF-8 without splitting a character."""
-    return text.encode("utf-8")[:max_bytes].decode("utf-8", "ignore")
-
-
-def link_document(link: NewLink, link_id: int, now: datetime) -> dict[str, Any]:
-    """The stored form of a link: bk-cmdb's fields and types, plus the guard fields the service asked for."""
-    definition = link.definition
-    doc: dict[str, Any] = {
-        "id": Int64(link_id),
-        "bk_inst_id": Int64(link.inst_id),
-        "bk_obj_id": definition.obj_id,
-        "bk_asst_inst_id": Int64(link.asst_inst_id),
-        "bk_asst_obj_id": definition.asst_obj_id,
-        "bk_supplier_account": link.supplier_account,
-        "bk_obj_asst_id": definition.obj_asst_id,
-        "bk_asst_id": definition.asst_id,
-        "bk_biz_id": Int64(0),
-        "create_time": now,
-        "last_time": now,
-    }
-    if link.unique_source_key is not None:
-        doc[SRC_GUARD] = link.unique_source_key
-    if link.unique_target_key is not None:
-        doc[DST_GUARD] = link.unique_target_key
-    return doc
-
-
-def archive_document(table: str, link: dict[str, Any], now: datetime) -> dict[str, Any]:
-    """The `cc_DelArchive` copy of a link removed from `table`."""
-    return {"oid": str(link.get("_id", "")), "coll": table, "time": now, "detail": _public(link)}
-
-
-def audit_document(record: AuditRecord, audit_id: int) -> dict[str, Any]:
-    """The stored form of an audit record, as bk-cmdb writes it for instance associations."""
-    return {
-        "id": Int64(audit_id),
-        "audit_type": "model_instance",
-        "resource_type": "instance_association",
-        "action": record.action,
-        "operate_from": "user",
-        "operation_time": record.operation_time,
-        "bk_supplier_account": record.supplier_account,
-        "user": record.user,
-        "bk_biz_id": Int64(0),
-        "resource_id": Int64(record.src_inst_id),
-        "resource_name": truncate_utf8(record.src_inst_name, RESOURCE_NAME_MAX_BYTES),
-        "code": record.app_code,
-        "rid": record.request_id,
-        "extend_resource_name": "",
-        "operation_detail": {
-            "asst_id": record.obj_asst_id,
-            "asst_kind": record.asst_id,
-            "src_obj_id": record.src_obj_id,
-            "dest_obj_id": record.dest_obj_id,
-            "dest_inst_id": Int64(record.dest_inst_id),
-            "dest_inst_name": record.dest_inst_name,
-        },
-    }
-
-
-def _definition_from(doc: dict[str, Any]) -> Definition:
-    stored = doc.get("mapping")
-    checked: Mapping = next((mapping for mapping in MAPPINGS if mapping == stored), "unknown")
-    if checked == "unknown":
-        log.warning("definition_mapping_unknown", bk_obj_asst_id=doc.get("bk_obj_asst_id"), mapping=stored)
-    return Definition(
-        obj_asst_id=str(doc.get("bk_obj_asst_id", "")),
-        obj_id=str(doc.get("bk_obj_id", "")),
-        asst_obj_id=str(doc.get("bk_asst_obj_id", "")),
-        asst_id=str(doc.get("bk_asst_id", "")),
-        mapping=checked,
-        supplier_account=str(doc.get("bk_supplier_account", "")),
-    )
 
 
 class AssociationStore:
@@ -166,7 +95,7 @@ class AssociationStore:
         query = {"bk_obj_asst_id": obj_asst_id, "bk_supplier_account": {"$in": list(suppliers)}}
         with translate_errors(write=False):
             docs = await self.mongo.db[OBJ_ASST].find(query, {"_id": 0}).to_list(None)
-        definitions = [_definition_from(doc) for doc in docs]
+        definitions = [definition_from(doc) for doc in docs]
         if self._definitions is not None and definitions:
             self._definitions[key] = definitions
         return definitions
@@ -483,7 +412,7 @@ class AssociationStore:
     ) -> list[dict[str, Any]]:
         """Links in `obj_id`'s table matching `query` (an already checked filter), in bk-cmdb's fields only."""
         table = inst_asst_table(obj_id, supplier_account)
-        projection: dict[str, Any] = {"_id": 0, **dict.fromkeys(fields, 1)} if fields else dict(_HIDDEN_FIELDS)
+        projection: dict[str, Any] = {"_id": 0, **dict.fromkeys(fields, 1)} if fields else dict(HIDDEN_FIELDS)
         cursor = self.mongo.db[table].find(query, projection)
         if sort:
             cursor = cursor.sort(sort)
@@ -492,7 +421,7 @@ class AssociationStore:
         if limit:
             cursor = cursor.limit(limit).batch_size(limit)  # a whole page in one round trip
         with translate_errors(write=False):
-            return [_public(doc) for doc in await cursor.to_list(None)]
+            return [public_fields(doc) for doc in await cursor.to_list(None)]
 
     async def count_links(self, obj_id: str, supplier_account: str, query: dict[str, Any]) -> int:
         """How many links in `obj_id`'s table match `query`."""
@@ -606,7 +535,6 @@ class _Read:
         return cls(tag, table.collection, table.filter_for(ids), {"_id": 0, table.id_field: 1, table.name_field: 1})
 
 
-_HIDDEN_FIELDS = {"_id": 0, SRC_GUARD: 0, DST_GUARD: 0}
 _TAG = "_cmdb_asso_part"
 # "Unrecognized pipeline stage name", "$unionWith is not allowed" (servers older than 4.4).
 _UNKNOWN_STAGE_CODES = frozenset({40324, 31000, 40602})
@@ -643,11 +571,6 @@ def _lost_a_race(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
-
-
-def _public(doc: dict[str, Any]) -> dict[str, Any]:
-    """A stored link without MongoDB's `_id` and our guard fields."""
-    return {key: value for key, value in doc.items() if key not in _HIDDEN_FIELDS}
 
 
 def _one_or_in(values: list[int]) -> Any:

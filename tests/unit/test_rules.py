@@ -19,8 +19,9 @@ from cmdb_asso.errors import (
 from cmdb_asso.service.associations import AssociationService, CreateRequest, MappingRules
 from cmdb_asso.service.context import Caller
 from cmdb_asso.service.permission import AllowAll
-from cmdb_asso.storage.associations import AssociationStore, truncate_utf8
+from cmdb_asso.storage.associations import AssociationStore
 from cmdb_asso.storage.client import MongoConnection
+from cmdb_asso.storage.documents import truncate_utf8
 from cmdb_asso.storage.ids import IdAllocator
 from cmdb_asso.storage.indexes import inst_asst_indexes
 from tests.helpers import audit_records, links_in

@@ -1,0 +1,99 @@
+"""The stored forms of bk-cmdb's documents: links, audit records, archive copies and definitions."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import structlog
+from bson.int64 import Int64
+
+from cmdb_asso.domain import MAPPINGS, AuditRecord, Definition, Mapping, NewLink
+from cmdb_asso.storage.indexes import DST_GUARD, SRC_GUARD
+
+log = structlog.get_logger(__name__)
+
+RESOURCE_NAME_MAX_BYTES = 256
+HIDDEN_FIELDS = {"_id": 0, SRC_GUARD: 0, DST_GUARD: 0}
+
+
+def truncate_utf8(text: str, max_bytes: int) -> str:
+    """Cut `text` to at most `max_bytes` of UTF-8 without splitting a character."""
+    return text.encode("utf-8")[:max_bytes].decode("utf-8", "ignore")
+
+
+def link_document(link: NewLink, link_id: int, now: datetime) -> dict[str, Any]:
+    """The stored form of a link: bk-cmdb's fields and types, plus the guard fields the service asked for."""
+    definition = link.definition
+    doc: dict[str, Any] = {
+        "id": Int64(link_id),
+        "bk_inst_id": Int64(link.inst_id),
+        "bk_obj_id": definition.obj_id,
+        "bk_asst_inst_id": Int64(link.asst_inst_id),
+        "bk_asst_obj_id": definition.asst_obj_id,
+        "bk_supplier_account": link.supplier_account,
+        "bk_obj_asst_id": definition.obj_asst_id,
+        "bk_asst_id": definition.asst_id,
+        "bk_biz_id": Int64(0),
+        "create_time": now,
+        "last_time": now,
+    }
+    if link.unique_source_key is not None:
+        doc[SRC_GUARD] = link.unique_source_key
+    if link.unique_target_key is not None:
+        doc[DST_GUARD] = link.unique_target_key
+    return doc
+
+
+def archive_document(table: str, link: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """The `cc_DelArchive` copy of a link removed from `table`."""
+    return {"oid": str(link.get("_id", "")), "coll": table, "time": now, "detail": public_fields(link)}
+
+
+def audit_document(record: AuditRecord, audit_id: int) -> dict[str, Any]:
+    """The stored form of an audit record, as bk-cmdb writes it for instance associations."""
+    return {
+        "id": Int64(audit_id),
+        "audit_type": "model_instance",
+        "resource_type": "instance_association",
+        "action": record.action,
+        "operate_from": "user",
+        "operation_time": record.operation_time,
+        "bk_supplier_account": record.supplier_account,
+        "user": record.user,
+        "bk_biz_id": Int64(0),
+        "resource_id": Int64(record.src_inst_id),
+        "resource_name": truncate_utf8(record.src_inst_name, RESOURCE_NAME_MAX_BYTES),
+        "code": record.app_code,
+        "rid": record.request_id,
+        "extend_resource_name": "",
+        "operation_detail": {
+            "asst_id": record.obj_asst_id,
+            "asst_kind": record.asst_id,
+            "src_obj_id": record.src_obj_id,
+            "dest_obj_id": record.dest_obj_id,
+            "dest_inst_id": Int64(record.dest_inst_id),
+            "dest_inst_name": record.dest_inst_name,
+        },
+    }
+
+
+def definition_from(doc: dict[str, Any]) -> Definition:
+    """A `cc_ObjAsst` row as a Definition; a mapping that is none of the three becomes "unknown" (logged)."""
+    stored = doc.get("mapping")
+    checked: Mapping = next((mapping for mapping in MAPPINGS if mapping == stored), "unknown")
+    if checked == "unknown":
+        log.warning("definition_mapping_unknown", bk_obj_asst_id=doc.get("bk_obj_asst_id"), mapping=stored)
+    return Definition(
+        obj_asst_id=str(doc.get("bk_obj_asst_id", "")),
+        obj_id=str(doc.get("bk_obj_id", "")),
+        asst_obj_id=str(doc.get("bk_asst_obj_id", "")),
+        asst_id=str(doc.get("bk_asst_id", "")),
+        mapping=checked,
+        supplier_account=str(doc.get("bk_supplier_account", "")),
+    )
+
+
+def public_fields(doc: dict[str, Any]) -> dict[str, Any]:
+    """A stored link without MongoDB's `_id` and our guard fields."""
+    return {key: value for key, value in doc.items() if key not in HIDDEN_FIELDS}
