@@ -7,7 +7,7 @@ import inspect
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import structlog
 from bson.objectid import ObjectId
@@ -24,7 +24,7 @@ from pymongo.errors import (
 from cmdb_asso.clock import utc_now
 from cmdb_asso.domain import AuditRecord, Definition, LinkEnds, NewLink
 from cmdb_asso.errors import LinkConflict
-from cmdb_asso.storage.client import MongoConnection, share_of_budget, translate_errors
+from cmdb_asso.storage.client import MongoConnection, only_duplicates, share_of_budget, translate_errors
 from cmdb_asso.storage.documents import (
     HIDDEN_FIELDS,
     archive_document,
@@ -263,7 +263,7 @@ class AssociationStore:
             "tables": tables,
             "links": [{"link": doc, "audit": audit} for doc, audit in zip(docs, audit_docs, strict=True)],
         }
-        await self._run(steps, links_written=True, journal=("create", journal))
+        await self._write_links(steps, journal)
         self.links_created += len(link_ids)
         return link_ids
 
@@ -284,16 +284,13 @@ class AssociationStore:
         """
         token = new_token()
         named = inst_asst_table(obj_id, supplier_account)
+        items = await self._delete_plan(supplier_account, links, audits)
         if await self.mongo.supports_transactions():
-            removed: list[int] = []
+            removed: list[dict[str, Any]] = []
 
             async def write(session: Any) -> None:
-                claimed = await self._claim(named, supplier_account, links, token, session)
-                removed[:] = [int(link["id"]) for link in claimed]
-                if claimed:
-                    steps = await self._delete_steps(named, supplier_account, claimed, audits)
-                    for step in steps:
-                        await step.run(self, session)
+                removed[:] = await self._claim_items(named, supplier_account, links, items, token, session)
+                await self._remove(named, removed, session)
 
             with translate_errors(write=True):
                 await self.mongo.run_transaction(write)
@@ -301,28 +298,42 @@ class AssociationStore:
             return len(removed)
         # The intent goes first, then the claim: a process that dies after claiming always leaves an entry for
         # recovery, which finishes the delete (a delete is finished, never undone).
-        items = await self._delete_plan(supplier_account, links, audits)
         await self.journal.open(token, "delete", {"items": items})
-        claimed = {int(link["id"]) for link in await self._claim(named, supplier_account, links, token, None)}
-        if not claimed:
-            await self.journal.close(token)
-            return 0
-        mine = [item for item in items if item["link_id"] in claimed]
-        if len(mine) < len(items):  # concurrent deletes took the others: the entry names only ours
+        mine = await self._claim_items(named, supplier_account, links, items, token, None)
+        if mine and len(mine) < len(items):  # concurrent deletes took the others: the entry names only ours
             await self.journal.narrow(token, {"items": mine})
-        by_table: dict[str, list[int]] = {}
-        for item in mine:
-            for table in item["tables"]:
-                by_table.setdefault(table, []).append(item["link_id"])
         with translate_errors(write=True):
-            await self._insert(AUDIT_LOG, [item["audit"] for item in mine], None)
-            await self._insert(DEL_ARCHIVE, [archive for item in mine for archive in item["archives"]], None)
-            # The table the caller named goes last: its copies carry the claim.
-            for table in sorted(by_table, key=lambda name: name == named):
-                await self.mongo.db[table].delete_many({"id": {"$in": by_table[table]}})
+            await self._remove(named, mine, None)
         await self.journal.close(token)
         self.links_deleted += len(mine)
         return len(mine)
+
+    async def _claim_items(
+        self,
+        named: str,
+        supplier: str,
+        links: list[dict[str, Any]],
+        items: list[dict[str, Any]],
+        token: str,
+        session: Any,
+    ) -> list[dict[str, Any]]:
+        """The planned items of the links this delete claimed."""
+        claimed = {int(link["id"]) for link in await self._claim(named, supplier, links, token, session)}
+        return [item for item in items if item["link_id"] in claimed]
+
+    async def _remove(self, named: str, items: list[dict[str, Any]], session: Any) -> None:
+        """Write the items' audit records and archive copies, then remove their links from every table; the
+        table the caller named goes last (its copies carry the claim)."""
+        if not items:
+            return
+        by_table: dict[str, list[int]] = {}
+        for item in items:
+            for table in item["tables"]:
+                by_table.setdefault(table, []).append(item["link_id"])
+        await self._insert(AUDIT_LOG, [item["audit"] for item in items], session)
+        await self._insert(DEL_ARCHIVE, [archive for item in items for archive in item["archives"]], session)
+        for table in sorted(by_table, key=lambda name: name == named):
+            await self.mongo.db[table].delete_many({"id": {"$in": by_table[table]}}, session=session)
 
     async def _delete_plan(
         self, supplier: str, links: list[dict[str, Any]], audits: dict[int, AuditRecord]
@@ -357,9 +368,8 @@ class AssociationStore:
                 claimed |= await self._mark(table, ids, token, session)
             orphans = sorted({int(link["id"]) for link in links} - claimed)
             if orphans and named not in by_source:
-                sources = {inst_asst_table(str(link["bk_obj_id"]), supplier) for link in links}
                 present: set[int] = set()
-                for table in sorted(sources):
+                for table in sorted(by_source):
                     found = self.mongo.db[table].find({"id": _one_or_in(orphans)}, {"id": 1}, session=session)
                     present |= {int(doc["id"]) for doc in await found.to_list(None)}
                 if without_source := [link_id for link_id in orphans if link_id not in present]:
@@ -377,27 +387,6 @@ class AssociationStore:
             return set()
         cursor = collection.find({CLAIM: token, "id": _one_or_in(ids)}, {"id": 1}, session=session)
         return {int(doc["id"]) for doc in await cursor.to_list(None)}
-
-    async def _delete_steps(
-        self, named: str, supplier: str, claimed: list[dict[str, Any]], audits: dict[int, AuditRecord]
-    ) -> list[_Step]:
-        # The caller's supplier names the tables, never a default or what a stored document says.
-        by_table: dict[str, list[dict[str, Any]]] = {}
-        for link in claimed:
-            for obj_id in dict.fromkeys((str(link["bk_obj_id"]), str(link["bk_asst_obj_id"]))):
-                by_table.setdefault(inst_asst_table(obj_id, supplier), []).append(link)
-        records = [audits[int(link["id"])] for link in claimed]
-        audit_ids = await self.ids.take(AUDIT_SEQUENCE, len(records))
-        now = utc_now()
-        archives = [
-            archive_document(table, link, now) for table, table_links in by_table.items() for link in table_links
-        ]
-        audit_docs = [audit_document(record, audit_id) for record, audit_id in zip(records, audit_ids, strict=True)]
-        steps: list[_Step] = [_InsertStep(AUDIT_LOG, audit_docs), _InsertStep(DEL_ARCHIVE, archives)]
-        # The table the caller named goes last, by claim: its copies are the ones this delete owns.
-        steps += [_DeleteStep(table, table_links) for table, table_links in by_table.items() if table != named]
-        steps.append(_DeleteStep(named, [link for link in claimed]))
-        return steps
 
     async def find_links(
         self,
@@ -443,11 +432,9 @@ class AssociationStore:
             self._tables_seen.add(table)
         return exists
 
-    async def _run(
-        self, steps: list[_Step], *, links_written: bool, journal: tuple[Literal["create"], dict[str, Any]]
-    ) -> None:
-        """Run the steps in one transaction, or (journalled) in order with an undo of every step begun if one
-        fails.
+    async def _write_links(self, steps: list[_Step], journal: dict[str, Any]) -> None:
+        """Run a create's steps in one transaction, or (journalled) in order with an undo of every step begun if
+        one fails.
 
         A unique index refusing a link, or (with transactions) write conflicts that outlast the time budget
         while links are written, raise LinkConflict: the caller judges its rules again and answers the
@@ -459,9 +446,9 @@ class AssociationStore:
                     if await self.mongo.supports_transactions():
                         await self._run_in_transaction(steps)
                     else:
-                        await self._run_journalled(steps, *journal)
+                        await self._run_journalled(steps, journal)
                 except PyMongoError as exc:
-                    if links_written and _lost_a_race(exc):
+                    if _lost_a_race(exc):
                         raise LinkConflict() from exc
                     raise
         except (DuplicateKeyError, BulkWriteError) as exc:
@@ -495,9 +482,9 @@ class AssociationStore:
                 raise _RaceLost() from exc
             raise
 
-    async def _run_journalled(self, steps: list[_Step], op: Literal["create"], body: dict[str, Any]) -> None:
+    async def _run_journalled(self, steps: list[_Step], body: dict[str, Any]) -> None:
         token = new_token()
-        await self.journal.open(token, op, body)
+        await self.journal.open(token, "create", body)
         begun: list[_Step] = []
         try:
             for step in steps:
@@ -565,7 +552,9 @@ def _lost_a_race(exc: BaseException) -> bool:
     its chain, however the driver wrapped it when the retry budget ran out."""
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, _RaceLost | DuplicateKeyError | BulkWriteError):
+        if isinstance(seen, _RaceLost | DuplicateKeyError):
+            return True
+        if isinstance(seen, BulkWriteError) and only_duplicates(seen):
             return True
         if isinstance(seen, OperationFailure) and seen.code == _WRITE_CONFLICT:
             return True
@@ -603,16 +592,3 @@ class _InsertStep(_Step):
     async def undo(self, store: AssociationStore) -> None:
         if self.docs:
             await store.mongo.db[self.table].delete_many({"_id": {"$in": [doc["_id"] for doc in self.docs]}})
-
-
-class _DeleteStep(_Step):
-    def __init__(self, table: str, links: list[dict[str, Any]]) -> None:
-        self.table = table
-        self.links = links
-
-    async def run(self, store: AssociationStore, session: Any) -> None:
-        ids = [link["id"] for link in self.links]
-        await store.mongo.db[self.table].delete_many({"id": {"$in": ids}}, session=session)
-
-    async def undo(self, store: AssociationStore) -> None:
-        raise NotImplementedError("a delete is rolled forward by recovery, never undone")

@@ -29,6 +29,7 @@ from tests.wire.faultproxy import (
     WRITE_CONFLICT,
     FaultProxy,
     command_error,
+    write_error,
 )
 
 pytestmark = pytest.mark.wire
@@ -298,3 +299,20 @@ async def test_an_unsharded_database_behind_mongos_is_served(
     await refuse_sharded_tables(mongo, "0")
 
     assert mongo.mongos
+
+
+async def test_a_write_refused_for_another_reason_than_a_duplicate_is_not_taken_for_a_race(
+    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: MongoConnection, proxy: FaultProxy
+) -> None:
+    client, _mongo = await _app(aiohttp_client, wire_settings, proxy, transactions="never")
+    refused = write_error(13, 'not authorized on cmdb to execute command { insert: "cc_InstAsst_0_pub_host" }')
+    rule = proxy.fail("insert", refused, when=lambda command: command["insert"] == "cc_InstAsst_0_pub_host", times=None)
+
+    answer = await create(client, link_body("bk_switch_belong_bk_host", 11, 21))
+
+    # Not judged again as a lost race (which would end in a false 1199014): a plain failure, nothing left.
+    assert (answer.status, answer.code) == (500, 1199999)
+    assert rule.hits == 1  # the refused target insert is sent once, not retried as a race
+    assert await links_in(wire_mongo, "bk_switch") == []
+    assert await links_in(wire_mongo, "host") == []
+    assert await audit_records(wire_mongo) == []
