@@ -157,11 +157,11 @@ class MongoConnection:
     async def supports_transactions(self) -> bool:
         """Whether writes use transactions; asked of the server once, when it first answers."""
         if self.transactions is None:
-            await self._identify_server()
-            self.transactions = await _supports_transactions(self.client, self.transaction_mode, self.embedded)
+            hello = await self._identify_server()
+            self.transactions = _supports_transactions(self.transaction_mode, self.embedded, hello)
         return self.transactions
 
-    async def _identify_server(self) -> None:
+    async def _identify_server(self) -> dict[str, Any]:
         # nx-27017 reached by URI (a shared local server, a container) has the embedded server's limits too:
         # what the server says it is counts, not how it was started.
         with translate_errors(write=False):
@@ -169,8 +169,9 @@ class MongoConnection:
         if info.get("process") == "nx_27017":
             self.embedded = True
         with translate_errors(write=False):
-            hello = await self.client.admin.command("hello")
+            hello: dict[str, Any] = await self.client.admin.command("hello")
         self.mongos = hello.get("msg") == "isdbgrid"
+        return hello
 
     async def run_transaction(self, callback: Callable[[Any], Awaitable[None]]) -> None:
         """Run `callback(session)` in a transaction with majority write concern, through the driver's own
@@ -247,7 +248,7 @@ def _client_class(driver: str) -> Callable[..., Any]:
     return AsyncMongoClient
 
 
-async def _supports_transactions(client: Any, mode: str, embedded: bool) -> bool:
+def _supports_transactions(mode: str, embedded: bool, hello: dict[str, Any]) -> bool:
     if mode != "auto":
         return mode == "always"
     if embedded:
@@ -255,8 +256,6 @@ async def _supports_transactions(client: Any, mode: str, embedded: bool) -> bool
         # nest as savepoints, and one abort rolls back the others' writes too (seen in the race tests). The
         # undo path is correct under concurrency there; `always` still uses its transactions one at a time.
         return False
-    with translate_errors(write=True):
-        hello = await client.admin.command("hello")
     return bool(hello.get("setName")) or hello.get("msg") == "isdbgrid"
 
 
@@ -306,7 +305,8 @@ STATE_FILE = "nx-27017.json"
 PID_FILE = "nx-27017.pid"
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie, dead but not yet reaped, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -361,7 +361,7 @@ class EmbeddedMongo:
             pid, port = int(state["pid"]), int(state["port"])
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        if _process_alive(pid) and _listening(port):
+        if process_alive(pid) and _listening(port):
             return f"mongodb://127.0.0.1:{port}/?directConnection=true"
         return None
 
@@ -369,7 +369,7 @@ class EmbeddedMongo:
         """Whether the server this object started (or adopted) is still running."""
         if self._process is not None:
             return self._process.poll() is None
-        return self._adopted_pid is not None and _process_alive(self._adopted_pid)
+        return self._adopted_pid is not None and process_alive(self._adopted_pid)
 
     async def start(self) -> str:
         """Start the server (or adopt the live one of this data directory) and wait until it answers."""
@@ -442,7 +442,7 @@ class EmbeddedMongo:
             pid = int(pid_file.read_text(encoding="ascii").strip())
         except (OSError, ValueError):
             return
-        if not _process_alive(pid):
+        if not process_alive(pid):
             pid_file.unlink(missing_ok=True)
 
     def _started(self) -> str:
@@ -465,12 +465,12 @@ class EmbeddedMongo:
         """Stop the server: SIGTERM, then SIGKILL after five seconds."""
         process, self._process = self._process, None
         adopted, self._adopted_pid = self._adopted_pid, None
-        if adopted is not None and _process_alive(adopted):
+        if adopted is not None and process_alive(adopted):
             os.kill(adopted, signal.SIGTERM)
             deadline = time.monotonic() + 5
-            while _process_alive(adopted) and time.monotonic() < deadline:
+            while process_alive(adopted) and time.monotonic() < deadline:
                 time.sleep(0.05)
-            if _process_alive(adopted):
+            if process_alive(adopted):
                 os.kill(adopted, signal.SIGKILL)
         if process is not None and process.poll() is None:
             process.terminate()

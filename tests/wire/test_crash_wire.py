@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 from pymongo import AsyncMongoClient
 
-from cmdb_asso.storage.client import EmbeddedMongo, free_port
+from cmdb_asso.storage.client import EmbeddedMongo, free_port, process_alive
 from tests.helpers import wait_ready
 
 pytestmark = pytest.mark.wire
@@ -223,15 +223,7 @@ async def test_sigkill_during_single_creates_leaves_a_store_recovery_makes_whole
 
 
 async def _not_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    try:
-        stat = await asyncio.to_thread(Path(f"/proc/{pid}/stat").read_text)
-    except OSError:
-        return True
-    return stat.split(") ", 1)[1][:1] == "Z"  # a zombie: dead, not yet reaped
+    return not await asyncio.to_thread(process_alive, pid)
 
 
 async def test_sigkill_during_batches_leaves_a_store_recovery_makes_whole(
