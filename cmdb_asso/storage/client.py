@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -291,13 +292,14 @@ def free_port() -> int:
 # (a SIGKILLed service must not leave its server behind), and exit at once if the parent is already gone.
 _LAUNCHER = """
 import ctypes, os, signal, sys
-parent = int(os.environ["CMDB_ASSO_PARENT_PID"])
-try:
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-except (OSError, AttributeError):
-    pass
-if os.getppid() != parent:
-    sys.exit(0)
+parent = os.environ.get("CMDB_ASSO_PARENT_PID")
+if parent:
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != int(parent):
+        sys.exit(0)
 from nx_27017.nx_27017 import main
 main()
 """
@@ -418,12 +420,13 @@ class EmbeddedMongo:
         return uri
 
     def _spawn(self, port: int | None) -> None:
-        # Spawned from the calling thread; PR_SET_PDEATHSIG follows the thread that forks, so the service
-        # calls this from its main thread (the event loop's).
+        # PR_SET_PDEATHSIG follows the thread that forks, not the process: asked for only from the main thread
+        # (the service's event loop), since a server started from a worker thread would die with that thread.
         store = self.data_dir / "mongo"
         store.mkdir(parents=True, exist_ok=True)
         self._forget_dead_server()
         self.port = port or free_port()
+        on_main_thread = threading.current_thread() is threading.main_thread()
         self._process = subprocess.Popen(
             [
                 sys.executable, "-c", _LAUNCHER,
@@ -431,7 +434,7 @@ class EmbeddedMongo:
                 "--log-file", str(self.data_dir / "nx-27017.log"), "--pid-file", str(self.data_dir / PID_FILE),
             ],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            env={**os.environ, "CMDB_ASSO_PARENT_PID": str(os.getpid())},
+            env={**os.environ, "CMDB_ASSO_PARENT_PID": str(os.getpid()) if on_main_thread else ""},
         )  # fmt: skip
 
     def _forget_dead_server(self) -> None:
