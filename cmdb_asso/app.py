@@ -120,6 +120,8 @@ async def _recover_periodically(store: AssociationStore, settings: Settings) -> 
             )
         except CmdbError as exc:
             log.info("recovery_postponed", code=exc.code)
+        except Exception:  # a surprise must not end recovery for the life of the process
+            log.exception("recovery_failed")
         await asyncio.sleep(settings.mongodb.recovery_interval_seconds)
 
 

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from cmdb_asso.errors import CmdbError
+from cmdb_asso.service.context import time_budget
 from cmdb_asso.storage.client import MongoConnection
+
+# A probe answers within seconds, not after a request's whole deadline: a MongoDB that has not answered a
+# ping by then is not ready.
+PING_SECONDS = 2.0
 
 
 class Readiness:
@@ -15,7 +20,8 @@ class Readiness:
     async def problem(self) -> str | None:
         """None when MongoDB answers a ping; otherwise why not, without the driver's text."""
         try:
-            await self._mongo.ping()
+            with time_budget(PING_SECONDS):
+                await self._mongo.ping()
         except CmdbError as error:
             return f"mongodb: {type(error).__name__}"
         return None

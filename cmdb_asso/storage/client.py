@@ -35,6 +35,7 @@ from pymongo.errors import (
 
 from cmdb_asso.config import MongoSettings
 from cmdb_asso.errors import CmdbError, InternalError, StoreReadUnavailable, StoreWriteUnavailable
+from cmdb_asso.storage import condition_wait
 
 log = structlog.get_logger(__name__)
 
@@ -262,6 +263,7 @@ def _supports_transactions(mode: str, embedded: bool, hello: dict[str, Any]) -> 
 
 async def connect(settings: MongoSettings, uri: str, *, embedded: bool = False) -> MongoConnection:
     """Open a client with the configured driver, timeouts and command monitoring."""
+    condition_wait.install()
     counter = CommandCounter()
     client = _client_class(settings.driver)(
         uri,
