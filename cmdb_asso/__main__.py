@@ -27,7 +27,8 @@ from cmdb_asso.errors import CmdbError
 from cmdb_asso.keys import MONGO
 from cmdb_asso.loader import Loader, State
 from cmdb_asso.log import setup_logging
-from cmdb_asso.storage.client import EMBEDDED, EMBEDDED_RUNNING, EmbeddedMongo, MongoConnection
+from cmdb_asso.storage.client import MongoConnection
+from cmdb_asso.storage.embedded import EMBEDDED, EMBEDDED_RUNNING, EmbeddedMongo
 from cmdb_asso.storage.repair import find_problems, repair
 from cmdb_asso.storage.schema import ShardedTables, ensure_indexes, has_definitions, seed_demo
 from cmdb_asso.web.server import run

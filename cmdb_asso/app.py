@@ -34,7 +34,8 @@ from cmdb_asso.service.permission import AllowAll, Authorizer, StaticPolicy, Use
 from cmdb_asso.service.queries import QueryService
 from cmdb_asso.service.readiness import Readiness
 from cmdb_asso.storage.associations import AssociationStore
-from cmdb_asso.storage.client import EMBEDDED, EMBEDDED_RUNNING, EmbeddedMongo, MongoConnection, connect
+from cmdb_asso.storage.client import MongoConnection, connect
+from cmdb_asso.storage.embedded import EMBEDDED, EMBEDDED_RUNNING, EmbeddedMongo
 from cmdb_asso.storage.idempotency import IdempotencyStore
 from cmdb_asso.storage.schema import ensure_indexes, refuse_sharded_tables
 from cmdb_asso.web.metrics import Metrics

@@ -40,8 +40,8 @@ from pymongo import AsyncMongoClient
 
 from cmdb_asso.clock import utc_now
 from cmdb_asso.domain import AuditRecord, Definition, NewLink
-from cmdb_asso.storage.client import EMBEDDED_RUNNING, EmbeddedMongo, free_port
 from cmdb_asso.storage.documents import audit_document, link_document
+from cmdb_asso.storage.embedded import EMBEDDED_RUNNING, EmbeddedMongo, free_port
 
 DATABASE = "cmdb_bench"
 SRC, DST = "bench_src", "bench_dst"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
-from cmdb_asso.storage.client import time_budget as storage_time_budget
+from cmdb_asso.storage.budget import time_budget as storage_time_budget
 
 
 @dataclass(frozen=True, slots=True)

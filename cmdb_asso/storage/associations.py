@@ -24,7 +24,8 @@ from pymongo.errors import (
 from cmdb_asso.clock import utc_now
 from cmdb_asso.domain import AuditRecord, Definition, LinkEnds, NewLink
 from cmdb_asso.errors import LinkConflict
-from cmdb_asso.storage.client import MongoConnection, only_duplicates, share_of_budget, translate_errors
+from cmdb_asso.storage.budget import share_of_budget
+from cmdb_asso.storage.client import MongoConnection
 from cmdb_asso.storage.documents import (
     HIDDEN_FIELDS,
     archive_document,
@@ -33,6 +34,7 @@ from cmdb_asso.storage.documents import (
     link_document,
     public_fields,
 )
+from cmdb_asso.storage.failures import only_duplicates, translate_errors
 from cmdb_asso.storage.idempotency import report_reservation
 from cmdb_asso.storage.ids import IdAllocator
 from cmdb_asso.storage.indexes import IndexManager

@@ -18,7 +18,8 @@ import structlog
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from cmdb_asso.storage.client import MongoConnection, translate_errors
+from cmdb_asso.storage.client import MongoConnection
+from cmdb_asso.storage.failures import translate_errors
 from cmdb_asso.storage.tables import ID_GENERATOR, INST_ASST_SEQUENCE, SYSTEM
 
 log = structlog.get_logger(__name__)

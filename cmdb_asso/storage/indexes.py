@@ -11,7 +11,8 @@ import structlog
 from pymongo import ASCENDING, IndexModel
 from pymongo.errors import OperationFailure
 
-from cmdb_asso.storage.client import MongoConnection, translate_errors
+from cmdb_asso.storage.client import MongoConnection
+from cmdb_asso.storage.failures import translate_errors
 
 log = structlog.get_logger(__name__)
 

@@ -33,7 +33,8 @@ from pymongo import ASCENDING, IndexModel
 from pymongo.errors import DuplicateKeyError
 
 from cmdb_asso.clock import utc_now
-from cmdb_asso.storage.client import MongoConnection, translate_errors
+from cmdb_asso.storage.client import MongoConnection
+from cmdb_asso.storage.failures import translate_errors
 from cmdb_asso.storage.indexes import create_indexes
 from cmdb_asso.storage.tables import AUDIT_LOG, DEL_ARCHIVE, inst_asst_table
 

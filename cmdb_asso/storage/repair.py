@@ -25,8 +25,9 @@ from typing import Any
 
 from cmdb_asso.clock import utc_now
 from cmdb_asso.domain import AuditRecord
-from cmdb_asso.storage.client import MongoConnection, translate_errors
+from cmdb_asso.storage.client import MongoConnection
 from cmdb_asso.storage.documents import archive_document, audit_document
+from cmdb_asso.storage.failures import translate_errors
 from cmdb_asso.storage.ids import IdAllocator
 from cmdb_asso.storage.indexes import IndexManager, describe, list_indexes, table_indexes
 from cmdb_asso.storage.journal import CLAIM, Journal

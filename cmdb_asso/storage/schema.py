@@ -9,7 +9,8 @@ import structlog
 from bson.int64 import Int64
 
 from cmdb_asso.errors import CmdbError
-from cmdb_asso.storage.client import MongoConnection, translate_errors
+from cmdb_asso.storage.client import MongoConnection
+from cmdb_asso.storage.failures import translate_errors
 from cmdb_asso.storage.indexes import IndexManager, TableIndexes
 from cmdb_asso.storage.tables import ASST_DES, OBJ_ASST, OBJ_DES, inst_asst_table, instance_table
 

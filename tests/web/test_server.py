@@ -13,7 +13,8 @@ from structlog.testing import capture_logs
 
 from cmdb_asso.app import create_app
 from cmdb_asso.config import Settings
-from cmdb_asso.storage.client import MongoConnection, free_port
+from cmdb_asso.storage.client import MongoConnection
+from cmdb_asso.storage.embedded import free_port
 from cmdb_asso.web.server import ServiceRunner
 
 MARKER = "ECHO-ME-NOT"

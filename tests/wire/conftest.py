@@ -12,7 +12,8 @@ from bson.int64 import Int64
 
 from cmdb_asso.app import create_app
 from cmdb_asso.config import MongoSettings, Settings
-from cmdb_asso.storage.client import EmbeddedMongo, MongoConnection, connect
+from cmdb_asso.storage.client import MongoConnection, connect
+from cmdb_asso.storage.embedded import EmbeddedMongo
 from cmdb_asso.storage.schema import seed_demo
 from cmdb_asso.storage.tables import instance_table
 from tests.conftest import AiohttpClient

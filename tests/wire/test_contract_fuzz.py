@@ -24,7 +24,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from cmdb_asso.storage.client import free_port
+from cmdb_asso.storage.embedded import free_port
 
 pytestmark = pytest.mark.wire
 

@@ -14,7 +14,8 @@ from pymongo.errors import DuplicateKeyError
 from cmdb_asso.app import create_app
 from cmdb_asso.config import Settings
 from cmdb_asso.keys import SERVICE
-from cmdb_asso.storage.client import EmbeddedMongo, MongoConnection
+from cmdb_asso.storage.client import MongoConnection
+from cmdb_asso.storage.embedded import EmbeddedMongo
 from cmdb_asso.storage.indexes import inst_asst_indexes
 from tests.conftest import AiohttpClient
 from tests.helpers import audit_records, call, create, link_body, links_in

@@ -21,7 +21,8 @@ from cmdb_asso.__main__ import main
 from cmdb_asso.app import create_app
 from cmdb_asso.config import Settings
 from cmdb_asso.keys import SERVICE
-from cmdb_asso.storage.client import EmbeddedMongo, MongoConnection, connect, free_port
+from cmdb_asso.storage.client import MongoConnection, connect
+from cmdb_asso.storage.embedded import EmbeddedMongo, free_port
 from cmdb_asso.storage.repair import find_problems, repair
 from cmdb_asso.storage.schema import seed_demo
 from tests.conftest import AiohttpClient
@@ -47,7 +48,9 @@ async def fragile(
     aiohttp_client: AiohttpClient, own_embedded: EmbeddedMongo, wire_settings: Settings
 ) -> AsyncIterator[tuple[Client, MongoConnection]]:
     """The app over the test's own server, with short timeouts so that an outage answers quickly."""
-    mongodb = replace(wire_settings.mongodb, server_selection_timeout_ms=300, socket_timeout_ms=2000)
+    mongodb = replace(
+        wire_settings.mongodb, server_selection_timeout_ms=300, socket_timeout_ms=2000, request_deadline_seconds=2
+    )
     settings = replace(wire_settings, mongodb=mongodb)
     mongo = await connect(settings.mongodb, own_embedded.uri, embedded=True)
     await seed_demo(mongo)
@@ -107,7 +110,9 @@ async def test_mongodb_dropping_mid_load_leaves_every_invariant_and_the_service_
         await asyncio.sleep(0.3)
         down = await client.get("/readyz")
         assert down.status == 503
-        await asyncio.sleep(0.5)
+        # Down for longer than a request's deadline: the requests waiting for MongoDB answer 503 (a shorter
+        # outage is ridden out: the driver waits for the server within the request's budget).
+        await asyncio.sleep(2.5)
         await asyncio.to_thread(own_embedded.start_blocking, port)
 
     await asyncio.gather(*(single_creates(w) for w in range(4)), *(batch_creates(w) for w in range(2)), outage())

@@ -17,7 +17,8 @@ from cmdb_asso.app import create_app
 from cmdb_asso.client import AssociationClient
 from cmdb_asso.config import MongoSettings, Settings
 from cmdb_asso.loader import Loader, State
-from cmdb_asso.storage.client import EmbeddedMongo, MongoConnection, connect
+from cmdb_asso.storage.client import MongoConnection, connect
+from cmdb_asso.storage.embedded import EmbeddedMongo
 from cmdb_asso.storage.schema import seed_demo
 from tests.helpers import links_in
 from tests.wire.conftest import add_instances

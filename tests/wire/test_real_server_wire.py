@@ -14,7 +14,8 @@ from structlog.testing import capture_logs
 from cmdb_asso.app import create_app
 from cmdb_asso.config import Settings
 from cmdb_asso.keys import SERVICE
-from cmdb_asso.storage.client import EmbeddedMongo, MongoConnection, connect
+from cmdb_asso.storage.client import MongoConnection, connect
+from cmdb_asso.storage.embedded import EmbeddedMongo
 from cmdb_asso.storage.indexes import IndexManager
 from cmdb_asso.storage.schema import ShardedTables, refuse_sharded_tables
 from tests.conftest import AiohttpClient

@@ -13,7 +13,7 @@ import aiohttp
 import orjson
 import pytest
 
-from cmdb_asso.storage.client import free_port
+from cmdb_asso.storage.embedded import free_port
 from tests.helpers import link_body, wait_ready
 
 pytestmark = pytest.mark.wire

@@ -1,0 +1,60 @@
+"""Driver failures as the service's typed errors: unreachable is 503, anything else 500, never driver text."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import structlog
+from pymongo.errors import (
+    BulkWriteError,
+    ConnectionFailure,
+    DuplicateKeyError,
+    ExecutionTimeout,
+    OperationFailure,
+    PyMongoError,
+    WTimeoutError,
+)
+
+from cmdb_asso.errors import InternalError, StoreReadUnavailable, StoreWriteUnavailable
+
+log = structlog.get_logger(__name__)
+
+# MongoDB's own error codes that mean "the server is there but cannot serve now".
+# 133 is FailedToSatisfyReadPreference, which mongos answers while a shard has no primary.
+_UNAVAILABLE_CODES = frozenset({6, 7, 50, 89, 91, 133, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436})
+
+
+def is_unavailable(exc: PyMongoError) -> bool:
+    """Whether MongoDB is there but cannot serve now (or cannot be reached): worth answering 503."""
+    if isinstance(exc, ConnectionFailure | ExecutionTimeout | WTimeoutError):
+        return True
+    if exc.has_error_label("TransientTransactionError") or exc.has_error_label("RetryableWriteError"):
+        return True
+    return isinstance(exc, OperationFailure) and exc.code in _UNAVAILABLE_CODES
+
+
+def only_duplicates(exc: BulkWriteError) -> bool:
+    """Whether every write error of a bulk write is a duplicate key (a unique index refused the write)."""
+    errors = exc.details.get("writeErrors", [])
+    return bool(errors) and all(error.get("code") == 11000 for error in errors)
+
+
+@contextlib.contextmanager
+def translate_errors(*, write: bool) -> Any:
+    """Turn driver failures into typed errors: unreachable is 503, anything else 500, never driver text."""
+    try:
+        yield
+    except DuplicateKeyError:
+        raise
+    except BulkWriteError as exc:
+        if only_duplicates(exc):
+            raise
+        log.error("mongodb_error", error=type(exc).__name__, write=write)
+        raise InternalError("database") from exc
+    except PyMongoError as exc:
+        if is_unavailable(exc):
+            log.warning("mongodb_unavailable", error=type(exc).__name__, write=write)
+            raise (StoreWriteUnavailable() if write else StoreReadUnavailable()) from exc
+        log.error("mongodb_error", error=type(exc).__name__, detail=str(exc)[:500], write=write)
+        raise InternalError("database") from exc
