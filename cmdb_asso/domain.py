@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping as ReadOnlyDict
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 # "unknown": a stored definition whose mapping is none of the three (corrupt data); nothing is written for it.
 Mapping = Literal["1:1", "1:n", "n:n", "unknown"]
@@ -43,6 +44,21 @@ class NewLink:
     # 1:1 definition, one target per 1:1 and 1:n definition. None where the mapping sets no limit.
     unique_source_key: str | None = None
     unique_target_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredLink:
+    """An instance association as found in a model's table: what a delete removes."""
+
+    id: int
+    obj_asst_id: str
+    asst_id: str
+    obj_id: str
+    inst_id: int
+    asst_obj_id: str
+    asst_inst_id: int
+    # The document as stored, which storage archives as it was; opaque to the service.
+    document: ReadOnlyDict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

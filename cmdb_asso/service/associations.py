@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import structlog
 
 from cmdb_asso.clock import utc_now
-from cmdb_asso.domain import MAPPINGS, AuditRecord, Definition, LinkEnds, NewLink
+from cmdb_asso.domain import MAPPINGS, AuditRecord, Definition, LinkEnds, NewLink, StoredLink
 from cmdb_asso.errors import (
     AssociationExists,
     BodyInvalid,
@@ -104,15 +104,12 @@ class MappingRules:
             raise DuplicateItem("association")
 
 
+# One end of a link in an audit record: model, instance id and instance name.
+_End = tuple[str, int, str]
+
+
 def _audit(
-    caller: Caller,
-    action: Literal["create", "delete"],
-    definition: Definition,
-    *,
-    src: int,
-    src_name: str,
-    dst: int,
-    dst_name: str,
+    caller: Caller, action: Literal["create", "delete"], obj_asst_id: str, asst_id: str, src: _End, dst: _End
 ) -> AuditRecord:
     return AuditRecord(
         action=action,
@@ -121,15 +118,21 @@ def _audit(
         app_code=caller.app_code,
         request_id=caller.request_id,
         operation_time=utc_now(),
-        src_inst_id=src,
-        src_inst_name=src_name,
-        dest_inst_id=dst,
-        dest_inst_name=dst_name,
-        obj_asst_id=definition.obj_asst_id,
-        asst_id=definition.asst_id,
-        src_obj_id=definition.obj_id,
-        dest_obj_id=definition.asst_obj_id,
+        src_obj_id=src[0],
+        src_inst_id=src[1],
+        src_inst_name=src[2],
+        dest_obj_id=dst[0],
+        dest_inst_id=dst[1],
+        dest_inst_name=dst[2],
+        obj_asst_id=obj_asst_id,
+        asst_id=asst_id,
     )
+
+
+def _delete_audit(caller: Caller, link: StoredLink, names: dict[tuple[str, int], str]) -> AuditRecord:
+    src = (link.obj_id, link.inst_id, names.get((link.obj_id, link.inst_id), ""))
+    dst = (link.asst_obj_id, link.asst_inst_id, names.get((link.asst_obj_id, link.asst_inst_id), ""))
+    return _audit(caller, "delete", link.obj_asst_id, link.asst_id, src, dst)
 
 
 class AssociationService:
@@ -213,7 +216,12 @@ class AssociationService:
                 continue
             limits.accept(src, dst)
             accepted[index] = _audit(
-                caller, "create", definition, src=src, src_name=src_names[src], dst=dst, dst_name=dst_names[dst]
+                caller,
+                "create",
+                definition.obj_asst_id,
+                definition.asst_id,
+                (definition.obj_id, src, src_names[src]),
+                (definition.asst_obj_id, dst, dst_names[dst]),
             )
         return accepted, failed
 
@@ -318,11 +326,12 @@ class AssociationService:
         links = await self.store.find_links_by_ids(obj_id, caller.supplier_account, sorted(set(ids)))
         if not links:
             return 0
-        ends = [(str(link["bk_obj_id"]), int(link["bk_inst_id"])) for link in links]
-        ends += [(str(link["bk_asst_obj_id"]), int(link["bk_asst_inst_id"])) for link in links]
+        ends = [(link.obj_id, link.inst_id) for link in links] + [
+            (link.asst_obj_id, link.asst_inst_id) for link in links
+        ]
         await self.authorize_edit(caller, ends)
         names = await self._names_of_ends(caller.supplier_account, ends)
-        audits = {int(link["id"]): self._delete_audit(caller, link, names) for link in links}
+        audits = {link.id: _delete_audit(caller, link, names) for link in links}
         # Counts what this call removed: a concurrent delete of the same link counts (and audits) it once.
         return await self.store.delete_links(obj_id, caller.supplier_account, links, audits)
 
@@ -339,19 +348,3 @@ class AssociationService:
             for obj_id, names in zip(models, found, strict=True)
             for inst_id, name in names.items()
         }
-
-    def _delete_audit(self, caller: Caller, link: dict[str, Any], names: dict[tuple[str, int], str]) -> AuditRecord:
-        src_obj, dst_obj = str(link["bk_obj_id"]), str(link["bk_asst_obj_id"])
-        src, dst = int(link["bk_inst_id"]), int(link["bk_asst_inst_id"])
-        definition = Definition(
-            str(link.get("bk_obj_asst_id", "")), src_obj, dst_obj, str(link.get("bk_asst_id", "")), "n:n", ""
-        )
-        return _audit(
-            caller,
-            "delete",
-            definition,
-            src=src,
-            src_name=names.get((src_obj, src), ""),
-            dst=dst,
-            dst_name=names.get((dst_obj, dst), ""),
-        )

@@ -22,7 +22,7 @@ from pymongo.errors import (
 )
 
 from cmdb_asso.clock import utc_now
-from cmdb_asso.domain import AuditRecord, Definition, LinkEnds, NewLink
+from cmdb_asso.domain import AuditRecord, Definition, LinkEnds, NewLink, StoredLink
 from cmdb_asso.errors import LinkConflict
 from cmdb_asso.storage.budget import share_of_budget
 from cmdb_asso.storage.client import MongoConnection
@@ -33,6 +33,7 @@ from cmdb_asso.storage.documents import (
     definition_from,
     link_document,
     public_fields,
+    stored_link_from,
 )
 from cmdb_asso.storage.failures import only_duplicates, translate_errors
 from cmdb_asso.storage.idempotency import report_reservation
@@ -269,14 +270,15 @@ class AssociationStore:
         self.links_created += len(link_ids)
         return link_ids
 
-    async def find_links_by_ids(self, obj_id: str, supplier_account: str, ids: list[int]) -> list[dict[str, Any]]:
+    async def find_links_by_ids(self, obj_id: str, supplier_account: str, ids: list[int]) -> list[StoredLink]:
         """The stored links with these ids in `obj_id`'s table (as source or target)."""
         table = inst_asst_table(obj_id, supplier_account)
         with translate_errors(write=False):
-            return list(await self.mongo.db[table].find({"id": _one_or_in(ids)}).to_list(None))
+            docs = await self.mongo.db[table].find({"id": _one_or_in(ids)}).to_list(None)
+        return [stored_link_from(doc) for doc in docs]
 
     async def delete_links(
-        self, obj_id: str, supplier_account: str, links: list[dict[str, Any]], audits: dict[int, AuditRecord]
+        self, obj_id: str, supplier_account: str, links: list[StoredLink], audits: dict[int, AuditRecord]
     ) -> int:
         """Remove links from both models' tables, archive each removed copy and write one audit record per link,
         all or nothing; return how many links this call removed.
@@ -314,13 +316,13 @@ class AssociationStore:
         self,
         named: str,
         supplier: str,
-        links: list[dict[str, Any]],
+        links: list[StoredLink],
         items: list[dict[str, Any]],
         token: str,
         session: Any,
     ) -> list[dict[str, Any]]:
         """The planned items of the links this delete claimed."""
-        claimed = {int(link["id"]) for link in await self._claim(named, supplier, links, token, session)}
+        claimed = {link.id for link in await self._claim(named, supplier, links, token, session)}
         return [item for item in items if item["link_id"] in claimed]
 
     async def _remove(self, named: str, items: list[dict[str, Any]], session: Any) -> None:
@@ -338,7 +340,7 @@ class AssociationStore:
             await self.mongo.db[table].delete_many({"id": {"$in": by_table[table]}}, session=session)
 
     async def _delete_plan(
-        self, supplier: str, links: list[dict[str, Any]], audits: dict[int, AuditRecord]
+        self, supplier: str, links: list[StoredLink], audits: dict[int, AuditRecord]
     ) -> list[dict[str, Any]]:
         """Per link: its tables, its audit record and its archive copies, each with its `_id`, so that
         recovery can tell what was written."""
@@ -346,29 +348,26 @@ class AssociationStore:
         now = utc_now()
         items = []
         for link, audit_id in zip(links, audit_ids, strict=True):
-            tables = [
-                inst_asst_table(obj_id, supplier)
-                for obj_id in dict.fromkeys((str(link["bk_obj_id"]), str(link["bk_asst_obj_id"])))
-            ]
-            audit = {"_id": ObjectId(), **audit_document(audits[int(link["id"])], audit_id)}
+            tables = [inst_asst_table(obj_id, supplier) for obj_id in dict.fromkeys((link.obj_id, link.asst_obj_id))]
+            audit = {"_id": ObjectId(), **audit_document(audits[link.id], audit_id)}
             archives = [{"_id": ObjectId(), **archive_document(table, link, now)} for table in tables]
-            items.append({"link_id": int(link["id"]), "tables": tables, "audit": audit, "archives": archives})
+            items.append({"link_id": link.id, "tables": tables, "audit": audit, "archives": archives})
         return items
 
     async def _claim(
-        self, named: str, supplier: str, links: list[dict[str, Any]], token: str, session: Any
-    ) -> list[dict[str, Any]]:
+        self, named: str, supplier: str, links: list[StoredLink], token: str, session: Any
+    ) -> list[StoredLink]:
         """Mark the links as this delete's, in one canonical copy each (the source model's table, whichever
         table the caller named), so that of concurrent deletes exactly one claims each link; a link whose
         source copy is gone (half deleted) is claimed in the named table. Return the links claimed."""
         by_source: dict[str, list[int]] = {}
         for link in links:
-            by_source.setdefault(inst_asst_table(str(link["bk_obj_id"]), supplier), []).append(int(link["id"]))
+            by_source.setdefault(inst_asst_table(link.obj_id, supplier), []).append(link.id)
         claimed: set[int] = set()
         with translate_errors(write=True):
             for table, ids in sorted(by_source.items()):
                 claimed |= await self._mark(table, ids, token, session)
-            orphans = sorted({int(link["id"]) for link in links} - claimed)
+            orphans = sorted({link.id for link in links} - claimed)
             if orphans and named not in by_source:
                 present: set[int] = set()
                 for table in sorted(by_source):
@@ -376,7 +375,7 @@ class AssociationStore:
                     present |= {int(doc["id"]) for doc in await found.to_list(None)}
                 if without_source := [link_id for link_id in orphans if link_id not in present]:
                     claimed |= await self._mark(named, without_source, token, session)
-        return [link for link in links if int(link["id"]) in claimed]
+        return [link for link in links if link.id in claimed]
 
     async def _mark(self, table: str, ids: list[int], token: str, session: Any) -> set[int]:
         collection = self.mongo.db[table]

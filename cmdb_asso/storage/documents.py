@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping as ReadOnlyDict
 from datetime import datetime
 from typing import Any
 
 import structlog
 from bson.int64 import Int64
 
-from cmdb_asso.domain import MAPPINGS, AuditRecord, Definition, Mapping, NewLink
+from cmdb_asso.domain import MAPPINGS, AuditRecord, Definition, Mapping, NewLink, StoredLink
 from cmdb_asso.storage.indexes import DST_GUARD, SRC_GUARD
 
 log = structlog.get_logger(__name__)
@@ -45,9 +46,28 @@ def link_document(link: NewLink, link_id: int, now: datetime) -> dict[str, Any]:
     return doc
 
 
-def archive_document(table: str, link: dict[str, Any], now: datetime) -> dict[str, Any]:
+def archive_document(table: str, link: StoredLink, now: datetime) -> dict[str, Any]:
     """The `cc_DelArchive` copy of a link removed from `table`."""
-    return {"oid": str(link.get("_id", "")), "coll": table, "time": now, "detail": public_fields(link)}
+    return {
+        "oid": str(link.document.get("_id", "")),
+        "coll": table,
+        "time": now,
+        "detail": public_fields(link.document),
+    }
+
+
+def stored_link_from(doc: dict[str, Any]) -> StoredLink:
+    """A link document of a model's table as a StoredLink (the document kept for its archive copy)."""
+    return StoredLink(
+        id=int(doc["id"]),
+        obj_asst_id=str(doc.get("bk_obj_asst_id", "")),
+        asst_id=str(doc.get("bk_asst_id", "")),
+        obj_id=str(doc["bk_obj_id"]),
+        inst_id=int(doc["bk_inst_id"]),
+        asst_obj_id=str(doc["bk_asst_obj_id"]),
+        asst_inst_id=int(doc["bk_asst_inst_id"]),
+        document=doc,
+    )
 
 
 def audit_document(record: AuditRecord, audit_id: int) -> dict[str, Any]:
@@ -94,6 +114,6 @@ def definition_from(doc: dict[str, Any]) -> Definition:
     )
 
 
-def public_fields(doc: dict[str, Any]) -> dict[str, Any]:
+def public_fields(doc: ReadOnlyDict[str, Any]) -> dict[str, Any]:
     """A stored link without MongoDB's `_id` and our guard fields."""
     return {key: value for key, value in doc.items() if key not in HIDDEN_FIELDS}
