@@ -6,15 +6,11 @@ import argparse
 import asyncio
 import contextlib
 import getpass
-import os
 import signal
-import subprocess
 import sys
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import structlog
 from aiohttp import web
@@ -28,10 +24,11 @@ from cmdb_asso.keys import MONGO
 from cmdb_asso.loader import Loader, State
 from cmdb_asso.log import setup_logging
 from cmdb_asso.storage.client import MongoConnection
-from cmdb_asso.storage.embedded import EMBEDDED, EMBEDDED_RUNNING, EmbeddedMongo
+from cmdb_asso.storage.embedded import EMBEDDED, EmbeddedMongo
 from cmdb_asso.storage.repair import find_problems, repair
 from cmdb_asso.storage.schema import ShardedTables, ensure_indexes, has_definitions, seed_demo
 from cmdb_asso.web.server import run
+from cmdb_asso.workers import ServiceProcesses
 
 log = structlog.get_logger("cmdb_asso")
 
@@ -43,7 +40,6 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve the HTTP API")
     serve.add_argument("--seed-demo-if-empty", action="store_true", help="write the demo data into an empty database")
     serve.add_argument("--workers", type=int, default=1, help="service processes sharing the port (default 1)")
-    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     commands.add_parser("init-db", help="create the indexes of every model's association table (idempotent)")
     commands.add_parser("seed-demo", help="write the demo models, definitions and instances (idempotent)")
     hash_secret_command = commands.add_parser(
@@ -133,7 +129,7 @@ async def _check_links(
     return 1 if problems else 0
 
 
-def serve(settings: Settings, *, seed_if_empty: bool, reuse_port: bool = False) -> None:
+def serve(settings: Settings, *, seed_if_empty: bool) -> None:
     """Run the HTTP service until SIGINT or SIGTERM."""
     app = create_app(settings)
     if seed_if_empty:
@@ -143,7 +139,7 @@ def serve(settings: Settings, *, seed_if_empty: bool, reuse_port: bool = False) 
 
         app.on_startup.append(seed)
     log.info("serving", host=settings.http.host, port=settings.http.port, mongodb=_shown_uri(settings.mongodb.uri))
-    run(app, settings, reuse_port=reuse_port)
+    run(app, settings)
 
 
 def _shown_uri(uri: str) -> str:
@@ -156,55 +152,22 @@ async def _seed_if_empty(mongo: MongoConnection, supplier_account: str) -> None:
         log.info("demo_data_seeded")
 
 
-def supervise(settings: Settings, config: str | None, *, workers: int, seed_if_empty: bool) -> int:
-    """Run `workers` service processes on one port (SO_REUSEPORT: the kernel spreads the connections), restart
-    any that dies, and stop them all on SIGTERM or SIGINT. The embedded server, if any, is started once here."""
+def serve_processes(settings: Settings, *, workers: int, seed_if_empty: bool) -> int:
+    """Run `workers` service processes on one port under gunicorn's master until SIGTERM or SIGINT. The
+    embedded server, when configured, is started once here, and every worker connects to it."""
     embedded = None
-    env = dict(os.environ)
     if settings.mongodb.uri == EMBEDDED:
         embedded = EmbeddedMongo(settings.data_dir)
-        env["CMDB_ASSO_MONGODB_URI"] = EMBEDDED_RUNNING + embedded.start_blocking()
+        settings = replace(settings, mongodb=replace(settings.mongodb, uri=embedded.start_blocking()))
     try:
         if seed_if_empty:
-            seeded = replace(
-                settings, mongodb=replace(settings.mongodb, uri=env.get("CMDB_ASSO_MONGODB_URI", settings.mongodb.uri))
-            )
-            asyncio.run(_with_mongo(seeded, lambda mongo: _seed_if_empty(mongo, settings.supplier_account)))
-        command = [
-            sys.executable,
-            "-m",
-            "cmdb_asso",
-            *(["--config", config] if config else []),
-            "serve",
-            "--reuse-port",
-        ]
-        stopping = False
-
-        def stop(signum: int, _frame: Any) -> None:
-            nonlocal stopping
-            stopping = True
-            for child in children:
-                if child.poll() is None:
-                    child.send_signal(signal.SIGTERM)
-
-        children = [subprocess.Popen(command, env=env) for _ in range(workers)]
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
-        log.info("supervising", workers=workers, pids=[child.pid for child in children], port=settings.http.port)
-        while not stopping:
-            time.sleep(0.2)
-            for index, child in enumerate(children):
-                if child.poll() is not None and not stopping:
-                    log.error("worker_died", pid=child.pid, status=child.returncode)
-                    children[index] = subprocess.Popen(command, env=env)
-        deadline = time.monotonic() + settings.http.drain_seconds + settings.http.shutdown_timeout + 5
-        for child in children:
-            try:
-                child.wait(timeout=max(deadline - time.monotonic(), 0.1))
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
-        return 0 if all(child.returncode == 0 for child in children) else 1
+            asyncio.run(_with_mongo(settings, lambda mongo: _seed_if_empty(mongo, settings.supplier_account)))
+        log.info("serving", host=settings.http.host, port=settings.http.port, workers=workers)
+        try:
+            ServiceProcesses(settings, workers=workers).run()
+        except SystemExit as stopped:  # gunicorn's master ends by exiting with its status
+            return stopped.code if isinstance(stopped.code, int) else 1
+        return 0
     finally:
         if embedded is not None:
             embedded.stop_blocking()
@@ -256,9 +219,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_load(args, settings))
     if args.command == "serve":
         if args.workers > 1:
-            return supervise(settings, args.config, workers=args.workers, seed_if_empty=args.seed_demo_if_empty)
+            return serve_processes(settings, workers=args.workers, seed_if_empty=args.seed_demo_if_empty)
         try:
-            serve(settings, seed_if_empty=args.seed_demo_if_empty, reuse_port=args.reuse_port)
+            serve(settings, seed_if_empty=args.seed_demo_if_empty)
         except ShardedTables as exc:
             print(f"cmdb-asso: {exc}", file=sys.stderr)
             return 2

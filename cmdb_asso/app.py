@@ -35,7 +35,7 @@ from cmdb_asso.service.queries import QueryService
 from cmdb_asso.service.readiness import Readiness
 from cmdb_asso.storage.associations import AssociationStore
 from cmdb_asso.storage.client import MongoConnection, connect
-from cmdb_asso.storage.embedded import EMBEDDED, EMBEDDED_RUNNING, EmbeddedMongo
+from cmdb_asso.storage.embedded import EMBEDDED, EmbeddedMongo
 from cmdb_asso.storage.idempotency import IdempotencyStore
 from cmdb_asso.storage.schema import ensure_indexes, refuse_sharded_tables
 from cmdb_asso.web.metrics import Metrics
@@ -63,9 +63,6 @@ async def open_mongo(
         if running is not None:
             return await connect(settings.mongodb, running, embedded=True), None
         uri = await embedded.start()
-    elif uri.startswith(EMBEDDED_RUNNING):
-        # A worker of `serve --workers`: the supervisor started the embedded server and owns it.
-        return await connect(settings.mongodb, uri.removeprefix(EMBEDDED_RUNNING), embedded=True), None
     try:
         return await connect(settings.mongodb, uri, embedded=embedded is not None), embedded
     except BaseException:

@@ -41,7 +41,7 @@ from pymongo import AsyncMongoClient
 from cmdb_asso.clock import utc_now
 from cmdb_asso.domain import AuditRecord, Definition, NewLink
 from cmdb_asso.storage.documents import audit_document, link_document
-from cmdb_asso.storage.embedded import EMBEDDED_RUNNING, EmbeddedMongo, free_port
+from cmdb_asso.storage.embedded import EmbeddedMongo, free_port
 
 DATABASE = "cmdb_bench"
 SRC, DST = "bench_src", "bench_dst"
@@ -186,7 +186,7 @@ async def service(uri: str, driver: str, embedded: bool) -> AsyncIterator[tuple[
     port = free_port()
     env = {
         **os.environ,
-        "CMDB_ASSO_MONGODB_URI": (EMBEDDED_RUNNING + uri) if embedded else uri,
+        "CMDB_ASSO_MONGODB_URI": uri,
         "CMDB_ASSO_MONGODB_DATABASE": DATABASE,
         "CMDB_ASSO_MONGODB_DRIVER": driver,
         "CMDB_ASSO_MONGODB_ID_BLOCK_SIZE": "1000",

@@ -19,8 +19,6 @@ log = structlog.get_logger(__name__)
 
 # The MongoDB URI that asks for the embedded server.
 EMBEDDED = "embedded"
-# Prefix of the URI that a supervisor hands its workers: the embedded server it already started.
-EMBEDDED_RUNNING = "embedded+"
 
 
 def free_port() -> int:

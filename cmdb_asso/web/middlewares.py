@@ -33,8 +33,6 @@ log = structlog.get_logger("cmdb_asso.access")
 # The driver notices its own time budget is spent only when its server selection wakes (every half second):
 # the loop's backstop waits a little longer, so that the driver's translated error is what answers.
 DEADLINE_GRACE_SECONDS = 1.0
-# Which worker answered, when several serve one port.
-PID = os.getpid()
 
 
 @web.middleware
@@ -62,7 +60,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             status=response.status,
             code=code,
             duration_ms=round(elapsed * 1000, 3),
-            pid=PID,
+            pid=os.getpid(),  # which worker answered, when several serve one port
         )
         request.app[METRICS].observe(request, response.status, code, elapsed)
         return response

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from typing import Any
 
 import structlog
 from aiohttp import web
@@ -53,14 +52,19 @@ class ServiceRunner(web.AppRunner):
         return server
 
 
-async def serve_until_stopped(app: web.Application, settings: Settings, *, reuse_port: bool = False) -> None:
+def service_runner(app: web.Application, settings: Settings) -> web.AppRunner:
+    """The runner that serves `app`: aiohttp's, with the envelope answering parser errors."""
+    return ServiceRunner(app, access_log=None, shutdown_timeout=settings.http.shutdown_timeout)
+
+
+async def serve_until_stopped(app: web.Application, settings: Settings) -> None:
     """Serve until SIGTERM or SIGINT, then drain: /readyz answers 503 at once and requests are still served
     (each answer closing its connection) for `http.drain_seconds`, so that a load balancer sees the 503 and
     moves callers away; then the listener closes and in-flight requests get `http.shutdown_timeout`."""
-    runner = ServiceRunner(app, access_log=None, shutdown_timeout=settings.http.shutdown_timeout)
+    runner = service_runner(app, settings)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, settings.http.host, settings.http.port, reuse_port=reuse_port)
+        site = web.TCPSite(runner, settings.http.host, settings.http.port)
         await site.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -80,6 +84,6 @@ async def serve_until_stopped(app: web.Application, settings: Settings, *, reuse
         log.info("stopped")
 
 
-def run(app: web.Application, settings: Settings, **kwargs: Any) -> None:
+def run(app: web.Application, settings: Settings) -> None:
     """Run the service in a new event loop until it is stopped."""
-    asyncio.run(serve_until_stopped(app, settings, **kwargs))
+    asyncio.run(serve_until_stopped(app, settings))
