@@ -3,28 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from bson.objectid import ObjectId
 from cachetools import TTLCache
-from pymongo.errors import (
-    BulkWriteError,
-    DuplicateKeyError,
-    ExecutionTimeout,
-    NetworkTimeout,
-    OperationFailure,
-    PyMongoError,
-)
 
 from cmdb_asso.clock import utc_now
 from cmdb_asso.domain import AuditRecord, Definition, LinkEnds, NewLink, StoredLink
-from cmdb_asso.errors import LinkConflict
-from cmdb_asso.storage.budget import share_of_budget
+from cmdb_asso.storage.all_or_nothing import AllOrNothing, Insert
 from cmdb_asso.storage.client import MongoConnection
 from cmdb_asso.storage.documents import (
     HIDDEN_FIELDS,
@@ -35,7 +24,8 @@ from cmdb_asso.storage.documents import (
     public_fields,
     stored_link_from,
 )
-from cmdb_asso.storage.failures import only_duplicates, translate_errors
+from cmdb_asso.storage.failures import translate_errors
+from cmdb_asso.storage.folded_reads import LARGE_BATCH, FoldedReads, ReadPart
 from cmdb_asso.storage.idempotency import report_reservation
 from cmdb_asso.storage.ids import IdAllocator
 from cmdb_asso.storage.indexes import IndexManager
@@ -54,10 +44,6 @@ from cmdb_asso.storage.tables import (
 
 log = structlog.get_logger(__name__)
 
-_WRITE_CONFLICT = 112
-# Reads whose results are small documents ask for them in one batch rather than the server's default of 101.
-_LARGE_BATCH = 10000
-
 
 class AssociationStore:
     """Reads and writes of instance associations, their definitions and instances, and their audit records."""
@@ -73,11 +59,12 @@ class AssociationStore:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.mongo = mongo
-        # The embedded server runs aggregations without its indexes, so there separate finds are faster.
-        self._fold_reads = fold_reads == "on" or (fold_reads == "auto" and not mongo.embedded)
         self.ids = IdAllocator(mongo, id_block_size)
         self.indexes = IndexManager(mongo)
         self.journal = Journal(mongo)
+        # The embedded server runs aggregations without its indexes, so there separate finds are faster.
+        self.reads = FoldedReads(mongo, fold=fold_reads == "on" or (fold_reads == "auto" and not mongo.embedded))
+        self.writer = AllOrNothing(mongo, self.journal)
         # Tables known to exist (a table is never dropped by this service).
         self._tables_seen: set[str] = set()
         self.links_created = 0
@@ -112,7 +99,7 @@ class AssociationStore:
         table = inst_asst_table(definition.obj_id, supplier_account)
         projection = {"_id": 0, "bk_inst_id": 1, "bk_asst_inst_id": 1}
         with translate_errors(write=False):
-            docs = await self.mongo.db[table].find(query, projection).batch_size(_LARGE_BATCH).to_list(None)
+            docs = await self.mongo.db[table].find(query, projection).batch_size(LARGE_BATCH).to_list(None)
         return [LinkEnds(int(doc["bk_inst_id"]), int(doc["bk_asst_inst_id"])) for doc in docs]
 
     @property
@@ -148,16 +135,16 @@ class AssociationStore:
         targets = sorted({dst for _, dst in pairs})
         src = instance_table(definition.obj_id, supplier_account)
         dst = instance_table(definition.asst_obj_id, supplier_account)
-        parts: list[_Read] = []
+        parts: list[ReadPart] = []
         if with_links:
             links_projection = {"_id": 0, "bk_inst_id": 1, "bk_asst_inst_id": 1}
             links_table = inst_asst_table(definition.obj_id, supplier_account)
-            parts.append(_Read("link", links_table, _existing_links_query(definition, pairs), links_projection))
+            parts.append(ReadPart("link", links_table, _existing_links_query(definition, pairs), links_projection))
         if src == dst:
-            parts.append(_Read.names("both", src, sorted({*sources, *targets})))
+            parts.append(ReadPart.names("both", src, sorted({*sources, *targets})))
         else:
-            parts += [_Read.names("src", src, sources), _Read.names("dst", dst, targets)]
-        found = await self._read_parts(parts)
+            parts += [ReadPart.names("src", src, sources), ReadPart.names("dst", dst, targets)]
+        found = await self.reads.read(parts)
         existing = [LinkEnds(int(doc["bk_inst_id"]), int(doc["bk_asst_inst_id"])) for doc in found.get("link", [])]
 
         def names(tag: str, table: InstanceTable) -> dict[int, str]:
@@ -167,46 +154,6 @@ class AssociationStore:
             both = names("both", src)
             return existing, both, both
         return existing, names("src", src), names("dst", dst)
-
-    async def _read_parts(self, parts: list[_Read]) -> dict[str, list[dict[str, Any]]]:
-        """Run the reads as one $unionWith aggregation where the server folds them, else as concurrent finds."""
-        if self._fold_reads and len(parts) > 1:
-            try:
-                with translate_errors(write=False):
-                    return await self._read_folded(parts)
-            except NotImplementedError:
-                # A server (or mock) without $unionWith: fall back to separate reads from now on.
-                log.info("folded_reads_unsupported", fallback="separate reads")
-                self._fold_reads = False
-
-        async def one(part: _Read) -> list[dict[str, Any]]:
-            cursor = self.mongo.db[part.collection].find(part.query, part.projection).batch_size(_LARGE_BATCH)
-            return list(await cursor.to_list(None))
-
-        with translate_errors(write=False):
-            results = await asyncio.gather(*(one(part) for part in parts))
-        return {part.tag: docs for part, docs in zip(parts, results, strict=True)}
-
-    async def _read_folded(self, parts: list[_Read]) -> dict[str, list[dict[str, Any]]]:
-        def stages(part: _Read) -> list[dict[str, Any]]:
-            return [{"$match": part.query}, {"$project": {**part.projection, _TAG: {"$literal": part.tag}}}]
-
-        pipeline = stages(parts[0])
-        pipeline += [{"$unionWith": {"coll": part.collection, "pipeline": stages(part)}} for part in parts[1:]]
-        try:
-            cursor = self.mongo.db[parts[0].collection].aggregate(pipeline, batchSize=_LARGE_BATCH)
-            if inspect.isawaitable(cursor):  # pymongo's async aggregate is a coroutine, motor's is not
-                cursor = await cursor
-            docs = await cursor.to_list(None)
-        except OperationFailure as exc:
-            # Seen here, before the error is translated: the server does not know the stage.
-            if exc.code in _UNKNOWN_STAGE_CODES:
-                raise NotImplementedError("$unionWith") from exc
-            raise
-        found: dict[str, list[dict[str, Any]]] = {part.tag: [] for part in parts}
-        for doc in docs:
-            found.setdefault(str(doc.pop(_TAG, "")), []).append(doc)
-        return found
 
     async def find_instance_names(self, obj_id: str, supplier_account: str, ids: list[int]) -> dict[int, str]:
         """The names of those instances of `obj_id` that exist, by id."""
@@ -260,13 +207,12 @@ class AssociationStore:
             for record, audit_id in zip(audits, audit_ids, strict=True)
         ]
         # The audit records go first, so that without a transaction no link ever exists without its record.
-        steps: list[_Step] = [_InsertStep(AUDIT_LOG, audit_docs)]
-        steps += [_InsertStep(table, docs) for table in tables]
+        inserts = [Insert(AUDIT_LOG, audit_docs), *(Insert(table, docs) for table in tables)]
         journal = {
             "tables": tables,
             "links": [{"link": doc, "audit": audit} for doc, audit in zip(docs, audit_docs, strict=True)],
         }
-        await self._write_links(steps, journal)
+        await self.writer.write(inserts, journal)
         self.links_created += len(link_ids)
         return link_ids
 
@@ -334,8 +280,8 @@ class AssociationStore:
         for item in items:
             for table in item["tables"]:
                 by_table.setdefault(table, []).append(item["link_id"])
-        await self._insert(AUDIT_LOG, [item["audit"] for item in items], session)
-        await self._insert(DEL_ARCHIVE, [archive for item in items for archive in item["archives"]], session)
+        await self.writer.insert(AUDIT_LOG, [item["audit"] for item in items], session)
+        await self.writer.insert(DEL_ARCHIVE, [archive for item in items for archive in item["archives"]], session)
         for table in sorted(by_table, key=lambda name: name == named):
             await self.mongo.db[table].delete_many({"id": {"$in": by_table[table]}}, session=session)
 
@@ -433,100 +379,6 @@ class AssociationStore:
             self._tables_seen.add(table)
         return exists
 
-    async def _write_links(self, steps: list[_Step], journal: dict[str, Any]) -> None:
-        """Run a create's steps in one transaction, or (journalled) in order with an undo of every step begun if
-        one fails.
-
-        A unique index refusing a link, or (with transactions) write conflicts that outlast the time budget
-        while links are written, raise LinkConflict: the caller judges its rules again and answers the
-        rule's code, never a 503 for a race it lost.
-        """
-        try:
-            with translate_errors(write=True):
-                try:
-                    if await self.mongo.supports_transactions():
-                        await self._run_in_transaction(steps)
-                    else:
-                        await self._run_journalled(steps, journal)
-                except PyMongoError as exc:
-                    if _lost_a_race(exc):
-                        raise LinkConflict() from exc
-                    raise
-        except (DuplicateKeyError, BulkWriteError) as exc:
-            raise LinkConflict() from exc
-
-    async def _insert(self, table: str, docs: list[dict[str, Any]], session: Any) -> None:
-        if docs:
-            await self.mongo.db[table].insert_many([dict(doc) for doc in docs], ordered=True, session=session)
-
-    async def _run_in_transaction(self, steps: list[_Step]) -> None:
-        conflicts = 0
-
-        async def write(session: Any) -> None:
-            nonlocal conflicts
-            try:
-                for step in steps:
-                    await step.run(self, session)
-            except PyMongoError as exc:
-                if exc.has_error_label("TransientTransactionError"):
-                    conflicts += 1
-                raise
-
-        # Half the time left stays for judging the rules again if the transaction loses its race (the driver
-        # may overrun its share by one backoff sleep).
-        try:
-            with share_of_budget(0.5):
-                await self.mongo.run_transaction(write)
-        except PyMongoError as exc:
-            if conflicts and isinstance(exc, ExecutionTimeout | NetworkTimeout | OperationFailure):
-                # The budget ran out while the driver retried a conflicting transaction: a race was lost.
-                raise _RaceLost() from exc
-            raise
-
-    async def _run_journalled(self, steps: list[_Step], body: dict[str, Any]) -> None:
-        token = new_token()
-        await self.journal.open(token, "create", body)
-        begun: list[_Step] = []
-        try:
-            for step in steps:
-                begun.append(step)
-                await step.run(self, None)
-        except BaseException:
-            # Undo what was written, newest first. An undo that fails (MongoDB gone, or this task cancelled)
-            # leaves the journal entry, and recovery settles the write once it is older than any request.
-            undone = True
-            for step in reversed(begun):
-                try:
-                    await asyncio.shield(step.undo(self))
-                except (PyMongoError, asyncio.CancelledError):
-                    log.warning("undo_left_to_recovery", table=step.table, token=token)
-                    undone = False
-                    break
-            if undone:
-                await self.journal.close(token)
-            raise
-        await self.journal.close(token)
-
-
-@dataclass(frozen=True, slots=True)
-class _Read:
-    """One find of a folded read: its tag, collection, filter and projection."""
-
-    tag: str
-    collection: str
-    query: dict[str, Any]
-    projection: dict[str, Any]
-
-    @classmethod
-    def names(cls, tag: str, table: InstanceTable, ids: list[int]) -> _Read:
-        """The read of the names of these instances."""
-        return cls(tag, table.collection, table.filter_for(ids), {"_id": 0, table.id_field: 1, table.name_field: 1})
-
-
-_TAG = "_cmdb_asso_part"
-# "Unrecognized pipeline stage name", "$unionWith is not allowed" (servers older than 4.4).
-_UNKNOWN_STAGE_CODES = frozenset({40324, 31000, 40602})
-
 
 def _existing_links_query(definition: Definition, pairs: list[tuple[int, int]]) -> dict[str, Any]:
     """Links of the definition that share a source or target with `pairs` where the mapping limits it, and
@@ -544,52 +396,5 @@ def _existing_links_query(definition: Definition, pairs: list[tuple[int, int]]) 
     return {"bk_obj_asst_id": definition.obj_asst_id, **clauses[definition.mapping]}
 
 
-class _RaceLost(PyMongoError):
-    """A transaction kept conflicting with concurrent writers until its time budget ran out."""
-
-
-def _lost_a_race(exc: BaseException) -> bool:
-    """Whether a failed transaction lost to a concurrent writer: a write conflict (or a duplicate key) is in
-    its chain, however the driver wrapped it when the retry budget ran out."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, _RaceLost | DuplicateKeyError):
-            return True
-        if isinstance(seen, BulkWriteError) and only_duplicates(seen):
-            return True
-        if isinstance(seen, OperationFailure) and seen.code == _WRITE_CONFLICT:
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
 def _one_or_in(values: list[int]) -> Any:
     return values[0] if len(values) == 1 else {"$in": values}
-
-
-class _Step:
-    """One write of a multi-document operation, and how to take it back."""
-
-    table: str
-
-    async def run(self, store: AssociationStore, session: Any) -> None:
-        """Do the write."""
-        raise NotImplementedError
-
-    async def undo(self, store: AssociationStore) -> None:
-        """Take the write back (safe to call when it did not happen, or happened in part)."""
-        raise NotImplementedError
-
-
-class _InsertStep(_Step):
-    def __init__(self, table: str, docs: list[dict[str, Any]]) -> None:
-        self.table = table
-        # Our own `_id`s, so that an undo removes exactly what this step wrote.
-        self.docs = [{"_id": ObjectId(), **doc} for doc in docs]
-
-    async def run(self, store: AssociationStore, session: Any) -> None:
-        await store._insert(self.table, self.docs, session)
-
-    async def undo(self, store: AssociationStore) -> None:
-        if self.docs:
-            await store.mongo.db[self.table].delete_many({"_id": {"$in": [doc["_id"] for doc in self.docs]}})

@@ -135,7 +135,7 @@ async def test_without_transactions_a_failed_second_table_write_undoes_everythin
 ) -> None:
     service = _service(mock_mongo)
     store = service.store
-    original = store._insert
+    original = store.writer.insert
     calls: list[str] = []
 
     async def fail_on_target_table(table: str, docs: list[dict[str, Any]], session: Any) -> None:
@@ -144,7 +144,7 @@ async def test_without_transactions_a_failed_second_table_write_undoes_everythin
             raise RuntimeError("injected between the two table writes")
         await original(table, docs, session)
 
-    monkeypatch.setattr(store, "_insert", fail_on_target_table)
+    monkeypatch.setattr(store.writer, "insert", fail_on_target_table)
     with pytest.raises(RuntimeError):
         await service.create_one(CALLER, CreateRequest("bk_switch_belong_bk_host", 11, 21))
 
@@ -158,14 +158,14 @@ async def test_without_transactions_a_failed_audit_write_writes_no_link(
     mock_mongo: MongoConnection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     service = _service(mock_mongo)
-    original = service.store._insert
+    original = service.store.writer.insert
 
     async def fail_audit(table: str, docs: list[dict[str, Any]], session: Any) -> None:
         if table == "cc_AuditLog":
             raise RuntimeError("injected audit failure")
         await original(table, docs, session)
 
-    monkeypatch.setattr(service.store, "_insert", fail_audit)
+    monkeypatch.setattr(service.store.writer, "insert", fail_audit)
     with pytest.raises(RuntimeError):
         await service.create_one(CALLER, CreateRequest("bk_switch_belong_bk_host", 11, 21))
 

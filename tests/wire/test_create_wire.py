@@ -146,7 +146,7 @@ async def test_a_failure_between_the_two_table_writes_leaves_nothing_behind(
     client = await aiohttp_client(create_app(settings, mongo=mongo))
     assert client.app is not None
     store = client.app[SERVICE].store
-    original = store._insert
+    original = store.writer.insert
     calls: list[str] = []
 
     async def fail_on_second(table: str, docs: list[dict[str, Any]], session: Any) -> None:
@@ -155,7 +155,7 @@ async def test_a_failure_between_the_two_table_writes_leaves_nothing_behind(
             raise RuntimeError("injected between the two table writes")
         await original(table, docs, session)
 
-    monkeypatch.setattr(store, "_insert", fail_on_second)
+    monkeypatch.setattr(store.writer, "insert", fail_on_second)
     answer = await create(client, link_body("bk_switch_belong_bk_host", 11, 21))
 
     assert (answer.status, answer.code) == (500, 1199999)

@@ -1,0 +1,86 @@
+"""Reads that run together: one `$unionWith` aggregation where the server folds them, else concurrent finds."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from pymongo.errors import OperationFailure
+
+from cmdb_asso.storage.client import MongoConnection
+from cmdb_asso.storage.failures import translate_errors
+from cmdb_asso.storage.tables import InstanceTable
+
+log = structlog.get_logger(__name__)
+
+# Reads whose results are small documents ask for them in one batch rather than the server's default of 101.
+LARGE_BATCH = 10000
+_TAG = "_cmdb_asso_part"
+# "Unrecognized pipeline stage name", "$unionWith is not allowed" (servers older than 4.4).
+_UNKNOWN_STAGE_CODES = frozenset({40324, 31000, 40602})
+
+
+@dataclass(frozen=True, slots=True)
+class ReadPart:
+    """One find of a folded read: its tag, collection, filter and projection."""
+
+    tag: str
+    collection: str
+    query: dict[str, Any]
+    projection: dict[str, Any]
+
+    @classmethod
+    def names(cls, tag: str, table: InstanceTable, ids: list[int]) -> ReadPart:
+        """The read of the names of these instances."""
+        return cls(tag, table.collection, table.filter_for(ids), {"_id": 0, table.id_field: 1, table.name_field: 1})
+
+
+class FoldedReads:
+    """Runs several finds as one command where the server can, and remembers when it cannot."""
+
+    def __init__(self, mongo: MongoConnection, *, fold: bool) -> None:
+        self.mongo = mongo
+        self.fold = fold
+
+    async def read(self, parts: list[ReadPart]) -> dict[str, list[dict[str, Any]]]:
+        """Every part's documents, by tag."""
+        if self.fold and len(parts) > 1:
+            try:
+                with translate_errors(write=False):
+                    return await self._read_folded(parts)
+            except NotImplementedError:
+                # A server (or mock) without $unionWith: separate reads from now on.
+                log.info("folded_reads_unsupported", fallback="separate reads")
+                self.fold = False
+
+        async def one(part: ReadPart) -> list[dict[str, Any]]:
+            cursor = self.mongo.db[part.collection].find(part.query, part.projection).batch_size(LARGE_BATCH)
+            return list(await cursor.to_list(None))
+
+        with translate_errors(write=False):
+            results = await asyncio.gather(*(one(part) for part in parts))
+        return {part.tag: docs for part, docs in zip(parts, results, strict=True)}
+
+    async def _read_folded(self, parts: list[ReadPart]) -> dict[str, list[dict[str, Any]]]:
+        def stages(part: ReadPart) -> list[dict[str, Any]]:
+            return [{"$match": part.query}, {"$project": {**part.projection, _TAG: {"$literal": part.tag}}}]
+
+        pipeline = stages(parts[0])
+        pipeline += [{"$unionWith": {"coll": part.collection, "pipeline": stages(part)}} for part in parts[1:]]
+        try:
+            cursor = self.mongo.db[parts[0].collection].aggregate(pipeline, batchSize=LARGE_BATCH)
+            if inspect.isawaitable(cursor):  # pymongo's async aggregate is a coroutine, motor's is not
+                cursor = await cursor
+            docs = await cursor.to_list(None)
+        except OperationFailure as exc:
+            # Seen here, before the error is translated: the server does not know the stage.
+            if exc.code in _UNKNOWN_STAGE_CODES:
+                raise NotImplementedError("$unionWith") from exc
+            raise
+        found: dict[str, list[dict[str, Any]]] = {part.tag: [] for part in parts}
+        for doc in docs:
+            found.setdefault(str(doc.pop(_TAG, "")), []).append(doc)
+        return found
