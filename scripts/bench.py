@@ -35,13 +35,16 @@ from typing import Any
 import aiohttp
 import orjson
 from aiohttp import web
-from bson.int64 import Int64
 from pymongo import AsyncMongoClient
 
 from cmdb_asso.clock import utc_now
+from cmdb_asso.config import MongoSettings
 from cmdb_asso.domain import AuditRecord, Definition, NewLink
+from cmdb_asso.storage.client import connect
 from cmdb_asso.storage.documents import audit_document, link_document
 from cmdb_asso.storage.embedded import EmbeddedMongo, free_port
+from cmdb_asso.storage.schema import SeedData
+from cmdb_asso.storage.schema import seed as seed_models
 
 DATABASE = "cmdb_bench"
 SRC, DST = "bench_src", "bench_dst"
@@ -145,36 +148,20 @@ class Pairs:
 
 
 async def seed(uri: str, instances: int) -> None:
-    """Models, definitions of each mapping, `instances` instances split over two models, and their indexes."""
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri)
-    await client.drop_database(DATABASE)
-    db = client[DATABASE]
-    await db.cc_ObjDes.insert_many(
-        [
-            {"id": Int64(n), "bk_obj_id": obj, "bk_obj_name": obj, "bk_supplier_account": "0"}
-            for n, obj in ((1, SRC), (2, DST))
+    """Models, definitions of each mapping and `instances` instances split over two models, written by the
+    package's own seeder into a fresh database."""
+    mongo = await connect(MongoSettings(database=DATABASE), uri)
+    try:
+        await mongo.client.drop_database(DATABASE)
+        half = instances // 2
+        definitions = [
+            (f"{SRC}_{kind}_{DST}", SRC, kind, DST, mapping)
+            for kind, mapping in (("connect", "n:n"), ("group", "1:n"), ("run", "1:1"))
         ]
-    )
-    await db.cc_ObjAsst.insert_many(
-        [
-            {"id": Int64(n), "bk_obj_asst_id": f"{SRC}_{kind}_{DST}", "bk_obj_id": SRC, "bk_asst_obj_id": DST,
-             "bk_asst_id": kind, "mapping": mapping, "bk_supplier_account": "0"}
-            for n, (kind, mapping) in enumerate((("connect", "n:n"), ("group", "1:n"), ("run", "1:1")), start=1)
-        ]
-    )  # fmt: skip
-    half = instances // 2
-    for obj in (SRC, DST):
-        table = db[f"cc_ObjectBase_0_pub_{obj}"]
-        for start in range(1, half + 1, 5000):
-            docs = [
-                {"bk_obj_id": obj, "bk_inst_id": Int64(i), "bk_inst_name": f"{obj}-{i}", "bk_supplier_account": "0"}
-                for i in range(start, min(start + 5000, half + 1))
-            ]
-            await table.insert_many(docs, ordered=False)
-        # bk-cmdb indexes its instance tables; the embedded server uses single-field indexes only.
-        await table.create_index([("bk_inst_id", 1)], name="bk_inst_id")
-        await table.create_index([("bk_obj_id", 1), ("bk_inst_id", 1)], name="bkcc_idx_ObjID_InstID")
-    await client.close()
+        names = {obj: [(i, f"{obj}-{i}") for i in range(1, half + 1)] for obj in (SRC, DST)}
+        await seed_models(mongo, SeedData([(SRC, SRC), (DST, DST)], definitions, names))
+    finally:
+        await mongo.close()
 
 
 # --- the processes ---------------------------------------------------------------------------------------------

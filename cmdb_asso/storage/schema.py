@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 from bson.int64 import Int64
+from pymongo import IndexModel
 
 from cmdb_asso.errors import CmdbError
 from cmdb_asso.storage.client import MongoConnection
 from cmdb_asso.storage.failures import translate_errors
-from cmdb_asso.storage.indexes import IndexManager, TableIndexes
+from cmdb_asso.storage.indexes import IndexManager, TableIndexes, create_indexes
 from cmdb_asso.storage.tables import ASST_DES, OBJ_ASST, OBJ_DES, inst_asst_table, instance_table
 
 log = structlog.get_logger(__name__)
@@ -105,23 +107,41 @@ DEMO_INSTANCES: dict[str, list[tuple[int, str]]] = {
 }
 
 
-async def _insert_missing(collection: Any, key_fields: tuple[str, ...], docs: list[dict[str, Any]]) -> None:
-    """Insert the documents whose key is not stored yet (plain inserts: every store runs them the same)."""
+# Documents sent per insert and per lookup of what is stored already.
+_SEED_CHUNK = 5000
 
-    def key_of(doc: dict[str, Any]) -> tuple[Any, ...]:
-        return tuple(doc.get(name) for name in key_fields)
 
-    wanted = {key_of(doc): doc for doc in docs}
-    query = {"$or": [dict(zip(key_fields, key, strict=True)) for key in wanted]}
-    projection = {"_id": 0, **{name: 1 for name in key_fields}}
-    stored = {key_of(doc) for doc in await collection.find(query, projection).to_list(None)}
-    missing = [doc for key, doc in wanted.items() if key not in stored]
-    if missing:
-        await collection.insert_many(missing, ordered=False)
+@dataclass(frozen=True)
+class SeedData:
+    """Models, association definitions and instances to write into a database."""
+
+    models: list[tuple[str, str]]  # bk_obj_id, name
+    definitions: list[tuple[str, str, str, str, str]]  # bk_obj_asst_id, source, kind, target, mapping
+    instances: dict[str, list[tuple[int, str]]]  # by model: id, name
+
+
+DEMO = SeedData(_MODELS, DEMO_DEFINITIONS, DEMO_INSTANCES)
+
+
+async def _insert_missing(collection: Any, key: str, docs: list[dict[str, Any]], base: dict[str, Any]) -> None:
+    """Insert the documents whose `key` is not stored yet (plain inserts: every store runs them the same)."""
+    for start in range(0, len(docs), _SEED_CHUNK):
+        chunk = {doc[key]: doc for doc in docs[start : start + _SEED_CHUNK]}
+        query = {**base, key: {"$in": list(chunk)}}
+        stored = {doc[key] for doc in await collection.find(query, {"_id": 0, key: 1}).to_list(None)}
+        missing = [doc for value, doc in chunk.items() if value not in stored]
+        if missing:
+            await collection.insert_many(missing, ordered=False)
 
 
 async def seed_demo(mongo: MongoConnection, supplier_account: str = "0") -> None:
     """Write the demo kinds, models, definitions and instances; running it again changes nothing."""
+    await seed(mongo, DEMO, supplier_account)
+
+
+async def seed(mongo: MongoConnection, data: SeedData, supplier_account: str = "0") -> None:
+    """Write the association kinds and `data`'s models, definitions and instances (with the instance tables'
+    id index, as bk-cmdb has one); what is stored already is left as it is."""
     now = datetime.now(UTC).replace(tzinfo=None)
     common = {"bk_supplier_account": supplier_account, "create_time": now, "last_time": now}
     kinds = [
@@ -146,7 +166,7 @@ async def seed_demo(mongo: MongoConnection, supplier_account: str = "0") -> None
             "bk_classification_id": "bk_network" if obj_id.startswith("bk_") else "bk_host_manage",
             **common,
         }
-        for row, (obj_id, name) in enumerate(_MODELS, start=1)
+        for row, (obj_id, name) in enumerate(data.models, start=1)
     ]
     definitions = [
         {
@@ -161,17 +181,19 @@ async def seed_demo(mongo: MongoConnection, supplier_account: str = "0") -> None
             "ispre": False,
             **common,
         }
-        for row, (obj_asst_id, src, kind, dest, mapping) in enumerate(DEMO_DEFINITIONS, start=1)
+        for row, (obj_asst_id, src, kind, dest, mapping) in enumerate(data.definitions, start=1)
     ]
     with translate_errors(write=True):
-        await _insert_missing(mongo.db[ASST_DES], ("bk_asst_id",), kinds)
-        await _insert_missing(mongo.db[OBJ_DES], ("bk_obj_id",), models)
-        await _insert_missing(mongo.db[OBJ_ASST], ("bk_obj_asst_id",), definitions)
-        for obj_id, instances in DEMO_INSTANCES.items():
+        await _insert_missing(mongo.db[ASST_DES], "bk_asst_id", kinds, {})
+        await _insert_missing(mongo.db[OBJ_DES], "bk_obj_id", models, {})
+        await _insert_missing(mongo.db[OBJ_ASST], "bk_obj_asst_id", definitions, {})
+        for obj_id, instances in data.instances.items():
             table = instance_table(obj_id, supplier_account)
+            base = dict(table.base_filter)
             docs = [
-                {**dict(table.base_filter), table.id_field: Int64(inst_id), table.name_field: name, **common}
+                {**base, table.id_field: Int64(inst_id), table.name_field: name, **common}
                 for inst_id, name in instances
             ]
-            await _insert_missing(mongo.db[table.collection], (table.id_field,), docs)
+            await _insert_missing(mongo.db[table.collection], table.id_field, docs, base)
+            await create_indexes(mongo.db[table.collection], [IndexModel([(table.id_field, 1)], name=table.id_field)])
     await ensure_indexes(mongo, supplier_account)
