@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -146,6 +147,67 @@ def _setup_cors(app: web.Application, origins: tuple[str, ...]) -> None:
         cors.add(route)
 
 
+async def _services_context(
+    settings: Settings, mongo: MongoConnection | None, authorizer: Authorizer, app: web.Application
+) -> AsyncIterator[None]:
+    """For the application's lifetime: the MongoDB connection (and embedded server), the services over it,
+    and the background tasks (table preparation, recovery, the embedded server's watch)."""
+    connection, embedded = (mongo, None) if mongo is not None else await open_mongo(settings)
+    tasks: list[asyncio.Task[None]] = []
+    store: AssociationStore | None = None
+    try:
+        store = _store(connection, settings)
+        _install_services(app, connection, store, authorizer, settings)
+        with contextlib.suppress(CmdbError):  # MongoDB down at start-up: the service starts and waits for it
+            await refuse_sharded_tables(connection, settings.supplier_account)
+        tasks.append(asyncio.create_task(_prepare_tables(connection, store, settings)))
+        tasks.append(asyncio.create_task(_recover_periodically(store, settings)))
+        if embedded is not None:
+            tasks.append(asyncio.create_task(_watch_embedded(embedded, app[EMBEDDED_RESTARTING])))
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if store is not None:
+            await store.indexes.close()
+        if mongo is None:
+            await connection.close()
+        if embedded is not None:
+            await embedded.stop()
+
+
+def _store(connection: MongoConnection, settings: Settings) -> AssociationStore:
+    return AssociationStore(
+        connection,
+        id_block_size=settings.mongodb.id_block_size,
+        definition_cache_seconds=settings.mongodb.definition_cache_seconds,
+        fold_reads=settings.mongodb.fold_reads,
+        definition_cache_entries=settings.limits.definition_cache_entries,
+    )
+
+
+def _install_services(
+    app: web.Application,
+    connection: MongoConnection,
+    store: AssociationStore,
+    authorizer: Authorizer,
+    settings: Settings,
+) -> None:
+    app[MONGO] = connection
+    app[READINESS] = Readiness(connection)
+    app[SERVICE] = AssociationService(store, authorizer)
+    app[QUERIES] = QueryService(store, authorizer, find_max_results=settings.limits.find_max_results)
+    deadline = settings.mongodb.request_deadline_seconds
+    app[IDEMPOTENCY] = Idempotency(
+        IdempotencyStore(connection, settings.limits.idempotency_retention_hours * 3600),
+        # A retry waits for a running holder's answer for half its own deadline, then answers 409.
+        wait_seconds=deadline / 2,
+        stale_seconds=2 * deadline,
+    )
+    app[METRICS].watch_storage(store, connection.commands)
+
+
 def create_app(
     settings: Settings,
     *,
@@ -166,49 +228,7 @@ def create_app(
     app[APP_AUTHENTICATOR] = AppAuthenticator({app.code: app.secret_hash for app in settings.auth.apps})
     chosen_authorizer = authorizer or authorizer_from(settings.auth)
 
-    async def mongo_context(app: web.Application) -> AsyncIterator[None]:
-        connection, embedded = (mongo, None) if mongo is not None else await open_mongo(settings)
-        tasks: list[asyncio.Task[None]] = []
-        store: AssociationStore | None = None
-        try:
-            store = AssociationStore(
-                connection,
-                id_block_size=settings.mongodb.id_block_size,
-                definition_cache_seconds=settings.mongodb.definition_cache_seconds,
-                fold_reads=settings.mongodb.fold_reads,
-                definition_cache_entries=settings.limits.definition_cache_entries,
-            )
-            app[MONGO] = connection
-            app[READINESS] = Readiness(connection)
-            app[SERVICE] = AssociationService(store, chosen_authorizer)
-            app[QUERIES] = QueryService(store, chosen_authorizer, find_max_results=settings.limits.find_max_results)
-            deadline = settings.mongodb.request_deadline_seconds
-            app[IDEMPOTENCY] = Idempotency(
-                IdempotencyStore(connection, settings.limits.idempotency_retention_hours * 3600),
-                # A retry waits for a running holder's answer for half its own deadline, then answers 409.
-                wait_seconds=deadline / 2,
-                stale_seconds=2 * deadline,
-            )
-            app[METRICS].watch_storage(store, connection.commands)
-            with contextlib.suppress(CmdbError):  # MongoDB down at start-up: the service starts and waits for it
-                await refuse_sharded_tables(connection, settings.supplier_account)
-            tasks.append(asyncio.create_task(_prepare_tables(connection, store, settings)))
-            tasks.append(asyncio.create_task(_recover_periodically(store, settings)))
-            if embedded is not None:
-                tasks.append(asyncio.create_task(_watch_embedded(embedded, app[EMBEDDED_RESTARTING])))
-            yield
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            if store is not None:
-                await store.indexes.close()
-            if mongo is None:
-                await connection.close()
-            if embedded is not None:
-                await embedded.stop()
-
-    app.cleanup_ctx.append(mongo_context)
+    app.cleanup_ctx.append(functools.partial(_services_context, settings, mongo, chosen_authorizer))
     if app[APP_AUTHENTICATOR].open:
         log.warning("esb_app_authentication_open", detail="no apps configured: every ESB app is accepted")
     setup_routes(app)

@@ -238,91 +238,113 @@ class Loader:
 
     async def run(self, source: Path, state: State, rejects_path: Path) -> Summary:
         """Load the file; stop early (state saved) when `stop` is set."""
-        summary = Summary()
         began = time.monotonic()
-        pending: dict[tuple[str, str, str], list[Row]] = {}
-        batches: list[tuple[tuple[str, str, str], list[Row]]] = []
         rows = list(read_rows(source))
+        summary = Summary(total=len(rows))
+        batches = await self._plan(rows, state, summary)
+        sending = _Sending(state, summary, dict(rows), Progress(summary.total, self.progress_stream))
+        limit = asyncio.Semaphore(self.concurrency)
+
+        async def send(key: BatchKey, batch: list[Row]) -> None:
+            async with limit:
+                if not self.stop.is_set():
+                    await self._send(key, batch, sending)
+
+        await asyncio.gather(*(send(key, batch) for key, batch in batches))
+        summary.interrupted = self.stop.is_set()
+        state.save()
+        sending.progress.show(len(state.done), final=True)
+        summary.rejected = len(summary.rejects)
+        summary.seconds = time.monotonic() - began
+        write_rejects(rejects_path, summary.rejects, append=summary.skipped > 0)
+        return summary
+
+    async def _plan(
+        self, rows: list[tuple[int, dict[str, Any]]], state: State, summary: Summary
+    ) -> list[tuple[BatchKey, list[Row]]]:
+        """The rows not done yet, in batches by definition; rows refused before sending go to the rejects."""
+        pending: dict[BatchKey, list[Row]] = {}
+        batches: list[tuple[BatchKey, list[Row]]] = []
         seen: set[tuple[str, int, int]] = set()
-        summary.total = len(rows)
         for number, raw in rows:
             if number in state.done:
                 summary.skipped += 1
                 continue
             parsed = parse_row(number, raw)
-            if isinstance(parsed, Rejected):
-                summary.rejects.append(parsed)
-                state.done.add(number)
-                continue
-            pair = (parsed.obj_asst_id, parsed.inst_id, parsed.asst_inst_id)
-            if pair in seen:
+            if isinstance(parsed, Row):
+                pair = (parsed.obj_asst_id, parsed.inst_id, parsed.asst_inst_id)
+                models = None if pair in seen else await self.models_of(parsed)
+                if models is not None:
+                    seen.add(pair)
+                    key = (models[0], models[1], parsed.obj_asst_id)
+                    group = pending.setdefault(key, [])
+                    group.append(parsed)
+                    if len(group) == self.batch_size:
+                        batches.append((key, pending.pop(key)))
+                    continue
                 # A repeat within the file is refused here: batches run concurrently, and the first row in the
                 # file must be the one that wins, as in one batch.
-                text = f"the associations {parsed.inst_id}->{parsed.asst_inst_id} already exist"
-                summary.rejects.append(Rejected(number, raw, 1101038, text))
-                state.done.add(number)
-                continue
-            seen.add(pair)
-            models = await self.models_of(parsed)
-            if models is None:
-                summary.rejects.append(Rejected(number, raw, 1101046, "object association does not exist."))
-                state.done.add(number)
-                continue
-            key = (models[0], models[1], parsed.obj_asst_id)
-            group = pending.setdefault(key, [])
-            group.append(parsed)
-            if len(group) == self.batch_size:
-                batches.append((key, pending.pop(key)))
-        batches += list(pending.items())
-        raw_by_number = dict(rows)
-        progress = Progress(summary.total, self.progress_stream)
-        file_key = hashlib.sha256(state.source.encode()).hexdigest()[:16]
-        limit = asyncio.Semaphore(self.concurrency)
+                repeated = f"the associations {parsed.inst_id}->{parsed.asst_inst_id} already exist"
+                parsed = (
+                    Rejected(number, raw, 1101038, repeated)
+                    if pair in seen
+                    else Rejected(number, raw, 1101046, "object association does not exist.")
+                )
+            summary.rejects.append(parsed)
+            state.done.add(number)
+        return batches + list(pending.items())
 
-        async def send(key: tuple[str, str, str], batch: list[Row]) -> None:
-            async with limit:
-                if self.stop.is_set():
-                    return
-                # The same batch of the same file always carries the same key: a batch sent again after a crash
-                # gets its first answer back instead of duplicates.
-                idempotency_key = f"load:{file_key}:{batch[0].number}-{batch[-1].number}"
-                try:
-                    result = await self.client.create_many(
-                        *key, [(row.inst_id, row.asst_inst_id) for row in batch], idempotency_key=idempotency_key
-                    )
-                except ServiceUnavailableError:
-                    # Transient, and retried by the client already: these rows are not done, and a later run
-                    # (or --resume) sends them again, with the same key.
-                    summary.unsent += len(batch)
-                    return
-                except CmdbApiError as error:
-                    for row in batch:
-                        summary.rejects.append(
-                            Rejected(row.number, raw_by_number[row.number], error.code, error.message)
-                        )
-                else:
-                    summary.created += len(result.created)
-                    for index, (code, message) in result.errors.items():
-                        if result.retried and code == ALREADY_EXISTS:
-                            # Sent more than once: the attempt that got no answer wrote it.
-                            summary.created += 1
-                            continue
-                        row = batch[index]
-                        summary.rejects.append(Rejected(row.number, raw_by_number[row.number], code, message))
-                state.done.update(row.number for row in batch)
-                state.save()
-                progress.show(len(state.done))
-                if self.after_batch is not None:
-                    self.after_batch()
+    async def _send(self, key: BatchKey, batch: list[Row], sending: _Sending) -> None:
+        """Send one batch and record each row's outcome."""
+        summary, raw_by_number = sending.summary, sending.raw_by_number
+        # The same batch of the same file always carries the same key: a batch sent again after a crash gets
+        # its first answer back instead of duplicates.
+        idempotency_key = f"load:{sending.file_key}:{batch[0].number}-{batch[-1].number}"
+        try:
+            result = await self.client.create_many(
+                *key, [(row.inst_id, row.asst_inst_id) for row in batch], idempotency_key=idempotency_key
+            )
+        except ServiceUnavailableError:
+            # Transient, and retried by the client already: these rows are not done, and a later run (or
+            # --resume) sends them again, with the same key.
+            summary.unsent += len(batch)
+            return
+        except CmdbApiError as error:
+            summary.rejects += [
+                Rejected(row.number, raw_by_number[row.number], error.code, error.message) for row in batch
+            ]
+        else:
+            summary.created += len(result.created)
+            for index, (code, message) in result.errors.items():
+                if result.retried and code == ALREADY_EXISTS:
+                    summary.created += 1  # sent more than once: the attempt that got no answer wrote it
+                    continue
+                row = batch[index]
+                summary.rejects.append(Rejected(row.number, raw_by_number[row.number], code, message))
+        sending.state.done.update(row.number for row in batch)
+        sending.state.save()
+        sending.progress.show(len(sending.state.done))
+        if self.after_batch is not None:
+            self.after_batch()
 
-        await asyncio.gather(*(send(key, batch) for key, batch in batches))
-        summary.interrupted = self.stop.is_set()
-        state.save()
-        progress.show(len(state.done), final=True)
-        summary.rejected = len(summary.rejects)
-        summary.seconds = time.monotonic() - began
-        write_rejects(rejects_path, summary.rejects, append=summary.skipped > 0)
-        return summary
+
+# A batch's source model, target model and definition.
+BatchKey = tuple[str, str, str]
+
+
+@dataclass
+class _Sending:
+    """What the batches of one run share while they are sent."""
+
+    state: State
+    summary: Summary
+    raw_by_number: dict[int, dict[str, Any]]
+    progress: Progress
+
+    @property
+    def file_key(self) -> str:
+        """Names the file in idempotency keys."""
+        return hashlib.sha256(self.state.source.encode()).hexdigest()[:16]
 
 
 def write_rejects(path: Path, rejects: list[Rejected], *, append: bool) -> None:

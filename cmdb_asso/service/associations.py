@@ -273,35 +273,47 @@ class AssociationService:
         ends += [(definition.asst_obj_id, dst) for _, dst in pending.values()]
         await self.authorize_edit(caller, ends)
         for attempt in range(_WRITE_ATTEMPTS):
-            if not pending:
-                break
-            optimistic = attempt == 0 and not dry_run
-            accepted, failed = await self._check_rules(caller, definition, pending, "batch", optimistic=optimistic)
-            if request.atomic and failed:
-                raise failed[min(failed)]
-            outcome.failed.update(failed)
-            if dry_run:
-                outcome.created.update(dict.fromkeys(accepted))
-                break
-            if not accepted:
-                break
-            indexes = sorted(accepted)
-            links = [MappingRules.new_link(definition, *pending[index], caller.supplier_account) for index in indexes]
-            try:
-                if attempt == _WRITE_ATTEMPTS - 1 and not request.atomic:
-                    await self._create_one_by_one(caller, definition, pending, indexes, links, accepted, outcome)
-                else:
-                    ids = await self.store.create_links(links, [accepted[index] for index in indexes])
-                    outcome.created.update(zip(indexes, ids, strict=True))
-                break
-            except LinkConflict:
-                # Raced by another writer: nothing of this pass was kept; judge again against what now exists.
-                log.info("batch_conflict", bk_obj_asst_id=definition.obj_asst_id, attempt=attempt)
-                for index in failed:
-                    pending.pop(index, None)
-        else:
-            raise DuplicateItem("association")
-        return outcome
+            if not pending or await self._batch_pass(caller, definition, request, pending, outcome, attempt, dry_run):
+                return outcome
+        # Every pass was raced, and an atomic batch cannot fall back to one link at a time.
+        raise DuplicateItem("association")
+
+    async def _batch_pass(
+        self,
+        caller: Caller,
+        definition: Definition,
+        request: BatchRequest,
+        pending: dict[int, tuple[int, int]],
+        outcome: BatchOutcome,
+        attempt: int,
+        dry_run: bool,
+    ) -> bool:
+        """Judge the pending details and write the accepted ones; False when another writer raced the write
+        (nothing of the pass was kept, and the details it refused are settled)."""
+        optimistic = attempt == 0 and not dry_run
+        accepted, failed = await self._check_rules(caller, definition, pending, "batch", optimistic=optimistic)
+        if request.atomic and failed:
+            raise failed[min(failed)]
+        outcome.failed.update(failed)
+        if dry_run or not accepted:
+            outcome.created.update(dict.fromkeys(accepted))
+            return True
+        indexes = sorted(accepted)
+        links = [MappingRules.new_link(definition, *pending[index], caller.supplier_account) for index in indexes]
+        if attempt == _WRITE_ATTEMPTS - 1 and not request.atomic:
+            # The last pass writes one link at a time, so that one more race costs one link, not the batch.
+            await self._create_one_by_one(caller, definition, pending, indexes, links, accepted, outcome)
+            return True
+        try:
+            ids = await self.store.create_links(links, [accepted[index] for index in indexes])
+        except LinkConflict:
+            # Raced by another writer: judge again against what now exists.
+            log.info("batch_conflict", bk_obj_asst_id=definition.obj_asst_id, attempt=attempt)
+            for index in failed:
+                pending.pop(index, None)
+            return False
+        outcome.created.update(zip(indexes, ids, strict=True))
+        return True
 
     async def _create_one_by_one(
         self,
