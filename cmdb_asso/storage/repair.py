@@ -26,7 +26,7 @@ from typing import Any
 from cmdb_asso.clock import utc_now
 from cmdb_asso.domain import AuditRecord
 from cmdb_asso.storage.client import MongoConnection
-from cmdb_asso.storage.documents import archive_document, audit_document
+from cmdb_asso.storage.documents import archive_document, audit_document, stored_link_from
 from cmdb_asso.storage.failures import translate_errors
 from cmdb_asso.storage.ids import IdAllocator
 from cmdb_asso.storage.indexes import IndexManager, describe, list_indexes, table_indexes
@@ -250,7 +250,7 @@ async def _remove_duplicate(
     for obj_id in dict.fromkeys((str(stored["bk_obj_id"]), str(stored["bk_asst_obj_id"]))):
         table = inst_asst_table(obj_id, supplier_account)
         for copy in await mongo.db[table].find({"id": problem.link_id}).to_list(None):
-            await mongo.db[DEL_ARCHIVE].insert_one(archive_document(table, copy, now))
+            await mongo.db[DEL_ARCHIVE].insert_one(archive_document(table, stored_link_from(copy), now))
             await mongo.db[table].delete_one({"_id": copy["_id"]})
     (audit_id,) = await ids.take(AUDIT_SEQUENCE)
     await mongo.db[AUDIT_LOG].insert_one(audit_document(_audit_for(stored, "delete", supplier_account), audit_id))
