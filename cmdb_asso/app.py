@@ -169,6 +169,8 @@ async def _services_context(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if SERVICE in app:
+            await app[SERVICE].close()
         if store is not None:
             await store.indexes.close()
         if mongo is None:
@@ -196,7 +198,7 @@ def _install_services(
 ) -> None:
     app[MONGO] = connection
     app[READINESS] = Readiness(connection)
-    app[SERVICE] = AssociationService(store, authorizer)
+    app[SERVICE] = AssociationService(store, authorizer, group_limit=settings.limits.create_many_max)
     app[QUERIES] = QueryService(store, authorizer, find_max_results=settings.limits.find_max_results)
     deadline = settings.mongodb.request_deadline_seconds
     app[IDEMPOTENCY] = Idempotency(

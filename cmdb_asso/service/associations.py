@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -26,9 +26,11 @@ from cmdb_asso.errors import (
     SourceInstanceMissing,
     TargetInstanceMissing,
 )
+from cmdb_asso.service.coalescing import Coalescer
 from cmdb_asso.service.context import Caller
 from cmdb_asso.service.permission import Authorizer, DeniedInstance, edit_permission_payload
 from cmdb_asso.storage.associations import AssociationStore
+from cmdb_asso.storage.idempotency import Reservation, current_reservation, reservations_to
 
 log = structlog.get_logger(__name__)
 
@@ -92,6 +94,14 @@ class MappingRules:
         target_key = f"{definition.obj_asst_id}:{asst_inst_id}" if limited_target else None
         return NewLink(definition, inst_id, asst_inst_id, supplier_account, source_key, target_key)
 
+    def allows(self, inst_id: int, asst_inst_id: int) -> bool:
+        """Whether the mapping limits and the duplicate rule let this link be added."""
+        try:
+            self.check(inst_id, asst_inst_id)
+        except CmdbError:
+            return False
+        return True
+
     def check(self, inst_id: int, asst_inst_id: int, duplicate: Literal["item", "batch"] = "item") -> None:
         """Steps 4 and 5: the mapping limits of the definition, then the exact duplicate."""
         if self.mapping == "1:1" and (inst_id in self.sources or asst_inst_id in self.targets):
@@ -135,12 +145,40 @@ def _delete_audit(caller: Caller, link: StoredLink, names: dict[tuple[str, int],
     return _audit(caller, "delete", link.obj_asst_id, link.asst_id, src, dst)
 
 
+@dataclass(frozen=True, slots=True)
+class _GroupMember:
+    """One create-one request waiting to be written with others of its definition."""
+
+    caller: Caller
+    definition: Definition
+    pair: tuple[int, int]
+    # Where the request's idempotency key records the id reserved for it, if it has a key.
+    reservation: Reservation | None
+
+
 class AssociationService:
     """Creates and deletes instance associations; owns every rule, raises typed errors."""
 
-    def __init__(self, store: AssociationStore, authorizer: Authorizer) -> None:
+    def __init__(self, store: AssociationStore, authorizer: Authorizer, *, group_limit: int = 200) -> None:
         self.store = store
         self.authorizer = authorizer
+        self._creates: Coalescer[tuple[str, Definition], _GroupMember, int] = Coalescer(
+            self._create_group, max_group=group_limit
+        )
+
+    @property
+    def coalesced(self) -> tuple[int, int]:
+        """Groups of create-one requests written so far, and the requests in them."""
+        return self._creates.groups, self._creates.items
+
+    @property
+    def creates_waiting(self) -> int:
+        """Create-one requests waiting for their group's turn."""
+        return self._creates.waiting()
+
+    async def close(self) -> None:
+        """Stop the groups still being written (at shutdown)."""
+        await self._creates.close()
 
     async def definition(self, obj_asst_id: str, supplier_account: str) -> Definition:
         """Step 2: the one definition with this id under supplier "0" or the caller's."""
@@ -176,21 +214,27 @@ class AssociationService:
 
     async def _check_rules(
         self,
-        caller: Caller,
+        callers: Caller | Mapping[int, Caller],
         definition: Definition,
         pairs: dict[int, tuple[int, int]],
         duplicate: Literal["item", "batch"],
         *,
         optimistic: bool = False,
+        refused_by_call: set[int] | None = None,
     ) -> tuple[dict[int, AuditRecord], dict[int, CmdbError]]:
-        """Steps 4 to 6 for every pair, in index order, each seeing the pairs accepted before it.
+        """Steps 4 to 6 for every pair, in index order, each seeing the pairs accepted before it; `callers` is the
+        caller of every pair, or each pair's own (a coalesced group: all of one supplier).
 
         `optimistic` skips reading the existing links of an n:n definition: its only rule, no duplicate, is
         the contract's unique index, which refuses a repeated link at the write (LinkConflict, and then a full
         judgement). Where an instance is missing, the links are read after all, so the answer keeps the
         contract's order. 1:1 and 1:n links are always read: links that bk-cmdb wrote carry no guard fields.
         """
-        supplier = caller.supplier_account
+
+        def caller_of(index: int) -> Caller:
+            return callers if isinstance(callers, Caller) else callers[index]
+
+        supplier = caller_of(min(pairs)).supplier_account
         values = list(pairs.values())
         # Write first only where the store refuses a repeat itself: bk-cmdb databases may lack that index.
         skip_links = optimistic and definition.mapping == "n:n" and self.store.refuses_repeats(definition, supplier)
@@ -201,12 +245,18 @@ class AssociationService:
         if skip_links and any(src not in src_names or dst not in dst_names for src, dst in values):
             existing = await self.store.find_existing_links(definition, supplier, values)
         limits = MappingRules(definition, existing)
+        stored_only = MappingRules(definition, existing) if refused_by_call is not None else None
         accepted: dict[int, AuditRecord] = {}
         failed: dict[int, CmdbError] = {}
         for index in sorted(pairs):
             src, dst = pairs[index]
             try:
-                limits.check(src, dst, duplicate)
+                try:
+                    limits.check(src, dst, duplicate)
+                except CmdbError:
+                    if refused_by_call is not None and stored_only is not None and stored_only.allows(src, dst):
+                        refused_by_call.add(index)  # refused only because of a pair accepted before it
+                    raise
                 if src not in src_names:
                     raise SourceInstanceMissing()
                 if dst not in dst_names:
@@ -216,7 +266,7 @@ class AssociationService:
                 continue
             limits.accept(src, dst)
             accepted[index] = _audit(
-                caller,
+                caller_of(index),
                 "create",
                 definition.obj_asst_id,
                 definition.asst_id,
@@ -233,22 +283,75 @@ class AssociationService:
         definition = await self.definition(request.obj_asst_id, caller.supplier_account)
         pair = (request.inst_id, request.asst_inst_id)
         await self.authorize_edit(caller, [(definition.obj_id, pair[0]), (definition.asst_obj_id, pair[1])])
-        for attempt in range(_WRITE_ATTEMPTS):
-            optimistic = attempt == 0 and not dry_run
-            accepted, failed = await self._check_rules(caller, definition, {0: pair}, "item", optimistic=optimistic)
+        if dry_run:
+            _accepted, failed = await self._check_rules(caller, definition, {0: pair}, "item")
             if failed:
                 raise failed[0]
-            if dry_run:
-                return None
-            link = MappingRules.new_link(definition, *pair, caller.supplier_account)
+            return None
+        # Concurrent creates of one definition go together (one round of reads, one write); alone, at once.
+        member = _GroupMember(caller, definition, pair, current_reservation())
+        return await self._creates.submit((caller.supplier_account, definition), member)
+
+    async def _create_group(
+        self, key: tuple[str, Definition], members: list[_GroupMember]
+    ) -> list[int | BaseException]:
+        """Create the members' links as one write, each judged in arrival order as if it came alone; per member,
+        its id or its error. A write raced by another process is judged again; the last pass writes one link at
+        a time, so that a race costs one link; an outage during the write reaches the members it would have."""
+        _supplier, definition = key
+        callers = {index: member.caller for index, member in enumerate(members)}
+        pending = {index: member.pair for index, member in enumerate(members)}
+        results: dict[int, int | BaseException] = {}
+        for attempt in range(_WRITE_ATTEMPTS):
+            refused_by_group: set[int] = set()
+            accepted, failed = await self._check_rules(
+                callers, definition, pending, "item", optimistic=attempt == 0, refused_by_call=refused_by_group
+            )
+            results.update(failed)
+            if not accepted:
+                break
+            indexes = sorted(accepted)
+            if attempt == _WRITE_ATTEMPTS - 1:
+                for index in indexes:
+                    results[index] = await self._create_alone(members[index], accepted[index])
+                break
+            written: list[int | BaseException]
             try:
-                (new_id,) = await self.store.create_links([link], [accepted[0]])
+                written = list(await self._write_links([members[i] for i in indexes], [accepted[i] for i in indexes]))
             except LinkConflict:
-                # A concurrent create won a unique index; the next pass sees it and answers its code.
-                log.info("create_raced", bk_obj_asst_id=definition.obj_asst_id, bk_inst_id=pair[0])
+                # Another writer won a unique index: the next pass sees its link and judges everyone again.
+                log.info("create_raced", bk_obj_asst_id=definition.obj_asst_id, links=len(indexes))
                 continue
-            return new_id
-        raise DuplicateItem("association")
+            except CmdbError as error:
+                # Nothing was written: the writers, and those refused only because of them, get the outage.
+                written = [error] * len(indexes)
+                results.update(dict.fromkeys(refused_by_group, error))
+            results.update(zip(indexes, written, strict=True))
+            break
+        return [results[index] for index in range(len(members))]
+
+    async def _create_alone(self, member: _GroupMember, audit: AuditRecord) -> int | BaseException:
+        try:
+            (new_id,) = await self._write_links([member], [audit])
+        except LinkConflict:
+            _accepted, failed = await self._check_rules(member.caller, member.definition, {0: member.pair}, "item")
+            return failed.get(0) or DuplicateItem("association")
+        except CmdbError as error:
+            return error
+        return new_id
+
+    async def _write_links(self, members: list[_GroupMember], audits: list[AuditRecord]) -> list[int]:
+        """Write the members' links in one write; each member with an idempotency key gets its own id reported
+        before the write."""
+        links = [MappingRules.new_link(m.definition, *m.pair, m.caller.supplier_account) for m in members]
+        records = [member.reservation for member in members]
+
+        async def report(link_ids: list[int], table: str) -> None:
+            reports = [record([link_id], table) for record, link_id in zip(records, link_ids, strict=True) if record]
+            await asyncio.gather(*reports)
+
+        with reservations_to(report):
+            return await self.store.create_links(links, audits)
 
     async def create_many(self, caller: Caller, request: BatchRequest, *, dry_run: bool = False) -> BatchOutcome:
         """Create a batch of associations of one definition; per index, an id or an error.

@@ -39,6 +39,11 @@ Reservation = Callable[[list[int], str], Awaitable[None]]
 _RESERVATION: contextvars.ContextVar[Reservation | None] = contextvars.ContextVar("cmdb_asso_reservation", default=None)
 
 
+def current_reservation() -> Reservation | None:
+    """Where creates in the current context report the ids they reserve, if anywhere."""
+    return _RESERVATION.get()
+
+
 @contextlib.contextmanager
 def reservations_to(record: Reservation) -> Iterator[None]:
     """Within the block, creates report the link ids they reserve to `record` before writing."""
