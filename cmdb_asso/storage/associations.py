@@ -62,8 +62,7 @@ class AssociationStore:
         self.ids = IdAllocator(mongo, id_block_size)
         self.indexes = IndexManager(mongo)
         self.journal = Journal(mongo)
-        # The embedded server runs aggregations without its indexes, so there separate finds are faster.
-        self.reads = FoldedReads(mongo, fold=fold_reads == "on" or (fold_reads == "auto" and not mongo.embedded))
+        self.reads = FoldedReads(mongo, setting=fold_reads)
         self.writer = AllOrNothing(mongo, self.journal)
         # Tables known to exist (a table is never dropped by this service).
         self._tables_seen: set[str] = set()

@@ -45,13 +45,29 @@ class MongoConnection:
     transaction_mode: str = "auto"
     embedded: bool = False
     mongos: bool = False
+    replica_set: bool = False
+    version: str = ""
 
     async def supports_transactions(self) -> bool:
         """Whether writes use transactions; asked of the server once, when it first answers."""
         if self.transactions is None:
             hello = await self._identify_server()
             self.transactions = _supports_transactions(self.transaction_mode, self.embedded, hello)
+            log.info(
+                "mongodb_strategy",
+                server=self.server_kind,
+                version=self.version,
+                transactions=self.transactions,
+                transaction_setting=self.transaction_mode,
+            )
         return self.transactions
+
+    @property
+    def server_kind(self) -> str:
+        """What the server said it is: nx-27017, mongos, a replica set member or a standalone."""
+        if self.embedded:
+            return "nx-27017"
+        return "mongos" if self.mongos else ("replica set" if self.replica_set else "standalone")
 
     async def _identify_server(self) -> dict[str, Any]:
         # nx-27017 reached by URI (a shared local server, a container) has the embedded server's limits too:
@@ -60,9 +76,11 @@ class MongoConnection:
             info = await self.client.admin.command("buildInfo")
         if info.get("process") == "nx_27017":
             self.embedded = True
+        self.version = str(info.get("version", ""))
         with translate_errors(write=False):
             hello: dict[str, Any] = await self.client.admin.command("hello")
         self.mongos = hello.get("msg") == "isdbgrid"
+        self.replica_set = bool(hello.get("setName"))
         return hello
 
     async def run_transaction(self, callback: Callable[[Any], Awaitable[None]]) -> None:

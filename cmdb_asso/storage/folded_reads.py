@@ -41,20 +41,29 @@ class ReadPart:
 class FoldedReads:
     """Runs several finds as one command where the server can, and remembers when it cannot."""
 
-    def __init__(self, mongo: MongoConnection, *, fold: bool) -> None:
+    def __init__(self, mongo: MongoConnection, *, setting: str = "auto") -> None:
         self.mongo = mongo
-        self.fold = fold
+        self.setting = setting
+        self._unsupported = False
+
+    @property
+    def fold(self) -> bool:
+        """Whether reads are folded: as set, or (auto) where the server is not nx-27017, which runs
+        aggregations without its indexes; decided by what the server says it is, once it has answered."""
+        if self._unsupported or self.setting == "off":
+            return False
+        return self.setting == "on" or not self.mongo.embedded
 
     async def read(self, parts: list[ReadPart]) -> dict[str, list[dict[str, Any]]]:
         """Every part's documents, by tag."""
-        if self.fold and len(parts) > 1:
+        if self.fold and len(parts) > 1 and self.mongo.transactions is not None:
             try:
                 with translate_errors(write=False):
                     return await self._read_folded(parts)
             except NotImplementedError:
                 # A server (or mock) without $unionWith: separate reads from now on.
                 log.info("folded_reads_unsupported", fallback="separate reads")
-                self.fold = False
+                self._unsupported = True
 
         async def one(part: ReadPart) -> list[dict[str, Any]]:
             cursor = self.mongo.db[part.collection].find(part.query, part.projection).batch_size(LARGE_BATCH)

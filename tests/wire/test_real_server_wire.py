@@ -14,6 +14,7 @@ from structlog.testing import capture_logs
 from cmdb_asso.app import create_app
 from cmdb_asso.config import Settings
 from cmdb_asso.keys import SERVICE
+from cmdb_asso.storage.associations import AssociationStore
 from cmdb_asso.storage.client import MongoConnection, connect
 from cmdb_asso.storage.embedded import EmbeddedMongo
 from cmdb_asso.storage.indexes import IndexManager
@@ -317,3 +318,22 @@ async def test_a_write_refused_for_another_reason_than_a_duplicate_is_not_taken_
     assert await links_in(wire_mongo, "bk_switch") == []
     assert await links_in(wire_mongo, "host") == []
     assert await audit_records(wire_mongo) == []
+
+
+async def test_what_the_server_says_it_is_chooses_the_strategy_not_how_it_was_reached(
+    wire_settings: Settings, wire_mongo: MongoConnection, proxy: FaultProxy
+) -> None:
+    # nx-27017 reached by a plain URI (as a shared local server or a container is): separate reads.
+    by_uri = await connect(wire_settings.mongodb, proxy.uri, embedded=False)
+    OPENED.setdefault(proxy.port, []).append(by_uri)
+    assert (by_uri.embedded, by_uri.server_kind) == (True, "nx-27017")
+    assert AssociationStore(by_uri, id_block_size=10, definition_cache_seconds=0).reads.fold is False
+
+    # A server whose buildInfo names mongod (a real MongoDB): its reads are folded into one aggregation.
+    proxy.fail("buildInfo", {"ok": 1.0, "version": "7.0.14", "process": "mongod"})
+    real = await connect(wire_settings.mongodb, proxy.uri, embedded=False)
+    OPENED.setdefault(proxy.port, []).append(real)
+    assert (real.embedded, real.version) == (False, "7.0.14")
+    assert AssociationStore(real, id_block_size=10, definition_cache_seconds=0).reads.fold is True
+    # An explicit setting still wins.
+    assert AssociationStore(real, id_block_size=10, definition_cache_seconds=0, fold_reads="off").reads.fold is False
