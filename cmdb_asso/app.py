@@ -198,7 +198,12 @@ def _install_services(
 ) -> None:
     app[MONGO] = connection
     app[READINESS] = Readiness(connection)
-    app[SERVICE] = AssociationService(store, authorizer, group_limit=settings.limits.create_many_max)
+    app[SERVICE] = AssociationService(
+        store,
+        authorizer,
+        group_limit=settings.limits.create_many_max,
+        groups_in_flight=settings.limits.create_groups_in_flight,
+    )
     app[QUERIES] = QueryService(store, authorizer, find_max_results=settings.limits.find_max_results)
     deadline = settings.mongodb.request_deadline_seconds
     app[IDEMPOTENCY] = Idempotency(

@@ -60,6 +60,7 @@ class LimitSettings:
     """Request size limits."""
 
     create_many_max: int = 200
+    create_groups_in_flight: int = 1
     idempotency_retention_hours: float = 24.0
     find_max_results: int = 10000
     definition_cache_entries: int = 10000
@@ -221,6 +222,7 @@ class _LimitSchema(Schema):
         unknown = EXCLUDE
 
     create_many_max = fields.Integer(strict=False, validate=validate.Range(min=1, max=10000))
+    create_groups_in_flight = fields.Integer(strict=False, validate=validate.Range(min=1, max=64))
     idempotency_retention_hours = fields.Float(validate=validate.Range(min=0.01, max=24 * 365))
     find_max_results = fields.Integer(strict=False, validate=validate.Range(min=1, max=1_000_000))
     definition_cache_entries = fields.Integer(strict=False, validate=validate.Range(min=1, max=1_000_000))

@@ -159,11 +159,13 @@ class _GroupMember:
 class AssociationService:
     """Creates and deletes instance associations; owns every rule, raises typed errors."""
 
-    def __init__(self, store: AssociationStore, authorizer: Authorizer, *, group_limit: int = 200) -> None:
+    def __init__(
+        self, store: AssociationStore, authorizer: Authorizer, *, group_limit: int = 200, groups_in_flight: int = 1
+    ) -> None:
         self.store = store
         self.authorizer = authorizer
         self._creates: Coalescer[tuple[str, Definition], _GroupMember, int] = Coalescer(
-            self._create_group, max_group=group_limit
+            self._create_group, max_group=group_limit, max_in_flight=groups_in_flight
         )
 
     @property

@@ -1,7 +1,8 @@
-"""Group commit: work submitted for one key while that key's group runs waits, and goes with the next group.
+"""Group commit: work submitted for one key while that key's groups run waits, and goes with the next group.
 
-There is no timer. A lone item runs at once (its group has one member); items that arrive while a group of
-their key is in flight queue up, and the next group takes them all, up to `max_group`, in arrival order. Each
+There is no timer. A lone item runs at once (its group has one member); items that arrive while
+`max_in_flight` groups of their key are in flight queue up, and the next group takes them all, up to
+`max_group`, in arrival order. Each
 group runs in a context of its own (not the first caller's), under the time budget of the member with the
 most time left; a member that gave up (its request reached its deadline) is left out of groups not begun.
 """
@@ -36,10 +37,18 @@ class Coalescer(Generic[K, T, R]):
     """Runs `run_group(key, items)` for groups of items submitted under the same key; `run_group` answers one
     result (or exception) per item, in order."""
 
-    def __init__(self, run_group: Callable[[K, list[T]], Awaitable[list[R | BaseException]]], max_group: int):
+    def __init__(
+        self,
+        run_group: Callable[[K, list[T]], Awaitable[list[R | BaseException]]],
+        max_group: int,
+        *,
+        max_in_flight: int = 1,
+    ):
         self._run_group = run_group
         self._max_group = max_group
+        self._max_in_flight = max_in_flight
         self._queues: dict[K, list[_Waiting[T, R]]] = {}
+        self._running: dict[K, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.groups = 0
         self.items = 0
@@ -49,14 +58,12 @@ class Coalescer(Generic[K, T, R]):
         remaining = remaining_budget()
         deadline = None if remaining is None else time.monotonic() + remaining
         waiting = _Waiting(item, asyncio.get_running_loop().create_future(), deadline)
-        queue = self._queues.get(key)
-        if queue is None:
-            self._queues[key] = [waiting]
+        self._queues.setdefault(key, []).append(waiting)
+        if self._running.get(key, 0) < self._max_in_flight:
+            self._running[key] = self._running.get(key, 0) + 1
             task = asyncio.create_task(self._drain(key), context=contextvars.Context())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        else:
-            queue.append(waiting)
         result: R = await waiting.future
         return result
 
@@ -69,9 +76,12 @@ class Coalescer(Generic[K, T, R]):
                 if group:
                     await self._run(key, group)
         finally:
-            del self._queues[key]
-            for waiting in queue:  # only when this task itself is cancelled (shutdown)
-                waiting.future.cancel()
+            self._running[key] -= 1
+            if not self._running[key]:
+                del self._running[key]
+                del self._queues[key]
+                for waiting in queue:  # only when the drains are cancelled (shutdown)
+                    waiting.future.cancel()
 
     async def _run(self, key: K, group: list[_Waiting[T, R]]) -> None:
         deadlines = [waiting.deadline for waiting in group if waiting.deadline is not None]
