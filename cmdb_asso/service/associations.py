@@ -241,8 +241,9 @@ class AssociationService:
         # Write first only where the store refuses a repeat itself: bk-cmdb databases may lack that index.
         skip_links = optimistic and definition.mapping == "n:n" and self.store.refuses_repeats(definition, supplier)
         # One round of reads for the whole batch; its answers are judged in the contract's order.
+        group_commit = refused_by_call is not None  # only a group commit asks which refusals it caused
         existing, src_names, dst_names = await self.store.read_for_create(
-            definition, supplier, values, with_links=not skip_links
+            definition, supplier, values, with_links=not skip_links, separate_requests=group_commit
         )
         if skip_links and any(src not in src_names or dst not in dst_names for src, dst in values):
             existing = await self.store.find_existing_links(definition, supplier, values)

@@ -126,10 +126,13 @@ class AssociationStore:
         pairs: list[tuple[int, int]],
         *,
         with_links: bool = True,
+        separate_requests: bool = False,
     ) -> tuple[list[LinkEnds], dict[int, str], dict[int, str]]:
         """What the rules need for `pairs`: the existing links that may conflict (unless `with_links` is off),
         and the names of the source and target instances that exist. One command where the server can fold the
-        reads into one aggregation; otherwise the reads run together."""
+        reads into one aggregation; otherwise the reads run together. `separate_requests` (a group commit's
+        pairs, each from its own request): where the server scans for `$in` (nx-27017), a few instances are
+        read one id at a time; a batch keeps its fixed number of commands."""
         sources = sorted({src for src, _ in pairs})
         targets = sorted({dst for _, dst in pairs})
         src = instance_table(definition.obj_id, supplier_account)
@@ -143,7 +146,7 @@ class AssociationStore:
             parts.append(ReadPart.names("both", src, sorted({*sources, *targets})))
         else:
             parts += [ReadPart.names("src", src, sources), ReadPart.names("dst", dst, targets)]
-        found = await self.reads.read(parts)
+        found = await self.reads.read(parts, one_id_at_a_time=separate_requests)
         existing = [LinkEnds(int(doc["bk_inst_id"]), int(doc["bk_asst_inst_id"])) for doc in found.get("link", [])]
 
         def names(tag: str, table: InstanceTable) -> dict[int, str]:

@@ -66,8 +66,9 @@ class FoldedReads:
             return False
         return self.setting == "on" or not self.mongo.embedded
 
-    async def read(self, parts: list[ReadPart]) -> dict[str, list[dict[str, Any]]]:
-        """Every part's documents, by tag."""
+    async def read(self, parts: list[ReadPart], *, one_id_at_a_time: bool = False) -> dict[str, list[dict[str, Any]]]:
+        """Every part's documents, by tag; with `one_id_at_a_time`, on nx-27017 a read of a few instances by
+        id goes as one find per id."""
         if self.fold and len(parts) > 1 and self.mongo.transactions is not None:
             try:
                 with translate_errors(write=False):
@@ -81,10 +82,9 @@ class FoldedReads:
             cursor = self.mongo.db[part.collection].find(part.query, part.projection).batch_size(LARGE_BATCH)
             return list(await cursor.to_list(None))
 
-        if self.mongo.embedded:
+        if one_id_at_a_time and self.mongo.embedded:
             # nx-27017 answers an `$in` on an indexed field by scanning the table (40 ms at 50,000 instances,
-            # against 1 ms for one id): there, a few instances are read one id at a time, together (a group
-            # commit's); many (a batch's) still in one scan.
+            # against 1 ms for one id): there, a few instances are read one id at a time, together.
             parts = [single for part in parts for single in part.one_id_at_a_time()]
         with translate_errors(write=False):
             results = await asyncio.gather(*(one(part) for part in parts))
