@@ -213,6 +213,7 @@ def _install_services(
         stale_seconds=2 * deadline,
     )
     app[METRICS].watch_storage(store, connection.commands)
+    app[METRICS].watch_groups(app[SERVICE])
 
 
 def create_app(

@@ -7,7 +7,7 @@ from typing import Protocol
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
@@ -78,6 +78,36 @@ class _StorageCollector(Collector):
         yield recovered
 
 
+class GroupStatistics(Protocol):
+    """What group commit has done (the service keeps it)."""
+
+    @property
+    def coalesced(self) -> tuple[int, int]:
+        """Groups written, and the create-one requests in them."""
+
+    @property
+    def creates_waiting(self) -> int:
+        """Create-one requests waiting for their group."""
+
+
+class _GroupCollector(Collector):
+    def __init__(self, groups: GroupStatistics) -> None:
+        self.groups = groups
+
+    def collect(self) -> Iterator[Metric]:
+        """Groups written, requests in them, and requests waiting now."""
+        groups, members = self.groups.coalesced
+        written = CounterMetricFamily("cmdb_asso_create_groups", "Group commits of create-one requests written")
+        written.add_metric([], groups)
+        yield written
+        grouped = CounterMetricFamily("cmdb_asso_create_grouped_requests", "Create-one requests written in groups")
+        grouped.add_metric([], members)
+        yield grouped
+        waiting = GaugeMetricFamily("cmdb_asso_create_requests_waiting", "Create-one requests waiting for a group")
+        waiting.add_metric([], self.groups.creates_waiting)
+        yield waiting
+
+
 class Metrics:
     """The application's metrics and their registry."""
 
@@ -100,6 +130,10 @@ class Metrics:
     def watch_storage(self, store: StoreStatistics, commands: CommandStatistics) -> None:
         """Expose the storage layer's counters."""
         self.registry.register(_StorageCollector(store, commands))
+
+    def watch_groups(self, groups: GroupStatistics) -> None:
+        """Expose group commit's counters."""
+        self.registry.register(_GroupCollector(groups))
 
     def observe(self, request: web.Request, status: int, code: int | None, seconds: float) -> None:
         """Count one answered request."""

@@ -152,6 +152,10 @@ async def test_each_caller_in_a_group_gets_what_it_gets_alone(
     groups, members = client.app[SERVICE].coalesced
     queued = 5 if requests is MIXED else 2  # all but the first, the refused caller and the replay
     assert (groups, members) == (3, 2 + queued)  # dave's first request, the first, then one group
+    metrics = await (await client.get("/metrics")).text()
+    assert "cmdb_asso_create_groups_total 3.0" in metrics
+    assert f"cmdb_asso_create_grouped_requests_total {2 + queued}.0" in metrics
+    assert "cmdb_asso_create_requests_waiting 0.0" in metrics
     # Every created link has its own caller's audit record.
     created = {
         (request[2]["bk_inst_id"], request[2]["bk_asst_inst_id"]): request[0]
