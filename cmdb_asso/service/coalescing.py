@@ -93,6 +93,10 @@ class Coalescer(Generic[K, T, R]):
                 results = await self._run_group(key, [waiting.item for waiting in group])
         except Exception as exc:  # every member gets what the group met (an outage: the 503 each would get)
             results = [exc] * len(group)
+        except BaseException:  # cancelled (shutdown): no member waits for an answer that will not come
+            for waiting in group:
+                waiting.future.cancel()
+            raise
         for waiting, result in zip(group, results, strict=True):
             if waiting.future.done():
                 continue
