@@ -204,7 +204,12 @@ def _install_services(
         group_limit=settings.limits.create_many_max,
         groups_in_flight=settings.limits.create_groups_in_flight,
     )
-    app[QUERIES] = QueryService(store, authorizer, find_max_results=settings.limits.find_max_results)
+    app[QUERIES] = QueryService(
+        store,
+        authorizer,
+        find_max_results=settings.limits.find_max_results,
+        graph_max_nodes=settings.limits.graph_max_nodes,
+    )
     deadline = settings.mongodb.request_deadline_seconds
     app[IDEMPOTENCY] = Idempotency(
         IdempotencyStore(connection, settings.limits.idempotency_retention_hours * 3600),

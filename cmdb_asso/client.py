@@ -253,6 +253,26 @@ class AssociationClient:
             params["conditions"] = conditions
         return int((await self.call("count", params))["count"])
 
+    async def graph(
+        self,
+        obj_id: str,
+        inst_id: int,
+        *,
+        direction: str = "both",
+        depth: int = 2,
+        obj_asst_ids: list[str] | None = None,
+        max_nodes: int | None = None,
+    ) -> dict[str, Any]:
+        """The instances `depth` hops around one instance and the links between them (`nodes`, `edges`,
+        `truncated`, `hidden`)."""
+        params: dict[str, Any] = {"bk_obj_id": obj_id, "bk_inst_id": inst_id, "direction": direction, "depth": depth}
+        if obj_asst_ids is not None:
+            params["bk_obj_asst_ids"] = obj_asst_ids
+        if max_nodes is not None:
+            params["max_nodes"] = max_nodes
+        graph: dict[str, Any] = await self.call("graph", params)
+        return graph
+
     # --- the transport -----------------------------------------------------------------------------------------
 
     async def call(self, operation: str, params: dict[str, Any], *, idempotency_key: str | None = None) -> Any:

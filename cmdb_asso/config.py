@@ -63,6 +63,7 @@ class LimitSettings:
     create_groups_in_flight: int = 1
     idempotency_retention_hours: float = 24.0
     find_max_results: int = 10000
+    graph_max_nodes: int = 1000
     definition_cache_entries: int = 10000
 
 
@@ -225,6 +226,7 @@ class _LimitSchema(Schema):
     create_groups_in_flight = fields.Integer(strict=False, validate=validate.Range(min=1, max=64))
     idempotency_retention_hours = fields.Float(validate=validate.Range(min=0.01, max=24 * 365))
     find_max_results = fields.Integer(strict=False, validate=validate.Range(min=1, max=1_000_000))
+    graph_max_nodes = fields.Integer(strict=False, validate=validate.Range(min=1, max=1_000_000))
     definition_cache_entries = fields.Integer(strict=False, validate=validate.Range(min=1, max=1_000_000))
 
 

@@ -319,6 +319,19 @@ def search_step(session: aiohttp.ClientSession, base: str) -> Callable[[], Await
     return step
 
 
+def graph_step(session: aiohttp.ClientSession, base: str) -> Callable[[], Awaitable[int]]:
+    """One graph of three hops around a source instance per call (counts the nodes answered)."""
+    counter = itertools.count()
+
+    async def step() -> int:
+        body = orjson.dumps({"bk_obj_id": SRC, "bk_inst_id": 1 + next(counter) % 50, "depth": 3})
+        async with session.post(f"{base}/api/v3/find/instassociation/graph", data=body, headers=HEADERS) as response:
+            answer = await response.json(loads=orjson.loads)
+        return 1 if answer.get("result") else 0
+
+    return step
+
+
 def mixed_step(session: aiohttp.ClientSession, base: str, pairs: Pairs) -> Callable[[], Awaitable[int]]:
     """Eight single creates, one search page and one batch of 20 in ten calls, at random."""
     single, search, batch = (
@@ -463,6 +476,10 @@ async def one_run(args: argparse.Namespace, uri: str, embedded: bool, run: int) 
                     session, base, pid, args.concurrency, args.duration, search_step(session, base)
                 )
                 rows["search page of 500"] = summary(searches, None, ceiling)
+                # One caller: the walk's own time and commands (nx-27017 scans its tables for `$in`, so
+                # concurrent walks there only queue behind each other).
+                walks = await over_http(session, base, pid, 1, args.duration, graph_step(session, base))
+                rows["graph, 3 hops around an instance, 1 caller"] = summary(walks, None, ceiling)
                 mixed = await over_http(
                     session, base, pid, args.concurrency, args.duration, mixed_step(session, base, pairs)
                 )

@@ -448,21 +448,7 @@ class AssociationService:
             (link.asst_obj_id, link.asst_inst_id) for link in links
         ]
         await self.authorize_edit(caller, ends)
-        names = await self._names_of_ends(caller.supplier_account, ends)
+        names = await self.store.find_names(caller.supplier_account, ends)
         audits = {link.id: _delete_audit(caller, link, names) for link in links}
         # Counts what this call removed: a concurrent delete of the same link counts (and audits) it once.
         return await self.store.delete_links(obj_id, caller.supplier_account, links, audits)
-
-    async def _names_of_ends(self, supplier: str, ends: list[tuple[str, int]]) -> dict[tuple[str, int], str]:
-        by_model: dict[str, list[int]] = {}
-        for obj_id, inst_id in ends:
-            by_model.setdefault(obj_id, []).append(inst_id)
-        models = sorted(by_model)
-        found = await asyncio.gather(
-            *(self.store.find_instance_names(obj_id, supplier, sorted(set(by_model[obj_id]))) for obj_id in models)
-        )
-        return {
-            (obj_id, inst_id): name
-            for obj_id, names in zip(models, found, strict=True)
-            for inst_id, name in names.items()
-        }

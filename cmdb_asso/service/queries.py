@@ -1,11 +1,13 @@
-"""Read operations: find, find related, search and count (CONTRACT section 8), each behind view permission."""
+"""Read operations: find, find related, search and count (CONTRACT section 8), and the graph of many hops, each
+behind view permission."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
-from cmdb_asso.errors import PageLimitExceeded, PermissionDenied
+from cmdb_asso.domain import StoredLink
+from cmdb_asso.errors import PageLimitExceeded, PermissionDenied, SourceInstanceMissing
 from cmdb_asso.service.context import Caller
 from cmdb_asso.service.filters import ASSOCIATION_FIELDS, check_condition, translate_query
 from cmdb_asso.service.permission import Authorizer, view_permission_payload
@@ -53,13 +55,41 @@ def visible_fields(fields: list[str] | None) -> list[str] | None:
     return chosen or None
 
 
+Direction = Literal["out", "in", "both"]
+# An instance in a graph: its model and id.
+NodeKey = tuple[str, int]
+
+
+@dataclass
+class Graph:
+    """The instances reached from a root and the links between them.
+
+    `hop` says at which hop each instance was first reached (the root at 0); `hidden` counts the instances of
+    models the caller may not view, left out with their links; `truncated` says the node bound cut the walk.
+    """
+
+    hop: dict[NodeKey, int] = field(default_factory=dict)
+    names: dict[NodeKey, str] = field(default_factory=dict)
+    edges: dict[int, StoredLink] = field(default_factory=dict)
+    hidden: int = 0
+    truncated: bool = False
+
+
 class QueryService:
     """Finds and counts links; every query needs view permission on its model."""
 
-    def __init__(self, store: AssociationStore, authorizer: Authorizer, *, find_max_results: int = 10000) -> None:
+    def __init__(
+        self,
+        store: AssociationStore,
+        authorizer: Authorizer,
+        *,
+        find_max_results: int = 10000,
+        graph_max_nodes: int = 1000,
+    ) -> None:
         self.store = store
         self.authorizer = authorizer
         self.find_max_results = find_max_results
+        self.graph_max_nodes = graph_max_nodes
 
     async def authorize_view(self, caller: Caller, obj_id: str) -> None:
         """View permission on `obj_id`, or 9900403 with the payload naming the model."""
@@ -128,3 +158,52 @@ class QueryService:
         query = translate_query(conditions)
         await self.authorize_view(caller, obj_id)
         return await self.store.count_links(obj_id, caller.supplier_account, query)
+
+    async def graph(
+        self,
+        caller: Caller,
+        root: NodeKey,
+        *,
+        direction: Direction = "both",
+        depth: int = 2,
+        obj_asst_ids: list[str] | None = None,
+        max_nodes: int | None = None,
+    ) -> Graph:
+        """The instances `depth` hops around `root` and the links between them: one read per model table per
+        hop, with the hop's whole frontier in one `$in`, then one read of names per model. Cycle-safe (each
+        instance and link once); models the caller may not view are neither shown nor walked through."""
+        await self.authorize_view(caller, root[0])
+        supplier = caller.supplier_account
+        if root[1] not in await self.store.find_instance_names(root[0], supplier, [root[1]]):
+            raise SourceInstanceMissing()
+        bound = min(max_nodes or self.graph_max_nodes, self.graph_max_nodes)
+        graph = Graph(hop={root: 0})
+        viewable: dict[str, bool] = {root[0]: True}
+        hidden: set[NodeKey] = set()
+        frontier = {root[0]: [root[1]]}
+        for hop in range(1, depth + 1):
+            if not frontier:
+                break
+            reached: dict[str, list[int]] = {}
+            for link in await self.store.links_touching(frontier, supplier, direction, obj_asst_ids):
+                if link.id in graph.edges:
+                    continue
+                ends = [(link.obj_id, link.inst_id), (link.asst_obj_id, link.asst_inst_id)]
+                for node in ends:
+                    if node[0] not in viewable:
+                        viewable[node[0]] = await self.authorizer.can_view(caller, node[0])
+                    if not viewable[node[0]]:
+                        hidden.add(node)
+                    elif node not in graph.hop:
+                        if len(graph.hop) >= bound:
+                            graph.truncated = True
+                            continue
+                        graph.hop[node] = hop
+                        reached.setdefault(node[0], []).append(node[1])
+                if all(node in graph.hop for node in ends):
+                    graph.edges[link.id] = link
+            frontier = reached
+        graph.edges = dict(sorted(graph.edges.items()))  # a stable order: by link id
+        graph.hidden = len(hidden)
+        graph.names = await self.store.find_names(supplier, list(graph.hop))
+        return graph

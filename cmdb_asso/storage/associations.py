@@ -167,6 +167,21 @@ class AssociationStore:
             docs = await cursor.to_list(None)
         return {int(doc[table.id_field]): str(doc.get(table.name_field, "")) for doc in docs}
 
+    async def find_names(self, supplier_account: str, instances: list[tuple[str, int]]) -> dict[tuple[str, int], str]:
+        """The names of those of these (model, id) instances that exist: one read per model, together."""
+        by_model: dict[str, set[int]] = {}
+        for obj_id, inst_id in instances:
+            by_model.setdefault(obj_id, set()).add(inst_id)
+        models = sorted(by_model)
+        found = await asyncio.gather(
+            *(self.find_instance_names(obj_id, supplier_account, sorted(by_model[obj_id])) for obj_id in models)
+        )
+        return {
+            (obj_id, inst_id): name
+            for obj_id, names in zip(models, found, strict=True)
+            for inst_id, name in names.items()
+        }
+
     async def find_models(self, obj_ids: list[str]) -> dict[str, tuple[int | None, str]]:
         """Row id and display name of each model in `cc_ObjDes`, by `bk_obj_id`."""
         with translate_errors(write=False):
@@ -224,6 +239,42 @@ class AssociationStore:
         with translate_errors(write=False):
             docs = await self.mongo.db[table].find({"id": _one_or_in(ids)}).to_list(None)
         return [stored_link_from(doc) for doc in docs]
+
+    async def links_touching(
+        self, frontier: dict[str, list[int]], supplier_account: str, direction: str, obj_asst_ids: list[str] | None
+    ) -> list[StoredLink]:
+        """The links whose source (`out`), target (`in`) or either end (`both`) is one of the frontier's
+        instances, limited to `obj_asst_ids` when given; one read per model table, each with the model's whole
+        frontier in one `$in`; each link once, by id."""
+
+        def queries(obj_id: str, ids: list[int]) -> list[dict[str, Any]]:
+            as_source = {"bk_obj_id": obj_id, "bk_inst_id": _one_or_in(ids)}
+            as_target = {"bk_asst_obj_id": obj_id, "bk_asst_inst_id": _one_or_in(ids)}
+            chosen = {"out": [as_source], "in": [as_target]}.get(direction) or [{"$or": [as_source, as_target]}]
+            if self.mongo.embedded and direction == "both":
+                # nx-27017 runs an `$or` without its indexes (seconds on a large table): two finds instead.
+                chosen = [as_source, as_target]
+            return [{**query, "bk_obj_asst_id": {"$in": obj_asst_ids}} if obj_asst_ids else query for query in chosen]
+
+        async def read(table: str, query: dict[str, Any]) -> list[dict[str, Any]]:
+            cursor = self.mongo.db[table].find(query, dict(HIDDEN_FIELDS)).batch_size(LARGE_BATCH)
+            return list(await cursor.to_list(None))
+
+        reads = [
+            (inst_asst_table(obj_id, supplier_account), query)
+            for obj_id in sorted(frontier)
+            for query in queries(obj_id, sorted(frontier[obj_id]))
+        ]
+        with translate_errors(write=False):
+            found = await asyncio.gather(*(read(table, query) for table, query in reads))
+        links: dict[int, StoredLink] = {}
+        for doc in (doc for docs in found for doc in docs):
+            try:
+                link = stored_link_from(doc)
+            except (KeyError, TypeError, ValueError):  # a link document without its ends: nothing to walk
+                continue
+            links[link.id] = link
+        return [links[link_id] for link_id in sorted(links)]
 
     async def delete_links(
         self, obj_id: str, supplier_account: str, links: list[StoredLink], audits: dict[int, AuditRecord]

@@ -36,6 +36,7 @@ from cmdb_asso.web.schemas import (
     DeleteOneSchema,
     FindRelatedSchema,
     FindSchema,
+    GraphSchema,
     PageSchema,
     RelatedConditionSchema,
     SearchSchema,
@@ -64,6 +65,7 @@ _FIND_RELATED = FindRelatedSchema()
 _RELATED_CONDITION = RelatedConditionSchema()
 _SEARCH = SearchSchema()
 _PAGE = PageSchema()
+_GRAPH = GraphSchema()
 
 
 # How deeply a body may nest. No operation needs more than a few levels; the cap keeps every accepted body
@@ -250,6 +252,35 @@ async def count_instance_associations(request: web.Request, call: Call) -> dict[
     """How many links of a model match query-builder conditions."""
     body = load_body(_SEARCH, call.params)
     return {"count": await request.app[QUERIES].count(call.caller, body["bk_obj_id"], body["conditions"])}
+
+
+async def graph_of_instance_associations(request: web.Request, call: Call) -> dict[str, Any]:
+    """The instances some hops around one instance, and the links between them."""
+    body = load_body(_GRAPH, call.params)
+    graph = await request.app[QUERIES].graph(
+        call.caller,
+        (body["bk_obj_id"], body["bk_inst_id"]),
+        direction=body["direction"],
+        depth=body["depth"],
+        obj_asst_ids=body["bk_obj_asst_ids"],
+        max_nodes=body["max_nodes"],
+    )
+    nodes = sorted(graph.hop, key=lambda node: (graph.hop[node], node))
+    return {
+        "nodes": [
+            {"bk_obj_id": obj_id, "bk_inst_id": inst_id, "bk_inst_name": graph.names.get((obj_id, inst_id), ""),
+             "hop": graph.hop[(obj_id, inst_id)]}
+            for obj_id, inst_id in nodes
+        ],
+        "edges": [
+            {"id": link.id, "bk_obj_asst_id": link.obj_asst_id, "bk_asst_id": link.asst_id,
+             "from": {"bk_obj_id": link.obj_id, "bk_inst_id": link.inst_id},
+             "to": {"bk_obj_id": link.asst_obj_id, "bk_inst_id": link.asst_inst_id}}
+            for link in graph.edges.values()
+        ],
+        "truncated": graph.truncated,
+        "hidden": graph.hidden,
+    }  # fmt: skip
 
 
 async def healthz(request: web.Request) -> web.Response:

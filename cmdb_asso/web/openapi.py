@@ -29,6 +29,7 @@ REQUEST_SCHEMAS: dict[str, type[Schema]] = {
     "search_related_inst_asso": schemas.FindRelatedSchema,
     "search_instance_associations": schemas.SearchSchema,
     "count_instance_associations": schemas.SearchSchema,
+    "search_inst_association_graph": schemas.GraphSchema,
 }
 
 _LINK: dict[str, Any] = {
@@ -64,6 +65,42 @@ RESPONSE_DATA: dict[str, dict[str, Any]] = {
     "search_related_inst_asso": _LINKS,
     "search_instance_associations": {"type": "object", "properties": {"info": _LINKS}},
     "count_instance_associations": {"type": "object", "properties": {"count": {"type": "integer"}}},
+    "search_inst_association_graph": {
+        "type": "object",
+        "properties": {
+            "nodes": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "bk_obj_id": {"type": "string"},
+                        "bk_inst_id": {"type": "integer", "format": "int64"},
+                        "bk_inst_name": {"type": "string"},
+                        "hop": {"type": "integer"},
+                    },
+                },
+            },
+            "edges": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "integer", "format": "int64"},
+                        "bk_obj_asst_id": {"type": "string"},
+                        "bk_asst_id": {"type": "string"},
+                        "from": {"$ref": "#/components/schemas/GraphEnd"},
+                        "to": {"$ref": "#/components/schemas/GraphEnd"},
+                    },
+                },
+            },
+            "truncated": {"type": "boolean"},
+            "hidden": {"type": "integer"},
+        },
+    },
+}
+_GRAPH_END: dict[str, Any] = {
+    "type": "object",
+    "properties": {"bk_obj_id": {"type": "string"}, "bk_inst_id": {"type": "integer", "format": "int64"}},
 }
 _USER: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 256, "pattern": r"^[^\x00-\x1f\x7f]+$"}
 _SUPPLIER: dict[str, Any] = {"type": "string", "pattern": f"^{SUPPLIER_ACCOUNT.pattern}$"}
@@ -286,6 +323,7 @@ def build_spec() -> dict[str, Any]:
     ):
         plugin.map_to_openapi_type(field_class, openapi_type, openapi_format)  # type: ignore[no-untyped-call]
     spec.components.schema("Link", _LINK)
+    spec.components.schema("GraphEnd", _GRAPH_END)
     spec.components.schema("EsbCredentials", _ESB_CREDENTIALS)
     spec.components.schema("NativeError", _native_envelope({"nullable": True}))
     spec.components.schema("EsbError", _esb_envelope({"nullable": True}))

@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 from cmdb_asso.errors import (
     BodyInvalid,
@@ -252,6 +252,18 @@ class SearchSchema(_Schema):
     conditions = fields.Raw(load_default=None, allow_none=True)
     fields_ = StringList(data_key="fields", load_default=None)
     page = fields.Raw(load_default=None)
+
+
+class GraphSchema(_Schema):
+    """The graph of many hops: the root instance, which way to walk, how far, along which definitions, and
+    how many instances at most."""
+
+    bk_obj_id = model_id_field(required=True, error_messages=MISSING)
+    bk_inst_id = PositiveInt64(required=True, error_messages=MISSING)
+    direction = fields.String(load_default="both", validate=validate.OneOf(["out", "in", "both"]))
+    depth = PositiveInt64(load_default=2, validate=validate.Range(max=6))
+    bk_obj_asst_ids = StringList(load_default=None)
+    max_nodes = PositiveInt64(load_default=None)
 
 
 def load_body(schema: Schema, body: Any, *, prefix: str = "") -> dict[str, Any]:

@@ -1,0 +1,57 @@
+"""The graph walk on the real driver: six hops over more than 10,000 links cost one read per model table per
+hop, and names one read per model."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from bson.int64 import Int64
+
+from cmdb_asso.app import create_app
+from cmdb_asso.config import Settings
+from cmdb_asso.storage.client import MongoConnection
+from tests.conftest import AiohttpClient
+from tests.helpers import add_definition, call
+from tests.wire.conftest import add_instances
+
+pytestmark = pytest.mark.wire
+BRANCHING, DEPTH = 5, 6
+
+
+async def test_six_hops_over_ten_thousand_links_cost_a_read_per_hop(
+    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: MongoConnection
+) -> None:
+    # A tree of hosts: host 1 links to 5 hosts, each of them to 5 more, six levels down (19,530 hosts).
+    await add_definition(wire_mongo, "host_connect_host", "host", "connect", "host", "n:n")
+    total = sum(BRANCHING**level for level in range(DEPTH + 1))
+    await add_instances(wire_mongo, "host", range(1, total + 1))
+    links: list[dict[str, Any]] = []
+    for child in range(2, total + 1):
+        parent = (child - 2) // BRANCHING + 1
+        links.append({"id": Int64(child), "bk_obj_asst_id": "host_connect_host", "bk_asst_id": "connect",
+                      "bk_obj_id": "host", "bk_inst_id": Int64(parent), "bk_asst_obj_id": "host",
+                      "bk_asst_inst_id": Int64(child), "bk_supplier_account": "0"})  # fmt: skip
+    await wire_mongo.db["cc_InstAsst_0_pub_host"].insert_many(links)
+    assert len(links) > 10_000
+    settings = replace(wire_settings, limits=replace(wire_settings.limits, graph_max_nodes=50_000))
+    client = await aiohttp_client(create_app(settings, mongo=wire_mongo))
+    body = {"bk_obj_id": "host", "bk_inst_id": 1, "direction": "out", "depth": 6, "max_nodes": 50_000}
+    assert (await call(client, "graph", body)).code == 0  # the start-up's table preparation is done meanwhile
+    before_by_name = dict(wire_mongo.commands.by_name)
+
+    answer = await call(client, "graph", body)
+
+    assert answer.code == 0
+    assert len(answer.data["nodes"]) == total
+    assert len(answer.data["edges"]) == total - 1
+    assert max(node["hop"] for node in answer.data["nodes"]) == DEPTH
+    assert answer.data["truncated"] is False
+    by_hop = [sum(1 for node in answer.data["nodes"] if node["hop"] == hop) for hop in range(DEPTH + 1)]
+    assert by_hop == [BRANCHING**hop for hop in range(DEPTH + 1)]
+    # The root's existence, one read per hop and one read of names; a hop's cursor may need a getMore for a
+    # larger answer.
+    by_name = {name: n - before_by_name.get(name, 0) for name, n in wire_mongo.commands.by_name.items()}
+    reads = by_name.get("find", 0) + by_name.get("getMore", 0)  # (the start-up's index reads may still run)
+    assert reads <= 1 + DEPTH + 1 + DEPTH, {name: n for name, n in by_name.items() if n}
