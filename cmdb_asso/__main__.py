@@ -19,14 +19,18 @@ from cmdb_asso.app import create_app, open_mongo
 from cmdb_asso.client import AssociationClient
 from cmdb_asso.config import ConfigError, Settings, load_settings
 from cmdb_asso.credentials import DEFAULT_ITERATIONS, hash_secret
-from cmdb_asso.errors import CmdbError
+from cmdb_asso.errors import CmdbError, DuplicateItem, OneToManyViolated, OneToOneViolated
 from cmdb_asso.keys import MONGO
 from cmdb_asso.loader import Loader, State
 from cmdb_asso.log import setup_logging
+from cmdb_asso.service.associations import AssociationService, CreateRequest
+from cmdb_asso.service.context import Caller
+from cmdb_asso.service.permission import AllowAll
+from cmdb_asso.storage.associations import AssociationStore
 from cmdb_asso.storage.client import MongoConnection
 from cmdb_asso.storage.embedded import EMBEDDED, EmbeddedMongo
 from cmdb_asso.storage.repair import find_problems, repair
-from cmdb_asso.storage.schema import ShardedTables, ensure_indexes, has_definitions, seed_demo
+from cmdb_asso.storage.schema import DEMO_LINKS, ShardedTables, ensure_indexes, has_definitions, seed_demo
 from cmdb_asso.web.server import run
 from cmdb_asso.workers import ServiceProcesses
 
@@ -146,10 +150,13 @@ def _shown_uri(uri: str) -> str:
     return uri.split("@")[-1]
 
 
-async def _seed_if_empty(mongo: MongoConnection, supplier_account: str) -> None:
-    if not await has_definitions(mongo):
-        await seed_demo(mongo, supplier_account)
-        log.info("demo_data_seeded")
+async def _seed_if_empty(mongo: MongoConnection, supplier_account: str) -> bool:
+    """Seed the demo data into an empty database; whether it was empty."""
+    if await has_definitions(mongo):
+        return False
+    await seed_demo(mongo, supplier_account)
+    log.info("demo_data_seeded")
+    return True
 
 
 def serve_processes(settings: Settings, *, workers: int, seed_if_empty: bool) -> int:
@@ -173,7 +180,7 @@ def serve_processes(settings: Settings, *, workers: int, seed_if_empty: bool) ->
             embedded.stop_blocking()
 
 
-async def _with_mongo(settings: Settings, work: Callable[[MongoConnection], Awaitable[None]]) -> None:
+async def _with_mongo(settings: Settings, work: Callable[[MongoConnection], Awaitable[object]]) -> None:
     # One-off commands use the service's embedded server when it runs, rather than a second one on its files.
     mongo, embedded = await open_mongo(settings, use_running_server=True)
     try:
@@ -182,6 +189,24 @@ async def _with_mongo(settings: Settings, work: Callable[[MongoConnection], Awai
         await mongo.close()
         if embedded is not None:
             await embedded.stop()
+
+
+async def _seed_demo_with_links(mongo: MongoConnection, supplier_account: str) -> None:
+    """The demo data, and links between its instances written through the service's rules (with their audit
+    records), so that /graph has something to draw; links that exist already are left as they are."""
+    await seed_demo(mongo, supplier_account)
+    store = AssociationStore(mongo, id_block_size=10, definition_cache_seconds=0)
+    service = AssociationService(store, AllowAll())
+    demo = Caller(user="seed-demo", supplier_account=supplier_account, request_id="seed-demo")
+    created = 0
+    for obj_asst_id, src, dst in DEMO_LINKS:
+        try:
+            await service.create_one(demo, CreateRequest(obj_asst_id, src, dst))
+        except (DuplicateItem, OneToOneViolated, OneToManyViolated):
+            continue  # there already (or its place taken): seeding again changes nothing
+        created += 1
+    await service.close()
+    print(f"demo links: {created} created, {len(DEMO_LINKS) - created} there already")
 
 
 async def _init_db(mongo: MongoConnection, supplier_account: str) -> None:
@@ -243,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "init-db":
             asyncio.run(_with_mongo(settings, lambda mongo: _init_db(mongo, supplier)))
         else:
-            asyncio.run(_with_mongo(settings, lambda mongo: seed_demo(mongo, supplier)))
+            asyncio.run(_with_mongo(settings, lambda mongo: _seed_demo_with_links(mongo, supplier)))
             log.info("demo_data_ready")
     except CmdbError as exc:
         print(f"cmdb-asso: {args.command} failed: {exc.message('en')}", file=sys.stderr)

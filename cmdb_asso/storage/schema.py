@@ -121,6 +121,20 @@ class SeedData:
 
 
 DEMO = SeedData(_MODELS, DEMO_DEFINITIONS, DEMO_INSTANCES)
+# Links between the demo instances (bk_obj_asst_id, source, target), so that /graph has something to draw;
+# written through the service, with their audit records, by the `seed-demo` command (not by
+# `serve --seed-demo-if-empty`: the README's first requests create links of switches 11-13 on a clean start).
+DEMO_LINKS = [
+    ("bk_router_connect_bk_switch", 31, 14),
+    ("bk_router_connect_bk_switch", 31, 15),
+    ("bk_router_connect_bk_switch", 32, 13),
+    ("bk_switch_belong_bk_host", 14, 24),
+    ("bk_switch_belong_bk_host", 14, 25),
+    ("bk_switch_belong_bk_host", 15, 25),
+    ("bk_switch_belong_bk_host", 13, 24),
+    ("app_run_host", 42, 24),
+    ("app_run_host", 43, 25),
+]
 
 
 async def _insert_missing(collection: Any, key: str, docs: list[dict[str, Any]], base: dict[str, Any]) -> None:

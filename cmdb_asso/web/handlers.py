@@ -28,6 +28,7 @@ from cmdb_asso.service.associations import BatchRequest, CreateRequest
 from cmdb_asso.service.context import Caller
 from cmdb_asso.service.queries import PAGE_LIMIT, Page, parse_sort
 from cmdb_asso.web.envelope import request_language, success
+from cmdb_asso.web.graph_page import GRAPH_PAGE
 from cmdb_asso.web.identity import esb_caller, native_caller
 from cmdb_asso.web.schemas import (
     CreateAssociationSchema,
@@ -296,7 +297,8 @@ async def openapi(request: web.Request) -> web.Response:
 DOCS_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>cmdb-asso API</title>
 <link rel="stylesheet" href="/docs/static/swagger-ui.css"></head>
-<body><div id="swagger-ui"></div>
+<body><p style="font-family: sans-serif; margin: 8px 16px"><a href="/graph">Draw the graph around an instance</a></p>
+<div id="swagger-ui"></div>
 <script src="/docs/static/swagger-ui-bundle.js"></script>
 <script>window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui", deepLinking: true});</script>
 </body></html>
@@ -306,6 +308,11 @@ DOCS_PAGE = """<!doctype html>
 async def docs(request: web.Request) -> web.Response:
     """Swagger UI over /openapi.json, from the swagger-ui-bundle package's files (no CDN)."""
     return web.Response(text=DOCS_PAGE, content_type="text/html")
+
+
+async def graph_page(request: web.Request) -> web.Response:
+    """The page that draws the graph of many hops (vis-network from the pyvis package)."""
+    return web.Response(text=GRAPH_PAGE, content_type="text/html")
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from cmdb_asso.operations import OPERATIONS
 from cmdb_asso.web import handlers
+from cmdb_asso.web.graph_page import VIS_NETWORK_DIR
 
 ESB_PREFIXES = ("/api/c/compapi/v2/cc/", "/api/c/compapi/cc/")
 
@@ -43,3 +44,5 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/openapi.json", handlers.openapi)
     app.router.add_get("/docs", handlers.docs)
     app.router.add_static("/docs/static", swagger_ui_bundle.swagger_ui_path)
+    app.router.add_get("/graph", handlers.graph_page)
+    app.router.add_static("/graph/static", VIS_NETWORK_DIR)

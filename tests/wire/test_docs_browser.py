@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -71,3 +73,68 @@ async def fetch(url: str) -> bytes:
 def orjson_loads(raw: bytes) -> Any:
     """Parse JSON."""
     return orjson.loads(raw)
+
+
+ARTIFACTS = Path(os.environ.get("CMDB_ASSO_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / ".artifacts"))
+GRAPH_LINKS = [
+    ("bk_router_connect_bk_switch", 31, 11),
+    ("bk_switch_belong_bk_host", 11, 21),
+    ("bk_switch_belong_bk_host", 11, 22),
+    ("bk_switch_belong_bk_host", 12, 22),
+    ("app_run_host", 41, 21),
+]
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None and not os.environ.get("CI"), reason="no Chromium installed (.ci/run installs Debian's chromium)"
+)
+async def test_the_graph_page_draws_the_graph_around_an_instance_in_a_browser(
+    aiohttp_server: AiohttpServer, settings: Settings, mock_mongo: MongoConnection
+) -> None:
+    server = await aiohttp_server(create_app(settings, mongo=mock_mongo))
+    base = str(server.make_url("")).rstrip("/")
+    async with aiohttp.ClientSession(headers={"X-Bkcmdb-User": "admin"}) as session:
+        for obj_asst_id, src, dst in GRAPH_LINKS:
+            body = {"bk_obj_asst_id": obj_asst_id, "bk_inst_id": src, "bk_asst_inst_id": dst}
+            async with session.post(f"{base}/api/v3/create/instassociation", json=body) as response:
+                assert (await response.json())["bk_error_code"] == 0
+    page = f"{base}/graph?bk_obj_id=bk_switch&bk_inst_id=11&depth=2&direction=both"
+    screenshot = fresh_artifact("graph-page.png")
+
+    dom, console = await chromium(page, "--dump-dom")
+    await chromium(page, f"--screenshot={screenshot}", "--window-size=1200,800")
+
+    status = re.search(r'<div id="status" data-nodes="(\d+)" data-edges="(\d+)" data-errors="(\d+)">', dom)
+    assert status is not None, dom[-2000:]
+    # switch 11; router 31 and hosts 21, 22 at one hop; switch 12 and app 41 at two
+    assert status.groups() == ("6", "5", "0")
+    assert "Uncaught" not in console
+    assert artifact_size(screenshot) > 10_000
+
+
+def fresh_artifact(name: str) -> Path:
+    """Where a test keeps a file for people to look at (CMDB_ASSO_TEST_ARTIFACTS, default .artifacts/)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / name
+    path.unlink(missing_ok=True)
+    return path
+
+
+def artifact_size(path: Path) -> int:
+    """The size of a kept file (0 when it was not written)."""
+    return path.stat().st_size if path.exists() else 0
+
+
+async def chromium(url: str, *arguments: str) -> tuple[str, str]:
+    """Run headless Chromium on `url` with `arguments`; its standard output and its console log."""
+    assert CHROMIUM is not None
+    with tempfile.TemporaryDirectory() as profile:
+        process = await asyncio.create_subprocess_exec(
+            CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--enable-logging=stderr", "--v=0", f"--user-data-dir={profile}", "--virtual-time-budget=15000",
+            *arguments, url,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(process.communicate(), 90)
+    return out.decode(errors="replace"), err.decode(errors="replace")

@@ -3,17 +3,21 @@ hop, and names one read per model."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from typing import Any
 
 import pytest
 from bson.int64 import Int64
 
+from cmdb_asso.__main__ import main
 from cmdb_asso.app import create_app
 from cmdb_asso.config import Settings
 from cmdb_asso.storage.client import MongoConnection
+from cmdb_asso.storage.embedded import EmbeddedMongo
+from cmdb_asso.storage.schema import DEMO_LINKS
 from tests.conftest import AiohttpClient
-from tests.helpers import add_definition, call
+from tests.helpers import add_definition, audit_records, call, links_in
 from tests.wire.conftest import add_instances
 
 pytestmark = pytest.mark.wire
@@ -55,3 +59,23 @@ async def test_six_hops_over_ten_thousand_links_cost_a_read_per_hop(
     by_name = {name: n - before_by_name.get(name, 0) for name, n in wire_mongo.commands.by_name.items()}
     reads = by_name.get("find", 0) + by_name.get("getMore", 0)  # (the start-up's index reads may still run)
     assert reads <= 1 + DEPTH + 1 + DEPTH, {name: n for name, n in by_name.items() if n}
+
+
+async def test_seed_demo_writes_links_worth_drawing_once(
+    wire_mongo: MongoConnection, wire_settings: Settings, embedded: EmbeddedMongo, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    monkeypatch.setenv("CMDB_ASSO_MONGODB_URI", embedded.uri)
+    monkeypatch.setenv("CMDB_ASSO_MONGODB_DATABASE", wire_settings.mongodb.database)
+    monkeypatch.setenv("CMDB_ASSO_MONGODB_DRIVER", wire_settings.mongodb.driver)
+
+    codes = [await asyncio.to_thread(main, ["seed-demo"]) for _ in range(2)]
+
+    assert codes == [0, 0]
+    output = capsys.readouterr().out
+    assert f"demo links: {len(DEMO_LINKS)} created, 0 there already" in output
+    assert f"demo links: 0 created, {len(DEMO_LINKS)} there already" in output
+    assert len(await links_in(wire_mongo, "bk_switch")) == sum(1 for link in DEMO_LINKS if "bk_switch" in link[0])
+    creates = [doc for doc in await audit_records(wire_mongo) if doc["action"] == "create"]
+    assert len(creates) == len(DEMO_LINKS)
+    assert {doc["user"] for doc in creates} == {"seed-demo"}
