@@ -343,6 +343,7 @@ def build_spec() -> dict[str, Any]:
         ("/readyz", "MongoDB answers a ping"),
         ("/metrics", "Prometheus text format"),
         ("/openapi.json", "this document"),
+        ("/graph", "the page that draws the graph of many hops around an instance (HTML)"),
     ):
         responses: dict[str, Any] = {"200": {"description": description}}
         if path == "/readyz":

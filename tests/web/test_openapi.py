@@ -36,11 +36,12 @@ async def test_every_route_is_documented_and_every_documented_route_exists(clien
     served = _served(client)
 
     # ESB names are served with and without the trailing slash and the version; the document names the
-    # canonical /api/c/compapi/v2/cc/<name>/ form, and the static files of the docs page are not API routes.
+    # canonical /api/c/compapi/v2/cc/<name>/ form, and the static files of the docs and graph pages are not API
+    # routes.
     canonical = {
         (method, path)
         for method, path in served
-        if not path.startswith(("/api/c/compapi/cc/", "/docs"))
+        if not path.startswith(("/api/c/compapi/cc/", "/docs", "/graph/static"))
         and not (path.startswith("/api/c/compapi/v2/cc/") and not path.endswith("/"))
     }
     assert documented == canonical
