@@ -209,6 +209,7 @@ def _install_services(
         authorizer,
         find_max_results=settings.limits.find_max_results,
         graph_max_nodes=settings.limits.graph_max_nodes,
+        topo_max_links=settings.topo.max_links,
     )
     deadline = settings.mongodb.request_deadline_seconds
     app[IDEMPOTENCY] = Idempotency(

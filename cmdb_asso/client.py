@@ -253,6 +253,11 @@ class AssociationClient:
             params["conditions"] = conditions
         return int((await self.call("count", params))["count"])
 
+    async def topo(self, obj_id: str, inst_id: int) -> list[dict[str, Any]]:
+        """The instances one instance points to, grouped by target model (bk-cmdb's instance topology)."""
+        groups: list[dict[str, Any]] = await self.call("topo", {"bk_obj_id": obj_id, "bk_inst_id": inst_id})
+        return groups
+
     async def graph(
         self,
         obj_id: str,

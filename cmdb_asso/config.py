@@ -101,12 +101,21 @@ class LogSettings:
 
 
 @dataclass(frozen=True)
+class TopoSettings:
+    """Instance topology (search_inst_association_topo)."""
+
+    # More links of one instance than this answer 1199059 rather than an answer no process should build.
+    max_links: int = 5000
+
+
+@dataclass(frozen=True)
 class Settings:
     """Every setting of the service."""
 
     mongodb: MongoSettings = field(default_factory=MongoSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
+    topo: TopoSettings = field(default_factory=TopoSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     log: LogSettings = field(default_factory=LogSettings)
     language: str = "en"
@@ -230,6 +239,13 @@ class _LimitSchema(Schema):
     definition_cache_entries = fields.Integer(strict=False, validate=validate.Range(min=1, max=1_000_000))
 
 
+class _TopoSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    max_links = fields.Integer(strict=False, validate=validate.Range(min=1, max=1_000_000))
+
+
 class _LogSchema(Schema):
     class Meta:
         unknown = EXCLUDE
@@ -245,6 +261,7 @@ class _SettingsSchema(Schema):
     mongodb = fields.Nested(_MongoSchema)
     http = fields.Nested(_HttpSchema)
     limits = fields.Nested(_LimitSchema)
+    topo = fields.Nested(_TopoSchema)
     auth = fields.Nested(_AuthSchema)
     log = fields.Nested(_LogSchema)
     language = fields.String(validate=validate.OneOf(["en", "zh"]))
@@ -256,6 +273,7 @@ _SECTIONS: dict[str, Any] = {
     "mongodb": MongoSettings,
     "http": HttpSettings,
     "limits": LimitSettings,
+    "topo": TopoSettings,
     "auth": AuthSettings,
     "log": LogSettings,
 }

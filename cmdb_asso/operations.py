@@ -47,6 +47,8 @@ OPERATIONS: tuple[Operation, ...] = (
               "search_instance_associations", False),
     Operation("count", "POST", "/api/v3/count/instance_associations/object/{bk_obj_id}",
               "count_instance_associations", False),
+    Operation("topo", "POST", "/api/v3/find/insttopo/object/{bk_obj_id}/inst/{bk_inst_id}",
+              "search_inst_association_topo", False),
     Operation("graph", "POST", "/api/v3/find/instassociation/graph", "search_inst_association_graph", False),
 )  # fmt: skip
 BY_NAME = {operation.name: operation for operation in OPERATIONS}

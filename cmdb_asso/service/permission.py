@@ -148,3 +148,28 @@ def view_permission_payload(obj_id: str, model_row_id: int | None, model_name: s
             }
         ],
     }
+
+
+def view_model_payload(model_row_id: int | None, model_name: str, obj_id: str) -> dict[str, Any]:
+    """The `permission` object of a topology denial: `view_sys_model` on the model's `cc_ObjDes` row."""
+    row = str(model_row_id if model_row_id is not None else obj_id)
+    instance = {"type": "sys_model", "type_name": "模型", "id": row, "name": model_name}
+    return {
+        "system_id": SYSTEM_ID,
+        "system_name": SYSTEM_NAME,
+        "actions": [
+            {
+                "id": "view_sys_model",
+                "name": "模型查看",
+                "related_resource_types": [
+                    {
+                        "system_id": SYSTEM_ID,
+                        "system_name": SYSTEM_NAME,
+                        "type": "sys_model",
+                        "type_name": "模型",
+                        "instances": [[instance]],
+                    }
+                ],
+            }
+        ],
+    }

@@ -6,13 +6,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import structlog
+
 from cmdb_asso.domain import StoredLink
-from cmdb_asso.errors import PageLimitExceeded, PermissionDenied, SourceInstanceMissing
+from cmdb_asso.errors import PageLimitExceeded, ParamEmpty, PermissionDenied, SourceInstanceMissing
+from cmdb_asso.service.associations import DEFAULT_SUPPLIER
 from cmdb_asso.service.context import Caller
 from cmdb_asso.service.filters import ASSOCIATION_FIELDS, check_condition, translate_query
-from cmdb_asso.service.permission import Authorizer, view_permission_payload
+from cmdb_asso.service.permission import Authorizer, view_model_payload, view_permission_payload
 from cmdb_asso.storage.associations import AssociationStore
+from cmdb_asso.storage.tables import instance_table
 
+log = structlog.get_logger(__name__)
 PAGE_LIMIT = 500
 # Fields a caller may sort by or project; anything else in `fields` is ignored.
 VISIBLE_FIELDS = ASSOCIATION_FIELDS | {"create_time", "last_time"}
@@ -75,6 +80,12 @@ class Graph:
     truncated: bool = False
 
 
+# Models whose instances bk-cmdb names by another field in the topology (GetInstNameFieldName).
+_TOPO_NAME_FIELDS = {"host": "bk_host_innerip"}
+# Models bk-cmdb's topology never asks view permission for: mainline levels and these (CONTRACT 11).
+_TOPO_EXEMPT = frozenset({"biz", "set", "module", "process", "plat", "bk_biz_set_obj", "bk_project"})
+
+
 class QueryService:
     """Finds and counts links; every query needs view permission on its model."""
 
@@ -85,11 +96,13 @@ class QueryService:
         *,
         find_max_results: int = 10000,
         graph_max_nodes: int = 1000,
+        topo_max_links: int = 5000,
     ) -> None:
         self.store = store
         self.authorizer = authorizer
         self.find_max_results = find_max_results
         self.graph_max_nodes = graph_max_nodes
+        self.topo_max_links = topo_max_links
 
     async def authorize_view(self, caller: Caller, obj_id: str) -> None:
         """View permission on `obj_id`, or 9900403 with the payload naming the model."""
@@ -207,3 +220,68 @@ class QueryService:
         graph.hidden = len(hidden)
         graph.names = await self.store.find_names(supplier, list(graph.hop))
         return graph
+
+    async def topo(self, caller: Caller, obj_id: str, inst_id: int) -> list[dict[str, Any]]:
+        """The instances one instance points to (links where it is the source), grouped by target model
+        (CONTRACT 11): groups by `bk_obj_id`, children by link id; a link whose target is gone is skipped."""
+        supplier = caller.supplier_account
+        models = await self.store.find_model_details([obj_id])
+        if obj_id not in models:
+            raise ParamEmpty("bk_obj_id")
+        id_field = instance_table(obj_id, supplier).id_field
+        if inst_id == 0 or inst_id not in await self.store.find_instance_names(obj_id, supplier, [inst_id]):
+            raise ParamEmpty(id_field)
+        await self._authorize_model_view(caller, obj_id, models[obj_id])
+        suppliers = tuple(sorted({DEFAULT_SUPPLIER, supplier}))
+        definitions = await self.store.find_definitions_from(obj_id, suppliers)
+        targets = await self.store.find_model_details(sorted({d.asst_obj_id for d in definitions}))
+        names = sorted({d.obj_asst_id for d in definitions if d.asst_obj_id in targets})
+        if not names:
+            return []
+        query = {"bk_obj_id": obj_id, "bk_inst_id": inst_id, "bk_asst_obj_id": {"$in": sorted(targets)},
+                 "bk_obj_asst_id": {"$in": names}}  # fmt: skip
+        links = await self.store.find_links(obj_id, supplier, query, sort=[("id", 1)], limit=self.topo_max_links + 1)
+        if len(links) > self.topo_max_links:
+            raise PageLimitExceeded()
+        by_target: dict[str, list[dict[str, Any]]] = {}
+        for link in links:
+            by_target.setdefault(str(link["bk_asst_obj_id"]), []).append(link)
+        for target in sorted(by_target):
+            await self._authorize_model_view(caller, target, targets[target])
+        groups = []
+        for target in sorted(by_target):
+            model = targets[target]
+            ids = sorted({int(link["bk_asst_inst_id"]) for link in by_target[target]})
+            found = await self.store.find_instance_names(
+                target, supplier, ids, name_field=_TOPO_NAME_FIELDS.get(target)
+            )
+            children = []
+            for link in by_target[target]:
+                child_id = int(link["bk_asst_inst_id"])
+                if child_id not in found:
+                    log.warning("topo_link_dangling", link_id=link["id"], bk_obj_id=target, bk_inst_id=child_id)
+                    continue
+                children.append(_topo_entry(model, str(child_id), child_id, found[child_id], int(link["id"])))
+            if children:
+                groups.append({**_topo_entry(model, "", 0, "", 0), "count": len(children), "children": children})
+        return groups
+
+    async def _authorize_model_view(self, caller: Caller, obj_id: str, model: dict[str, Any]) -> None:
+        if obj_id in _TOPO_EXEMPT or await self.authorizer.can_view(caller, obj_id):
+            return
+        row_id = int(model["id"]) if model.get("id") is not None else None
+        name = str(model.get("bk_obj_name") or obj_id)
+        raise PermissionDenied(permission=view_model_payload(row_id, name, obj_id))
+
+
+def _topo_entry(model: dict[str, Any], entry_id: str, inst_id: int, name: str, asso_id: int) -> dict[str, Any]:
+    """One group or child of the topology, in bk-cmdb's key order."""
+    return {
+        "id": entry_id,
+        "bk_obj_id": str(model["bk_obj_id"]),
+        "bk_obj_icon": str(model.get("bk_obj_icon", "")),
+        "bk_inst_id": inst_id,
+        "bk_obj_name": str(model.get("bk_obj_name", "")),
+        "bk_inst_name": name,
+        "asso_id": asso_id,
+    }

@@ -157,15 +157,33 @@ class AssociationStore:
             return existing, both, both
         return existing, names("src", src), names("dst", dst)
 
-    async def find_instance_names(self, obj_id: str, supplier_account: str, ids: list[int]) -> dict[int, str]:
-        """The names of those instances of `obj_id` that exist, by id."""
+    async def find_instance_names(
+        self, obj_id: str, supplier_account: str, ids: list[int], *, name_field: str | None = None
+    ) -> dict[int, str]:
+        """The names of those instances of `obj_id` that exist, by id (from `name_field` when given; a list of
+        strings, as hosts keep their IPs, is joined with commas)."""
         table = instance_table(obj_id, supplier_account)
-        projection = {"_id": 0, table.id_field: 1, table.name_field: 1}
+        name = name_field or table.name_field
+        projection = {"_id": 0, table.id_field: 1, name: 1}
         with translate_errors(write=False):
             # One round trip: the first batch holds every instance asked for.
             cursor = self.mongo.db[table.collection].find(table.filter_for(ids), projection).batch_size(len(ids) + 1)
             docs = await cursor.to_list(None)
-        return {int(doc[table.id_field]): str(doc.get(table.name_field, "")) for doc in docs}
+        return {int(doc[table.id_field]): _name_text(doc.get(name)) for doc in docs}
+
+    async def find_definitions_from(self, obj_id: str, suppliers: tuple[str, ...]) -> list[Definition]:
+        """The definitions whose source model is `obj_id`, under any of `suppliers`."""
+        query = {"bk_obj_id": obj_id, "bk_supplier_account": {"$in": list(suppliers)}}
+        with translate_errors(write=False):
+            docs = await self.mongo.db[OBJ_ASST].find(query, {"_id": 0}).to_list(None)
+        return [definition_from(doc) for doc in docs]
+
+    async def find_model_details(self, obj_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """`cc_ObjDes` rows (id, name, icon) of these models, by `bk_obj_id`."""
+        projection = {"_id": 0, "bk_obj_id": 1, "bk_obj_name": 1, "bk_obj_icon": 1, "id": 1}
+        with translate_errors(write=False):
+            docs = await self.mongo.db[OBJ_DES].find({"bk_obj_id": {"$in": obj_ids}}, projection).to_list(None)
+        return {str(doc["bk_obj_id"]): doc for doc in docs}
 
     async def find_names(self, supplier_account: str, instances: list[tuple[str, int]]) -> dict[tuple[str, int], str]:
         """The names of those of these (model, id) instances that exist: one read per model, together."""
@@ -447,6 +465,12 @@ def _existing_links_query(definition: Definition, pairs: list[tuple[int, int]]) 
         "n:n": {**same_source, "bk_asst_inst_id": _one_or_in(targets)},
     }
     return {"bk_obj_asst_id": definition.obj_asst_id, **clauses[definition.mapping]}
+
+
+def _name_text(value: Any) -> str:
+    if isinstance(value, list):
+        return ",".join(str(item) for item in value)
+    return "" if value is None else str(value)
 
 
 def _one_or_in(values: list[int]) -> Any:

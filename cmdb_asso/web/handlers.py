@@ -41,6 +41,7 @@ from cmdb_asso.web.schemas import (
     PageSchema,
     RelatedConditionSchema,
     SearchSchema,
+    TopoSchema,
     check_batch_shape,
     load_body,
     load_detail,
@@ -67,6 +68,7 @@ _RELATED_CONDITION = RelatedConditionSchema()
 _SEARCH = SearchSchema()
 _PAGE = PageSchema()
 _GRAPH = GraphSchema()
+_TOPO = TopoSchema()
 
 
 # How deeply a body may nest. No operation needs more than a few levels; the cap keeps every accepted body
@@ -253,6 +255,12 @@ async def count_instance_associations(request: web.Request, call: Call) -> dict[
     """How many links of a model match query-builder conditions."""
     body = load_body(_SEARCH, call.params)
     return {"count": await request.app[QUERIES].count(call.caller, body["bk_obj_id"], body["conditions"])}
+
+
+async def instance_topology(request: web.Request, call: Call) -> list[dict[str, Any]]:
+    """The instances one instance points to, grouped by target model."""
+    body = load_body(_TOPO, call.params)
+    return await request.app[QUERIES].topo(call.caller, body["bk_obj_id"], body["bk_inst_id"])
 
 
 async def graph_of_instance_associations(request: web.Request, call: Call) -> dict[str, Any]:

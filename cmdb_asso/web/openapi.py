@@ -29,6 +29,7 @@ REQUEST_SCHEMAS: dict[str, type[Schema]] = {
     "search_related_inst_asso": schemas.FindRelatedSchema,
     "search_instance_associations": schemas.SearchSchema,
     "count_instance_associations": schemas.SearchSchema,
+    "search_inst_association_topo": schemas.TopoSchema,
     "search_inst_association_graph": schemas.GraphSchema,
 }
 
@@ -65,6 +66,22 @@ RESPONSE_DATA: dict[str, dict[str, Any]] = {
     "search_related_inst_asso": _LINKS,
     "search_instance_associations": {"type": "object", "properties": {"info": _LINKS}},
     "count_instance_associations": {"type": "object", "properties": {"count": {"type": "integer"}}},
+    "search_inst_association_topo": {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "properties": {
+                **{
+                    name: {"type": "string"}
+                    for name in ("id", "bk_obj_id", "bk_obj_icon", "bk_obj_name", "bk_inst_name")
+                },
+                "bk_inst_id": {"type": "integer", "format": "int64"},
+                "asso_id": {"type": "integer", "format": "int64"},
+                "count": {"type": "integer"},
+                "children": {"type": "array", "items": {"type": "object"}},
+            },
+        },
+    },
     "search_inst_association_graph": {
         "type": "object",
         "properties": {
@@ -230,7 +247,7 @@ def _links(spelling: str, esb_name: str) -> dict[str, Any]:
 
 def _native_operation(route: Operation, schema_name: str) -> dict[str, Any]:
     path_names = [part[1:-1] for part in route.native_path.split("/") if part.startswith("{")]
-    path_schemas = {"bk_obj_id": _MODEL_ID, "id": {**_INT64, "minimum": 0}}
+    path_schemas = {"bk_obj_id": _MODEL_ID, "id": {**_INT64, "minimum": 0}, "bk_inst_id": _INT64}
     parameters: list[dict[str, Any]] = [
         {"name": name, "in": "path", "required": True, "schema": path_schemas[name]} for name in path_names
     ]
@@ -252,7 +269,9 @@ def _native_operation(route: Operation, schema_name: str) -> dict[str, Any]:
             **_errors("Native"),
         },
     }
-    if route.method != "DELETE" or not path_names:
+    schema_fields = {field.data_key or name for name, field in REQUEST_SCHEMAS[route.esb_name]().fields.items()}
+    # A body is asked for unless the path carries everything (delete one; the topology, whose body is ignored).
+    if not schema_fields <= set(path_names):
         operation["requestBody"] = {
             "required": True,
             "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema_name}"}}},
@@ -314,6 +333,7 @@ def build_spec() -> dict[str, Any]:
     for field_class, openapi_type, openapi_format in (
         (schemas.PositiveInt64, "integer", "int64"),
         (schemas.IntegerId, "integer", "int64"),
+        (schemas.SignedIntegerId, "integer", "int64"),
         (schemas.PageNumber, "integer", "int64"),
         (schemas.StrictBoolean, "boolean", None),
         (schemas.Identifier, "string", None),

@@ -23,6 +23,7 @@ HANDLERS: dict[str, handlers.OperationHandler] = {
     "find_related": handlers.find_related_instance_associations,
     "search": handlers.search_instance_associations,
     "count": handlers.count_instance_associations,
+    "topo": handlers.instance_topology,
     "graph": handlers.graph_of_instance_associations,
 }
 

@@ -254,6 +254,26 @@ class SearchSchema(_Schema):
     page = fields.Raw(load_default=None)
 
 
+class SignedIntegerId(fields.Field[int]):
+    """An integral id within int64, negatives included (a JSON integer, or ASCII digits as a path carries them):
+    else 1199009."""
+
+    default_error_messages = INTEGER_ID_ERRORS
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
+        number = int64_or_none(value, from_text=True)
+        if number is None:
+            raise self.make_error("invalid")
+        return number
+
+
+class TopoSchema(_Schema):
+    """Instance topology: the model and the instance (from the path, or the ESB body)."""
+
+    bk_obj_id = model_id_field(required=True, error_messages=MISSING)
+    bk_inst_id = SignedIntegerId(required=True)
+
+
 class GraphSchema(_Schema):
     """The graph of many hops: the root instance, which way to walk, how far, along which definitions, and
     how many instances at most."""
