@@ -210,6 +210,7 @@ def _install_services(
         find_max_results=settings.limits.find_max_results,
         graph_max_nodes=settings.limits.graph_max_nodes,
         topo_max_links=settings.topo.max_links,
+        max_unbounded=settings.query.max_unbounded,
     )
     deadline = settings.mongodb.request_deadline_seconds
     app[IDEMPOTENCY] = Idempotency(

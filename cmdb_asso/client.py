@@ -258,6 +258,21 @@ class AssociationClient:
         groups: list[dict[str, Any]] = await self.call("topo", {"bk_obj_id": obj_id, "bk_inst_id": inst_id})
         return groups
 
+    async def base_info(
+        self,
+        obj_id: str,
+        inst_id: int,
+        other_obj_id: str,
+        *,
+        is_target: bool = False,
+        page: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """A page of the links between one instance and another model's instances (`count`, `info`)."""
+        condition = {"bk_obj_id": obj_id, "bk_inst_id": inst_id, "association_obj_id": other_obj_id,
+                     "is_target_object": is_target}  # fmt: skip
+        answer: dict[str, Any] = await self.call("base_info", {"condition": condition, "page": page or {}})
+        return answer
+
     async def graph(
         self,
         obj_id: str,

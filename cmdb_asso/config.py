@@ -109,6 +109,14 @@ class TopoSettings:
 
 
 @dataclass(frozen=True)
+class QuerySettings:
+    """Reads that bk-cmdb lets a caller leave unbounded."""
+
+    # What bk-cmdb's "no limit" page size (999999999) may return at most; more answer 1199059.
+    max_unbounded: int = 10000
+
+
+@dataclass(frozen=True)
 class Settings:
     """Every setting of the service."""
 
@@ -116,6 +124,7 @@ class Settings:
     http: HttpSettings = field(default_factory=HttpSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
     topo: TopoSettings = field(default_factory=TopoSettings)
+    query: QuerySettings = field(default_factory=QuerySettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     log: LogSettings = field(default_factory=LogSettings)
     language: str = "en"
@@ -246,6 +255,13 @@ class _TopoSchema(Schema):
     max_links = fields.Integer(strict=False, validate=validate.Range(min=1, max=1_000_000))
 
 
+class _QuerySchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    max_unbounded = fields.Integer(strict=False, validate=validate.Range(min=1, max=1_000_000))
+
+
 class _LogSchema(Schema):
     class Meta:
         unknown = EXCLUDE
@@ -262,6 +278,7 @@ class _SettingsSchema(Schema):
     http = fields.Nested(_HttpSchema)
     limits = fields.Nested(_LimitSchema)
     topo = fields.Nested(_TopoSchema)
+    query = fields.Nested(_QuerySchema)
     auth = fields.Nested(_AuthSchema)
     log = fields.Nested(_LogSchema)
     language = fields.String(validate=validate.OneOf(["en", "zh"]))
@@ -274,6 +291,7 @@ _SECTIONS: dict[str, Any] = {
     "http": HttpSettings,
     "limits": LimitSettings,
     "topo": TopoSettings,
+    "query": QuerySettings,
     "auth": AuthSettings,
     "log": LogSettings,
 }

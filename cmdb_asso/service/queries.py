@@ -86,6 +86,41 @@ _TOPO_NAME_FIELDS = {"host": "bk_host_innerip"}
 _TOPO_EXEMPT = frozenset({"biz", "set", "module", "process", "plat", "bk_biz_set_obj", "bk_project"})
 
 
+# bk-cmdb's "no limit" page size for base info (CONTRACT 13), and its largest page otherwise.
+UNBOUNDED_LIMIT = 999999999
+BASE_INFO_PAGE_LIMIT = 1000
+BASE_INFO_DEFAULT_LIMIT = 20
+
+
+@dataclass(frozen=True, slots=True)
+class BaseInfoRequest:
+    """A checked base-info request: the instance, the other model, the direction, and a page of links."""
+
+    obj_id: str
+    inst_id: int
+    other_obj_id: str
+    is_target: bool
+    start: int
+    limit: int
+    sort: tuple[tuple[str, int], ...]
+
+
+def parse_contract_sort(sort: str) -> tuple[tuple[str, int], ...]:
+    """bk-cmdb's sort string as sections 12 and 13 read it (`key`, `-key`, `key:-1`); every key must be an
+    association field (else 1199011 `page.sort`); `id` ascending when none is given."""
+    keys: list[tuple[str, int]] = []
+    for item in (part.strip() for part in sort.split(",")):
+        if not item:
+            continue
+        name, colon, direction = item.partition(":")
+        key = name.lstrip("+-")
+        if key not in ASSOCIATION_FIELDS:
+            raise ParamEmpty("page.sort")
+        descending = direction.strip() == "-1" if colon else name.startswith("-")
+        keys.append((key, -1 if descending else 1))
+    return tuple(keys) or (("id", 1),)
+
+
 class QueryService:
     """Finds and counts links; every query needs view permission on its model."""
 
@@ -97,12 +132,14 @@ class QueryService:
         find_max_results: int = 10000,
         graph_max_nodes: int = 1000,
         topo_max_links: int = 5000,
+        max_unbounded: int = 10000,
     ) -> None:
         self.store = store
         self.authorizer = authorizer
         self.find_max_results = find_max_results
         self.graph_max_nodes = graph_max_nodes
         self.topo_max_links = topo_max_links
+        self.max_unbounded = max_unbounded
 
     async def authorize_view(self, caller: Caller, obj_id: str) -> None:
         """View permission on `obj_id`, or 9900403 with the payload naming the model."""
@@ -265,6 +302,44 @@ class QueryService:
             if children:
                 groups.append({**_topo_entry(model, "", 0, "", 0), "count": len(children), "children": children})
         return groups
+
+    async def base_info(self, caller: Caller, request: BaseInfoRequest) -> dict[str, Any]:
+        """A page of the links between one instance and another model's instances, in one direction, as the
+        other side's (id, name) in link order (CONTRACT 13), with the true count of links."""
+        models = await self.store.find_model_details([request.obj_id, request.other_obj_id])
+        if request.obj_id not in models:
+            raise ParamEmpty("bk_obj_id")
+        if request.other_obj_id not in models:
+            raise ParamEmpty("association_obj_id")
+        await self.authorize_view(caller, request.obj_id)
+        await self.authorize_view(caller, request.other_obj_id)
+        if request.is_target:
+            query = {"bk_asst_obj_id": request.obj_id, "bk_asst_inst_id": request.inst_id,
+                     "bk_obj_id": request.other_obj_id}  # fmt: skip
+            other_side = "bk_inst_id"
+        else:
+            query = {"bk_obj_id": request.obj_id, "bk_inst_id": request.inst_id,
+                     "bk_asst_obj_id": request.other_obj_id}  # fmt: skip
+            other_side = "bk_asst_inst_id"
+        supplier = caller.supplier_account
+        count = await self.store.count_links(request.other_obj_id, supplier, query)
+        unbounded = request.limit == UNBOUNDED_LIMIT
+        if unbounded and count - request.start > self.max_unbounded:
+            raise PageLimitExceeded()
+        links = await self.store.find_links(
+            request.other_obj_id, supplier, query, sort=list(request.sort), skip=request.start,
+            limit=self.max_unbounded if unbounded else request.limit,
+        )  # fmt: skip
+        ids = list(dict.fromkeys(int(link[other_side]) for link in links))
+        names = (
+            await self.store.find_instance_names(
+                request.other_obj_id, supplier, sorted(ids), name_field=_TOPO_NAME_FIELDS.get(request.other_obj_id)
+            )
+            if ids
+            else {}
+        )
+        info = [{"bk_inst_id": inst_id, "bk_inst_name": names[inst_id]} for inst_id in ids if inst_id in names]
+        return {"count": count, "info": info}
 
     async def _authorize_model_view(self, caller: Caller, obj_id: str, model: dict[str, Any]) -> None:
         if obj_id in _TOPO_EXEMPT or await self.authorizer.can_view(caller, obj_id):

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from cmdb_asso.errors import BodyInvalid
+from cmdb_asso.errors import BodyInvalid, PageLimitExceeded
 from cmdb_asso.keys import (
     APP_AUTHENTICATOR,
     DRAINING,
@@ -26,7 +26,16 @@ from cmdb_asso.keys import (
 )
 from cmdb_asso.service.associations import BatchRequest, CreateRequest
 from cmdb_asso.service.context import Caller
-from cmdb_asso.service.queries import PAGE_LIMIT, Page, parse_sort
+from cmdb_asso.service.queries import (
+    BASE_INFO_DEFAULT_LIMIT,
+    BASE_INFO_PAGE_LIMIT,
+    PAGE_LIMIT,
+    UNBOUNDED_LIMIT,
+    BaseInfoRequest,
+    Page,
+    parse_contract_sort,
+    parse_sort,
+)
 from cmdb_asso.web.envelope import request_language, success
 from cmdb_asso.web.graph_page import GRAPH_PAGE
 from cmdb_asso.web.identity import esb_caller, native_caller
@@ -43,6 +52,7 @@ from cmdb_asso.web.schemas import (
     SearchSchema,
     TopoSchema,
     check_batch_shape,
+    load_base_info,
     load_body,
     load_detail,
 )
@@ -261,6 +271,19 @@ async def instance_topology(request: web.Request, call: Call) -> list[dict[str, 
     """The instances one instance points to, grouped by target model."""
     body = load_body(_TOPO, call.params)
     return await request.app[QUERIES].topo(call.caller, body["bk_obj_id"], body["bk_inst_id"])
+
+
+async def instance_base_info(request: web.Request, call: Call) -> dict[str, Any]:
+    """A page of the links between one instance and another model, as the other side's ids and names."""
+    body = load_base_info(call.params)
+    limit = body["limit"] or BASE_INFO_DEFAULT_LIMIT
+    if limit > BASE_INFO_PAGE_LIMIT and limit != UNBOUNDED_LIMIT:
+        raise PageLimitExceeded()
+    checked = BaseInfoRequest(
+        body["obj_id"], body["inst_id"], body["other_obj_id"], body["is_target"], body["start"], limit,
+        parse_contract_sort(body["sort"]),
+    )  # fmt: skip
+    return await request.app[QUERIES].base_info(call.caller, checked)
 
 
 async def graph_of_instance_associations(request: web.Request, call: Call) -> dict[str, Any]:

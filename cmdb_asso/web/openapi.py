@@ -30,6 +30,7 @@ REQUEST_SCHEMAS: dict[str, type[Schema]] = {
     "search_instance_associations": schemas.SearchSchema,
     "count_instance_associations": schemas.SearchSchema,
     "search_inst_association_topo": schemas.TopoSchema,
+    "search_inst_asst_object_inst_base_info": schemas.BaseInfoSchema,
     "search_inst_association_graph": schemas.GraphSchema,
 }
 
@@ -79,6 +80,22 @@ RESPONSE_DATA: dict[str, dict[str, Any]] = {
                 "asso_id": {"type": "integer", "format": "int64"},
                 "count": {"type": "integer"},
                 "children": {"type": "array", "items": {"type": "object"}},
+            },
+        },
+    },
+    "search_inst_asst_object_inst_base_info": {
+        "type": "object",
+        "properties": {
+            "count": {"type": "integer"},
+            "info": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "bk_inst_id": {"type": "integer", "format": "int64"},
+                        "bk_inst_name": {"type": "string"},
+                    },
+                },
             },
         },
     },
