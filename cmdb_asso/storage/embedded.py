@@ -176,6 +176,9 @@ class EmbeddedMongo:
             ],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             env={**os.environ, "CMDB_ASSO_PARENT_PID": str(os.getpid()) if on_main_thread else ""},
+            # A session of its own: a signal to the service's process group (Ctrl-C in a terminal, a process
+            # manager's stop) must not stop the server while the service drains; the service stops it after.
+            start_new_session=True,
         )  # fmt: skip
 
     def _forget_dead_server(self) -> None:

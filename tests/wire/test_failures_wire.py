@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 from bson.int64 import Int64
@@ -193,15 +194,21 @@ async def test_the_check_links_command_reports_then_repairs(
         assert 900003 in [doc["id"] for doc in await links_in(wire_mongo, obj_id)]
 
 
-async def test_sigterm_drains_16_callers_without_cutting_one_answer_and_exits_0(tmp_path: Path) -> None:
+async def test_sigterm_to_the_process_group_drains_16_callers_without_cutting_one_answer_and_exits_0(
+    tmp_path: Path,
+) -> None:
     port = free_port()
+    log_file = tmp_path / "service.log"
     env = {**os.environ, "CMDB_ASSO_HTTP_PORT": str(port), "CMDB_ASSO_DATA_DIR": str(tmp_path / "var"),
            "CMDB_ASSO_LOG_FORMAT": "json", "CMDB_ASSO_HTTP_SHUTDOWN_TIMEOUT": "10",
            "CMDB_ASSO_HTTP_DRAIN_SECONDS": "4"}  # fmt: skip
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "cmdb_asso", "serve", "--seed-demo-if-empty",
-        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
+    # In a session of its own, so that the signal can go to its whole process group, as a terminal's Ctrl-C
+    # or systemd's stop does: the embedded server must outlive the drain all the same.
+    with log_file.open("wb") as output:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "cmdb_asso", "serve", "--seed-demo-if-empty",
+            env=env, stdout=output, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     answers: list[int] = []
     cut: list[str] = []
@@ -233,7 +240,7 @@ async def test_sigterm_drains_16_callers_without_cutting_one_answer_and_exits_0(
 
             callers = [asyncio.create_task(caller(worker)) for worker in range(16)]
             await asyncio.wait_for(first_answer.wait(), 30)
-            process.send_signal(signal.SIGTERM)
+            os.killpg(process.pid, signal.SIGTERM)
             for _ in range(200):  # /readyz turns 503 as soon as the signal is handled
                 async with session.get(f"{base}/readyz") as ready:
                     if ready.status == 503:
@@ -250,3 +257,7 @@ async def test_sigterm_drains_16_callers_without_cutting_one_answer_and_exits_0(
     assert code == 0
     assert set(answers) == {200}
     assert len(answers) > 16 * 5
+    # The group's signal did not reach the embedded server: it served the whole drain, and stopped after it.
+    events = [orjson.loads(line).get("event") for line in log_file.read_bytes().splitlines() if line.strip()]
+    assert "embedded_mongodb_died" not in events
+    assert events.index("draining") < events.index("stopped")
