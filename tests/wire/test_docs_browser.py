@@ -22,12 +22,13 @@ from cmdb_asso.storage.client import MongoConnection
 
 AiohttpServer = Callable[..., Awaitable[TestServer]]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
 # Skipped only on a developer's machine without Chromium; under CI (which installs it) a missing browser fails.
-@pytest.mark.skipif(
+NEEDS_CHROMIUM = pytest.mark.skipif(
     CHROMIUM is None and not os.environ.get("CI"), reason="no Chromium installed (.ci/run installs Debian's chromium)"
 )
+
+
+@NEEDS_CHROMIUM
 async def test_the_docs_page_lists_every_operation_in_a_browser(
     aiohttp_server: AiohttpServer, settings: Settings, mock_mongo: MongoConnection
 ) -> None:
@@ -35,16 +36,7 @@ async def test_the_docs_page_lists_every_operation_in_a_browser(
     base = str(server.make_url("")).rstrip("/")
     document: dict[str, Any] = orjson_loads(await fetch(f"{base}/openapi.json"))
     operation_ids = [op["operationId"] for ops in document["paths"].values() for op in ops.values()]
-    assert CHROMIUM is not None
-    with tempfile.TemporaryDirectory() as profile:
-        process = await asyncio.create_subprocess_exec(
-            CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            f"--user-data-dir={profile}", "--virtual-time-budget=15000", "--dump-dom", f"{base}/docs",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-        )  # fmt: skip
-        dom, _ = await asyncio.wait_for(process.communicate(), 90)
-    html = dom.decode()
+    html, _console = await chromium(f"{base}/docs", "--dump-dom")
 
     assert "swagger-ui" in html
     missing = [
@@ -85,9 +77,7 @@ GRAPH_LINKS = [
 ]
 
 
-@pytest.mark.skipif(
-    CHROMIUM is None and not os.environ.get("CI"), reason="no Chromium installed (.ci/run installs Debian's chromium)"
-)
+@NEEDS_CHROMIUM
 async def test_the_graph_page_draws_the_graph_around_an_instance_in_a_browser(
     aiohttp_server: AiohttpServer, settings: Settings, mock_mongo: MongoConnection
 ) -> None:
