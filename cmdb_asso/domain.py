@@ -47,6 +47,15 @@ class NewLink:
 
 
 @dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """What `cc_ObjDes` says of a model: its row id (None where the row has none), display name and icon."""
+
+    row_id: int | None
+    name: str
+    icon: str
+
+
+@dataclass(frozen=True, slots=True)
 class StoredLink:
     """An instance association as found in a model's table: what a delete removes."""
 

@@ -204,14 +204,14 @@ class AssociationService:
             return
         denied_ends = list(dict.fromkeys(end for end in ends if end[0] in denied_models))
         models = await self.store.find_models(sorted(denied_models))
-        names: dict[str, dict[int, str]] = {}
-        for obj_id in sorted(denied_models):
-            ids = sorted({inst_id for model, inst_id in denied_ends if model == obj_id})
-            names[obj_id] = await self.store.find_instance_names(obj_id, caller.supplier_account, ids)
+        names = await self.store.find_names(caller.supplier_account, denied_ends)
         denied = []
         for obj_id, inst_id in denied_ends:
-            row_id, model_name = models.get(obj_id, (None, obj_id))
-            denied.append(DeniedInstance(obj_id, row_id, model_name or obj_id, inst_id, names[obj_id].get(inst_id, "")))
+            model = models.get(obj_id)
+            row_id, model_name = (model.row_id, model.name) if model else (None, obj_id)
+            denied.append(
+                DeniedInstance(obj_id, row_id, model_name or obj_id, inst_id, names.get((obj_id, inst_id), ""))
+            )
         raise PermissionDenied(permission=edit_permission_payload(denied))
 
     async def _check_rules(

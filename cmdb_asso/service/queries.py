@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 import structlog
 
-from cmdb_asso.domain import StoredLink
+from cmdb_asso.domain import ModelInfo, StoredLink
 from cmdb_asso.errors import PageLimitExceeded, ParamEmpty, PermissionDenied, SourceInstanceMissing
 from cmdb_asso.service.associations import DEFAULT_SUPPLIER
 from cmdb_asso.service.context import Caller
@@ -80,8 +80,8 @@ class Graph:
     truncated: bool = False
 
 
-# Models whose instances bk-cmdb names by another field in the topology (GetInstNameFieldName).
-_TOPO_NAME_FIELDS = {"host": "bk_host_innerip"}
+# Models whose instances bk-cmdb's topology and base info name by another field (GetInstNameFieldName).
+_DETAIL_NAME_FIELDS = {"host": "bk_host_innerip"}
 # Models bk-cmdb's topology never asks view permission for: mainline levels and these (CONTRACT 11).
 _TOPO_EXEMPT = frozenset({"biz", "set", "module", "process", "plat", "bk_biz_set_obj", "bk_project"})
 
@@ -145,8 +145,8 @@ class QueryService:
         """View permission on `obj_id`, or 9900403 with the payload naming the model."""
         if await self.authorizer.can_view(caller, obj_id):
             return
-        models = await self.store.find_models([obj_id])
-        row_id, name = models.get(obj_id, (None, obj_id))
+        model = (await self.store.find_models([obj_id])).get(obj_id)
+        row_id, name = (model.row_id, model.name) if model else (None, obj_id)
         raise PermissionDenied(permission=view_permission_payload(obj_id, row_id, name or obj_id))
 
     async def find(self, caller: Caller, obj_id: str, condition: Any) -> list[dict[str, Any]]:
@@ -262,7 +262,7 @@ class QueryService:
         """The instances one instance points to (links where it is the source), grouped by target model
         (CONTRACT 11): groups by `bk_obj_id`, children by link id; a link whose target is gone is skipped."""
         supplier = caller.supplier_account
-        models = await self.store.find_model_details([obj_id])
+        models = await self.store.find_models([obj_id])
         if obj_id not in models:
             raise ParamEmpty("bk_obj_id")
         id_field = instance_table(obj_id, supplier).id_field
@@ -271,7 +271,7 @@ class QueryService:
         await self._authorize_model_view(caller, obj_id, models[obj_id])
         suppliers = tuple(sorted({DEFAULT_SUPPLIER, supplier}))
         definitions = await self.store.find_definitions_from(obj_id, suppliers)
-        targets = await self.store.find_model_details(sorted({d.asst_obj_id for d in definitions}))
+        targets = await self.store.find_models(sorted({d.asst_obj_id for d in definitions}))
         names = sorted({d.obj_asst_id for d in definitions if d.asst_obj_id in targets})
         if not names:
             return []
@@ -285,28 +285,29 @@ class QueryService:
             by_target.setdefault(str(link["bk_asst_obj_id"]), []).append(link)
         for target in sorted(by_target):
             await self._authorize_model_view(caller, target, targets[target])
+        found = await self.store.find_names(
+            supplier, [(str(link["bk_asst_obj_id"]), int(link["bk_asst_inst_id"])) for link in links],
+            name_fields=_DETAIL_NAME_FIELDS,
+        )  # fmt: skip
         groups = []
         for target in sorted(by_target):
             model = targets[target]
-            ids = sorted({int(link["bk_asst_inst_id"]) for link in by_target[target]})
-            found = await self.store.find_instance_names(
-                target, supplier, ids, name_field=_TOPO_NAME_FIELDS.get(target)
-            )
             children = []
             for link in by_target[target]:
-                child_id = int(link["bk_asst_inst_id"])
-                if child_id not in found:
-                    log.warning("topo_link_dangling", link_id=link["id"], bk_obj_id=target, bk_inst_id=child_id)
+                child = (target, int(link["bk_asst_inst_id"]))
+                if child not in found:
+                    log.warning("topo_link_dangling", link_id=link["id"], bk_obj_id=target, bk_inst_id=child[1])
                     continue
-                children.append(_topo_entry(model, str(child_id), child_id, found[child_id], int(link["id"])))
+                children.append(_topo_entry(target, model, str(child[1]), child[1], found[child], int(link["id"])))
             if children:
-                groups.append({**_topo_entry(model, "", 0, "", 0), "count": len(children), "children": children})
+                entry = _topo_entry(target, model, "", 0, "", 0)
+                groups.append({**entry, "count": len(children), "children": children})
         return groups
 
     async def base_info(self, caller: Caller, request: BaseInfoRequest) -> dict[str, Any]:
         """A page of the links between one instance and another model's instances, in one direction, as the
         other side's (id, name) in link order (CONTRACT 13), with the true count of links."""
-        models = await self.store.find_model_details([request.obj_id, request.other_obj_id])
+        models = await self.store.find_models([request.obj_id, request.other_obj_id])
         if request.obj_id not in models:
             raise ParamEmpty("bk_obj_id")
         if request.other_obj_id not in models:
@@ -330,33 +331,25 @@ class QueryService:
             request.other_obj_id, supplier, query, sort=list(request.sort), skip=request.start,
             limit=self.max_unbounded if unbounded else request.limit,
         )  # fmt: skip
-        ids = list(dict.fromkeys(int(link[other_side]) for link in links))
-        names = (
-            await self.store.find_instance_names(
-                request.other_obj_id, supplier, sorted(ids), name_field=_TOPO_NAME_FIELDS.get(request.other_obj_id)
-            )
-            if ids
-            else {}
-        )
-        info = [{"bk_inst_id": inst_id, "bk_inst_name": names[inst_id]} for inst_id in ids if inst_id in names]
+        others = list(dict.fromkeys((request.other_obj_id, int(link[other_side])) for link in links))
+        names = await self.store.find_names(supplier, others, name_fields=_DETAIL_NAME_FIELDS)
+        info = [{"bk_inst_id": other[1], "bk_inst_name": names[other]} for other in others if other in names]
         return {"count": count, "info": info}
 
-    async def _authorize_model_view(self, caller: Caller, obj_id: str, model: dict[str, Any]) -> None:
+    async def _authorize_model_view(self, caller: Caller, obj_id: str, model: ModelInfo) -> None:
         if obj_id in _TOPO_EXEMPT or await self.authorizer.can_view(caller, obj_id):
             return
-        row_id = int(model["id"]) if model.get("id") is not None else None
-        name = str(model.get("bk_obj_name") or obj_id)
-        raise PermissionDenied(permission=view_model_payload(row_id, name, obj_id))
+        raise PermissionDenied(permission=view_model_payload(model.row_id, model.name or obj_id, obj_id))
 
 
-def _topo_entry(model: dict[str, Any], entry_id: str, inst_id: int, name: str, asso_id: int) -> dict[str, Any]:
+def _topo_entry(obj_id: str, model: ModelInfo, entry_id: str, inst_id: int, name: str, asso_id: int) -> dict[str, Any]:
     """One group or child of the topology, in bk-cmdb's key order."""
     return {
         "id": entry_id,
-        "bk_obj_id": str(model["bk_obj_id"]),
-        "bk_obj_icon": str(model.get("bk_obj_icon", "")),
+        "bk_obj_id": obj_id,
+        "bk_obj_icon": model.icon,
         "bk_inst_id": inst_id,
-        "bk_obj_name": str(model.get("bk_obj_name", "")),
+        "bk_obj_name": model.name,
         "bk_inst_name": name,
         "asso_id": asso_id,
     }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
@@ -12,7 +12,7 @@ from bson.objectid import ObjectId
 from cachetools import TTLCache
 
 from cmdb_asso.clock import utc_now
-from cmdb_asso.domain import AuditRecord, Definition, LinkEnds, NewLink, StoredLink
+from cmdb_asso.domain import AuditRecord, Definition, LinkEnds, ModelInfo, NewLink, StoredLink
 from cmdb_asso.storage.all_or_nothing import AllOrNothing, Insert
 from cmdb_asso.storage.client import MongoConnection
 from cmdb_asso.storage.documents import (
@@ -178,21 +178,27 @@ class AssociationStore:
             docs = await self.mongo.db[OBJ_ASST].find(query, {"_id": 0}).to_list(None)
         return [definition_from(doc) for doc in docs]
 
-    async def find_model_details(self, obj_ids: list[str]) -> dict[str, dict[str, Any]]:
-        """`cc_ObjDes` rows (id, name, icon) of these models, by `bk_obj_id`."""
-        projection = {"_id": 0, "bk_obj_id": 1, "bk_obj_name": 1, "bk_obj_icon": 1, "id": 1}
-        with translate_errors(write=False):
-            docs = await self.mongo.db[OBJ_DES].find({"bk_obj_id": {"$in": obj_ids}}, projection).to_list(None)
-        return {str(doc["bk_obj_id"]): doc for doc in docs}
-
-    async def find_names(self, supplier_account: str, instances: list[tuple[str, int]]) -> dict[tuple[str, int], str]:
-        """The names of those of these (model, id) instances that exist: one read per model, together."""
+    async def find_names(
+        self,
+        supplier_account: str,
+        instances: list[tuple[str, int]],
+        *,
+        name_fields: Mapping[str, str] | None = None,
+    ) -> dict[tuple[str, int], str]:
+        """The names of those of these (model, id) instances that exist: one read per model, together (a
+        model's name from `name_fields` where it names one)."""
         by_model: dict[str, set[int]] = {}
         for obj_id, inst_id in instances:
             by_model.setdefault(obj_id, set()).add(inst_id)
         models = sorted(by_model)
+        fields = name_fields or {}
         found = await asyncio.gather(
-            *(self.find_instance_names(obj_id, supplier_account, sorted(by_model[obj_id])) for obj_id in models)
+            *(
+                self.find_instance_names(
+                    obj_id, supplier_account, sorted(by_model[obj_id]), name_field=fields.get(obj_id)
+                )
+                for obj_id in models
+            )
         )
         return {
             (obj_id, inst_id): name
@@ -200,18 +206,16 @@ class AssociationStore:
             for inst_id, name in names.items()
         }
 
-    async def find_models(self, obj_ids: list[str]) -> dict[str, tuple[int | None, str]]:
-        """Row id and display name of each model in `cc_ObjDes`, by `bk_obj_id`."""
+    async def find_models(self, obj_ids: list[str]) -> dict[str, ModelInfo]:
+        """What `cc_ObjDes` says of each of these models that it holds, by `bk_obj_id`."""
+        projection = {"_id": 0, "bk_obj_id": 1, "bk_obj_name": 1, "bk_obj_icon": 1, "id": 1}
         with translate_errors(write=False):
-            docs = (
-                await self.mongo.db[OBJ_DES]
-                .find({"bk_obj_id": {"$in": obj_ids}}, {"_id": 0, "bk_obj_id": 1, "bk_obj_name": 1, "id": 1})
-                .to_list(None)
-            )
+            docs = await self.mongo.db[OBJ_DES].find({"bk_obj_id": {"$in": obj_ids}}, projection).to_list(None)
         return {
-            str(doc["bk_obj_id"]): (
+            str(doc["bk_obj_id"]): ModelInfo(
                 int(doc["id"]) if doc.get("id") is not None else None,
                 str(doc.get("bk_obj_name", "")),
+                str(doc.get("bk_obj_icon", "")),
             )
             for doc in docs
         }
