@@ -101,7 +101,7 @@ class BaseInfoRequest:
     other_obj_id: str
     is_target: bool
     start: int
-    limit: int
+    limit: int  # 0: bk-cmdb's default page
     sort: tuple[tuple[str, int], ...]
 
 
@@ -307,6 +307,9 @@ class QueryService:
     async def base_info(self, caller: Caller, request: BaseInfoRequest) -> dict[str, Any]:
         """A page of the links between one instance and another model's instances, in one direction, as the
         other side's (id, name) in link order (CONTRACT 13), with the true count of links."""
+        limit = request.limit or BASE_INFO_DEFAULT_LIMIT
+        if limit > BASE_INFO_PAGE_LIMIT and limit != UNBOUNDED_LIMIT:
+            raise PageLimitExceeded()
         models = await self.store.find_models([request.obj_id, request.other_obj_id])
         if request.obj_id not in models:
             raise ParamEmpty("bk_obj_id")
@@ -324,12 +327,12 @@ class QueryService:
             other_side = "bk_asst_inst_id"
         supplier = caller.supplier_account
         count = await self.store.count_links(request.other_obj_id, supplier, query)
-        unbounded = request.limit == UNBOUNDED_LIMIT
+        unbounded = limit == UNBOUNDED_LIMIT
         if unbounded and count - request.start > self.max_unbounded:
             raise PageLimitExceeded()
         links = await self.store.find_links(
             request.other_obj_id, supplier, query, sort=list(request.sort), skip=request.start,
-            limit=self.max_unbounded if unbounded else request.limit,
+            limit=self.max_unbounded if unbounded else limit,
         )  # fmt: skip
         others = list(dict.fromkeys((request.other_obj_id, int(link[other_side])) for link in links))
         names = await self.store.find_names(supplier, others, name_fields=_DETAIL_NAME_FIELDS)

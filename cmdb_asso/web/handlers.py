@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from cmdb_asso.errors import BodyInvalid, PageLimitExceeded
+from cmdb_asso.errors import BodyInvalid
 from cmdb_asso.keys import (
     APP_AUTHENTICATOR,
     DRAINING,
@@ -27,10 +27,7 @@ from cmdb_asso.keys import (
 from cmdb_asso.service.associations import BatchRequest, CreateRequest
 from cmdb_asso.service.context import Caller
 from cmdb_asso.service.queries import (
-    BASE_INFO_DEFAULT_LIMIT,
-    BASE_INFO_PAGE_LIMIT,
     PAGE_LIMIT,
-    UNBOUNDED_LIMIT,
     BaseInfoRequest,
     Page,
     parse_contract_sort,
@@ -276,11 +273,8 @@ async def instance_topology(request: web.Request, call: Call) -> list[dict[str, 
 async def instance_base_info(request: web.Request, call: Call) -> dict[str, Any]:
     """A page of the links between one instance and another model, as the other side's ids and names."""
     body = load_base_info(call.params)
-    limit = body["limit"] or BASE_INFO_DEFAULT_LIMIT
-    if limit > BASE_INFO_PAGE_LIMIT and limit != UNBOUNDED_LIMIT:
-        raise PageLimitExceeded()
     checked = BaseInfoRequest(
-        body["obj_id"], body["inst_id"], body["other_obj_id"], body["is_target"], body["start"], limit,
+        body["obj_id"], body["inst_id"], body["other_obj_id"], body["is_target"], body["start"], body["limit"],
         parse_contract_sort(body["sort"]),
     )  # fmt: skip
     return await request.app[QUERIES].base_info(call.caller, checked)
