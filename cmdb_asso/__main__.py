@@ -150,13 +150,10 @@ def _shown_uri(uri: str) -> str:
     return uri.split("@")[-1]
 
 
-async def _seed_if_empty(mongo: MongoConnection, supplier_account: str) -> bool:
-    """Seed the demo data into an empty database; whether it was empty."""
-    if await has_definitions(mongo):
-        return False
-    await seed_demo(mongo, supplier_account)
-    log.info("demo_data_seeded")
-    return True
+async def _seed_if_empty(mongo: MongoConnection, supplier_account: str) -> None:
+    if not await has_definitions(mongo):
+        await seed_demo(mongo, supplier_account)
+        log.info("demo_data_seeded")
 
 
 def serve_processes(settings: Settings, *, workers: int, seed_if_empty: bool) -> int:
@@ -180,7 +177,7 @@ def serve_processes(settings: Settings, *, workers: int, seed_if_empty: bool) ->
             embedded.stop_blocking()
 
 
-async def _with_mongo(settings: Settings, work: Callable[[MongoConnection], Awaitable[object]]) -> None:
+async def _with_mongo(settings: Settings, work: Callable[[MongoConnection], Awaitable[None]]) -> None:
     # One-off commands use the service's embedded server when it runs, rather than a second one on its files.
     mongo, embedded = await open_mongo(settings, use_running_server=True)
     try:

@@ -63,6 +63,11 @@ class MongoConnection:
         return self.transactions
 
     @property
+    def identified(self) -> bool:
+        """Whether the server has said what it is (it may have been down at start-up)."""
+        return self.transactions is not None
+
+    @property
     def server_kind(self) -> str:
         """What the server said it is: nx-27017, mongos, a replica set member or a standalone."""
         if self.embedded:

@@ -69,7 +69,8 @@ class FoldedReads:
     async def read(self, parts: list[ReadPart], *, one_id_at_a_time: bool = False) -> dict[str, list[dict[str, Any]]]:
         """Every part's documents, by tag; with `one_id_at_a_time`, on nx-27017 a read of a few instances by
         id goes as one find per id."""
-        if self.fold and len(parts) > 1 and self.mongo.transactions is not None:
+        # Until the server has said what it is, separate finds: they suit every server.
+        if self.fold and len(parts) > 1 and self.mongo.identified:
             try:
                 with translate_errors(write=False):
                     return await self._read_folded(parts)
