@@ -241,19 +241,31 @@ async def test_a_failover_during_a_write_answers_503_and_leaves_nothing_half_don
     assert await audit_records(wire_mongo) == []
 
 
-@pytest.mark.parametrize("operation", ["search", "count", "find"])
+ROOT = {"bk_obj_id": "host", "bk_inst_id": 21}
+READS = [
+    ("search", {"bk_obj_id": "host", "condition": {}}),
+    ("count", {"bk_obj_id": "host", "condition": {}}),
+    ("find", {"bk_obj_id": "host", "condition": {}}),
+    ("topo", ROOT),
+    ("graph", ROOT),
+    ("base_info", {"condition": {**ROOT, "association_obj_id": "bk_switch", "is_target_object": True}}),
+]
+
+
+@pytest.mark.parametrize(("operation", "body"), READS, ids=[operation for operation, _ in READS])
 async def test_mongos_without_a_primary_answers_503_not_500(
     aiohttp_client: AiohttpClient,
     wire_settings: Settings,
     wire_mongo: MongoConnection,
     proxy: FaultProxy,
     operation: str,
+    body: dict[str, Any],
 ) -> None:
     client, _mongo = await _app(aiohttp_client, wire_settings, proxy)
-    for command in ("find", "aggregate"):
+    for command in ("find", "aggregate", "count"):
         proxy.fail(command, FAILED_TO_SATISFY_READ_PREFERENCE, times=None)
 
-    answer = await call(client, operation, {"bk_obj_id": "host", "condition": {}})
+    answer = await call(client, operation, body)
 
     assert (answer.status, answer.code) == (503, 1199017)
 
