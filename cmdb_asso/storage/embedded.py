@@ -29,14 +29,17 @@ def free_port() -> int:
         return port
 
 
-# Run in the embedded server's process before nx-27017 starts: ask Linux to SIGTERM it when its parent dies
-# (a SIGKILLed service must not leave its server behind), and exit at once if the parent is already gone.
+# Run in the embedded server's process before nx-27017 starts: ask Linux to kill it when its parent dies (a
+# SIGKILLed service must not leave its server behind), and exit at once if the parent is already gone. SIGKILL,
+# not SIGTERM: nx-27017 meets SIGTERM with asyncio.run's clean exit, which first waits for every command still
+# running in its threads; once in CI that took longer than 30 s after a SIGKILL of the service under load. A
+# parent that died without stopping its server is a crash anyway, and SQLite recovers from a killed writer.
 _LAUNCHER = """
 import ctypes, os, signal, sys
 parent = os.environ.get("CMDB_ASSO_PARENT_PID")
 if parent:
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
     if os.getppid() != int(parent):
