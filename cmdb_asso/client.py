@@ -258,6 +258,24 @@ class AssociationClient:
         groups: list[dict[str, Any]] = await self.call("topo", {"bk_obj_id": obj_id, "bk_inst_id": inst_id})
         return groups
 
+    async def links_with_instances(
+        self,
+        obj_id: str,
+        asst_filter: dict[str, Any],
+        *,
+        page: dict[str, Any],
+        src_detail: bool = False,
+        dst_detail: bool = False,
+        **fields: list[str],
+    ) -> dict[str, Any]:
+        """A page of a model's links chosen by a query-builder filter, with their source and target instances
+        when asked (`association`, `src`, `dst`); `fields` may name `asst_fields`, `src_fields`, `dst_fields`."""
+        condition = {"asst_filter": asst_filter, "src_detail": src_detail, "dst_detail": dst_detail, **fields}
+        answer: dict[str, Any] = await self.call(
+            "links_with_instances", {"bk_obj_id": obj_id, "condition": condition, "page": page}
+        )
+        return answer
+
     async def base_info(
         self,
         obj_id: str,

@@ -62,6 +62,11 @@ class LinkConflict(Exception):
     storage, handled by the service (which judges the rules again); never shown to a caller."""
 
 
+class QueryRefused(Exception):
+    """The server refused a filter built from a caller's input as invalid (a regular expression it cannot
+    compile). Raised by storage, handled by the service (which names the parameter); never shown as such."""
+
+
 class CmdbError(Exception):
     """An error with a bk-cmdb code; the web layer renders it into the envelope."""
 
@@ -87,6 +92,12 @@ class CmdbError(Exception):
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message('en')}"
+
+
+class BodyUndecodable(CmdbError):
+    """The body does not decode into the operation's request: a value of the wrong type anywhere (1199000)."""
+
+    code = 1199000
 
 
 class BodyInvalid(CmdbError):

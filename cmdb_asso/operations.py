@@ -49,6 +49,8 @@ OPERATIONS: tuple[Operation, ...] = (
               "count_instance_associations", False),
     Operation("topo", "POST", "/api/v3/find/insttopo/object/{bk_obj_id}/inst/{bk_inst_id}",
               "search_inst_association_topo", False),
+    Operation("links_with_instances", "POST", "/api/v3/find/instassociation/object/{bk_obj_id}/inst/detail",
+              "find_instassociation_with_inst", False),
     Operation("base_info", "POST", "/api/v3/findmany/inst/association/association_object/inst_base_info",
               "search_inst_asst_object_inst_base_info", False),
     Operation("graph", "POST", "/api/v3/find/instassociation/graph", "search_inst_association_graph", False),

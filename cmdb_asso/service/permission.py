@@ -87,17 +87,40 @@ class DeniedInstance:
     inst_name: str
 
 
+# The view actions of built-in models (CONTRACT-reads 10); set, module, process and custom mainline levels
+# have none (bk-cmdb skips them).
+_VIEW_ACTIONS: dict[str, tuple[str, str, str]] = {
+    "host": ("view_resource_pool_host", "主机池主机查看", "host"),
+    "biz": ("find_business", "业务查询", "biz"),
+    "bk_biz_set_obj": ("view_business_set", "业务集查看", "business_set"),
+    "bk_project": ("view_project", "项目查看", "project"),
+    "plat": ("view_cloud_area", "管控区域查看", "sys_cloud_area"),
+}
+VIEW_UNCHECKED = frozenset({"set", "module", "process"})
+
+
 def edit_permission_payload(denied: list[DeniedInstance]) -> dict[str, Any]:
     """The `permission` object of a denial, one action per denied model, as bk-cmdb's IAM answers it."""
+    return _instances_payload(denied, _BUILTIN_ACTIONS, ("edit_comobj_{}", "{}实例编辑"))
+
+
+def view_instances_payload(denied: list[DeniedInstance]) -> dict[str, Any]:
+    """The `permission` object of a denied view of instances: one view action per model, one entry per instance."""
+    return _instances_payload(denied, _VIEW_ACTIONS, ("view_comobj_{}", "{}实例查询"))
+
+
+def _instances_payload(
+    denied: list[DeniedInstance], builtins: Mapping[str, tuple[str, str, str]], custom: tuple[str, str]
+) -> dict[str, Any]:
     actions: dict[str, dict[str, Any]] = {}
     for item in denied:
-        builtin = _BUILTIN_ACTIONS.get(item.obj_id)
+        builtin = builtins.get(item.obj_id)
         if builtin is not None:
             action_id, action_name, resource_type = builtin
         else:
             suffix = item.model_row_id if item.model_row_id is not None else item.obj_id
-            action_id = f"edit_comobj_{suffix}"
-            action_name = f"{item.model_name}实例编辑"
+            action_id = custom[0].format(suffix)
+            action_name = custom[1].format(item.model_name)
             resource_type = f"comobj_{suffix}"
         instance = {
             "type": resource_type,

@@ -3,17 +3,42 @@ behind view permission."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import structlog
 
 from cmdb_asso.domain import ModelInfo, StoredLink
-from cmdb_asso.errors import PageLimitExceeded, ParamEmpty, PermissionDenied, SourceInstanceMissing
+from cmdb_asso.errors import (
+    PageLimitExceeded,
+    ParamEmpty,
+    ParamMissing,
+    PermissionDenied,
+    QueryRefused,
+    SourceInstanceMissing,
+)
 from cmdb_asso.service.associations import DEFAULT_SUPPLIER
 from cmdb_asso.service.context import Caller
-from cmdb_asso.service.filters import ASSOCIATION_FIELDS, check_condition, translate_query
-from cmdb_asso.service.permission import Authorizer, view_model_payload, view_permission_payload
+from cmdb_asso.service.filters import (
+    ASSOCIATION_FIELDS,
+    ASST_FILTER,
+    CombinedRule,
+    check_condition,
+    check_rule_tree,
+    parse_rule_tree,
+    rule_tree_filter,
+    translate_query,
+)
+from cmdb_asso.service.permission import (
+    VIEW_UNCHECKED,
+    Authorizer,
+    DeniedInstance,
+    view_instances_payload,
+    view_model_payload,
+    view_permission_payload,
+)
 from cmdb_asso.storage.associations import AssociationStore
 from cmdb_asso.storage.tables import instance_table
 
@@ -119,6 +144,34 @@ def parse_contract_sort(sort: str) -> tuple[tuple[str, int], ...]:
         descending = direction.strip() == "-1" if colon else name.startswith("-")
         keys.append((key, -1 if descending else 1))
     return tuple(keys) or (("id", 1),)
+
+
+DETAIL_PAGE_LIMIT = 200
+# bk-cmdb's InstAsst struct (MD/association.go): a link item's keys, in order; empty values are left out.
+LINK_KEYS = ("id", "bk_inst_id", "bk_obj_id", "bk_asst_inst_id", "bk_asst_obj_id", "bk_supplier_account",
+             "bk_obj_asst_id", "bk_asst_id", "bk_biz_id")  # fmt: skip
+# Host fields stored as lists of strings that bk-cmdb's host reader hands out joined with commas.
+HOST_LIST_FIELDS = frozenset(
+    {"bk_host_innerip", "bk_host_outerip", "operator", "bk_bak_operator", "bk_host_innerip_v6", "bk_host_outerip_v6"}
+)
+# Filled in from the older field when an instance lacks them (bk-cmdb's instance reader).
+_TIME_FILL_INS = (("bk_created_at", "create_time"), ("bk_updated_at", "last_time"))
+
+
+@dataclass(frozen=True, slots=True)
+class DetailRequest:
+    """A links-with-details request as decoded (CONTRACT-reads 12); the service checks the rest, in order."""
+
+    obj_id: str
+    asst_filter: Any
+    asst_fields: tuple[str, ...] = ()
+    src_fields: tuple[str, ...] = ()
+    dst_fields: tuple[str, ...] = ()
+    src_detail: bool = False
+    dst_detail: bool = False
+    start: int = 0
+    limit: int = 0
+    sort: str = ""
 
 
 class QueryService:
@@ -339,6 +392,80 @@ class QueryService:
         info = [{"bk_inst_id": other[1], "bk_inst_name": names[other]} for other in others if other in names]
         return {"count": count, "info": info}
 
+    async def links_with_instances(self, caller: Caller, request: DetailRequest) -> dict[str, Any]:
+        """A page of the links in a model's table chosen by a query-builder filter, with their source and target
+        instances when asked (CONTRACT-reads 12): instances once each, by model and then link order."""
+        query = rule_tree_filter(self._checked_detail_request(request))
+        sort = parse_contract_sort(request.sort)
+        models = await self.store.find_models([request.obj_id])
+        if request.obj_id not in models:
+            raise ParamEmpty("bk_obj_id")
+        await self.authorize_view(caller, request.obj_id)
+        supplier = caller.supplier_account
+        try:
+            links = await self.store.find_links(
+                request.obj_id, supplier, query, sort=list(sort), skip=request.start, limit=request.limit
+            )
+        except QueryRefused:
+            raise ParamEmpty(ASST_FILTER) from None
+        answer: dict[str, Any] = {"association": [_link_item(link, request.asst_fields) for link in links]}
+        sources = _ends(links, "bk_obj_id", "bk_inst_id")
+        targets = _ends(links, "bk_asst_obj_id", "bk_asst_inst_id")
+        if request.src_detail or request.dst_detail:
+            await self._authorize_instances_view(caller, list(dict.fromkeys([*sources, *targets])))
+        for key, wanted, ends, fields in (("src", request.src_detail, sources, request.src_fields),
+                                          ("dst", request.dst_detail, targets, request.dst_fields)):  # fmt: skip
+            answer[key] = (await self._instance_details(supplier, ends, fields) or None) if wanted else None
+        return answer
+
+    @staticmethod
+    def _checked_detail_request(request: DetailRequest) -> CombinedRule:
+        """Steps 2 to 5 of CONTRACT-reads 12, in order: the filter's rules, then the page."""
+        rule = check_rule_tree(parse_rule_tree(request.asst_filter))
+        if request.limit > DETAIL_PAGE_LIMIT:
+            raise PageLimitExceeded()
+        if request.limit == 0:
+            raise ParamMissing("page.limit")
+        for name, value in (("page.start", request.start), ("page.limit", request.limit)):
+            if value < 0:
+                raise ParamEmpty(name)
+        return rule
+
+    async def _authorize_instances_view(self, caller: Caller, instances: list[NodeKey]) -> None:
+        """View permission on the models of these instances; a denial names each instance of a denied model."""
+        models = list(dict.fromkeys(obj_id for obj_id, _ in instances))
+        denied = [m for m in models if m not in VIEW_UNCHECKED and not await self.authorizer.can_view(caller, m)]
+        if not denied:
+            return
+        supplier = caller.supplier_account
+        named = [instance for instance in instances if instance[0] in denied]
+        names = await self.store.find_names(supplier, named, name_fields=_DETAIL_NAME_FIELDS)
+        infos = await self.store.find_models(denied)
+        items = []
+        for obj_id, inst_id in named:
+            info = infos.get(obj_id)
+            row_id, model_name = (info.row_id, info.name or obj_id) if info else (None, obj_id)
+            items.append(DeniedInstance(obj_id, row_id, model_name, inst_id, names.get((obj_id, inst_id), "")))
+        raise PermissionDenied(permission=view_instances_payload(items))
+
+    async def _instance_details(
+        self, supplier: str, instances: list[NodeKey], fields: tuple[str, ...]
+    ) -> list[dict[str, Any]]:
+        by_model: dict[str, list[int]] = {}
+        for obj_id, inst_id in instances:
+            by_model.setdefault(obj_id, []).append(inst_id)
+        wanted = list(dict.fromkeys(fields))
+        read = wanted + [old for new, old in _TIME_FILL_INS if new in wanted]
+        found = await asyncio.gather(
+            *(self.store.find_instances(obj_id, supplier, ids, read or None) for obj_id, ids in by_model.items())
+        )
+        return [
+            _instance_detail(obj_id, docs[inst_id], wanted)
+            for (obj_id, ids), docs in zip(by_model.items(), found, strict=True)
+            for inst_id in ids
+            if inst_id in docs
+        ]
+
     async def _authorize_model_view(self, caller: Caller, obj_id: str, model: ModelInfo) -> None:
         if obj_id in _TOPO_EXEMPT or await self.authorizer.can_view(caller, obj_id):
             return
@@ -356,3 +483,48 @@ def _topo_entry(obj_id: str, model: ModelInfo, entry_id: str, inst_id: int, name
         "bk_inst_name": name,
         "asso_id": asso_id,
     }
+
+
+def _ends(links: list[dict[str, Any]], model_key: str, id_key: str) -> list[NodeKey]:
+    """One side's instances of these links, each once, in order of first appearance (malformed ends skipped)."""
+    ends: dict[NodeKey, None] = {}
+    for link in links:
+        obj_id, inst_id = link.get(model_key), link.get(id_key)
+        if isinstance(obj_id, str) and isinstance(inst_id, int) and not isinstance(inst_id, bool):
+            ends[(obj_id, int(inst_id))] = None
+    return list(ends)
+
+
+def _link_item(link: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
+    """A link as bk-cmdb's InstAsst struct renders it: its keys in order, empty ones left out, cut to `fields`."""
+    keys = [key for key in LINK_KEYS if key in fields] if fields else LINK_KEYS
+    return {key: link[key] for key in keys if link.get(key) not in (None, 0, "")}
+
+
+def _instance_detail(obj_id: str, doc: dict[str, Any], fields: list[str]) -> dict[str, Any]:
+    """An instance as bk-cmdb's instance reader hands it out: time fields filled in, host IP lists joined,
+    cut to `fields` when given, keys sorted, times as Go writes them."""
+    detail = dict(doc)
+    for new, old in _TIME_FILL_INS:
+        if (not fields or new in fields) and new not in detail:
+            detail[new] = detail.get(old)
+    if fields:
+        detail = {key: value for key, value in detail.items() if key in fields}
+    if obj_id == "host":
+        for key in HOST_LIST_FIELDS & detail.keys():
+            value = detail[key]
+            detail[key] = ",".join(str(item) for item in value) if isinstance(value, list) else value or ""
+    rendered: dict[str, Any] = _go_json(detail)
+    return rendered
+
+
+def _go_json(value: Any) -> Any:
+    """Maps with keys sorted (bk-cmdb's encoder sorts them) and datetimes in RFC 3339 as Go writes UTC times."""
+    if isinstance(value, dict):
+        return {key: _go_json(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [_go_json(item) for item in value]
+    if isinstance(value, datetime):
+        text = value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f").rstrip("0").rstrip(".")
+        return f"{text}Z"
+    return value

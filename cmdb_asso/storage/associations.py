@@ -21,6 +21,7 @@ from cmdb_asso.storage.documents import (
     audit_document,
     definition_from,
     link_document,
+    plain_document,
     public_fields,
     stored_link_from,
 )
@@ -170,6 +171,20 @@ class AssociationStore:
             cursor = self.mongo.db[table.collection].find(table.filter_for(ids), projection).batch_size(len(ids) + 1)
             docs = await cursor.to_list(None)
         return {int(doc[table.id_field]): _name_text(doc.get(name)) for doc in docs}
+
+    async def find_instances(
+        self, obj_id: str, supplier_account: str, ids: list[int], fields: list[str] | None
+    ) -> dict[int, dict[str, Any]]:
+        """The stored documents of those instances of `obj_id` that exist, by id, without `_id`, cut to `fields`
+        when given (the id field is always read), with MongoDB's own types as plain JSON values."""
+        table = instance_table(obj_id, supplier_account)
+        projection: dict[str, Any] = {"_id": 0}
+        if fields:
+            projection |= dict.fromkeys([*fields, table.id_field], 1)
+        with translate_errors(write=False):
+            cursor = self.mongo.db[table.collection].find(table.filter_for(ids), projection).batch_size(len(ids) + 1)
+            docs = await cursor.to_list(None)
+        return {int(doc[table.id_field]): plain_document(doc) for doc in docs if _is_integral(doc.get(table.id_field))}
 
     async def find_definitions_from(self, obj_id: str, suppliers: tuple[str, ...]) -> list[Definition]:
         """The definitions whose source model is `obj_id`, under any of `suppliers`."""
@@ -469,6 +484,10 @@ def _existing_links_query(definition: Definition, pairs: list[tuple[int, int]]) 
         "n:n": {**same_source, "bk_asst_inst_id": _one_or_in(targets)},
     }
     return {"bk_obj_asst_id": definition.obj_asst_id, **clauses[definition.mapping]}
+
+
+def _is_integral(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _name_text(value: Any) -> str:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping as ReadOnlyDict
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
+from bson import Binary, Code, Decimal128, ObjectId, Regex, Timestamp
 from bson.int64 import Int64
 
 from cmdb_asso.domain import MAPPINGS, AuditRecord, Definition, Mapping, NewLink, StoredLink
@@ -117,3 +119,31 @@ def definition_from(doc: dict[str, Any]) -> Definition:
 def public_fields(doc: ReadOnlyDict[str, Any]) -> dict[str, Any]:
     """A stored link without MongoDB's `_id` and our guard fields."""
     return {key: value for key, value in doc.items() if key not in HIDDEN_FIELDS}
+
+
+def plain_document(doc: ReadOnlyDict[str, Any]) -> dict[str, Any]:
+    """A document as plain JSON values: datetimes in UTC with their zone, ids and decimals as text, binary as
+    base64 (as Go's encoder writes bytes)."""
+    return {str(key): _plain(value) for key, value in doc.items()}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, ReadOnlyDict):
+        return plain_document(value)
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if isinstance(value, bool | str | float | None):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)  # the driver's naive datetimes are UTC
+    if isinstance(value, Binary | bytes):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, Timestamp):
+        return value.as_datetime()
+    if isinstance(value, Regex):
+        return value.pattern if isinstance(value.pattern, str) else value.pattern.decode("utf-8", "replace")
+    if isinstance(value, ObjectId | Decimal128 | Code):
+        return str(value)
+    return str(value)

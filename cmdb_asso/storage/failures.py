@@ -16,13 +16,23 @@ from pymongo.errors import (
     WTimeoutError,
 )
 
-from cmdb_asso.errors import InternalError, StoreReadUnavailable, StoreWriteUnavailable
+from cmdb_asso.errors import InternalError, QueryRefused, StoreReadUnavailable, StoreWriteUnavailable
 
 log = structlog.get_logger(__name__)
 
 # MongoDB's own error codes that mean "the server is there but cannot serve now".
 # 133 is FailedToSatisfyReadPreference, which mongos answers while a shard has no primary.
 _UNAVAILABLE_CODES = frozenset({6, 7, 50, 89, 91, 133, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436})
+# What MongoDB answers a `$regex` it cannot compile: 51091 since 4.2 ("Regular expression is invalid: ..."),
+# BadValue (2) with the same text before; 51108 for bad `$options`.
+_BAD_PATTERN_CODES = frozenset({51091, 51108})
+
+
+def is_bad_pattern(exc: PyMongoError) -> bool:
+    """Whether the server refused a query's regular expression (the caller's input, not a fault)."""
+    if not isinstance(exc, OperationFailure):
+        return False
+    return exc.code in _BAD_PATTERN_CODES or (exc.code == 2 and "regular expression" in str(exc).lower())
 
 
 def is_unavailable(exc: PyMongoError) -> bool:
@@ -53,6 +63,8 @@ def translate_errors(*, write: bool) -> Any:
         log.error("mongodb_error", error=type(exc).__name__, write=write)
         raise InternalError("database") from exc
     except PyMongoError as exc:
+        if is_bad_pattern(exc):
+            raise QueryRefused() from exc
         if is_unavailable(exc):
             log.warning("mongodb_unavailable", error=type(exc).__name__, write=write)
             raise (StoreWriteUnavailable() if write else StoreReadUnavailable()) from exc

@@ -52,6 +52,7 @@ from cmdb_asso.web.schemas import (
     load_base_info,
     load_body,
     load_detail,
+    load_detail_request,
 )
 
 
@@ -278,6 +279,11 @@ async def instance_base_info(request: web.Request, call: Call) -> dict[str, Any]
         parse_contract_sort(body["sort"]),
     )  # fmt: skip
     return await request.app[QUERIES].base_info(call.caller, checked)
+
+
+async def links_with_instance_details(request: web.Request, call: Call) -> dict[str, Any]:
+    """A page of a model's links chosen by a query-builder filter, with their instances when asked."""
+    return await request.app[QUERIES].links_with_instances(call.caller, load_detail_request(call.params))
 
 
 async def graph_of_instance_associations(request: web.Request, call: Call) -> dict[str, Any]:

@@ -30,6 +30,7 @@ REQUEST_SCHEMAS: dict[str, type[Schema]] = {
     "search_instance_associations": schemas.SearchSchema,
     "count_instance_associations": schemas.SearchSchema,
     "search_inst_association_topo": schemas.TopoSchema,
+    "find_instassociation_with_inst": schemas.LinksWithInstancesSchema,
     "search_inst_asst_object_inst_base_info": schemas.BaseInfoSchema,
     "search_inst_association_graph": schemas.GraphSchema,
 }
@@ -80,6 +81,21 @@ RESPONSE_DATA: dict[str, dict[str, Any]] = {
                 "asso_id": {"type": "integer", "format": "int64"},
                 "count": {"type": "integer"},
                 "children": {"type": "array", "items": {"type": "object"}},
+            },
+        },
+    },
+    "find_instassociation_with_inst": {
+        "type": "object",
+        "properties": {
+            "association": _LINKS,
+            **{
+                side: {
+                    "type": "array",
+                    "nullable": True,
+                    "items": {"type": "object"},
+                    "description": f"{side} instances, each once (null when not asked for or none found)",
+                }
+                for side in ("src", "dst")
             },
         },
     },

@@ -24,6 +24,7 @@ HANDLERS: dict[str, handlers.OperationHandler] = {
     "search": handlers.search_instance_associations,
     "count": handlers.count_instance_associations,
     "topo": handlers.instance_topology,
+    "links_with_instances": handlers.links_with_instance_details,
     "base_info": handlers.instance_base_info,
     "graph": handlers.graph_of_instance_associations,
 }

@@ -14,6 +14,7 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 from cmdb_asso.errors import (
     BodyInvalid,
+    BodyUndecodable,
     CmdbError,
     DataEmpty,
     InputInvalid,
@@ -23,7 +24,8 @@ from cmdb_asso.errors import (
     ParamMissing,
     ParamNotInteger,
 )
-from cmdb_asso.inputs import MODEL_ID, int64_or_none
+from cmdb_asso.inputs import MODEL_ID, int64_or_none, is_int64
+from cmdb_asso.service.queries import DetailRequest
 
 MAX_IDS = 500
 
@@ -334,6 +336,73 @@ def load_base_info(body: Any) -> dict[str, Any]:
         raise BodyInvalid("page.sort")
     return {"obj_id": obj_id, "inst_id": number, "other_obj_id": other, "is_target": is_target, "start": start,
             "limit": limit, "sort": sort}  # fmt: skip
+
+
+class DetailConditionSchema(_Schema):
+    """Links with details: the query-builder filter on link fields, the fields of each part, which instances."""
+
+    asst_filter = fields.Raw(required=True, metadata={"description": "query-builder rule tree on link fields"})
+    asst_fields = StringList(load_default=None)
+    src_fields = StringList(load_default=None)
+    dst_fields = StringList(load_default=None)
+    src_detail = StrictBoolean(load_default=False)
+    dst_detail = StrictBoolean(load_default=False)
+
+
+class DetailPageSchema(_Schema):
+    """A page of links with details: `limit` is required, 1 to 200."""
+
+    start = PageNumber(load_default=0)
+    limit = PageNumber(required=True)
+    sort = fields.String(load_default="")
+
+
+class LinksWithInstancesSchema(_Schema):
+    """Links with instance details (for the API document; the body is checked by `load_detail_request`, in
+    bk-cmdb's order and codes)."""
+
+    bk_obj_id = model_id_field(required=True, error_messages=MISSING)
+    condition = fields.Nested(DetailConditionSchema, required=True)
+    page = fields.Nested(DetailPageSchema, required=True)
+
+
+def load_detail_request(body: Any) -> DetailRequest:
+    """Links-with-details' body decoded as bk-cmdb decodes it: a value of the wrong type anywhere answers
+    1199000 (CONTRACT-reads 12 step 1); the service checks what it means."""
+    if not isinstance(body, dict):
+        raise BodyUndecodable()
+    obj_id = _model_id(body, "bk_obj_id")
+    condition = _decoded(body.get("condition"), dict) or {}
+    page = _decoded(body.get("page"), dict) or {}
+    lists = {name: tuple(_decoded_strings(condition.get(name))) for name in ("asst_fields", "src_fields", "dst_fields")}
+    flags = {name: bool(_decoded(condition.get(name), bool)) for name in ("src_detail", "dst_detail")}
+    start, limit = (_decoded_int(page.get(name)) for name in ("start", "limit"))
+    return DetailRequest(
+        obj_id, condition.get("asst_filter"), lists["asst_fields"], lists["src_fields"], lists["dst_fields"],
+        flags["src_detail"], flags["dst_detail"], start, limit, _decoded(page.get("sort"), str) or "",
+    )  # fmt: skip
+
+
+def _decoded(value: Any, kind: type) -> Any:
+    """`value` if it is null or of `kind` (a JSON null decodes to Go's zero value), else 1199000."""
+    if value is not None and (not isinstance(value, kind) or (kind is not bool and isinstance(value, bool))):
+        raise BodyUndecodable()
+    return value
+
+
+def _decoded_strings(value: Any) -> list[str]:
+    items = _decoded(value, list) or []
+    if not all(isinstance(item, str) for item in items):
+        raise BodyUndecodable()
+    return list(items)
+
+
+def _decoded_int(value: Any) -> int:
+    if value is None:
+        return 0
+    if not is_int64(value):
+        raise BodyUndecodable()
+    return int(value)
 
 
 def _model_id(condition: dict[str, Any], name: str) -> str:

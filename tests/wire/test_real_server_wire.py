@@ -349,3 +349,21 @@ async def test_what_the_server_says_it_is_chooses_the_strategy_not_how_it_was_re
     assert AssociationStore(real, id_block_size=10, definition_cache_seconds=0).reads.fold is True
     # An explicit setting still wins.
     assert AssociationStore(real, id_block_size=10, definition_cache_seconds=0, fold_reads="off").reads.fold is False
+
+
+async def test_a_pattern_the_server_cannot_compile_answers_1199011_not_500(
+    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: MongoConnection, proxy: FaultProxy
+) -> None:
+    client, _mongo = await _app(aiohttp_client, wire_settings, proxy)
+    # PCRE and Python disagree at the edges: what Python compiles, a real server may still refuse (the proxy
+    # answers as a server does for a pattern whose Unicode property it does not know).
+    proxy.fail("find", command_error(51091, "Location51091", "Regular expression is invalid: unknown property name"),
+               when=lambda command: str(command.get("find", "")).startswith("cc_InstAsst"))  # fmt: skip
+    rule = {"field": "bk_asst_id", "operator": "contains", "value": "bel(?=o)ng"}
+    body = {"bk_obj_id": "bk_switch", "condition": {"asst_filter": {"condition": "AND", "rules": [rule]}},
+            "page": {"limit": 10}}  # fmt: skip
+
+    answer = await call(client, "links_with_instances", body)
+
+    assert (answer.status, answer.code) == (200, 1199011)
+    assert "'condition.asst_filter'" in answer.message
