@@ -27,6 +27,7 @@ from cmdb_asso.keys import (
     READINESS,
     SERVICE,
     SETTINGS,
+    WATCH,
 )
 from cmdb_asso.service.apps import AppAuthenticator
 from cmdb_asso.service.associations import AssociationService
@@ -34,11 +35,13 @@ from cmdb_asso.service.idempotency import Idempotency
 from cmdb_asso.service.permission import AllowAll, Authorizer, StaticPolicy, UserGrants
 from cmdb_asso.service.queries import QueryService
 from cmdb_asso.service.readiness import Readiness
+from cmdb_asso.service.watch import EventFeed, WatchService
 from cmdb_asso.storage.associations import AssociationStore
 from cmdb_asso.storage.client import MongoConnection, connect
 from cmdb_asso.storage.embedded import EMBEDDED, EmbeddedMongo
 from cmdb_asso.storage.idempotency import IdempotencyStore
 from cmdb_asso.storage.schema import ensure_indexes, refuse_sharded_tables
+from cmdb_asso.storage.watch import WatchStore
 from cmdb_asso.web.metrics import Metrics
 from cmdb_asso.web.middlewares import error_envelope, request_context, request_deadline
 from cmdb_asso.web.openapi import build_spec
@@ -46,6 +49,9 @@ from cmdb_asso.web.routes import setup_routes
 
 log = structlog.get_logger(__name__)
 EMBEDDED_WATCH_SECONDS = 0.5
+WATCH_PROBE_RETRY_SECONDS = 2.0
+TASK_STOP_ATTEMPTS = 3
+TASK_STOP_SECONDS = 2.0
 
 
 async def open_mongo(
@@ -87,7 +93,10 @@ def authorizer_from(auth: AuthSettings) -> Authorizer:
     """The authorizer the settings name: allow-all, or the static policy."""
     if auth.authorizer == "static":
         return StaticPolicy(
-            {user: UserGrants(frozenset(grant.edit), frozenset(grant.view)) for user, grant in auth.policy.items()}
+            {
+                user: UserGrants(frozenset(grant.edit), frozenset(grant.view), frozenset(grant.watch))
+                for user, grant in auth.policy.items()
+            }
         )
     return AllowAll()
 
@@ -107,6 +116,25 @@ async def _watch_embedded(embedded: EmbeddedMongo, restarting: asyncio.Event) ->
             log.error("embedded_mongodb_restart_failed", port=embedded.port)
             continue
         restarting.clear()
+
+
+async def _serve_watch(watch: WatchService, mongo: MongoConnection) -> None:
+    """In the background: learn whether the database serves change streams (asking again while it does not
+    answer), then feed events from them, whenever this process holds the feeder's lease."""
+    while watch.available is None:
+        try:
+            await mongo.supports_transactions()  # what the server is decides one stream or one per table
+            await watch.probe()
+        except CmdbError as exc:
+            log.info("watch_probe_postponed", code=exc.code)
+            await asyncio.sleep(WATCH_PROBE_RETRY_SECONDS)
+    while watch.available and watch.feed is not None:
+        watch.feed.per_table = mongo.embedded
+        try:
+            await watch.feed.run()
+        except Exception:  # a surprise must not end the feed for the life of the process
+            log.exception("watch_feeder_failed")
+            await asyncio.sleep(WATCH_PROBE_RETRY_SECONDS)
 
 
 async def _recover_periodically(store: AssociationStore, settings: Settings) -> None:
@@ -162,13 +190,15 @@ async def _services_context(
             await refuse_sharded_tables(connection, settings.supplier_account)
         tasks.append(asyncio.create_task(_prepare_tables(connection, store, settings)))
         tasks.append(asyncio.create_task(_recover_periodically(store, settings)))
+        if settings.watch.enabled == "on":
+            await app[WATCH].probe()  # refuses to start without change streams
+        if settings.watch.enabled != "off":
+            tasks.append(asyncio.create_task(_serve_watch(app[WATCH], connection)))
         if embedded is not None:
             tasks.append(asyncio.create_task(_watch_embedded(embedded, app[EMBEDDED_RESTARTING])))
         yield
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await _stop_tasks(tasks)
         if SERVICE in app:
             await app[SERVICE].close()
         if store is not None:
@@ -177,6 +207,22 @@ async def _services_context(
             await connection.close()
         if embedded is not None:
             await embedded.stop()
+
+
+async def _stop_tasks(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel the background tasks and wait for them, cancelling again one that swallowed its cancellation (a
+    driver call cut at the wrong moment can), so that a shutdown never hangs on one."""
+    for _attempt in range(TASK_STOP_ATTEMPTS):
+        running = [task for task in tasks if not task.done()]
+        if not running:
+            break
+        for task in running:
+            task.cancel()
+        await asyncio.wait(running, timeout=TASK_STOP_SECONDS)
+    stuck = [task.get_name() for task in tasks if not task.done()]
+    if stuck:
+        log.error("background_tasks_not_stopped", tasks=stuck)
+    await asyncio.gather(*(task for task in tasks if task.done()), return_exceptions=True)
 
 
 def _store(connection: MongoConnection, settings: Settings) -> AssociationStore:
@@ -219,6 +265,14 @@ def _install_services(
         wait_seconds=deadline / 2,
         stale_seconds=2 * deadline,
     )
+    watching = settings.watch
+    events = WatchStore(connection, watching.retention_seconds, watching.database)
+    feed = EventFeed(events, per_table=connection.embedded, lease_seconds=watching.lease_seconds,
+                     rescan_seconds=watching.rescan_seconds)  # fmt: skip
+    app[WATCH] = WatchService(
+        events, store, authorizer, enabled=watching.enabled, long_poll_seconds=watching.long_poll_seconds,
+        read_seconds=settings.mongodb.request_deadline_seconds, feed=feed,
+    )  # fmt: skip
     app[METRICS].watch_storage(store, connection.commands)
     app[METRICS].watch_groups(app[SERVICE])
 

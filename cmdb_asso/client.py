@@ -276,6 +276,12 @@ class AssociationClient:
         )
         return answer
 
+    async def watch(self, **body: Any) -> dict[str, Any]:
+        """Link events (`bk_cursor`, `bk_start_from`, `bk_event_types`, `bk_fields`, `bk_filter` as bk-cmdb's
+        resource_watch takes them): `bk_watched` and `bk_events`; with a cursor it waits up to 20 s."""
+        answer: dict[str, Any] = await self.call("watch", {"bk_resource": "inst_asst", **body})
+        return answer
+
     async def base_info(
         self,
         obj_id: str,

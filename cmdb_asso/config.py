@@ -77,10 +77,11 @@ class AppCredential:
 
 @dataclass(frozen=True)
 class Grant:
-    """The models one user may edit and view (`*` for all)."""
+    """The models one user may edit, view, and watch link events of (`*` for all)."""
 
     edit: tuple[str, ...] = ()
     view: tuple[str, ...] = ()
+    watch: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,21 @@ class QuerySettings:
 
 
 @dataclass(frozen=True)
+class WatchSettings:
+    """Link events (resource_watch for inst_asst)."""
+
+    # auto: served where the database has change streams (501 elsewhere); on: refuse to start without them; off.
+    enabled: str = "auto"
+    retention_seconds: float = 21600.0
+    long_poll_seconds: float = 20.0
+    # The database of our event collections (empty: the main one).
+    database: str = ""
+    lease_seconds: float = 15.0
+    # How often the embedded server's link tables are listed again (it serves one table per stream).
+    rescan_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
 class Settings:
     """Every setting of the service."""
 
@@ -125,6 +141,7 @@ class Settings:
     limits: LimitSettings = field(default_factory=LimitSettings)
     topo: TopoSettings = field(default_factory=TopoSettings)
     query: QuerySettings = field(default_factory=QuerySettings)
+    watch: WatchSettings = field(default_factory=WatchSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     log: LogSettings = field(default_factory=LogSettings)
     language: str = "en"
@@ -218,12 +235,12 @@ class _Policy(fields.Field[dict[str, Grant]]):
             raise ValidationError("must map users to {edit: [...], view: [...]}")
         policy = {}
         for user, grant in value.items():
-            if not isinstance(grant, Mapping) or set(grant) - {"edit", "view"}:
-                raise ValidationError(f"user '{user}': only 'edit' and 'view' lists are allowed")
-            lists = {key: grant.get(key) or [] for key in ("edit", "view")}
+            if not isinstance(grant, Mapping) or set(grant) - {"edit", "view", "watch"}:
+                raise ValidationError(f"user '{user}': only 'edit', 'view' and 'watch' lists are allowed")
+            lists = {key: grant.get(key) or [] for key in ("edit", "view", "watch")}
             if not all(isinstance(items, list) and all(isinstance(i, str) for i in items) for items in lists.values()):
-                raise ValidationError(f"user '{user}': 'edit' and 'view' must be lists of model ids")
-            policy[str(user)] = Grant(tuple(lists["edit"]), tuple(lists["view"]))
+                raise ValidationError(f"user '{user}': 'edit', 'view' and 'watch' must be lists of model ids")
+            policy[str(user)] = Grant(tuple(lists["edit"]), tuple(lists["view"]), tuple(lists["watch"]))
         return policy
 
 
@@ -262,6 +279,18 @@ class _QuerySchema(Schema):
     max_unbounded = fields.Integer(strict=False, validate=validate.Range(min=1, max=1_000_000))
 
 
+class _WatchSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    enabled = fields.String(validate=validate.OneOf(["auto", "on", "off"]))
+    retention_seconds = fields.Float(validate=validate.Range(min=1, max=30 * 86400))
+    long_poll_seconds = fields.Float(validate=validate.Range(min=0, max=300))
+    database = fields.String(validate=validate.Regexp(r"^([A-Za-z0-9_-]{1,63})?$"))
+    lease_seconds = fields.Float(validate=validate.Range(min=1, max=3600))
+    rescan_seconds = fields.Float(validate=validate.Range(min=0.1, max=3600))
+
+
 class _LogSchema(Schema):
     class Meta:
         unknown = EXCLUDE
@@ -279,6 +308,7 @@ class _SettingsSchema(Schema):
     limits = fields.Nested(_LimitSchema)
     topo = fields.Nested(_TopoSchema)
     query = fields.Nested(_QuerySchema)
+    watch = fields.Nested(_WatchSchema)
     auth = fields.Nested(_AuthSchema)
     log = fields.Nested(_LogSchema)
     language = fields.String(validate=validate.OneOf(["en", "zh"]))
@@ -292,6 +322,7 @@ _SECTIONS: dict[str, Any] = {
     "limits": LimitSettings,
     "topo": TopoSettings,
     "query": QuerySettings,
+    "watch": WatchSettings,
     "auth": AuthSettings,
     "log": LogSettings,
 }

@@ -27,6 +27,8 @@ MESSAGES: dict[int, tuple[str, str]] = {
     1199998: ("Unknown or unrecognized error", "未知或未能识别的异常"),
     1199999: ("'%s' Internal Server Error", "'%s' 服务器内部错误"),
     1101038: ("the associations %s->%s already exist", "关联关系 %s->%s 重复"),
+    1103007: ("Event chain node not exist", "事件节点不存在"),
+    1103008: ("Event detail not exist", "事件详情不存在"),
     1101046: ("object association does not exist.", "模型的关联关系不存在"),
     1101052: (
         "can not create multiple instance association for a 1:1 association.",
@@ -259,6 +261,25 @@ class StoreWriteUnavailable(CmdbError):
     def message(self, language: Language) -> str:
         """A plain message: never the driver's text."""
         return "数据库暂不可用，请稍后重试" if language == "zh" else "the database is unavailable, please retry later"
+
+
+class EventNodeMissing(CmdbError):
+    """A watch cursor that names no event inside the retention (expired, or never ours) (1103007)."""
+
+    code = 1103007
+
+
+class WatchUnavailable(CmdbError):
+    """The database serves no change streams, or the watch is switched off (1199998, HTTP 501)."""
+
+    code = 1199998
+    http_status = 501
+
+    def message(self, language: Language) -> str:
+        """Why the watch is unavailable, not the generic text of 1199998."""
+        if language == "zh":
+            return "事件监听不可用：数据库不支持变更流"
+        return "event watch is unavailable: the database does not support change streams"
 
 
 class InternalError(CmdbError):

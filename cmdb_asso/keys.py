@@ -14,6 +14,7 @@ if TYPE_CHECKING:  # the keys need only the types: no import runs back up the la
     from cmdb_asso.service.idempotency import Idempotency
     from cmdb_asso.service.queries import QueryService
     from cmdb_asso.service.readiness import Readiness
+    from cmdb_asso.service.watch import WatchService
     from cmdb_asso.storage.client import MongoConnection
     from cmdb_asso.web.metrics import Metrics
 
@@ -24,6 +25,7 @@ SERVICE: web.AppKey[AssociationService] = web.AppKey("service")
 QUERIES: web.AppKey[QueryService] = web.AppKey("queries")
 READINESS: web.AppKey[Readiness] = web.AppKey("readiness")
 IDEMPOTENCY: web.AppKey[Idempotency] = web.AppKey("idempotency")
+WATCH: web.AppKey[WatchService] = web.AppKey("watch")
 APP_AUTHENTICATOR: web.AppKey[AppAuthenticator] = web.AppKey("app_authenticator")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 # Set once SIGTERM came: /readyz answers 503 and every answer closes its connection.
@@ -58,4 +60,5 @@ __all__ = [
     "RESPONSE_CODE",
     "SERVICE",
     "SETTINGS",
+    "WATCH",
 ]

@@ -9,6 +9,8 @@ import re
 from dataclasses import dataclass
 
 ESB_PATH = "/api/c/compapi/v2/cc/{esb_name}/"
+# The attribute that marks a long-poll operation's aiohttp handlers (the deadline middleware reads it).
+LONG_POLL_MARK = "cmdb_asso_long_poll"
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +24,8 @@ class Operation:
     writes: bool
     # Takes an `Idempotency-Key` (and a dry run).
     idempotent: bool = False
+    # Holds the request open while it waits for something new (the watch's long poll).
+    long_poll: bool = False
 
     @property
     def path_parameters(self) -> tuple[str, ...]:
@@ -54,5 +58,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("base_info", "POST", "/api/v3/findmany/inst/association/association_object/inst_base_info",
               "search_inst_asst_object_inst_base_info", False),
     Operation("graph", "POST", "/api/v3/find/instassociation/graph", "search_inst_association_graph", False),
+    Operation("watch", "POST", "/api/v3/event/watch/resource/{bk_resource}", "resource_watch", False,
+              long_poll=True),
 )  # fmt: skip
 BY_NAME = {operation.name: operation for operation in OPERATIONS}

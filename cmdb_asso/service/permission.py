@@ -35,6 +35,10 @@ class Authorizer(Protocol):
         """Whether `caller` may view instances of `obj_id`."""
         ...
 
+    async def can_watch(self, caller: Caller, obj_id: str | None) -> bool:
+        """Whether `caller` may watch link events (of `obj_id`'s links, or of all when None)."""
+        ...
+
 
 class AllowAll:
     """Lets every caller do everything (the default for local runs)."""
@@ -47,13 +51,18 @@ class AllowAll:
         """Always yes."""
         return True
 
+    async def can_watch(self, caller: Caller, obj_id: str | None) -> bool:
+        """Always yes."""
+        return True
+
 
 @dataclass(frozen=True)
 class UserGrants:
-    """The models one user may edit and view (`*` means all)."""
+    """The models one user may edit, view, and watch link events of (`*` means all)."""
 
     edit: frozenset[str] = frozenset()
     view: frozenset[str] = frozenset()
+    watch: frozenset[str] = frozenset()
 
 
 class StaticPolicy:
@@ -74,6 +83,11 @@ class StaticPolicy:
         """Whether the user may view (or edit) the model."""
         grant = self._grant(caller)
         return bool({obj_id, "*"} & (grant.view | grant.edit))
+
+    async def can_watch(self, caller: Caller, obj_id: str | None) -> bool:
+        """Whether the user's watch list names `*`, or the model when the watch is of one model's links."""
+        watch = self._grant(caller).watch
+        return "*" in watch or (obj_id is not None and obj_id in watch)
 
 
 @dataclass(frozen=True)
@@ -196,3 +210,17 @@ def view_model_payload(model_row_id: int | None, model_name: str, obj_id: str) -
             }
         ],
     }
+
+
+def watch_permission_payload(model: tuple[int | None, str] | None) -> dict[str, Any]:
+    """The `permission` object of a denied watch: `watch_inst_asst_event`, naming the model (its `cc_ObjDes` row
+    and name) when the watch was of one model's links."""
+    resource: dict[str, Any] = {"system_id": SYSTEM_ID, "system_name": SYSTEM_NAME, "type": "inst_asst_event",
+                                "type_name": "实例关联事件"}  # fmt: skip
+    if model is not None:
+        row_id, name = model
+        resource["instances"] = [
+            [{"type": "inst_asst_event", "type_name": "实例关联事件", "id": str(row_id), "name": name}]
+        ]
+    action = {"id": "watch_inst_asst_event", "name": "实例关联事件监听", "related_resource_types": [resource]}
+    return {"system_id": SYSTEM_ID, "system_name": SYSTEM_NAME, "actions": [action]}

@@ -324,7 +324,7 @@ class AssociationStore:
         """
         token = new_token()
         named = inst_asst_table(obj_id, supplier_account)
-        items = await self._delete_plan(supplier_account, links, audits)
+        items = await self._delete_plan(named, supplier_account, links, audits)
         if await self.mongo.supports_transactions():
             removed: list[dict[str, Any]] = []
 
@@ -375,18 +375,40 @@ class AssociationStore:
         for table in sorted(by_table, key=lambda name: name == named):
             await self.mongo.db[table].delete_many({"id": {"$in": by_table[table]}}, session=session)
 
+    async def _copy_ids(self, named: str, supplier: str, links: list[StoredLink]) -> dict[tuple[str, int], str]:
+        """The `_id`s of the links' copies in their other tables (the named table's are in the links)."""
+        by_table: dict[str, list[int]] = {}
+        for link in links:
+            for obj_id in (link.obj_id, link.asst_obj_id):
+                table = inst_asst_table(obj_id, supplier)
+                if table != named:
+                    by_table.setdefault(table, []).append(link.id)
+        copies: dict[tuple[str, int], str] = {}
+        with translate_errors(write=False):
+            for table, ids in sorted(by_table.items()):
+                cursor = self.mongo.db[table].find({"id": _one_or_in(sorted(set(ids)))}, {"_id": 1, "id": 1})
+                copies |= {(table, int(doc["id"])): str(doc["_id"]) for doc in await cursor.to_list(None)}
+        return copies
+
     async def _delete_plan(
-        self, supplier: str, links: list[StoredLink], audits: dict[int, AuditRecord]
+        self, named: str, supplier: str, links: list[StoredLink], audits: dict[int, AuditRecord]
     ) -> list[dict[str, Any]]:
         """Per link: its tables, its audit record and its archive copies, each with its `_id`, so that
         recovery can tell what was written."""
         audit_ids = await self.ids.take(AUDIT_SEQUENCE, len(links))
+        copies = await self._copy_ids(named, supplier, links)
         now = utc_now()
         items = []
         for link, audit_id in zip(links, audit_ids, strict=True):
             tables = [inst_asst_table(obj_id, supplier) for obj_id in dict.fromkeys((link.obj_id, link.asst_obj_id))]
             audit = {"_id": ObjectId(), **audit_document(audits[link.id], audit_id)}
-            archives = [{"_id": ObjectId(), **archive_document(table, link, now)} for table in tables]
+            # Each table's copy is archived under its own `_id` (as bk-cmdb's data layer archives every removed
+            # document), which is how the event feed finds a delete's detail.
+            archives = [
+                {"_id": ObjectId(), **archive_document(table, link, now, copies.get((table, link.id)))}
+                for table in tables
+                if table == named or (table, link.id) in copies
+            ]
             items.append({"link_id": link.id, "tables": tables, "audit": audit, "archives": archives})
         return items
 

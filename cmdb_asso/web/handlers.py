@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from cmdb_asso.errors import BodyInvalid
+from cmdb_asso.errors import BodyInvalid, CmdbError, ParamEmpty
 from cmdb_asso.keys import (
     APP_AUTHENTICATOR,
     DRAINING,
@@ -23,6 +24,7 @@ from cmdb_asso.keys import (
     REQUEST_ID,
     SERVICE,
     SETTINGS,
+    WATCH,
 )
 from cmdb_asso.service.associations import BatchRequest, CreateRequest
 from cmdb_asso.service.context import Caller
@@ -33,6 +35,7 @@ from cmdb_asso.service.queries import (
     parse_contract_sort,
     parse_sort,
 )
+from cmdb_asso.service.watch import RESOURCE
 from cmdb_asso.web.envelope import request_language, success
 from cmdb_asso.web.graph_page import GRAPH_PAGE
 from cmdb_asso.web.identity import esb_caller, native_caller
@@ -53,6 +56,7 @@ from cmdb_asso.web.schemas import (
     load_body,
     load_detail,
     load_detail_request,
+    load_watch_request,
 )
 
 
@@ -286,6 +290,22 @@ async def links_with_instance_details(request: web.Request, call: Call) -> dict[
     return await request.app[QUERIES].links_with_instances(call.caller, load_detail_request(call.params))
 
 
+# A watch answers its errors after a pause, as bk-cmdb does: a client looping on a bad request is slowed.
+WATCH_ERROR_PAUSE_SECONDS = 0.5
+
+
+async def watch_link_events(request: web.Request, call: Call) -> dict[str, Any]:
+    """Link events after a cursor or a start time, or the cursor to follow from now."""
+    try:
+        resource, watch = load_watch_request(call.params)
+        if resource != RESOURCE:
+            raise ParamEmpty("bk_resource")
+        return await request.app[WATCH].watch(call.caller, watch)
+    except CmdbError:
+        await asyncio.sleep(WATCH_ERROR_PAUSE_SECONDS)
+        raise
+
+
 async def graph_of_instance_associations(request: web.Request, call: Call) -> dict[str, Any]:
     """The instances some hops around one instance, and the links between them."""
     body = load_body(_GRAPH, call.params)
@@ -358,6 +378,8 @@ async def readyz(request: web.Request) -> web.Response:
     if request.app[EMBEDDED_RESTARTING].is_set():
         return web.json_response({"status": "not ready", "reason": "embedded mongodb restarting"}, status=503)
     problem = await request.app[READINESS].problem()
+    watch = request.app[WATCH].available if WATCH in request.app else None
+    described = {None: "unknown", True: "available", False: "unavailable"}[watch]
     if problem is not None:
-        return web.json_response({"status": "not ready", "reason": problem}, status=503)
-    return web.json_response({"status": "ready"})
+        return web.json_response({"status": "not ready", "reason": problem, "watch": described}, status=503)
+    return web.json_response({"status": "ready", "watch": described})

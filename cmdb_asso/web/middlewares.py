@@ -25,6 +25,7 @@ from cmdb_asso.errors import (
     StoreWriteUnavailable,
 )
 from cmdb_asso.keys import DRAINING, LANGUAGE, METRICS, OPERATION_WRITES, REQUEST_ID, RESPONSE_CODE, SETTINGS
+from cmdb_asso.operations import LONG_POLL_MARK
 from cmdb_asso.service.context import time_budget
 from cmdb_asso.web.envelope import failure, is_esb
 from cmdb_asso.web.identity import language_of, request_id_of
@@ -96,7 +97,16 @@ async def _receive_body(request: web.Request) -> None:
 async def request_deadline(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Bound the time one request may spend (MongoDB work included): past it, 503 rather than a hang."""
     await _receive_body(request)
-    seconds = request.app[SETTINGS].mongodb.request_deadline_seconds
+    settings = request.app[SETTINGS]
+    seconds = settings.mongodb.request_deadline_seconds
+    if getattr(request.match_info.handler, LONG_POLL_MARK, False):
+        # A long poll waits for news for its own time; each of its reads gets a budget of its own.
+        try:
+            async with asyncio.timeout(settings.watch.long_poll_seconds + 3 * seconds + DEADLINE_GRACE_SECONDS):
+                return await handler(request)
+        except TimeoutError:
+            log.warning("request_deadline_exceeded", method=request.method, path=request.path)
+            raise StoreReadUnavailable() from None
     try:
         # The driver's own budget ends first, so that its error (translated with the operation's read or
         # write code) answers; the loop's deadline is the backstop for everything else.

@@ -33,6 +33,7 @@ REQUEST_SCHEMAS: dict[str, type[Schema]] = {
     "find_instassociation_with_inst": schemas.LinksWithInstancesSchema,
     "search_inst_asst_object_inst_base_info": schemas.BaseInfoSchema,
     "search_inst_association_graph": schemas.GraphSchema,
+    "resource_watch": schemas.WatchSchema,
 }
 
 _LINK: dict[str, Any] = {
@@ -96,6 +97,24 @@ RESPONSE_DATA: dict[str, dict[str, Any]] = {
                     "description": f"{side} instances, each once (null when not asked for or none found)",
                 }
                 for side in ("src", "dst")
+            },
+        },
+    },
+    "resource_watch": {
+        "type": "object",
+        "properties": {
+            "bk_watched": {"type": "boolean"},
+            "bk_events": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "bk_cursor": {"type": "string"},
+                        "bk_resource": {"type": "string"},
+                        "bk_event_type": {"type": "string"},
+                        "bk_detail": {"type": "object", "nullable": True},
+                    },
+                },
             },
         },
     },
@@ -280,7 +299,8 @@ def _links(spelling: str, esb_name: str) -> dict[str, Any]:
 
 def _native_operation(route: Operation, schema_name: str) -> dict[str, Any]:
     path_names = [part[1:-1] for part in route.native_path.split("/") if part.startswith("{")]
-    path_schemas = {"bk_obj_id": _MODEL_ID, "id": {**_INT64, "minimum": 0}, "bk_inst_id": _INT64}
+    path_schemas = {"bk_obj_id": _MODEL_ID, "id": {**_INT64, "minimum": 0}, "bk_inst_id": _INT64,
+                    "bk_resource": {"type": "string", "enum": ["inst_asst"]}}  # fmt: skip
     parameters: list[dict[str, Any]] = [
         {"name": name, "in": "path", "required": True, "schema": path_schemas[name]} for name in path_names
     ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import swagger_ui_bundle
 from aiohttp import web
 
-from cmdb_asso.operations import OPERATIONS
+from cmdb_asso.operations import LONG_POLL_MARK, OPERATIONS
 from cmdb_asso.web import handlers
 from cmdb_asso.web.graph_page import VIS_NETWORK_DIR
 
@@ -27,6 +27,7 @@ HANDLERS: dict[str, handlers.OperationHandler] = {
     "links_with_instances": handlers.links_with_instance_details,
     "base_info": handlers.instance_base_info,
     "graph": handlers.graph_of_instance_associations,
+    "watch": handlers.watch_link_events,
 }
 
 
@@ -36,8 +37,10 @@ def setup_routes(app: web.Application) -> None:
         run = HANDLERS[operation.name]
         writes, name, idempotent = operation.writes, operation.esb_name, operation.idempotent
         native = handlers.native_view(run, writes=writes, name=name, idempotent=idempotent)
-        app.router.add_route(operation.method, operation.native_path, native)
         esb = handlers.esb_view(run, writes=writes, name=name, idempotent=idempotent)
+        for view in (native, esb):
+            setattr(view, LONG_POLL_MARK, operation.long_poll)
+        app.router.add_route(operation.method, operation.native_path, native)
         for prefix in ESB_PREFIXES:
             app.router.add_post(f"{prefix}{operation.esb_name}/", esb)
             app.router.add_post(f"{prefix}{operation.esb_name}", esb)

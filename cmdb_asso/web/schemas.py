@@ -26,6 +26,7 @@ from cmdb_asso.errors import (
 )
 from cmdb_asso.inputs import MODEL_ID, int64_or_none, is_int64
 from cmdb_asso.service.queries import DetailRequest
+from cmdb_asso.service.watch import WatchRequest
 
 MAX_IDS = 500
 
@@ -381,6 +382,37 @@ def load_detail_request(body: Any) -> DetailRequest:
         obj_id, condition.get("asst_filter"), lists["asst_fields"], lists["src_fields"], lists["dst_fields"],
         flags["src_detail"], flags["dst_detail"], start, limit, _decoded(page.get("sort"), str) or "",
     )  # fmt: skip
+
+
+class WatchFilterSchema(_Schema):
+    """Which model's links to watch."""
+
+    bk_sub_resource = fields.String(load_default="")
+
+
+class WatchSchema(_Schema):
+    """Link events (for the API document; the body is checked by `load_watch_request`)."""
+
+    bk_resource = fields.String(required=True, metadata={"description": "inst_asst"})
+    bk_event_types = StringList(load_default=None, metadata={"description": "create, update, delete"})
+    bk_fields = StringList(load_default=None)
+    bk_start_from = fields.Integer(load_default=0, metadata={"description": "unix seconds"})
+    bk_cursor = fields.String(load_default="")
+    bk_filter = fields.Nested(WatchFilterSchema, load_default=None)
+
+
+def load_watch_request(body: Any) -> tuple[str, WatchRequest]:
+    """A watch body decoded as bk-cmdb decodes it (a value of the wrong type answers 1199000): the resource
+    and the request."""
+    if not isinstance(body, dict):
+        raise BodyUndecodable()
+    watch_filter = _decoded(body.get("bk_filter"), dict) or {}
+    request = WatchRequest(
+        tuple(_decoded_strings(body.get("bk_event_types"))), tuple(_decoded_strings(body.get("bk_fields"))),
+        _decoded_int(body.get("bk_start_from")), _decoded(body.get("bk_cursor"), str) or "",
+        _decoded(watch_filter.get("bk_sub_resource"), str) or "",
+    )  # fmt: skip
+    return _decoded(body.get("bk_resource"), str) or "", request
 
 
 def _decoded(value: Any, kind: type) -> Any:

@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient
 from bson.int64 import Int64
 
 from cmdb_asso.app import create_app
-from cmdb_asso.config import MongoSettings, Settings
+from cmdb_asso.config import MongoSettings, Settings, WatchSettings
 from cmdb_asso.storage.client import MongoConnection, connect
 from cmdb_asso.storage.embedded import EmbeddedMongo
 from cmdb_asso.storage.schema import seed_demo
@@ -47,7 +47,8 @@ def wire_settings(settings: Settings, driver: str) -> Settings:
         definition_cache_seconds=0,
         id_block_size=10,
     )
-    return Settings(mongodb=mongodb, http=settings.http)
+    # The event feed is off here (its own tests switch it on): every other wire test meets the store alone.
+    return Settings(mongodb=mongodb, http=settings.http, watch=WatchSettings(enabled="off"))
 
 
 async def open_wire_mongo(embedded: EmbeddedMongo, settings: Settings) -> MongoConnection:

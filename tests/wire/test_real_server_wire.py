@@ -3,17 +3,19 @@ without privileges, replica-set transactions losing races or their commit answer
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 from structlog.testing import capture_logs
 
 from cmdb_asso.app import create_app
-from cmdb_asso.config import Settings
-from cmdb_asso.keys import SERVICE
+from cmdb_asso.config import Settings, WatchSettings
+from cmdb_asso.keys import SERVICE, WATCH
 from cmdb_asso.storage.associations import AssociationStore
 from cmdb_asso.storage.client import MongoConnection, connect
 from cmdb_asso.storage.embedded import EmbeddedMongo
@@ -367,3 +369,44 @@ async def test_a_pattern_the_server_cannot_compile_answers_1199011_not_500(
 
     assert (answer.status, answer.code) == (200, 1199011)
     assert "'condition.asst_filter'" in answer.message
+
+
+# A standalone mongod refuses change streams.
+NO_CHANGE_STREAMS = command_error(40573, "Location40573", "The $changeStream stage is only supported on replica sets")
+
+
+async def test_a_standalone_server_leaves_the_watch_501_and_everything_else_working(
+    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: MongoConnection, proxy: FaultProxy
+) -> None:
+    proxy.fail("aggregate", NO_CHANGE_STREAMS, when=lambda command: "$changeStream" in str(command), times=None)
+    client, _mongo = await _app(aiohttp_client, replace(wire_settings, watch=WatchSettings()), proxy)
+    assert client.app is not None
+    watch = client.app[WATCH]
+    for _ in range(300):
+        if watch.available is not None:
+            break
+        await asyncio.sleep(0.02)
+
+    answer = await call(client, "watch", {"bk_resource": "inst_asst"})
+    created = await create(client, link_body("bk_switch_belong_bk_host", 11, 21))
+    ready = await (await client.get("/readyz")).json()
+
+    assert watch.available is False
+    assert (answer.status, answer.code) == (501, 1199998)
+    assert created.code == 0
+    assert ready == {"status": "ready", "watch": "unavailable"}
+
+
+async def test_a_watch_switched_on_refuses_to_start_without_change_streams(
+    wire_settings: Settings, wire_mongo: MongoConnection, proxy: FaultProxy
+) -> None:
+    proxy.fail("aggregate", NO_CHANGE_STREAMS, when=lambda command: "$changeStream" in str(command), times=None)
+    settings = replace(wire_settings, watch=WatchSettings(enabled="on"))
+    mongodb = replace(settings.mongodb, server_selection_timeout_ms=300)
+    mongo = await connect(mongodb, proxy.uri, embedded=False)
+    OPENED.setdefault(proxy.port, []).append(mongo)
+    runner = web.AppRunner(create_app(replace(settings, mongodb=mongodb), mongo=mongo))
+
+    with pytest.raises(RuntimeError, match="change streams"):
+        await runner.setup()
+    await runner.cleanup()

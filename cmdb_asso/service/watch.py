@@ -1,0 +1,337 @@
+"""Link events for integrators (CONTRACT-reads 14 and 15): the feed that turns link-table changes into exactly
+one event per link change, and `resource_watch`'s three modes over the events it stored."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from cmdb_asso.errors import (
+    BodyInvalid,
+    CmdbError,
+    EventNodeMissing,
+    ParamEmpty,
+    PermissionDenied,
+    StoreReadUnavailable,
+    WatchUnavailable,
+)
+from cmdb_asso.service.context import Caller, time_budget
+from cmdb_asso.service.permission import Authorizer, watch_permission_payload
+from cmdb_asso.storage.associations import AssociationStore
+from cmdb_asso.storage.watch import ChangeSource, LinkChange, WatchStore
+
+log = structlog.get_logger(__name__)
+
+RESOURCE = "inst_asst"
+EVENT_STEP = 200
+POLL_SECONDS = 0.25
+EVENT_TYPES = frozenset({"create", "update", "delete"})
+_KIND = {"insert": "create", "delete": "delete"}
+# bk-cmdb's no-event cursor (W/cursor.go), and the stale spelling its source comment gives, accepted too.
+NO_EVENT_CURSOR = base64.b64encode(b"1\r1\r5ea6d3f394c1f5d986e9bd86\rnoEvent\r1\r1\r").decode("ascii")
+_NO_EVENT_SPELLINGS = frozenset({NO_EVENT_CURSOR, "MQ0xDTVlYTZkM2YzOTRjMWY1ZDk4NmU5YmQ4Ng1ub0V2ZW50DTENMQ=="})
+# The keys bk-cmdb writes in a link document: an event's detail holds these and nothing of ours.
+DETAIL_KEYS = ("bk_asst_id", "bk_asst_inst_id", "bk_asst_obj_id", "bk_biz_id", "bk_inst_id", "bk_obj_asst_id",
+               "bk_obj_id", "bk_supplier_account", "id")  # fmt: skip
+# How long the feeder waits for the archive copy of a deleted link that a writer without transactions may
+# still be writing.
+ARCHIVE_WAIT_SECONDS = 2.0
+SUPERADMIN = "superadmin"
+
+
+def encode_cursor(link_id: int, operation: str, sec: int, inc: int) -> str:
+    """bk-cmdb's cursor of a link event: base64 of version, type 13, link id, operation, time, link id."""
+    fields = ("1", "13", str(link_id), operation, str(sec), str(inc), str(link_id))
+    return base64.b64encode("\r".join(fields).encode("ascii")).decode("ascii")
+
+
+@dataclass(frozen=True, slots=True)
+class WatchRequest:
+    """A decoded watch request: which events, which detail fields, and where to start."""
+
+    event_types: tuple[str, ...] = ()
+    fields: tuple[str, ...] = ()
+    start_from: int = 0
+    cursor: str = ""
+    sub_resource: str = ""
+
+
+class EventFeed:
+    """The feeder: while it holds the database's lease, it reads the link tables' change streams and stores
+    one event per (link, operation), then the streams' resume tokens. Other processes only serve reads."""
+
+    def __init__(
+        self, store: WatchStore, *, per_table: bool, lease_seconds: float = 15.0, rescan_seconds: float = 30.0
+    ) -> None:
+        self.store = store
+        self.per_table = per_table
+        self.lease_seconds = lease_seconds
+        self.rescan_seconds = rescan_seconds
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.stored = asyncio.Condition()
+        # Set once this process feeds: its streams are open.
+        self.live = asyncio.Event()
+        self.dropped_deletes = 0
+        self.events_stored = 0
+
+    async def run(self) -> None:
+        """Forever: take the lease when it is free, feed while it is held, and try again after a failure."""
+        try:
+            while True:
+                try:
+                    if await self.store.hold_lease(self.owner, self.lease_seconds):
+                        log.info("watch_feeder_started", owner=self.owner)
+                        await self._feed()
+                except CmdbError as exc:
+                    log.warning("watch_feeder_paused", error=type(exc).__name__)
+                await asyncio.sleep(self.lease_seconds / 3)
+        finally:
+            with contextlib.suppress(CmdbError):
+                await self.store.release_lease(self.owner)
+
+    async def _feed(self) -> None:
+        renewed = saved_at = time.monotonic()
+        saved = await self.store.resume_tokens()
+        source = ChangeSource(self.store, per_table=self.per_table, rescan_seconds=self.rescan_seconds)
+        async for changes, tokens in source.batches(dict(saved)):
+            self.live.set()
+            stored = await self.store.append(await self._rows(changes)) if changes else []
+            # Tokens are saved after every batch with events, and now and then while idle (a restart then
+            # replays little, and the unique index drops what it replays).
+            if changes or (tokens != saved and time.monotonic() - saved_at > self.lease_seconds / 3):
+                await self.store.save_progress(tokens, stored[-1] if stored else None)
+                saved, saved_at = tokens, time.monotonic()
+            if stored:
+                self.events_stored += len(stored)
+                async with self.stored:
+                    self.stored.notify_all()
+            if time.monotonic() - renewed > self.lease_seconds / 3:
+                if not await self.store.hold_lease(self.owner, self.lease_seconds):
+                    log.warning("watch_feeder_lease_lost", owner=self.owner)
+                    self.live.clear()
+                    return
+                renewed = time.monotonic()
+
+    async def _rows(self, changes: list[LinkChange]) -> list[dict[str, Any]]:
+        """Events for these changes: the first of each (link, operation) in the batch; the unique index drops
+        the ones stored before (the other table's half, a replay)."""
+        rows: list[dict[str, Any]] = []
+        seen: set[tuple[int, str]] = set()
+        now = datetime.now(UTC)
+        for change in changes:
+            document = change.document if change.operation == "insert" else await self._archived(change)
+            link_id = document.get("id") if document else None
+            if document is None or not isinstance(link_id, int) or isinstance(link_id, bool) or link_id <= 0:
+                continue
+            kind = _KIND[change.operation]
+            if (link_id, kind) in seen:
+                continue
+            seen.add((link_id, kind))
+            detail = {key: document[key] for key in DETAIL_KEYS if key in document}
+            if kind == "create":
+                detail["_id"] = change.oid
+            rows.append({
+                "cluster_time": {"sec": change.sec, "inc": change.inc}, "time": now, "oid": change.oid,
+                "type": kind, "cursor": encode_cursor(link_id, change.operation, change.sec, change.inc),
+                "inst_id": link_id,
+                "bk_sub_resource": [str(document.get("bk_obj_id", "")), str(document.get("bk_asst_obj_id", ""))],
+                "bk_supplier_account": str(document.get("bk_supplier_account", "")),
+                "detail": dict(sorted(detail.items())),
+            })  # fmt: skip
+        return rows
+
+    async def _archived(self, change: LinkChange) -> dict[str, Any] | None:
+        deadline = time.monotonic() + ARCHIVE_WAIT_SECONDS
+        while True:
+            detail = await self.store.archived(change.oid, change.table)
+            if detail is not None or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
+        if detail is None:
+            self.dropped_deletes += 1
+            log.warning("watch_delete_without_archive", table=change.table, oid=change.oid)
+        return detail
+
+
+class WatchService:
+    """`resource_watch` for `inst_asst`: with a cursor (a long poll), from a start time, or from now."""
+
+    def __init__(
+        self,
+        store: WatchStore,
+        links: AssociationStore,
+        authorizer: Authorizer,
+        *,
+        enabled: str = "auto",
+        long_poll_seconds: float = 20.0,
+        read_seconds: float = 10.0,
+        feed: EventFeed | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.links = links
+        self.authorizer = authorizer
+        self.enabled = enabled
+        self.long_poll_seconds = long_poll_seconds
+        self.read_seconds = read_seconds
+        self.feed = feed
+        self.clock = clock
+        # None until the server has said whether it serves change streams.
+        self.available: bool | None = None if enabled != "off" else False
+
+    async def probe(self) -> bool | None:
+        """Ask the server (once it answers) whether it serves change streams; `on` refuses to go without."""
+        if self.available is None:
+            with time_budget(self.read_seconds):
+                self.available = await self.store.probe()
+            if self.available:
+                await self.store.prepare()
+            log.info("watch_availability", available=self.available, setting=self.enabled)
+        if self.enabled == "on" and self.available is False:
+            raise RuntimeError("watch.enabled is on, but the database does not support change streams")
+        return self.available
+
+    async def watch(self, caller: Caller, request: WatchRequest) -> dict[str, Any]:
+        """Events after a cursor or a start time, or the cursor to follow from now (CONTRACT-reads 14)."""
+        if self.available is False:
+            raise WatchUnavailable()
+        if self.available is None:
+            raise StoreReadUnavailable()
+        with time_budget(self.read_seconds):
+            await self._check(caller, request)
+        query = self._query(caller, request)
+        if request.cursor:
+            return await self._after_cursor(request, query)
+        with time_budget(self.read_seconds):
+            if request.start_from:
+                return await self._since(request, query)
+            return await self._from_now()
+
+    async def _check(self, caller: Caller, request: WatchRequest) -> None:
+        model = None
+        if request.sub_resource:
+            model = (await self.links.find_models([request.sub_resource])).get(request.sub_resource)
+            if model is None:
+                raise ParamEmpty("bk_filter.bk_sub_resource")
+        if not await self.authorizer.can_watch(caller, request.sub_resource or None):
+            named = (model.row_id, model.name or request.sub_resource) if model else None
+            raise PermissionDenied(permission=watch_permission_payload(named))
+        if any(kind not in EVENT_TYPES for kind in request.event_types):
+            raise BodyInvalid("bk_event_types")
+        if request.start_from and request.cursor:
+            raise BodyInvalid("bk_cursor")
+
+    @staticmethod
+    def _query(caller: Caller, request: WatchRequest) -> dict[str, Any]:
+        query: dict[str, Any] = {}
+        if request.event_types:
+            query["type"] = {"$in": sorted(set(request.event_types))}
+        if request.sub_resource:
+            query["bk_sub_resource"] = request.sub_resource
+        if caller.supplier_account != SUPERADMIN:
+            query["bk_supplier_account"] = {"$in": sorted({"0", caller.supplier_account})}
+        return query
+
+    async def _after_cursor(self, request: WatchRequest, query: dict[str, Any]) -> dict[str, Any]:
+        with time_budget(self.read_seconds):
+            start = await self._start_of(request.cursor)
+        deadline = time.monotonic() + self.long_poll_seconds
+        while True:
+            with time_budget(self.read_seconds):
+                events = await self.store.after(start, query, EVENT_STEP)
+            if events:
+                return _answer(events, request.fields)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            await self._wait_for_events(min(POLL_SECONDS, left))
+        with time_budget(self.read_seconds):
+            return await self._nothing_new()
+
+    async def _start_of(self, cursor: str) -> int:
+        if cursor in _NO_EVENT_SPELLINGS:
+            earliest = await self.store.earliest_id()
+            if earliest is not None:
+                return earliest - 1
+            newest = await self.store.newest()
+            return newest[0] if newest else 0
+        found = await self.store.event_id(cursor)
+        if found is not None:
+            return found
+        newest = await self.store.newest()
+        if newest is not None and newest[1] == cursor:
+            return newest[0]  # a client fully caught up never expires
+        raise EventNodeMissing()
+
+    async def _wait_for_events(self, seconds: float) -> None:
+        """Until this process's feeder stores events or `seconds` pass (another process's feeder is seen by
+        reading again)."""
+        if self.feed is None:
+            await asyncio.sleep(seconds)
+            return
+        try:
+            async with asyncio.timeout(seconds), self.feed.stored:
+                await self.feed.stored.wait()
+        except TimeoutError:
+            pass
+
+    async def _since(self, request: WatchRequest, query: dict[str, Any]) -> dict[str, Any]:
+        age = self.clock() - request.start_from
+        if age < 0 or age > self.store.retention_seconds:
+            raise BodyInvalid("bk_start_from")
+        events = await self.store.since(request.start_from, query, EVENT_STEP)
+        if events:
+            return _answer(events, request.fields)
+        return await self._nothing_new()
+
+    async def _from_now(self) -> dict[str, Any]:
+        return await self._nothing_new()
+
+    async def _nothing_new(self) -> dict[str, Any]:
+        """`bk_watched: false` with the cursor to continue from: the newest event's, or the no-event cursor
+        when no event is inside the retention."""
+        newest = await self.store.newest() if await self.store.earliest_id() is not None else None
+        cursor = newest[1] if newest else NO_EVENT_CURSOR
+        event = {"bk_cursor": cursor, "bk_resource": RESOURCE, "bk_event_type": "", "bk_detail": None}
+        return {"bk_watched": False, "bk_events": [event]}
+
+
+def _answer(events: list[dict[str, Any]], fields: tuple[str, ...]) -> dict[str, Any]:
+    return {
+        "bk_watched": True,
+        "bk_events": [
+            {
+                "bk_cursor": event["cursor"],
+                "bk_resource": RESOURCE,
+                "bk_event_type": event["type"],
+                "bk_detail": _cut(event.get("detail") or {}, fields),
+            }
+            for event in events
+        ],
+    }
+
+
+def _cut(detail: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
+    """The detail cut to `fields` in request order (a missing one null, `a.b` reaching into objects), or whole."""
+    if not fields:
+        return detail
+    return {name: _path(detail, name) for name in dict.fromkeys(fields)}
+
+
+def _path(value: Any, path: str) -> Any:
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value

@@ -1,0 +1,343 @@
+"""The link event chain (CONTRACT-reads 15): our own collections of events, the feeder's lease and resume
+tokens, and the change streams over every `cc_InstAsst_*` table that the events come from."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from bson import Timestamp
+from pymongo import IndexModel, ReturnDocument
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
+
+from cmdb_asso.storage.client import MongoConnection
+from cmdb_asso.storage.documents import plain_document
+from cmdb_asso.storage.failures import translate_errors
+from cmdb_asso.storage.indexes import create_indexes
+from cmdb_asso.storage.tables import DEL_ARCHIVE, ID_GENERATOR
+
+log = structlog.get_logger(__name__)
+
+CHAIN = "cmdb_asso_InstAsstWatchChain"
+TOKENS = "cmdb_asso_WatchToken"
+CHAIN_SEQUENCE = CHAIN
+TOKEN_ID = "cc_InstAsst"
+LEASE_ID = "lease"
+LINK_TABLE_PREFIX = "cc_InstAsst_"
+# What a server answers a change stream it cannot serve: a standalone mongod (40573), or no support at all.
+_NO_CHANGE_STREAMS = frozenset({40573, 40324, 115})
+# What a server answers a resume token it no longer has (ChangeStreamHistoryLost, ChangeStreamFatalError,
+# CappedPositionLost), and the texts older servers answer it with.
+_TOKEN_LOST_CODES = frozenset({286, 280, 136})
+_TOKEN_LOST_TEXTS = ("resume point may no longer be in the oplog", "resume token was not found")
+# How far back a feeder whose token is lost starts again (as bk-cmdb does).
+RESTART_BACK_SECONDS = 60
+CLOSE_SECONDS = 1.0
+# The embedded server's idle polling: from this often, doubling up to this often (seconds).
+IDLE_POLL_SECONDS = (0.05, 1.0)
+# The embedded server's resume token before its first kept change of a collection.
+EMBEDDED_FIRST_TOKEN = {"_data": "nx:0"}
+
+
+@dataclass(frozen=True, slots=True)
+class LinkChange:
+    """One insert into or delete from a link table, as a change stream reported it."""
+
+    operation: str  # "insert" or "delete"
+    table: str
+    oid: str  # the document's `_id`, as text
+    document: dict[str, Any] | None  # the inserted document (inserts only)
+    sec: int
+    inc: int
+    # Commit order across streams, where the server numbers its changes (the embedded server); else 0.
+    order: int = 0
+
+
+class WatchStore:
+    """The event chain and its token document, in the main database or the configured one."""
+
+    def __init__(self, mongo: MongoConnection, retention_seconds: float, database: str = "") -> None:
+        self.mongo = mongo
+        self.retention_seconds = retention_seconds
+        self.db = mongo.client[database] if database else mongo.db
+
+    async def prepare(self) -> None:
+        """The chain's indexes: order, cursor lookup, one event per (link, operation), sub-resource, expiry."""
+        expire = int(self.retention_seconds + 86400)
+        await create_indexes(
+            self.db[CHAIN],
+            [
+                IndexModel([("id", 1)], name="id", unique=True),
+                IndexModel([("cursor", 1)], name="cursor", unique=True),
+                IndexModel([("inst_id", 1), ("type", 1)], name="inst_id_type", unique=True),
+                IndexModel([("bk_sub_resource", 1)], name="bk_sub_resource"),
+                IndexModel([("time", 1)], name="time", expireAfterSeconds=expire),
+            ],
+        )
+
+    async def probe(self) -> bool:
+        """Whether the server serves change streams: a stream opened and closed on a link table (or on the
+        chain, before any link table exists)."""
+        tables = await self.link_tables()
+        with translate_errors(write=False):
+            try:
+                stream = await _opened(self.mongo.db[tables[0] if tables else CHAIN].watch(max_await_time_ms=1))
+                await stream.try_next()  # motor opens its stream only when first asked for a change
+            except OperationFailure as exc:
+                if exc.code in _NO_CHANGE_STREAMS:
+                    return False
+                raise
+            except (NotImplementedError, TypeError):  # an in-memory stand-in for MongoDB has no `watch`
+                return False
+            await _closed(stream)
+        return True
+
+    async def link_tables(self) -> list[str]:
+        """Every `cc_InstAsst_*` table of the database, of every supplier."""
+        with translate_errors(write=False):
+            names = await self.mongo.db.list_collection_names()
+        return sorted(name for name in names if name.startswith(LINK_TABLE_PREFIX))
+
+    def _recent(self) -> dict[str, Any]:
+        return {"time": {"$gte": datetime.now(UTC) - timedelta(seconds=self.retention_seconds)}}
+
+    async def append(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Store events in order, each with the next id; an event whose (link, operation) is stored already is
+        dropped by the unique index. The rows stored."""
+        if not rows:
+            return []
+        with translate_errors(write=True):
+            doc = await self.db[ID_GENERATOR].find_one_and_update(
+                {"_id": CHAIN_SEQUENCE}, {"$inc": {"SequenceID": len(rows)}}, upsert=True,
+                return_document=ReturnDocument.AFTER,
+            )  # fmt: skip
+        first = int(doc["SequenceID"]) - len(rows) + 1
+        numbered = [{**row, "id": first + offset} for offset, row in enumerate(rows)]
+        refused: set[int] = set()
+        try:
+            with translate_errors(write=True):
+                await self.db[CHAIN].insert_many(numbered, ordered=False)
+        except BulkWriteError as exc:  # only duplicates get past translate_errors: a (link, operation) seen before
+            refused = {int(error["index"]) for error in exc.details.get("writeErrors", [])}
+        return [row for index, row in enumerate(numbered) if index not in refused]
+
+    async def after(self, after_id: int, query: dict[str, Any], limit: int) -> list[dict[str, Any]]:
+        """Events after `after_id` matching `query`, inside the retention, oldest first."""
+        with translate_errors(write=False):
+            cursor = self.db[CHAIN].find({**query, **self._recent(), "id": {"$gt": after_id}}, {"_id": 0})
+            return list(await cursor.sort("id", 1).limit(limit).to_list(None))
+
+    async def since(self, sec: int, query: dict[str, Any], limit: int) -> list[dict[str, Any]]:
+        """Events of the second `sec` or later matching `query`, inside the retention, oldest first."""
+        with translate_errors(write=False):
+            cursor = self.db[CHAIN].find({**query, **self._recent(), "cluster_time.sec": {"$gte": sec}}, {"_id": 0})
+            return list(await cursor.sort("id", 1).limit(limit).to_list(None))
+
+    async def event_id(self, cursor: str) -> int | None:
+        """The id of the event with this cursor, inside the retention."""
+        with translate_errors(write=False):
+            doc = await self.db[CHAIN].find_one({"cursor": cursor, **self._recent()}, {"_id": 0, "id": 1})
+        return int(doc["id"]) if doc else None
+
+    async def earliest_id(self) -> int | None:
+        """The id of the oldest event inside the retention."""
+        with translate_errors(write=False):
+            docs = await self.db[CHAIN].find(self._recent(), {"_id": 0, "id": 1}).sort("id", 1).limit(1).to_list(1)
+        return int(docs[0]["id"]) if docs else None
+
+    async def newest(self) -> tuple[int, str] | None:
+        """The id and cursor of the newest event ever stored (kept after its row expired)."""
+        with translate_errors(write=False):
+            doc = await self.db[TOKENS].find_one({"_id": TOKEN_ID}, {"newest_id": 1, "newest_cursor": 1})
+        if not doc or doc.get("newest_cursor") is None:
+            return None
+        return int(doc["newest_id"]), str(doc["newest_cursor"])
+
+    async def resume_tokens(self) -> dict[str, Any]:
+        """The feeder's saved resume tokens, by stream (a table, or `*` for the database)."""
+        with translate_errors(write=False):
+            doc = await self.db[TOKENS].find_one({"_id": TOKEN_ID}, {"tokens": 1})
+        tokens = doc.get("tokens") if doc else None
+        return dict(tokens) if isinstance(tokens, dict) else {}
+
+    async def save_progress(self, tokens: dict[str, Any], newest: dict[str, Any] | None) -> None:
+        """Save the streams' resume tokens and, when events were stored, the newest one's id and cursor."""
+        update: dict[str, Any] = {f"tokens.{stream}": token for stream, token in tokens.items()}
+        if newest is not None:
+            update |= {"newest_id": newest["id"], "newest_cursor": newest["cursor"]}
+        with translate_errors(write=True):
+            await self.db[TOKENS].update_one({"_id": TOKEN_ID}, {"$set": update}, upsert=True)
+
+    async def hold_lease(self, owner: str, seconds: float) -> bool:
+        """Take or renew the feeder's lease; False while another owner holds it."""
+        now = time.time()
+        query = {"_id": LEASE_ID, "$or": [{"owner": owner}, {"until": {"$lt": now}}]}
+        try:
+            with translate_errors(write=True):
+                await self.db[TOKENS].update_one(query, {"$set": {"owner": owner, "until": now + seconds}}, upsert=True)
+        except DuplicateKeyError:
+            return False  # the lease document exists and is held by someone else
+        return True
+
+    async def release_lease(self, owner: str) -> None:
+        """Give the lease up (on shutdown), so that another process takes over at once."""
+        with translate_errors(write=True):
+            await self.db[TOKENS].update_one({"_id": LEASE_ID, "owner": owner}, {"$set": {"until": 0}})
+
+    async def archived(self, oid: str, table: str) -> dict[str, Any] | None:
+        """The `cc_DelArchive` detail of a document removed from `table`."""
+        with translate_errors(write=False):
+            doc = await self.mongo.db[DEL_ARCHIVE].find_one({"oid": oid, "coll": table}, {"_id": 0, "detail": 1})
+        detail = doc.get("detail") if doc else None
+        return plain_document(detail) if isinstance(detail, dict) else None
+
+
+class ChangeSource:
+    """Change streams over every link table: one for the database on MongoDB; on the embedded server, which
+    serves one collection per stream, one per table, found again every `rescan_seconds`."""
+
+    def __init__(self, store: WatchStore, *, per_table: bool, rescan_seconds: float = 30.0) -> None:
+        self.store = store
+        self.per_table = per_table
+        self.rescan_seconds = rescan_seconds
+        self._streams: dict[str, Any] = {}
+        self._counter: tuple[int, int] = (0, 0)  # the embedded server's times: (second, events in it)
+        self._scanned = False
+
+    async def batches(self, tokens: dict[str, Any]) -> AsyncIterator[tuple[list[LinkChange], dict[str, Any]]]:
+        """Forever: the changes of one round over every stream, in commit order, and every stream's resume
+        token after them (an empty list when the streams are idle)."""
+        scanned = 0.0
+        idle = 0.0
+        try:
+            while True:
+                if time.monotonic() - scanned > self.rescan_seconds or not self._streams:
+                    await self._open_missing(tokens)
+                    scanned = time.monotonic()
+                changes: list[LinkChange] = []
+                for name, stream in list(self._streams.items()):
+                    changes += await self._drain(name, stream, tokens)
+                # The embedded server numbers its changes across a database's collections: their commit order.
+                changes.sort(key=lambda change: change.order)
+                yield changes, {name: stream.resume_token for name, stream in self._streams.items()}
+                # MongoDB holds an idle getMore for max_await_time_ms; the embedded server answers at once, so
+                # an idle feed there polls less and less often (up to once a second), and at once after news.
+                idle = 0.0 if changes else min(max(idle * 2, IDLE_POLL_SECONDS[0]), IDLE_POLL_SECONDS[1])
+                if self.per_table and idle:
+                    await asyncio.sleep(idle)
+        finally:
+            for stream in self._streams.values():
+                await _closed(stream)
+            self._streams.clear()
+
+    async def _open_missing(self, tokens: dict[str, Any]) -> None:
+        names = await self.store.link_tables() if self.per_table else ["*"]
+        first_scan = not self._scanned
+        self._scanned = True
+        for name in names:
+            if name not in self._streams:
+                # A table that appeared after the feed started got its first links before its stream opened:
+                # read it from the start of what the embedded server keeps (duplicates are dropped anyway).
+                token = tokens.get(name) or (None if first_scan else EMBEDDED_FIRST_TOKEN)
+                self._streams[name] = await self._open(name, token)
+
+    async def _open(self, name: str, token: Any) -> Any:
+        pipeline: list[dict[str, Any]] = [{"$match": {"operationType": {"$in": ["insert", "delete"]}}}]
+        if name == "*":
+            pipeline[0]["$match"]["ns.coll"] = {"$regex": f"^{LINK_TABLE_PREFIX}"}
+        target = self.store.mongo.db if name == "*" else self.store.mongo.db[name]
+        options: dict[str, Any] = {"max_await_time_ms": 500, "batch_size": 2000}
+        try:
+            with translate_errors(write=False):
+                return await _opened(target.watch(pipeline, start_after=token, **options) if token else
+                                     target.watch(pipeline, **options))  # fmt: skip
+        except Exception as exc:
+            if not _token_lost(exc.__cause__ or exc):
+                raise
+            log.error("watch_resume_token_lost", stream=name, detail="restarting 60 s back: events in the gap are lost")
+            at = Timestamp(int(time.time()) - RESTART_BACK_SECONDS, 0)
+            with translate_errors(write=False):
+                return await _opened(target.watch(pipeline, start_at_operation_time=at, **options))
+
+    async def _drain(self, name: str, stream: Any, tokens: dict[str, Any]) -> list[LinkChange]:
+        changes: list[LinkChange] = []
+        try:
+            while len(changes) < 200:
+                with translate_errors(write=False):
+                    change = await stream.try_next()
+                if change is None:
+                    break
+                found = self._change(change)
+                if found is not None:
+                    changes.append(found)
+        except Exception as exc:
+            if not _token_lost(exc.__cause__ or exc):
+                raise
+            await _closed(stream)
+            tokens.pop(name, None)
+            self._streams[name] = await self._open(name, None)
+        return changes
+
+    def _change(self, change: dict[str, Any]) -> LinkChange | None:
+        operation = change.get("operationType")
+        table = str((change.get("ns") or {}).get("coll", ""))
+        if operation not in ("insert", "delete") or not table.startswith(LINK_TABLE_PREFIX):
+            return None
+        key = (change.get("documentKey") or {}).get("_id")
+        document = change.get("fullDocument") if operation == "insert" else None
+        if isinstance(document, dict):
+            document = plain_document({k: v for k, v in document.items() if k != "_id"})
+        sec, inc = self._time(change.get("clusterTime"))
+        return LinkChange(str(operation), table, str(key), document, sec, inc, _embedded_row(change.get("_id")))
+
+    def _time(self, cluster: Any) -> tuple[int, int]:
+        if isinstance(cluster, Timestamp):
+            return cluster.time, cluster.inc
+        # The embedded server's cluster time is the wall clock: the second, and our own count within it.
+        second = int(cluster.replace(tzinfo=UTC).timestamp()) if isinstance(cluster, datetime) else int(time.time())
+        count = self._counter[1] + 1 if second == self._counter[0] else 1
+        self._counter = (second, count)
+        return second, count
+
+
+def _embedded_row(token: Any) -> int:
+    data = token.get("_data") if isinstance(token, dict) else None
+    if isinstance(data, str) and data.startswith("nx:") and data[3:].isdigit():
+        return int(data[3:])
+    return 0
+
+
+async def _opened(stream: Any) -> Any:
+    return await stream if inspect.isawaitable(stream) else stream
+
+
+async def _closed(stream: Any) -> None:
+    # Bounded: a stream cancelled in the middle of a getMore may never finish closing (its cursor is killed by
+    # the driver's own cleanup, or expires on the server).
+    try:
+        async with asyncio.timeout(CLOSE_SECONDS):
+            closed = stream.close()
+            if inspect.isawaitable(closed):
+                await closed
+    except (PyMongoError, TimeoutError):
+        pass
+
+
+def _token_lost(exc: BaseException) -> bool:
+    if not isinstance(exc, OperationFailure):
+        return False
+    return exc.code in _TOKEN_LOST_CODES or any(text in str(exc) for text in _TOKEN_LOST_TEXTS)
+
+
+def no_change_streams(exc: BaseException) -> bool:
+    """Whether a failure says the server has no change streams."""
+    return isinstance(exc, OperationFailure) and exc.code in _NO_CHANGE_STREAMS
+
+
+__all__ = ["ChangeSource", "LinkChange", "WatchStore", "no_change_streams"]

@@ -1,0 +1,229 @@
+"""Link events (CONTRACT-reads 14 and 15) over the real driver and the embedded server's change streams: exactly
+one event per link change, bk-cmdb's cursors, the three modes, and the checks."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from cmdb_asso.app import create_app
+from cmdb_asso.config import Settings, WatchSettings
+from cmdb_asso.keys import WATCH
+from cmdb_asso.service.permission import StaticPolicy, UserGrants
+from cmdb_asso.service.watch import NO_EVENT_CURSOR, EventFeed
+from cmdb_asso.storage.client import MongoConnection
+from cmdb_asso.storage.watch import CHAIN, ChangeSource
+from tests.conftest import AiohttpClient
+from tests.helpers import Answer, call, create, link_body
+
+pytestmark = pytest.mark.wire
+Client = TestClient[Any, Any]
+DETAIL_KEYS = ["bk_asst_id", "bk_asst_inst_id", "bk_asst_obj_id", "bk_biz_id", "bk_inst_id", "bk_obj_asst_id",
+               "bk_obj_id", "bk_supplier_account", "id"]  # fmt: skip
+
+
+@pytest.fixture
+def watch_settings(wire_settings: Settings) -> Settings:
+    """The feed on, quick to find new tables, and a short long poll."""
+    return replace(wire_settings, watch=WatchSettings(long_poll_seconds=2.0, rescan_seconds=0.2, lease_seconds=3))
+
+
+async def _live_client(aiohttp_client: AiohttpClient, settings: Settings, mongo: MongoConnection, **kw: Any) -> Client:
+    client = await aiohttp_client(create_app(settings, mongo=mongo, **kw))
+    assert client.app is not None
+    feed = client.app[WATCH].feed
+    assert feed is not None
+    await asyncio.wait_for(feed.live.wait(), 30)
+    return client
+
+
+@pytest.fixture
+async def watcher(
+    wire_mongo: MongoConnection, aiohttp_client: AiohttpClient, watch_settings: Settings
+) -> AsyncIterator[Client]:
+    """The app over the embedded server with its feeder running."""
+    return await _live_client(aiohttp_client, watch_settings, wire_mongo)
+
+
+async def watch(client: Client, spelling: str = "native", user: str = "admin", **body: Any) -> Answer:
+    """Ask for link events."""
+    return await call(client, "watch", {"bk_resource": "inst_asst", **body}, spelling=spelling, user=user)
+
+
+async def _events_until(client: Client, cursor: str, count: int, **body: Any) -> tuple[list[dict[str, Any]], str]:
+    """Follow the stream from `cursor` until `count` events came (each call a long poll)."""
+    events: list[dict[str, Any]] = []
+    for _ in range(20):
+        answer = await watch(client, bk_cursor=cursor, **body)
+        assert answer.code == 0, answer
+        if answer.data["bk_watched"]:
+            events += answer.data["bk_events"]
+        cursor = answer.data["bk_events"][-1]["bk_cursor"]
+        if len(events) >= count:
+            return events, cursor
+    raise AssertionError(f"only {len(events)} events came")
+
+
+def _decoded(cursor: str) -> list[str]:
+    return base64.b64decode(cursor).decode().split("\r")
+
+
+async def test_one_event_per_link_change_with_bk_cmdbs_cursor_and_details(watcher: Client) -> None:
+    start = await watch(watcher)
+    nothing = {"bk_cursor": NO_EVENT_CURSOR, "bk_resource": "inst_asst", "bk_event_type": "", "bk_detail": None}
+    assert start.data == {"bk_watched": False, "bk_events": [nothing]}
+
+    link_id = (await create(watcher, link_body("bk_switch_belong_bk_host", 11, 21))).data["id"]
+    delete = await call(watcher, "delete", {"bk_obj_id": "bk_switch", "id": link_id})
+    assert delete.code == 0
+    events, _ = await _events_until(watcher, NO_EVENT_CURSOR, 2)
+
+    assert [event["bk_event_type"] for event in events] == ["create", "delete"]  # once each, not once per table
+    created, deleted = (event["bk_detail"] for event in events)
+    assert list(created) == sorted([*DETAIL_KEYS, "_id"])
+    assert len(created["_id"]) == 24
+    assert list(deleted) == DETAIL_KEYS
+    assert {k: v for k, v in created.items() if k != "_id"} == deleted
+    assert (deleted["id"], deleted["bk_inst_id"], deleted["bk_asst_inst_id"]) == (link_id, 11, 21)
+    version, kind, oid, operation, sec, inc, unique = _decoded(events[0]["bk_cursor"])
+    assert (version, kind, oid, operation, unique) == ("1", "13", str(link_id), "insert", str(link_id))
+    assert abs(int(sec) - time.time()) < 120
+    assert int(inc) >= 1
+    assert _decoded(events[1]["bk_cursor"])[3] == "delete"
+
+
+async def test_a_cursor_continues_and_a_long_poll_wakes_on_news(watcher: Client) -> None:
+    await create(watcher, link_body("bk_switch_belong_bk_host", 11, 21))
+    first, cursor = await _events_until(watcher, NO_EVENT_CURSOR, 1)
+
+    waiting = asyncio.create_task(watch(watcher, bk_cursor=cursor))
+    await asyncio.sleep(0.3)
+    assert not waiting.done()  # nothing new: the call waits
+    await create(watcher, link_body("bk_switch_belong_bk_host", 12, 22))
+    answer = await asyncio.wait_for(waiting, 10)
+
+    assert answer.data["bk_watched"] is True
+    assert [event["bk_detail"]["bk_inst_id"] for event in answer.data["bk_events"]] == [12]
+    again = await watch(watcher, bk_cursor=answer.data["bk_events"][-1]["bk_cursor"])
+    assert again.data["bk_watched"] is False  # the deadline passed with nothing new
+    assert again.data["bk_events"][0]["bk_cursor"] == answer.data["bk_events"][-1]["bk_cursor"]
+    assert first[0]["bk_detail"]["bk_inst_id"] == 11
+
+
+async def test_filters_fields_and_start_time(watcher: Client) -> None:
+    before = int(time.time())
+    await create(watcher, link_body("bk_switch_belong_bk_host", 11, 21))
+    await create(watcher, link_body("bk_router_connect_bk_switch", 31, 12))
+    await _events_until(watcher, NO_EVENT_CURSOR, 2)
+
+    hosts = await watch(watcher, bk_cursor=NO_EVENT_CURSOR, bk_filter={"bk_sub_resource": "host"},
+                        bk_fields=["bk_inst_id", "bk_inst_id", "_id", "nope.deeper"])  # fmt: skip
+    deletes = await watch(watcher, bk_start_from=before, bk_event_types=["delete", "update"])
+    since = await watch(watcher, bk_start_from=before)
+    now = await watch(watcher)
+
+    assert [event["bk_detail"] for event in hosts.data["bk_events"]] == [
+        {"bk_inst_id": 11, "_id": hosts.data["bk_events"][0]["bk_detail"]["_id"], "nope.deeper": None}
+    ]
+    assert deletes.data["bk_watched"] is False
+    assert [event["bk_detail"]["bk_inst_id"] for event in since.data["bk_events"]] == [11, 31]
+    assert now.data["bk_watched"] is False  # from now never hands back a past event
+    assert now.data["bk_events"][0]["bk_cursor"] == since.data["bk_events"][-1]["bk_cursor"]
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "argument"),
+    [
+        ({"bk_cursor": 5}, 1199000, None),
+        ({"bk_start_from": 1.5}, 1199000, None),
+        ({"bk_event_types": ["create", 1]}, 1199000, None),
+        ({"bk_filter": "host"}, 1199000, None),
+        ({"bk_resource": "host"}, 1199011, "bk_resource"),
+        ({"bk_filter": {"bk_sub_resource": "nope"}}, 1199011, "bk_filter.bk_sub_resource"),
+        ({"bk_event_types": ["create", "insert"]}, 1199006, "bk_event_types"),
+        ({"bk_start_from": 1, "bk_cursor": NO_EVENT_CURSOR}, 1199006, "bk_cursor"),
+        ({"bk_start_from": int(time.time()) + 3600}, 1199006, "bk_start_from"),
+        ({"bk_start_from": 1}, 1199006, "bk_start_from"),
+        ({"bk_cursor": "bm90IG9ucw=="}, 1103007, None),
+    ],
+)
+async def test_each_check_answers_with_its_code_after_a_pause(
+    watcher: Client, body: dict[str, Any], code: int, argument: str | None
+) -> None:
+    started = time.monotonic()
+    answer = await watch(watcher, spelling="esb", **body)
+
+    assert (answer.status, answer.code) == (200, code), answer
+    if argument:
+        assert f"'{argument}'" in answer.message
+    assert time.monotonic() - started >= 0.5
+
+
+async def test_the_legacy_no_event_cursor_and_an_expired_cursor(watcher: Client, wire_mongo: MongoConnection) -> None:
+    await create(watcher, link_body("bk_switch_belong_bk_host", 11, 21))
+    await create(watcher, link_body("bk_switch_belong_bk_host", 12, 21))
+    events, newest = await _events_until(watcher, "MQ0xDTVlYTZkM2YzOTRjMWY1ZDk4NmU5YmQ4Ng1ub0V2ZW50DTENMQ==", 2)
+    assert len(events) == 2
+    # Every event expired: the oldest cursor is unknown now, the newest one still continues.
+    await wire_mongo.db[CHAIN].update_many({}, {"$set": {"time": 0}})
+
+    expired = await watch(watcher, bk_cursor=events[0]["bk_cursor"])
+    caught_up = await watch(watcher, bk_cursor=newest)
+
+    assert expired.code == 1103007
+    assert caught_up.code == 0
+    assert caught_up.data["bk_events"][0]["bk_cursor"] == NO_EVENT_CURSOR  # nothing inside the retention
+
+
+async def test_a_second_process_does_not_feed_and_a_replay_adds_nothing(
+    wire_mongo: MongoConnection, aiohttp_client: AiohttpClient, watcher: Client, watch_settings: Settings
+) -> None:
+    other = await aiohttp_client(create_app(watch_settings, mongo=wire_mongo))
+    assert other.app is not None
+    await create(watcher, link_body("bk_switch_belong_bk_host", 11, 21))
+    events, _ = await _events_until(other, NO_EVENT_CURSOR, 1)  # read through the process that does not feed
+    feed = other.app[WATCH].feed
+    assert feed is not None
+    assert not feed.live.is_set()  # the first process holds the lease
+
+    # A replay of every change the server kept (a restart from an old token) stores nothing new.
+    replayed = EventFeed(feed.store, per_table=True)
+    tables = await feed.store.link_tables()
+    source = ChangeSource(feed.store, per_table=True)
+    batches = source.batches({table: {"_data": "nx:0"} for table in tables})
+    changes, _tokens = await anext(batches)
+    await batches.aclose()
+    assert len(changes) == 2  # the link's two halves
+    assert await replayed.store.append(await replayed._rows(changes)) == []
+    assert await wire_mongo.db[CHAIN].count_documents({}) == len(events) == 1
+
+
+async def test_watch_permission_names_the_model(
+    wire_mongo: MongoConnection, aiohttp_client: AiohttpClient, watch_settings: Settings
+) -> None:
+    policy = StaticPolicy({"eve": UserGrants(watch=frozenset({"host"})), "ann": UserGrants(watch=frozenset({"*"}))})
+    client = await _live_client(aiohttp_client, watch_settings, wire_mongo, authorizer=policy)
+
+    everything = await watch(client, user="eve")
+    hosts = await watch(client, user="eve", bk_filter={"bk_sub_resource": "host"})
+    switches = await watch(client, user="eve", bk_filter={"bk_sub_resource": "bk_switch"})
+
+    assert everything.code == 9900403
+    assert "instances" not in everything.permission["actions"][0]["related_resource_types"][0]
+    assert hosts.code == 0
+    assert switches.code == 9900403
+    (action,) = switches.permission["actions"]
+    assert (action["id"], action["name"]) == ("watch_inst_asst_event", "实例关联事件监听")
+    row = await wire_mongo.db["cc_ObjDes"].find_one({"bk_obj_id": "bk_switch"})
+    assert row is not None
+    assert action["related_resource_types"][0]["instances"] == [
+        [{"type": "inst_asst_event", "type_name": "实例关联事件", "id": str(row["id"]), "name": row["bk_obj_name"]}]
+    ]
+    assert (await watch(client, user="ann")).code == 0
