@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -210,7 +210,7 @@ class ChangeSource:
         self._counter: tuple[int, int] = (0, 0)  # the embedded server's times: (second, events in it)
         self._scanned = False
 
-    async def batches(self, tokens: dict[str, Any]) -> AsyncIterator[tuple[list[LinkChange], dict[str, Any]]]:
+    async def batches(self, tokens: dict[str, Any]) -> AsyncGenerator[tuple[list[LinkChange], dict[str, Any]], None]:
         """Forever: the changes of one round over every stream, in commit order, and every stream's resume
         token after them (an empty list when the streams are idle)."""
         scanned = 0.0

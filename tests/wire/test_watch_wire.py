@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
@@ -47,7 +46,7 @@ async def _live_client(aiohttp_client: AiohttpClient, settings: Settings, mongo:
 @pytest.fixture
 async def watcher(
     wire_mongo: MongoConnection, aiohttp_client: AiohttpClient, watch_settings: Settings
-) -> AsyncIterator[Client]:
+) -> Client:
     """The app over the embedded server with its feeder running."""
     return await _live_client(aiohttp_client, watch_settings, wire_mongo)
 
