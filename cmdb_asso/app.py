@@ -274,6 +274,7 @@ def _install_services(
         read_seconds=settings.mongodb.request_deadline_seconds, feed=feed,
     )  # fmt: skip
     app[METRICS].watch_storage(store, connection.commands)
+    app[METRICS].watch_feed(feed)
     app[METRICS].watch_groups(app[SERVICE])
 
 

@@ -126,11 +126,12 @@ class EventFeed:
     async def _rows(self, changes: list[LinkChange]) -> list[dict[str, Any]]:
         """Events for these changes: the first of each (link, operation) in the batch; the unique index drops
         the ones stored before (the other table's half, a replay)."""
+        archived = await self._archived([change for change in changes if change.operation == "delete"])
         rows: list[dict[str, Any]] = []
         seen: set[tuple[int, str]] = set()
         now = datetime.now(UTC)
         for change in changes:
-            document = change.document if change.operation == "insert" else await self._archived(change)
+            document = change.document if change.operation == "insert" else archived.get((change.oid, change.table))
             link_id = document.get("id") if document else None
             if document is None or not isinstance(link_id, int) or isinstance(link_id, bool) or link_id <= 0:
                 continue
@@ -151,17 +152,23 @@ class EventFeed:
             })  # fmt: skip
         return rows
 
-    async def _archived(self, change: LinkChange) -> dict[str, Any] | None:
+    async def _archived(self, deletes: list[LinkChange]) -> dict[tuple[str, str], dict[str, Any]]:
+        """The archive copies of these deletes, waiting (once for the whole batch) for a writer that may still be
+        writing them; a delete without one is dropped, logged and counted."""
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+        pending = list(dict.fromkeys((change.oid, change.table) for change in deletes))
         deadline = time.monotonic() + ARCHIVE_WAIT_SECONDS
-        while True:
-            detail = await self.store.archived(change.oid, change.table)
-            if detail is not None or time.monotonic() > deadline:
+        while pending:
+            details = await asyncio.gather(*(self.store.archived(oid, table) for oid, table in pending))
+            found |= {key: detail for key, detail in zip(pending, details, strict=True) if detail is not None}
+            pending = [key for key in pending if key not in found]
+            if not pending or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.1)
-        if detail is None:
+        for oid, table in pending:
             self.dropped_deletes += 1
-            log.warning("watch_delete_without_archive", table=change.table, oid=change.oid)
-        return detail
+            log.warning("watch_delete_without_archive", table=table, oid=oid)
+        return found
 
 
 class WatchService:

@@ -108,6 +108,29 @@ class _GroupCollector(Collector):
         yield waiting
 
 
+class FeedStatistics(Protocol):
+    """What the link event feeder has done in this process."""
+
+    events_stored: int
+    dropped_deletes: int
+
+
+class _FeedCollector(Collector):
+    def __init__(self, feed: FeedStatistics) -> None:
+        self.feed = feed
+
+    def collect(self) -> Iterator[Metric]:
+        """Events stored, and deletes dropped for want of their archive copy."""
+        stored = CounterMetricFamily("cmdb_asso_watch_events_stored", "Link events stored by this process's feeder")
+        stored.add_metric([], self.feed.events_stored)
+        yield stored
+        dropped = CounterMetricFamily(
+            "cmdb_asso_watch_deletes_dropped", "Link deletes not reported: no cc_DelArchive copy within 2 s"
+        )
+        dropped.add_metric([], self.feed.dropped_deletes)
+        yield dropped
+
+
 class Metrics:
     """The application's metrics and their registry."""
 
@@ -134,6 +157,10 @@ class Metrics:
     def watch_groups(self, groups: GroupStatistics) -> None:
         """Expose group commit's counters."""
         self.registry.register(_GroupCollector(groups))
+
+    def watch_feed(self, feed: FeedStatistics) -> None:
+        """Expose the link event feeder's counters."""
+        self.registry.register(_FeedCollector(feed))
 
     def observe(self, request: web.Request, status: int, code: int | None, seconds: float) -> None:
         """Count one answered request."""

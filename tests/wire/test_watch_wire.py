@@ -44,9 +44,7 @@ async def _live_client(aiohttp_client: AiohttpClient, settings: Settings, mongo:
 
 
 @pytest.fixture
-async def watcher(
-    wire_mongo: MongoConnection, aiohttp_client: AiohttpClient, watch_settings: Settings
-) -> Client:
+async def watcher(wire_mongo: MongoConnection, aiohttp_client: AiohttpClient, watch_settings: Settings) -> Client:
     """The app over the embedded server with its feeder running."""
     return await _live_client(aiohttp_client, watch_settings, wire_mongo)
 
@@ -226,3 +224,20 @@ async def test_watch_permission_names_the_model(
         [{"type": "inst_asst_event", "type_name": "实例关联事件", "id": str(row["id"]), "name": row["bk_obj_name"]}]
     ]
     assert (await watch(client, user="ann")).code == 0
+
+
+async def test_a_delete_without_its_archive_copy_is_dropped_and_counted(
+    watcher: Client, wire_mongo: MongoConnection
+) -> None:
+    link_id = (await create(watcher, link_body("bk_switch_belong_bk_host", 11, 21))).data["id"]
+    _, cursor = await _events_until(watcher, NO_EVENT_CURSOR, 1)
+    for table in ("cc_InstAsst_0_pub_bk_switch", "cc_InstAsst_0_pub_host"):  # a writer that does not archive
+        await wire_mongo.db[table].delete_one({"id": link_id})
+    second = (await create(watcher, link_body("bk_switch_belong_bk_host", 12, 22))).data["id"]
+
+    events, _ = await _events_until(watcher, cursor, 1)
+    metrics = await (await watcher.get("/metrics")).text()
+
+    assert [(event["bk_event_type"], event["bk_detail"]["id"]) for event in events] == [("create", second)]
+    assert "cmdb_asso_watch_deletes_dropped_total 2.0" in metrics
+    assert "cmdb_asso_watch_events_stored_total 2.0" in metrics
