@@ -1,4 +1,4 @@
-"""Command line: serve, init-db, seed-demo, hash-secret, check-links, load."""
+"""Command line: serve, init-db, seed-demo, hash-secret, check-links, load, watch."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+import orjson
 import structlog
 from aiohttp import web
 
 from cmdb_asso.app import create_app, open_mongo
-from cmdb_asso.client import AssociationClient
+from cmdb_asso.client import AssociationClient, CmdbApiError
 from cmdb_asso.config import ConfigError, Settings, load_settings
 from cmdb_asso.credentials import DEFAULT_ITERATIONS, hash_secret
 from cmdb_asso.errors import CmdbError, DuplicateItem, OneToManyViolated, OneToOneViolated
@@ -35,6 +36,7 @@ from cmdb_asso.web.server import run
 from cmdb_asso.workers import ServiceProcesses
 
 log = structlog.get_logger("cmdb_asso")
+EVENT_NODE_MISSING = 1103007
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,6 +64,16 @@ def _parser() -> argparse.ArgumentParser:
     load.add_argument("--resume", action="store_true", help="skip the rows an earlier run finished")
     load.add_argument("--state", type=Path, help="state file (default: FILE.state)")
     load.add_argument("--rejects", type=Path, help="rejected rows (default: FILE.rejects.csv)")
+    watch = commands.add_parser(
+        "watch", help="follow the link events and print one JSON line per event (resumes from a cursor file)"
+    )
+    watch.add_argument("--url", default=None, help="the service (default: http://<http.host>:<http.port>)")
+    watch.add_argument("--user", default="admin")
+    watch.add_argument("--cursor-file", type=Path, help="where the last event's cursor is kept, and resumed from")
+    watch.add_argument("--start-from", type=int, default=0, help="unix seconds (without a cursor): start there")
+    watch.add_argument("--event-types", default="", help="comma-separated: create, delete")
+    watch.add_argument("--fields", default="", help="comma-separated detail fields")
+    watch.add_argument("--sub-resource", default="", help="only links whose source or target is this model")
     check = commands.add_parser(
         "check-links",
         help="report unfinished writes, half links, links without audit, duplicates and missing unique indexes",
@@ -84,6 +96,72 @@ def _read_secret() -> str:
     if sys.stdin.isatty():
         return getpass.getpass("secret: ")
     return sys.stdin.readline().rstrip("\n")
+
+
+async def _watch(args: argparse.Namespace, settings: Settings) -> int:
+    url = args.url or f"http://{settings.http.host}:{settings.http.port}"
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(RuntimeError, ValueError):
+            loop.add_signal_handler(signum, stop.set)
+    async with AssociationClient(url, user=args.user) as client:
+        try:
+            await follow_events(client, args, stop)
+        except CmdbApiError as exc:
+            print(f"cmdb-asso watch: {exc}", file=sys.stderr)
+            if exc.code == EVENT_NODE_MISSING:
+                print("the cursor expired: start again with --start-from, or without a cursor file", file=sys.stderr)
+            return 1
+    return 0
+
+
+class CursorFile:
+    """Where `watch` keeps the last event's cursor (nowhere without a path)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+
+    def load(self) -> str:
+        """The cursor kept, or "" (then the stream starts from a time, or from now)."""
+        if self.path is None or not self.path.is_file():
+            return ""
+        return self.path.read_text(encoding="ascii").strip()
+
+    def save(self, cursor: str) -> None:
+        """Keep `cursor`: written whole, then renamed, so that a crash never leaves half a cursor."""
+        if self.path is None:
+            return
+        partial = self.path.with_name(self.path.name + ".tmp")
+        partial.write_text(cursor, encoding="ascii")
+        partial.replace(self.path)
+
+
+async def follow_events(client: AssociationClient, args: argparse.Namespace, stop: asyncio.Event) -> None:
+    """Print each event as one JSON line and keep its cursor in the cursor file, until `stop` is set."""
+    cursor_file = CursorFile(args.cursor_file)
+    events = client.events(
+        cursor=cursor_file.load(), start_from=args.start_from, sub_resource=args.sub_resource,
+        event_types=[kind for kind in args.event_types.split(",") if kind],
+        fields=[name for name in args.fields.split(",") if name],
+    )  # fmt: skip
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        while True:
+            following = asyncio.ensure_future(anext(events))
+            await asyncio.wait({following, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not following.done():
+                following.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await following  # the generator stops before it is closed
+                return
+            event = following.result()
+            sys.stdout.write(orjson.dumps(event).decode() + "\n")
+            sys.stdout.flush()
+            cursor_file.save(str(event["bk_cursor"]))
+    finally:
+        stopped.cancel()
+        await events.aclose()
 
 
 async def _load(args: argparse.Namespace, settings: Settings) -> int:
@@ -239,6 +317,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"cmdb-asso load: no such file: {args.file}", file=sys.stderr)
             return 2
         return asyncio.run(_load(args, settings))
+    if args.command == "watch":
+        return asyncio.run(_watch(args, settings))
     if args.command == "serve":
         if args.workers > 1:
             return serve_processes(settings, workers=args.workers, seed_if_empty=args.seed_demo_if_empty)

@@ -12,7 +12,7 @@ import asyncio
 import contextvars
 import random
 import uuid
-from collections.abc import Iterable
+from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -281,6 +281,39 @@ class AssociationClient:
         resource_watch takes them): `bk_watched` and `bk_events`; with a cursor it waits up to 20 s."""
         answer: dict[str, Any] = await self.call("watch", {"bk_resource": "inst_asst", **body})
         return answer
+
+    async def events(
+        self,
+        *,
+        cursor: str = "",
+        start_from: int = 0,
+        event_types: list[str] | None = None,
+        fields: list[str] | None = None,
+        sub_resource: str = "",
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """Follow the link events for as long as the caller iterates: each event once, oldest first, after
+        `cursor`, from `start_from` (unix seconds), or from now. Each event carries its `bk_cursor`: keep the
+        last one to resume. A cursor the service no longer knows raises CmdbApiError 1103007."""
+        filters: dict[str, Any] = {}
+        if event_types:
+            filters["bk_event_types"] = event_types
+        if fields:
+            filters["bk_fields"] = fields
+        if sub_resource:
+            filters["bk_filter"] = {"bk_sub_resource": sub_resource}
+        position = cursor
+        if not position:
+            first = await self.watch(**filters, **({"bk_start_from": start_from} if start_from else {}))
+            if first["bk_watched"]:
+                for event in first["bk_events"]:
+                    yield event
+            position = first["bk_events"][-1]["bk_cursor"]
+        while True:
+            answer = await self.watch(bk_cursor=position, **filters)
+            if answer["bk_watched"]:
+                for event in answer["bk_events"]:
+                    yield event
+            position = answer["bk_events"][-1]["bk_cursor"]
 
     async def base_info(
         self,

@@ -37,6 +37,8 @@ log = structlog.get_logger(__name__)
 DEFAULT_SUPPLIER = "0"
 # A write that loses a race re-reads the rules; one that keeps losing falls back to one link at a time.
 _WRITE_ATTEMPTS = 3
+# Delete calls in one group at most (each of up to 500 links, as a delete-many).
+DELETE_GROUP_LIMIT = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +148,14 @@ def _delete_audit(caller: Caller, link: StoredLink, names: dict[tuple[str, int],
 
 
 @dataclass(frozen=True, slots=True)
+class _DeleteWork:
+    """One delete call's links (permission checked) and their audit records, for a group of deletes."""
+
+    links: list[StoredLink]
+    audits: dict[int, AuditRecord]
+
+
+@dataclass(frozen=True, slots=True)
 class _GroupMember:
     """One create-one request waiting to be written with others of its definition."""
 
@@ -167,11 +177,25 @@ class AssociationService:
         self._creates: Coalescer[tuple[str, Definition], _GroupMember, int] = Coalescer(
             self._create_group, max_group=group_limit, max_in_flight=groups_in_flight
         )
+        # A group of deletes is bounded by the links in it, as a delete-many is (500).
+        self._deletes: Coalescer[tuple[str, str], _DeleteWork, int] = Coalescer(
+            self._delete_group, max_group=DELETE_GROUP_LIMIT, max_in_flight=groups_in_flight
+        )
 
     @property
     def coalesced(self) -> tuple[int, int]:
         """Groups of create-one requests written so far, and the requests in them."""
         return self._creates.groups, self._creates.items
+
+    @property
+    def deletes_waiting(self) -> int:
+        """Delete requests waiting for their group's turn."""
+        return self._deletes.waiting()
+
+    @property
+    def deletes_coalesced(self) -> tuple[int, int]:
+        """Groups of delete requests written so far, and the requests in them."""
+        return self._deletes.groups, self._deletes.items
 
     @property
     def creates_waiting(self) -> int:
@@ -181,6 +205,7 @@ class AssociationService:
     async def close(self) -> None:
         """Stop the groups still being written (at shutdown)."""
         await self._creates.close()
+        await self._deletes.close()
 
     async def definition(self, obj_asst_id: str, supplier_account: str) -> Definition:
         """Step 2: the one definition with this id under supplier "0" or the caller's."""
@@ -450,5 +475,24 @@ class AssociationService:
         await self.authorize_edit(caller, ends)
         names = await self.store.find_names(caller.supplier_account, ends)
         audits = {link.id: _delete_audit(caller, link, names) for link in links}
-        # Counts what this call removed: a concurrent delete of the same link counts (and audits) it once.
-        return await self.store.delete_links(obj_id, caller.supplier_account, links, audits)
+        # Concurrent deletes of one model's links go together (group commit); each counts what it removed, so
+        # that a link deleted by two calls at once is counted (and audited) once.
+        return await self._deletes.submit((obj_id, caller.supplier_account), _DeleteWork(links, audits))
+
+    async def _delete_group(self, key: tuple[str, str], members: list[_DeleteWork]) -> list[int | BaseException]:
+        """One write for the deletes of a group: each link goes with the first member that asked for it."""
+        obj_id, supplier = key
+        taken: dict[int, int] = {}
+        links: list[StoredLink] = []
+        audits: dict[int, AuditRecord] = {}
+        for index, member in enumerate(members):
+            for link in member.links:
+                if link.id not in taken:
+                    taken[link.id] = index
+                    links.append(link)
+                    audits[link.id] = member.audits[link.id]
+        removed = await self.store.delete_links(obj_id, supplier, links, audits)
+        counts = [0] * len(members)
+        for link_id in removed:
+            counts[taken[link_id]] += 1
+        return list(counts)

@@ -29,6 +29,7 @@ from cmdb_asso.errors import (
 from cmdb_asso.service.context import Caller, time_budget
 from cmdb_asso.service.permission import Authorizer, watch_permission_payload
 from cmdb_asso.storage.associations import AssociationStore
+from cmdb_asso.storage.commands import counted_as
 from cmdb_asso.storage.watch import ChangeSource, LinkChange, WatchStore
 
 log = structlog.get_logger(__name__)
@@ -84,9 +85,15 @@ class EventFeed:
         self.live = asyncio.Event()
         self.dropped_deletes = 0
         self.events_stored = 0
+        # Seconds between the newest stored event's change and its storing.
+        self.lag_seconds = 0.0
 
     async def run(self) -> None:
         """Forever: take the lease when it is free, feed while it is held, and try again after a failure."""
+        with counted_as("watch"):
+            await self._run()
+
+    async def _run(self) -> None:
         try:
             while True:
                 try:
@@ -114,6 +121,7 @@ class EventFeed:
                 saved, saved_at = tokens, time.monotonic()
             if stored:
                 self.events_stored += len(stored)
+                self.lag_seconds = max(0.0, time.time() - stored[-1]["cluster_time"]["sec"])
                 async with self.stored:
                     self.stored.notify_all()
             if time.monotonic() - renewed > self.lease_seconds / 3:

@@ -315,9 +315,9 @@ class AssociationStore:
 
     async def delete_links(
         self, obj_id: str, supplier_account: str, links: list[StoredLink], audits: dict[int, AuditRecord]
-    ) -> int:
+    ) -> set[int]:
         """Remove links from both models' tables, archive each removed copy and write one audit record per link,
-        all or nothing; return how many links this call removed.
+        all or nothing; return the ids of the links this call removed.
 
         The links are first claimed in `obj_id`'s table: of concurrent deletes of one link exactly one claims it,
         and only what was claimed is archived, audited and counted.
@@ -335,7 +335,7 @@ class AssociationStore:
             with translate_errors(write=True):
                 await self.mongo.run_transaction(write)
             self.links_deleted += len(removed)
-            return len(removed)
+            return {int(item["link_id"]) for item in removed}
         # The intent goes first, then the claim: a process that dies after claiming always leaves an entry for
         # recovery, which finishes the delete (a delete is finished, never undone).
         await self.journal.open(token, "delete", {"items": items})
@@ -346,7 +346,7 @@ class AssociationStore:
             await self._remove(named, mine, None)
         await self.journal.close(token)
         self.links_deleted += len(mine)
-        return len(mine)
+        return {int(item["link_id"]) for item in mine}
 
     async def _claim_items(
         self,

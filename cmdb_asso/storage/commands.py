@@ -2,7 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
+
 from pymongo import monitoring
+
+# The background task sending the current commands, if one is (counted apart from the requests' commands).
+_BACKGROUND: contextvars.ContextVar[str | None] = contextvars.ContextVar("cmdb_asso_background", default=None)
+
+
+@contextlib.contextmanager
+def counted_as(task: str) -> Iterator[None]:
+    """Count the commands sent in this scope (by this task) as `task`'s, not as requests' commands."""
+    token = _BACKGROUND.set(task)
+    try:
+        yield
+    finally:
+        _BACKGROUND.reset(token)
 
 
 class CommandCounter(monitoring.CommandListener):
@@ -13,9 +30,16 @@ class CommandCounter(monitoring.CommandListener):
         self.failures = 0
         self.by_name: dict[str, int] = {}
         self.seconds_by_name: dict[str, float] = {}
+        # Commands of background tasks (the event feed), by task and command.
+        self.background: dict[tuple[str, str], int] = {}
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
-        """Count one command."""
+        """Count one command (apart, when a background task sent it)."""
+        task = _BACKGROUND.get()
+        if task is not None:
+            key = (task, event.command_name)
+            self.background[key] = self.background.get(key, 0) + 1
+            return
         self.total += 1
         self.by_name[event.command_name] = self.by_name.get(event.command_name, 0) + 1
 

@@ -41,8 +41,7 @@ RESTART_BACK_SECONDS = 60
 CLOSE_SECONDS = 1.0
 # The embedded server's idle polling: from this often, doubling up to this often (seconds).
 IDLE_POLL_SECONDS = (0.05, 1.0)
-# The embedded server's resume token before its first kept change of a collection.
-EMBEDDED_FIRST_TOKEN = {"_data": "nx:0"}
+BUSY_ROUND_SECONDS = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,35 +216,53 @@ class ChangeSource:
         idle = 0.0
         try:
             while True:
-                if time.monotonic() - scanned > self.rescan_seconds or not self._streams:
-                    await self._open_missing(tokens)
-                    scanned = time.monotonic()
                 changes: list[LinkChange] = []
+                if time.monotonic() - scanned > self.rescan_seconds or not self._streams:
+                    changes += await self._open_missing(tokens)
+                    scanned = time.monotonic()
                 for name, stream in list(self._streams.items()):
                     changes += await self._drain(name, stream, tokens)
                 # The embedded server numbers its changes across a database's collections: their commit order.
                 changes.sort(key=lambda change: change.order)
                 yield changes, {name: stream.resume_token for name, stream in self._streams.items()}
                 # MongoDB holds an idle getMore for max_await_time_ms; the embedded server answers at once, so
-                # an idle feed there polls less and less often (up to once a second), and at once after news.
+                # an idle feed there polls less and less often (up to once a second). A busy feed reads a round
+                # at most every BUSY_ROUND_SECONDS: under load, rounds of many changes, not many of few.
                 idle = 0.0 if changes else min(max(idle * 2, IDLE_POLL_SECONDS[0]), IDLE_POLL_SECONDS[1])
-                if self.per_table and idle:
+                if changes:
+                    await asyncio.sleep(BUSY_ROUND_SECONDS)
+                elif self.per_table:
                     await asyncio.sleep(idle)
         finally:
             for stream in self._streams.values():
                 await _closed(stream)
             self._streams.clear()
 
-    async def _open_missing(self, tokens: dict[str, Any]) -> None:
+    async def _open_missing(self, tokens: dict[str, Any]) -> list[LinkChange]:
+        """Open streams for the tables that have none; the links already in a table that appeared after the
+        feed started, as inserts (the embedded server records a table's changes only once a stream is open on
+        it, so its first links would be missed; the feed drops the ones it has an event for)."""
         names = await self.store.link_tables() if self.per_table else ["*"]
         first_scan = not self._scanned
         self._scanned = True
+        found: list[LinkChange] = []
         for name in names:
             if name not in self._streams:
-                # A table that appeared after the feed started got its first links before its stream opened:
-                # read it from the start of what the embedded server keeps (duplicates are dropped anyway).
-                token = tokens.get(name) or (None if first_scan else EMBEDDED_FIRST_TOKEN)
-                self._streams[name] = await self._open(name, token)
+                self._streams[name] = await self._open(name, tokens.get(name))
+                # New to a feed that ran before (now, or before a restart): the very first start begins at now.
+                if name not in tokens and (tokens or not first_scan):
+                    found += await self._present(name)
+        return found
+
+    async def _present(self, table: str) -> list[LinkChange]:
+        with translate_errors(write=False):
+            docs = await self.store.mongo.db[table].find({}).sort("id", 1).to_list(None)
+        changes = []
+        for doc in docs:
+            sec, inc = self._time(None)
+            document = plain_document({key: value for key, value in doc.items() if key != "_id"})
+            changes.append(LinkChange("insert", table, str(doc.get("_id")), document, sec, inc))
+        return changes
 
     async def _open(self, name: str, token: Any) -> Any:
         pipeline: list[dict[str, Any]] = [{"$match": {"operationType": {"$in": ["insert", "delete"]}}}]

@@ -20,6 +20,7 @@ class CommandStatistics(Protocol):
     failures: int
     by_name: dict[str, int]
     seconds_by_name: dict[str, float]
+    background: dict[tuple[str, str], int]
 
 
 class StoreStatistics(Protocol):
@@ -50,6 +51,14 @@ class _StorageCollector(Collector):
         for name, count in sorted(self.commands.by_name.items()):
             commands.add_metric([name], count)
         yield commands
+        background = CounterMetricFamily(
+            "cmdb_asso_background_mongodb_commands",
+            "MongoDB commands sent by background tasks",
+            labels=["task", "command"],
+        )
+        for (task, name), count in sorted(self.commands.background.items()):
+            background.add_metric([task, name], count)
+        yield background
         failed = CounterMetricFamily("cmdb_asso_mongodb_command_failures", "MongoDB commands that failed")
         failed.add_metric([], self.commands.failures)
         yield failed
@@ -113,6 +122,7 @@ class FeedStatistics(Protocol):
 
     events_stored: int
     dropped_deletes: int
+    lag_seconds: float
 
 
 class _FeedCollector(Collector):
@@ -129,6 +139,11 @@ class _FeedCollector(Collector):
         )
         dropped.add_metric([], self.feed.dropped_deletes)
         yield dropped
+        lag = GaugeMetricFamily(
+            "cmdb_asso_watch_lag_seconds", "Between the newest stored link event's change and its storing"
+        )
+        lag.add_metric([], self.feed.lag_seconds)
+        yield lag
 
 
 class Metrics:

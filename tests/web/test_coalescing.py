@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import pytest
@@ -22,7 +22,7 @@ from cmdb_asso.storage.client import MongoConnection
 from cmdb_asso.storage.idempotency import IDEMPOTENCY
 from cmdb_asso.storage.schema import seed_demo
 from tests.conftest import AiohttpClient
-from tests.helpers import Answer, audit_records, create, link_body, links_in
+from tests.helpers import Answer, audit_records, call, create, link_body, links_in
 
 Client = TestClient[Any, Any]
 BOTH = frozenset({"bk_switch", "host", "bk_router", "app"})
@@ -217,3 +217,76 @@ async def test_a_lone_create_goes_straight_through(client: Client) -> None:
     assert client.app is not None
     assert client.app[SERVICE].coalesced == (1, 1)
     assert client.app[SERVICE].creates_waiting == 0
+
+
+async def test_concurrent_deletes_go_together_and_each_counts_what_it_removed(
+    aiohttp_client: AiohttpClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mongo = await fresh_mongo()
+    client = await aiohttp_client(create_app(settings, mongo=mongo, authorizer=POLICY))
+    assert client.app is not None
+    service = client.app[SERVICE]
+    ids = [(await create(client, link_body(NN, 11, host))).data["id"] for host in (21, 22, 23, 24)]
+    entered, release = asyncio.Event(), asyncio.Event()
+    original = service.store.delete_links
+
+    async def held(*args: Any) -> set[int]:
+        if not entered.is_set():
+            entered.set()
+            await release.wait()
+        removed: set[int] = await original(*args)
+        return removed
+
+    monkeypatch.setattr(service.store, "delete_links", held)
+
+    def delete(user: str, *link_ids: int) -> Coroutine[Any, Any, Answer]:
+        if len(link_ids) == 1:
+            return call(client, "delete", {"bk_obj_id": "bk_switch", "id": link_ids[0]}, user=user)
+        return call(client, "delete_many", {"bk_obj_id": "bk_switch", "id": list(link_ids)}, user=user)
+
+    first = asyncio.create_task(delete("admin", ids[0]))
+    await until(entered.is_set)
+    later = [asyncio.create_task(delete("alice", ids[1]))]
+    await until(lambda: service.deletes_waiting == 1)
+    later.append(asyncio.create_task(delete("carol", ids[1], ids[2])))  # ids[1] is alice's in the group
+    await until(lambda: service.deletes_waiting == 2)
+    refused = await delete("bob", ids[3])  # may not edit hosts: answered without waiting
+    release.set()
+    answers = [await first, *(await asyncio.gather(*later))]
+
+    assert [(answer.code, answer.data) for answer in answers] == [(0, None), (0, None), (0, 1)]
+    assert refused.code == 9900403
+    assert service.deletes_coalesced == (2, 3)
+    assert [link["id"] for link in await links_in(mongo, "bk_switch")] == [ids[3]]
+    deleted = {doc["resource_id"] and doc["operation_detail"]["dest_inst_id"]: doc["user"]
+               for doc in await audit_records(mongo) if doc["action"] == "delete"}  # fmt: skip
+    assert deleted == {21: "admin", 22: "alice", 23: "carol"}  # one audit per link, by the caller that removed it
+
+
+async def test_an_outage_during_a_delete_group_answers_503_to_each_member_and_deletes_nothing(
+    aiohttp_client: AiohttpClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mongo = await fresh_mongo()
+    client = await aiohttp_client(create_app(settings, mongo=mongo, authorizer=POLICY))
+    assert client.app is not None
+    service = client.app[SERVICE]
+    ids = [(await create(client, link_body(NN, 11, host))).data["id"] for host in (21, 22, 23)]
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def away(*_args: Any) -> set[int]:
+        if not entered.is_set():
+            entered.set()
+            await release.wait()
+        raise StoreWriteUnavailable()
+
+    monkeypatch.setattr(service.store, "delete_links", away)
+    tasks = [asyncio.create_task(call(client, "delete", {"bk_obj_id": "bk_switch", "id": ids[0]}))]
+    await until(entered.is_set)
+    for index in (1, 2):
+        tasks.append(asyncio.create_task(call(client, "delete", {"bk_obj_id": "bk_switch", "id": ids[index]})))
+        await until(lambda index=index: service.deletes_waiting == index)  # type: ignore[misc]
+    release.set()
+    answers = await asyncio.gather(*tasks)
+
+    assert [(answer.status, answer.code) for answer in answers] == [(503, 1199998)] * 3
+    assert [link["id"] for link in await links_in(mongo, "bk_switch")] == ids

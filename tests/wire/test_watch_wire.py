@@ -3,16 +3,21 @@ one event per link change, bk-cmdb's cursors, the three modes, and the checks.""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 
+from cmdb_asso.__main__ import follow_events
 from cmdb_asso.app import create_app
+from cmdb_asso.client import AssociationClient
 from cmdb_asso.config import Settings, WatchSettings
 from cmdb_asso.keys import WATCH
 from cmdb_asso.service.permission import StaticPolicy, UserGrants
@@ -21,6 +26,7 @@ from cmdb_asso.storage.client import MongoConnection
 from cmdb_asso.storage.watch import CHAIN, ChangeSource
 from tests.conftest import AiohttpClient
 from tests.helpers import Answer, call, create, link_body
+from tests.wire.conftest import add_instances
 
 pytestmark = pytest.mark.wire
 Client = TestClient[Any, Any]
@@ -57,7 +63,7 @@ async def watch(client: Client, spelling: str = "native", user: str = "admin", *
 async def _events_until(client: Client, cursor: str, count: int, **body: Any) -> tuple[list[dict[str, Any]], str]:
     """Follow the stream from `cursor` until `count` events came (each call a long poll)."""
     events: list[dict[str, Any]] = []
-    for _ in range(20):
+    for _ in range(100):
         answer = await watch(client, bk_cursor=cursor, **body)
         assert answer.code == 0, answer
         if answer.data["bk_watched"]:
@@ -241,3 +247,131 @@ async def test_a_delete_without_its_archive_copy_is_dropped_and_counted(
     assert [(event["bk_event_type"], event["bk_detail"]["id"]) for event in events] == [("create", second)]
     assert "cmdb_asso_watch_deletes_dropped_total 2.0" in metrics
     assert "cmdb_asso_watch_events_stored_total 2.0" in metrics
+
+
+async def test_batches_and_delete_many_appear_once_each_in_commit_order(watcher: Client) -> None:
+    batch = await call(watcher, "create_many", {
+        "bk_obj_id": "bk_switch", "bk_asst_obj_id": "host", "bk_obj_asst_id": "bk_switch_belong_bk_host",
+        "details": [{"bk_inst_id": 11, "bk_asst_inst_id": host} for host in (21, 22, 23)]})  # fmt: skip
+    created = [batch.data["success_created"][str(index)] for index in range(3)]
+    single = (await create(watcher, link_body("bk_router_connect_bk_switch", 31, 11))).data["id"]
+    removed = await call(watcher, "delete_many", {"bk_obj_id": "host", "id": created[:2]})
+    assert removed.data == 2
+
+    events, _ = await _events_until(watcher, NO_EVENT_CURSOR, 6)
+
+    assert [(event["bk_event_type"], event["bk_detail"]["id"]) for event in events] == [
+        ("create", created[0]), ("create", created[1]), ("create", created[2]), ("create", single),
+        ("delete", created[0]), ("delete", created[1]),
+    ]  # fmt: skip
+
+
+async def test_a_cursor_resumes_after_a_restart_with_nothing_lost_or_repeated(
+    wire_mongo: MongoConnection, aiohttp_client: AiohttpClient, watch_settings: Settings
+) -> None:
+    first = await _live_client(aiohttp_client, watch_settings, wire_mongo)
+    before = (await create(first, link_body("bk_switch_belong_bk_host", 11, 21))).data["id"]
+    _, cursor = await _events_until(first, NO_EVENT_CURSOR, 1)
+    await first.close()  # the service stops; its feeder saved where it was
+    # Meanwhile bk-cmdb writes a link of its own, to both tables.
+    written = {"id": 9001, "bk_inst_id": 12, "bk_obj_id": "bk_switch", "bk_asst_inst_id": 22, "bk_asst_obj_id": "host",
+               "bk_supplier_account": "0", "bk_obj_asst_id": "bk_switch_belong_bk_host", "bk_asst_id": "belong",
+               "bk_biz_id": 0}  # fmt: skip
+    for table in ("cc_InstAsst_0_pub_bk_switch", "cc_InstAsst_0_pub_host"):
+        await wire_mongo.db[table].insert_one(dict(written))
+
+    second = await _live_client(aiohttp_client, watch_settings, wire_mongo)
+    after = (await create(second, link_body("bk_switch_belong_bk_host", 13, 23))).data["id"]
+    events, _ = await _events_until(second, cursor, 2)
+
+    assert [event["bk_detail"]["id"] for event in events] == [9001, after]
+    assert before not in [event["bk_detail"]["id"] for event in events]
+    assert await wire_mongo.db[CHAIN].count_documents({}) == 3
+
+
+async def test_callers_see_their_own_suppliers_events_only(watcher: Client, wire_mongo: MongoConnection) -> None:
+    theirs = {"id": 9100, "bk_inst_id": 1, "bk_obj_id": "bk_switch", "bk_asst_inst_id": 2,
+              "bk_asst_obj_id": "host", "bk_supplier_account": "tenant2",
+              "bk_obj_asst_id": "bk_switch_belong_bk_host", "bk_asst_id": "belong"}  # fmt: skip
+    for table in ("cc_InstAsst_tenant2_pub_bk_switch", "cc_InstAsst_tenant2_pub_host"):  # tables new to the feed
+        await wire_mongo.db[table].insert_one(dict(theirs))
+    ours = (await create(watcher, link_body("bk_switch_belong_bk_host", 11, 21))).data["id"]
+    await _events_until(watcher, NO_EVENT_CURSOR, 1)
+    for _ in range(100):  # until the feeder found the new tables and stored their event too
+        if await wire_mongo.db[CHAIN].count_documents({}) == 2:
+            break
+        await asyncio.sleep(0.05)
+
+    default = await watch(watcher, bk_cursor=NO_EVENT_CURSOR)
+    tenant = await call(watcher, "watch", {"bk_resource": "inst_asst", "bk_cursor": NO_EVENT_CURSOR},
+                        headers={"X-Bkcmdb-Supplier-Account": "tenant2"})  # fmt: skip
+
+    assert [event["bk_detail"]["id"] for event in default.data["bk_events"]] == [ours]
+    assert sorted(event["bk_detail"]["id"] for event in tenant.data["bk_events"]) == [ours, 9100]
+
+
+async def test_the_stream_equals_the_tables_after_thousands_of_concurrent_writes(
+    watcher: Client, wire_mongo: MongoConnection
+) -> None:
+    await add_instances(wire_mongo, "bk_switch", range(1000, 1040))
+    await add_instances(wire_mongo, "host", range(2000, 2050))
+
+    async def batch(source: int) -> list[int]:
+        answer = await call(watcher, "create_many", {
+            "bk_obj_id": "bk_switch", "bk_asst_obj_id": "host", "bk_obj_asst_id": "bk_switch_belong_bk_host",
+            "details": [{"bk_inst_id": source, "bk_asst_inst_id": host} for host in range(2000, 2050)]})  # fmt: skip
+        return list(answer.data["success_created"].values())
+
+    async def singles(source: int) -> list[int]:
+        ids = []
+        for host in range(2000, 2050):
+            ids.append((await create(watcher, link_body("bk_switch_belong_bk_host", source, host))).data["id"])
+        return ids
+
+    made = await asyncio.gather(*(batch(source) for source in range(1000, 1030)),
+                                *(singles(source) for source in range(1030, 1034)))  # fmt: skip
+    created = [link_id for ids in made for link_id in ids]
+    removed = created[::7]
+    for start in range(0, len(removed), 200):
+        await call(watcher, "delete_many", {"bk_obj_id": "bk_switch", "id": removed[start : start + 200]})
+
+    events, _ = await _events_until(watcher, NO_EVENT_CURSOR, len(created) + len(removed))
+
+    kinds = [(event["bk_event_type"], event["bk_detail"]["id"]) for event in events]
+    assert len(kinds) == len(set(kinds)) == len(created) + len(removed) == 1700 + 243
+    live = {link_id for kind, link_id in kinds if kind == "create"} - {i for kind, i in kinds if kind == "delete"}
+    stored = {doc["id"] for doc in await wire_mongo.db["cc_InstAsst_0_pub_bk_switch"].find({}, {"id": 1}).to_list(None)}
+    assert live == stored
+
+
+async def test_the_watch_command_prints_events_and_resumes_from_its_cursor_file(
+    watcher: Client, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cursor_file = tmp_path / "links.cursor"
+    args = argparse.Namespace(cursor_file=cursor_file, start_from=int(time.time()) - 5, event_types="create",
+                              fields="id,bk_inst_id", sub_resource="")  # fmt: skip
+    url = str(watcher.make_url("")).rstrip("/")
+
+    async def follow_until_printed(lines: int) -> list[dict[str, Any]]:
+        stop = asyncio.Event()
+        async with AssociationClient(url) as client:
+            following = asyncio.create_task(follow_events(client, args, stop))
+            printed: list[str] = []
+            for _ in range(400):
+                # The service's own log lines share stdout in this test: the events are the JSON lines.
+                printed += [line for line in capsys.readouterr().out.splitlines() if line.startswith('{"bk_cursor"')]
+                if len(printed) >= lines:
+                    break
+                await asyncio.sleep(0.05)
+            stop.set()
+            await asyncio.wait_for(following, 10)
+        return [orjson.loads(line) for line in printed]
+
+    first = (await create(watcher, link_body("bk_switch_belong_bk_host", 11, 21))).data["id"]
+    before = await follow_until_printed(1)
+    second = (await create(watcher, link_body("bk_switch_belong_bk_host", 12, 22))).data["id"]
+    after = await follow_until_printed(1)
+
+    assert [event["bk_detail"] for event in before] == [{"id": first, "bk_inst_id": 11}]
+    assert [event["bk_detail"] for event in after] == [{"id": second, "bk_inst_id": 12}]
+    assert cursor_file.read_text() == after[0]["bk_cursor"]
