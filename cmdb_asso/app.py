@@ -271,7 +271,7 @@ def _install_services(
                      rescan_seconds=watching.rescan_seconds)  # fmt: skip
     app[WATCH] = WatchService(
         events, store, authorizer, enabled=watching.enabled, long_poll_seconds=watching.long_poll_seconds,
-        read_seconds=settings.mongodb.request_deadline_seconds, feed=feed,
+        read_seconds=settings.mongodb.request_deadline_seconds, feed=feed, stopping=app[DRAINING],
     )  # fmt: skip
     app[METRICS].watch_storage(store, connection.commands)
     app[METRICS].watch_feed(feed)

@@ -193,6 +193,7 @@ class WatchService:
         read_seconds: float = 10.0,
         feed: EventFeed | None = None,
         clock: Callable[[], float] = time.time,
+        stopping: asyncio.Event | None = None,
     ) -> None:
         self.store = store
         self.links = links
@@ -202,6 +203,8 @@ class WatchService:
         self.read_seconds = read_seconds
         self.feed = feed
         self.clock = clock
+        # Set when the process is shutting down: long polls answer at once rather than being cut.
+        self.stopping = stopping or asyncio.Event()
         # None until the server has said whether it serves change streams.
         self.available: bool | None = None if enabled != "off" else False
 
@@ -268,7 +271,7 @@ class WatchService:
             if events:
                 return _answer(events, request.fields)
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 or self.stopping.is_set():
                 break
             await self._wait_for_events(min(POLL_SECONDS, left))
         with time_budget(self.read_seconds):

@@ -19,7 +19,7 @@ from cmdb_asso.__main__ import follow_events
 from cmdb_asso.app import create_app
 from cmdb_asso.client import AssociationClient
 from cmdb_asso.config import Settings, WatchSettings
-from cmdb_asso.keys import WATCH
+from cmdb_asso.keys import DRAINING, WATCH
 from cmdb_asso.service.permission import StaticPolicy, UserGrants
 from cmdb_asso.service.watch import NO_EVENT_CURSOR, EventFeed
 from cmdb_asso.storage.client import MongoConnection
@@ -375,3 +375,22 @@ async def test_the_watch_command_prints_events_and_resumes_from_its_cursor_file(
     assert [event["bk_detail"] for event in before] == [{"id": first, "bk_inst_id": 11}]
     assert [event["bk_detail"] for event in after] == [{"id": second, "bk_inst_id": 12}]
     assert cursor_file.read_text() == after[0]["bk_cursor"]
+
+
+async def test_a_long_poll_answers_at_once_when_the_service_starts_draining(
+    wire_mongo: MongoConnection, aiohttp_client: AiohttpClient, watch_settings: Settings
+) -> None:
+    patient = replace(watch_settings, watch=replace(watch_settings.watch, long_poll_seconds=30))
+    watcher = await _live_client(aiohttp_client, patient, wire_mongo)
+    assert watcher.app is not None
+    await create(watcher, link_body("bk_switch_belong_bk_host", 11, 21))
+    _, cursor = await _events_until(watcher, NO_EVENT_CURSOR, 1)
+    waiting = asyncio.create_task(watch(watcher, bk_cursor=cursor))
+    await asyncio.sleep(0.3)
+    assert not waiting.done()
+
+    watcher.app[DRAINING].set()
+    answer = await asyncio.wait_for(waiting, 2)  # not the rest of its 30 s
+
+    assert answer.data["bk_watched"] is False
+    assert answer.data["bk_events"][0]["bk_cursor"] == cursor
