@@ -264,23 +264,29 @@ class ChangeSource:
             changes.append(LinkChange("insert", table, str(doc.get("_id")), document, sec, inc))
         return changes
 
-    async def _open(self, name: str, token: Any) -> Any:
+    async def _open(self, name: str, token: Any, *, back: bool = False) -> Any:
+        """A stream on one table (or `*`, the database) after `token`, from now without one, or a minute back
+        (`back`: the token was lost)."""
         pipeline: list[dict[str, Any]] = [{"$match": {"operationType": {"$in": ["insert", "delete"]}}}]
         if name == "*":
             pipeline[0]["$match"]["ns.coll"] = {"$regex": f"^{LINK_TABLE_PREFIX}"}
         target = self.store.mongo.db if name == "*" else self.store.mongo.db[name]
         options: dict[str, Any] = {"max_await_time_ms": 500, "batch_size": 2000}
+        if back:
+            options["start_at_operation_time"] = Timestamp(int(time.time()) - RESTART_BACK_SECONDS, 0)
+        elif token:
+            options["start_after"] = token
         try:
             with translate_errors(write=False):
-                return await _opened(target.watch(pipeline, start_after=token, **options) if token else
-                                     target.watch(pipeline, **options))  # fmt: skip
+                return await _opened(target.watch(pipeline, **options))
         except Exception as exc:
-            if not _token_lost(exc.__cause__ or exc):
+            if back or not _token_lost(exc.__cause__ or exc):
                 raise
-            log.error("watch_resume_token_lost", stream=name, detail="restarting 60 s back: events in the gap are lost")
-            at = Timestamp(int(time.time()) - RESTART_BACK_SECONDS, 0)
-            with translate_errors(write=False):
-                return await _opened(target.watch(pipeline, start_at_operation_time=at, **options))
+        return await self._lost(name)
+
+    async def _lost(self, name: str) -> Any:
+        log.error("watch_resume_token_lost", stream=name, detail="restarting 60 s back: events in the gap are lost")
+        return await self._open(name, None, back=True)
 
     async def _drain(self, name: str, stream: Any, tokens: dict[str, Any]) -> list[LinkChange]:
         changes: list[LinkChange] = []
@@ -298,7 +304,7 @@ class ChangeSource:
                 raise
             await _closed(stream)
             tokens.pop(name, None)
-            self._streams[name] = await self._open(name, None)
+            self._streams[name] = await self._lost(name)
         return changes
 
     def _change(self, change: dict[str, Any]) -> LinkChange | None:

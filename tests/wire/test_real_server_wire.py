@@ -4,6 +4,7 @@ without privileges, replica-set transactions losing races or their commit answer
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
@@ -412,3 +413,46 @@ async def test_a_watch_switched_on_refuses_to_start_without_change_streams(
     with pytest.raises(RuntimeError, match="change streams"):
         await runner.setup()
     await runner.cleanup()
+
+
+async def test_a_resume_token_the_server_lost_restarts_the_feed_with_an_alarm(
+    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: MongoConnection, proxy: FaultProxy
+) -> None:
+    settings = replace(wire_settings, watch=WatchSettings(long_poll_seconds=2.0, rescan_seconds=0.2, lease_seconds=3))
+    client, _mongo = await _app(aiohttp_client, settings, proxy)
+    assert client.app is not None
+    feed = client.app[WATCH].feed
+    assert feed is not None
+    await asyncio.wait_for(feed.live.wait(), 30)
+    lost = command_error(286, "ChangeStreamHistoryLost", "Resume of change stream was not possible, as the resume "
+                         "point may no longer be in the oplog.")  # fmt: skip
+    failed_at: list[int] = []
+
+    def link_table_poll(command: dict[str, Any]) -> bool:
+        if not str(command.get("collection", "")).startswith("cc_InstAsst"):
+            return False
+        failed_at.append(len(proxy.seen))
+        return True
+
+    rule = proxy.fail("getMore", lost, when=link_table_poll)
+
+    def reopened() -> bool:  # an aggregate (the new stream), then a getMore on it: the stream is open again
+        after = proxy.seen[failed_at[0] :] if failed_at else []
+        return "aggregate" in after and "getMore" in after[after.index("aggregate") :]
+
+    with capture_logs() as logs:
+        for _ in range(500):  # the embedded server starts the new stream from now: create after it is open
+            if reopened():
+                break
+            await asyncio.sleep(0.02)
+        link_id = (await create(client, link_body("bk_switch_belong_bk_host", 11, 21))).data["id"]
+        answer = await call(client, "watch", {"bk_resource": "inst_asst", "bk_start_from": int(time.time()) - 60})
+        for _ in range(50):
+            if answer.data["bk_watched"]:
+                break
+            await asyncio.sleep(0.1)
+            answer = await call(client, "watch", {"bk_resource": "inst_asst", "bk_start_from": int(time.time()) - 60})
+
+    assert rule.hits == 1
+    assert any(entry["event"] == "watch_resume_token_lost" for entry in logs)
+    assert [event["bk_detail"]["id"] for event in answer.data["bk_events"]] == [link_id]  # the feed goes on

@@ -207,6 +207,12 @@ async def test_a_second_process_does_not_feed_and_a_replay_adds_nothing(
     assert await replayed.store.append(await replayed._rows(changes)) == []
     assert await wire_mongo.db[CHAIN].count_documents({}) == len(events) == 1
 
+    await watcher.close()  # the feeder stops and gives its lease up: the other process takes over
+    await asyncio.wait_for(feed.live.wait(), 10)
+    later = (await create(other, link_body("bk_switch_belong_bk_host", 12, 22))).data["id"]
+    taken_over, _ = await _events_until(other, events[0]["bk_cursor"], 1)
+    assert [event["bk_detail"]["id"] for event in taken_over] == [later]
+
 
 async def test_watch_permission_names_the_model(
     wire_mongo: MongoConnection, aiohttp_client: AiohttpClient, watch_settings: Settings
