@@ -90,20 +90,23 @@ def answered_or_waiting(task: asyncio.Task[Answer], service: AssociationService,
     return task.done() or service.creates_waiting > waiting
 
 
-def hold_first_write(
-    service: AssociationService, monkeypatch: pytest.MonkeyPatch
+def hold_first_call(
+    target: Any, name: str, monkeypatch: pytest.MonkeyPatch, *, raising: BaseException | None = None
 ) -> tuple[asyncio.Event, asyncio.Event]:
-    """Make the first write wait for `release`; `entered` is set when it starts."""
+    """Make the first call of `target.name` wait for `release` (`entered` is set when it starts); with
+    `raising`, every call raises it instead of running."""
     entered, release = asyncio.Event(), asyncio.Event()
-    original = service.store.create_links
+    original = getattr(target, name)
 
-    async def held(*args: Any) -> list[int]:
+    async def held(*args: Any) -> Any:
         if not entered.is_set():
             entered.set()
             await release.wait()
+        if raising is not None:
+            raise raising
         return await original(*args)
 
-    monkeypatch.setattr(service.store, "create_links", held)
+    monkeypatch.setattr(target, name, held)
     return entered, release
 
 
@@ -115,7 +118,7 @@ async def coalesced(
     assert client.app is not None
     service = client.app[SERVICE]
     await before()
-    entered, release = hold_first_write(service, monkeypatch)
+    entered, release = hold_first_call(service.store, "create_links", monkeypatch)
     tasks = [asyncio.create_task(send(client, requests[0]))]
     await until(entered.is_set)
     for request in requests[1:]:
@@ -227,17 +230,7 @@ async def test_concurrent_deletes_go_together_and_each_counts_what_it_removed(
     assert client.app is not None
     service = client.app[SERVICE]
     ids = [(await create(client, link_body(NN, 11, host))).data["id"] for host in (21, 22, 23, 24)]
-    entered, release = asyncio.Event(), asyncio.Event()
-    original = service.store.delete_links
-
-    async def held(*args: Any) -> set[int]:
-        if not entered.is_set():
-            entered.set()
-            await release.wait()
-        removed: set[int] = await original(*args)
-        return removed
-
-    monkeypatch.setattr(service.store, "delete_links", held)
+    entered, release = hold_first_call(service.store, "delete_links", monkeypatch)
 
     def delete(user: str, *link_ids: int) -> Coroutine[Any, Any, Answer]:
         if len(link_ids) == 1:
@@ -258,7 +251,7 @@ async def test_concurrent_deletes_go_together_and_each_counts_what_it_removed(
     assert refused.code == 9900403
     assert service.deletes_coalesced == (2, 3)
     assert [link["id"] for link in await links_in(mongo, "bk_switch")] == [ids[3]]
-    deleted = {doc["resource_id"] and doc["operation_detail"]["dest_inst_id"]: doc["user"]
+    deleted = {doc["operation_detail"]["dest_inst_id"]: doc["user"]
                for doc in await audit_records(mongo) if doc["action"] == "delete"}  # fmt: skip
     assert deleted == {21: "admin", 22: "alice", 23: "carol"}  # one audit per link, by the caller that removed it
 
@@ -271,15 +264,7 @@ async def test_an_outage_during_a_delete_group_answers_503_to_each_member_and_de
     assert client.app is not None
     service = client.app[SERVICE]
     ids = [(await create(client, link_body(NN, 11, host))).data["id"] for host in (21, 22, 23)]
-    entered, release = asyncio.Event(), asyncio.Event()
-
-    async def away(*_args: Any) -> set[int]:
-        if not entered.is_set():
-            entered.set()
-            await release.wait()
-        raise StoreWriteUnavailable()
-
-    monkeypatch.setattr(service.store, "delete_links", away)
+    entered, release = hold_first_call(service.store, "delete_links", monkeypatch, raising=StoreWriteUnavailable())
     tasks = [asyncio.create_task(call(client, "delete", {"bk_obj_id": "bk_switch", "id": ids[0]}))]
     await until(entered.is_set)
     for index in (1, 2):
