@@ -222,14 +222,21 @@ async def test_a_lone_create_goes_straight_through(client: Client) -> None:
     assert client.app[SERVICE].creates_waiting == 0
 
 
+async def switch_11_linked(
+    aiohttp_client: AiohttpClient, settings: Settings, hosts: tuple[int, ...]
+) -> tuple[MongoConnection, Client, list[int]]:
+    """A fresh database, the app over it, and switch 11 linked to these hosts (the links' ids)."""
+    mongo = await fresh_mongo()
+    client = await aiohttp_client(create_app(settings, mongo=mongo, authorizer=POLICY))
+    return mongo, client, [(await create(client, link_body(NN, 11, host))).data["id"] for host in hosts]
+
+
 async def test_concurrent_deletes_go_together_and_each_counts_what_it_removed(
     aiohttp_client: AiohttpClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    mongo = await fresh_mongo()
-    client = await aiohttp_client(create_app(settings, mongo=mongo, authorizer=POLICY))
+    mongo, client, ids = await switch_11_linked(aiohttp_client, settings, (21, 22, 23, 24))
     assert client.app is not None
     service = client.app[SERVICE]
-    ids = [(await create(client, link_body(NN, 11, host))).data["id"] for host in (21, 22, 23, 24)]
     entered, release = hold_first_call(service.store, "delete_links", monkeypatch)
 
     def delete(user: str, *link_ids: int) -> Coroutine[Any, Any, Answer]:
@@ -259,11 +266,9 @@ async def test_concurrent_deletes_go_together_and_each_counts_what_it_removed(
 async def test_an_outage_during_a_delete_group_answers_503_to_each_member_and_deletes_nothing(
     aiohttp_client: AiohttpClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    mongo = await fresh_mongo()
-    client = await aiohttp_client(create_app(settings, mongo=mongo, authorizer=POLICY))
+    mongo, client, ids = await switch_11_linked(aiohttp_client, settings, (21, 22, 23))
     assert client.app is not None
     service = client.app[SERVICE]
-    ids = [(await create(client, link_body(NN, 11, host))).data["id"] for host in (21, 22, 23)]
     entered, release = hold_first_call(service.store, "delete_links", monkeypatch, raising=StoreWriteUnavailable())
     tasks = [asyncio.create_task(call(client, "delete", {"bk_obj_id": "bk_switch", "id": ids[0]}))]
     await until(entered.is_set)
