@@ -319,6 +319,39 @@ def search_step(session: aiohttp.ClientSession, base: str) -> Callable[[], Await
     return step
 
 
+async def link_ids(session: aiohttp.ClientSession, base: str, count: int) -> list[int]:
+    """The ids of up to `count` links of the benchmark's definition, newest first (pages of search)."""
+    ids: list[int] = []
+    rule = {"field": "bk_obj_asst_id", "operator": "equal", "value": NN}
+    while len(ids) < count:
+        body = orjson.dumps({
+            "conditions": {"condition": "AND", "rules": [rule]},
+            "fields": ["id"], "page": {"start": len(ids), "limit": 500, "sort": "-id"},
+        })  # fmt: skip
+        async with session.post(
+            f"{base}/api/v3/search/instance_associations/object/{SRC}", data=body, headers=HEADERS
+        ) as response:
+            info = (await response.json(loads=orjson.loads))["data"]["info"]
+        if not info:
+            break
+        ids += [int(link["id"]) for link in info]
+    return ids[:count]
+
+
+def delete_step(session: aiohttp.ClientSession, base: str, ids: list[int]) -> Callable[[], Awaitable[int]]:
+    """One delete-one of a link that exists per call (0 once the list is used up)."""
+
+    async def step() -> int:
+        if not ids:
+            return 0
+        path = f"{base}/api/v3/delete/instassociation/{SRC}/{ids.pop()}"
+        async with session.delete(path, headers=HEADERS) as response:
+            answer = await response.json(loads=orjson.loads)
+        return 1 if answer.get("bk_error_code", answer.get("code")) == 0 else 0
+
+    return step
+
+
 def graph_step(session: aiohttp.ClientSession, base: str) -> Callable[[], Awaitable[int]]:
     """One graph of three hops around a source instance per call (counts the nodes answered)."""
     counter = itertools.count()
@@ -484,6 +517,13 @@ async def one_run(args: argparse.Namespace, uri: str, embedded: bool, run: int) 
                     session, base, pid, args.concurrency, args.duration, mixed_step(session, base, pairs)
                 )
                 rows["mixed (80% create, 10% search, 10% batch of 20)"] = summary(mixed, None, ceiling)
+                # Group commit of deletes: one caller (nothing to group), then 16, each deleting existing links.
+                for callers in (1, args.concurrency):
+                    doomed = await link_ids(session, base, 5000)
+                    deletes = await over_http(
+                        session, base, pid, callers, args.duration, delete_step(session, base, doomed)
+                    )
+                    rows[f"single delete, {callers} caller(s)"] = summary(deletes, None, ceiling)
                 rows["service RSS MiB (start, end)"] = {"start": rss_start, "end": rss_mib(pid)}
     return rows
 
