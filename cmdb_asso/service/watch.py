@@ -10,7 +10,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -102,16 +102,25 @@ class EventFeed:
                         await self._feed()
                 except CmdbError as exc:
                     log.warning("watch_feeder_paused", error=type(exc).__name__)
+                finally:
+                    self.live.clear()
                 await asyncio.sleep(self.lease_seconds / 3)
         finally:
             with contextlib.suppress(CmdbError):
                 await self.store.release_lease(self.owner)
 
     async def _feed(self) -> None:
-        renewed = saved_at = time.monotonic()
         saved = await self.store.resume_tokens()
         source = ChangeSource(self.store, per_table=self.per_table, rescan_seconds=self.rescan_seconds)
-        async for changes, tokens in source.batches(dict(saved)):
+        # Closed on every way out (lease lost, failure, shutdown): its streams' cursors are killed at once.
+        async with contextlib.aclosing(source.batches(dict(saved))) as batches:
+            await self._store_batches(batches, saved)
+
+    async def _store_batches(
+        self, batches: AsyncIterator[tuple[list[LinkChange], dict[str, Any]]], saved: dict[str, Any]
+    ) -> None:
+        renewed = saved_at = time.monotonic()
+        async for changes, tokens in batches:
             self.live.set()
             stored = await self.store.append(await self._rows(changes)) if changes else []
             # Tokens are saved after every batch with events, and now and then while idle (a restart then
@@ -127,7 +136,6 @@ class EventFeed:
             if time.monotonic() - renewed > self.lease_seconds / 3:
                 if not await self.store.hold_lease(self.owner, self.lease_seconds):
                     log.warning("watch_feeder_lease_lost", owner=self.owner)
-                    self.live.clear()
                     return
                 renewed = time.monotonic()
 
