@@ -246,6 +246,18 @@ def _esb_envelope(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _watch_errors(route: Operation, envelope: str) -> dict[str, Any]:
+    """The long poll's own failure: no change streams on the database, or the watch switched off."""
+    if not route.long_poll:
+        return {}
+    error = {
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{envelope}Error"}}},
+        "headers": _RESPONSE_HEADERS,
+    }
+    return {"501": {"description": "event watch is unavailable: the database does not support change streams "
+                    "(1199998)", **error}}  # fmt: skip
+
+
 def _errors(envelope: str) -> dict[str, Any]:
     """Every failure status the service answers, each in the envelope and with the request-id headers."""
     error = {
@@ -320,6 +332,7 @@ def _native_operation(route: Operation, schema_name: str) -> dict[str, Any]:
                 "links": _links("native", route.esb_name),
             },
             **_errors("Native"),
+            **_watch_errors(route, "Native"),
         },
     }
     schema_fields = {field.data_key or name for name, field in REQUEST_SCHEMAS[route.esb_name]().fields.items()}
@@ -373,6 +386,7 @@ def _esb_operation(route: Operation, schema_name: str) -> dict[str, Any]:
                 "links": _links("esb", route.esb_name),
             },
             **_errors("Esb"),
+            **_watch_errors(route, "Esb"),
         },
     }
 
