@@ -111,7 +111,9 @@ class EventFeed:
 
     async def _feed(self) -> None:
         saved = await self.store.resume_tokens()
-        source = ChangeSource(self.store, per_table=self.per_table, rescan_seconds=self.rescan_seconds)
+        source = ChangeSource(
+            self.store, per_table=self.per_table, rescan_seconds=self.rescan_seconds, fields=DETAIL_KEYS
+        )
         # Closed on every way out (lease lost, failure, shutdown): its streams' cursors are killed at once.
         async with contextlib.aclosing(source.batches(dict(saved))) as batches:
             await self._store_batches(batches, saved)

@@ -201,10 +201,14 @@ class ChangeSource:
     """Change streams over every link table: one for the database on MongoDB; on the embedded server, which
     serves one collection per stream, one per table, found again every `rescan_seconds`."""
 
-    def __init__(self, store: WatchStore, *, per_table: bool, rescan_seconds: float = 30.0) -> None:
+    def __init__(
+        self, store: WatchStore, *, per_table: bool, rescan_seconds: float = 30.0, fields: tuple[str, ...] = ()
+    ) -> None:
         self.store = store
         self.per_table = per_table
         self.rescan_seconds = rescan_seconds
+        # The fields of an inserted document the feed reads (all when empty): only those are converted.
+        self.fields = fields
         self._streams: dict[str, Any] = {}
         self._counter: tuple[int, int] = (0, 0)  # the embedded server's times: (second, events in it)
         self._scanned = False
@@ -260,7 +264,7 @@ class ChangeSource:
         changes = []
         for doc in docs:
             sec, inc = self._time(None)
-            document = plain_document({key: value for key, value in doc.items() if key != "_id"})
+            document = self._document(doc)
             changes.append(LinkChange("insert", table, str(doc.get("_id")), document, sec, inc))
         return changes
 
@@ -315,9 +319,14 @@ class ChangeSource:
         key = (change.get("documentKey") or {}).get("_id")
         document = change.get("fullDocument") if operation == "insert" else None
         if isinstance(document, dict):
-            document = plain_document({k: v for k, v in document.items() if k != "_id"})
+            document = self._document(document)
         sec, inc = self._time(change.get("clusterTime"))
         return LinkChange(str(operation), table, str(key), document, sec, inc, _embedded_row(change.get("_id")))
+
+    def _document(self, stored: dict[str, Any]) -> dict[str, Any]:
+        if self.fields:
+            return plain_document({key: stored[key] for key in self.fields if key in stored})
+        return plain_document({key: value for key, value in stored.items() if key != "_id"})
 
     def _time(self, cluster: Any) -> tuple[int, int]:
         if isinstance(cluster, Timestamp):
