@@ -246,24 +246,26 @@ def _esb_envelope(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _error_body(envelope: str) -> dict[str, Any]:
+    """A failure's answer: the envelope's error schema and the request-id headers."""
+    return {
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{envelope}Error"}}},
+        "headers": _RESPONSE_HEADERS,
+    }
+
+
 def _watch_errors(route: Operation, envelope: str) -> dict[str, Any]:
     """The long poll's own failure: no change streams on the database, or the watch switched off."""
     if not route.long_poll:
         return {}
-    error = {
-        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{envelope}Error"}}},
-        "headers": _RESPONSE_HEADERS,
-    }
+    error = _error_body(envelope)
     return {"501": {"description": "event watch is unavailable: the database does not support change streams "
                     "(1199998)", **error}}  # fmt: skip
 
 
 def _errors(envelope: str) -> dict[str, Any]:
     """Every failure status the service answers, each in the envelope and with the request-id headers."""
-    error = {
-        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{envelope}Error"}}},
-        "headers": _RESPONSE_HEADERS,
-    }
+    error = _error_body(envelope)
     return {
         "400": {"description": "a request the HTTP parser refuses, or a body that cannot be decoded as its "
                 "headers say (1199003, 1199006)", **error},
