@@ -13,14 +13,15 @@ from typing import Any
 
 import structlog
 from bson import Timestamp
-from pymongo import IndexModel, ReturnDocument
+from pymongo import IndexModel
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
 
 from cmdb_asso.storage.client import MongoConnection
 from cmdb_asso.storage.documents import plain_document
 from cmdb_asso.storage.failures import translate_errors
+from cmdb_asso.storage.ids import IdAllocator
 from cmdb_asso.storage.indexes import create_indexes
-from cmdb_asso.storage.tables import DEL_ARCHIVE, ID_GENERATOR
+from cmdb_asso.storage.tables import DEL_ARCHIVE
 
 log = structlog.get_logger(__name__)
 
@@ -65,6 +66,9 @@ class WatchStore:
         self.mongo = mongo
         self.retention_seconds = retention_seconds
         self.db = mongo.client[database] if database else mongo.db
+        # Exactly the ids each append needs, nothing held back: events get ids in the order they are stored,
+        # whichever process holds the lease (a block kept from an earlier lease would hand out older ids).
+        self.ids = IdAllocator(mongo, block_size=1)
 
     async def prepare(self) -> None:
         """The chain's indexes: order, cursor lookup, one event per (link, operation), sub-resource, expiry."""
@@ -111,13 +115,8 @@ class WatchStore:
         dropped by the unique index. The rows stored."""
         if not rows:
             return []
-        with translate_errors(write=True):
-            doc = await self.db[ID_GENERATOR].find_one_and_update(
-                {"_id": CHAIN_SEQUENCE}, {"$inc": {"SequenceID": len(rows)}}, upsert=True,
-                return_document=ReturnDocument.AFTER,
-            )  # fmt: skip
-        first = int(doc["SequenceID"]) - len(rows) + 1
-        numbered = [{**row, "id": first + offset} for offset, row in enumerate(rows)]
+        ids = await self.ids.take(CHAIN_SEQUENCE, len(rows))
+        numbered = [{**row, "id": event_id} for row, event_id in zip(rows, ids, strict=True)]
         refused: set[int] = set()
         try:
             with translate_errors(write=True):
