@@ -129,7 +129,6 @@ async def _serve_watch(watch: WatchService, mongo: MongoConnection) -> None:
             log.info("watch_probe_postponed", code=exc.code)
             await asyncio.sleep(WATCH_PROBE_RETRY_SECONDS)
     while watch.available and watch.feed is not None:
-        watch.feed.per_table = mongo.embedded
         try:
             await watch.feed.run()
         except Exception:  # a surprise must not end the feed for the life of the process
@@ -267,8 +266,7 @@ def _install_services(
     )
     watching = settings.watch
     events = WatchStore(connection, watching.retention_seconds, watching.database)
-    feed = EventFeed(events, per_table=connection.embedded, lease_seconds=watching.lease_seconds,
-                     rescan_seconds=watching.rescan_seconds)  # fmt: skip
+    feed = EventFeed(events, lease_seconds=watching.lease_seconds, rescan_seconds=watching.rescan_seconds)
     app[WATCH] = WatchService(
         events, store, authorizer, enabled=watching.enabled, long_poll_seconds=watching.long_poll_seconds,
         read_seconds=settings.mongodb.request_deadline_seconds, feed=feed, stopping=app[DRAINING],

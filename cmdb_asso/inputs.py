@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import Any, TypeGuard
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
@@ -49,7 +49,7 @@ def int64_or_none(value: Any, *, from_text: bool = False, minimum: int = INT64_M
     return number if minimum <= number <= INT64_MAX else None
 
 
-def is_int64(value: Any) -> bool:
+def is_int64(value: Any) -> TypeGuard[int]:
     """Whether `value` is a JSON integer BSON can encode (booleans are not integers)."""
     return isinstance(value, int) and not isinstance(value, bool) and INT64_MIN <= value <= INT64_MAX
 

@@ -19,6 +19,7 @@ from cmdb_asso.errors import (
     QueryRefused,
     SourceInstanceMissing,
 )
+from cmdb_asso.inputs import is_int64
 from cmdb_asso.service.associations import DEFAULT_SUPPLIER
 from cmdb_asso.service.context import Caller
 from cmdb_asso.service.filters import (
@@ -490,7 +491,7 @@ def _ends(links: list[dict[str, Any]], model_key: str, id_key: str) -> list[Node
     ends: dict[NodeKey, None] = {}
     for link in links:
         obj_id, inst_id = link.get(model_key), link.get(id_key)
-        if isinstance(obj_id, str) and isinstance(inst_id, int) and not isinstance(inst_id, bool):
+        if isinstance(obj_id, str) and is_int64(inst_id):
             ends[(obj_id, int(inst_id))] = None
     return list(ends)
 

@@ -26,6 +26,7 @@ from cmdb_asso.errors import (
     StoreReadUnavailable,
     WatchUnavailable,
 )
+from cmdb_asso.inputs import is_int64
 from cmdb_asso.service.context import Caller, time_budget
 from cmdb_asso.service.permission import Authorizer, watch_permission_payload
 from cmdb_asso.storage.associations import AssociationStore
@@ -72,11 +73,8 @@ class EventFeed:
     """The feeder: while it holds the database's lease, it reads the link tables' change streams and stores
     one event per (link, operation), then the streams' resume tokens. Other processes only serve reads."""
 
-    def __init__(
-        self, store: WatchStore, *, per_table: bool, lease_seconds: float = 15.0, rescan_seconds: float = 30.0
-    ) -> None:
+    def __init__(self, store: WatchStore, *, lease_seconds: float = 15.0, rescan_seconds: float = 30.0) -> None:
         self.store = store
-        self.per_table = per_table
         self.lease_seconds = lease_seconds
         self.rescan_seconds = rescan_seconds
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -112,7 +110,11 @@ class EventFeed:
     async def _feed(self) -> None:
         saved = await self.store.resume_tokens()
         source = ChangeSource(
-            self.store, per_table=self.per_table, rescan_seconds=self.rescan_seconds, fields=DETAIL_KEYS
+            # The embedded server serves one collection per stream (known once it has said what it is).
+            self.store,
+            per_table=self.store.mongo.embedded,
+            rescan_seconds=self.rescan_seconds,
+            fields=DETAIL_KEYS,
         )
         # Closed on every way out (lease lost, failure, shutdown): its streams' cursors are killed at once.
         async with contextlib.aclosing(source.batches(dict(saved))) as batches:
@@ -151,7 +153,7 @@ class EventFeed:
         for change in changes:
             document = change.document if change.operation == "insert" else archived.get((change.oid, change.table))
             link_id = document.get("id") if document else None
-            if document is None or not isinstance(link_id, int) or isinstance(link_id, bool) or link_id <= 0:
+            if document is None or not is_int64(link_id) or link_id <= 0:
                 continue
             kind = _KIND[change.operation]
             if (link_id, kind) in seen:
@@ -244,7 +246,7 @@ class WatchService:
         with time_budget(self.read_seconds):
             if request.start_from:
                 return await self._since(request, query)
-            return await self._from_now()
+            return await self._nothing_new()  # from now: never a past event, only the cursor to follow
 
     async def _check(self, caller: Caller, request: WatchRequest) -> None:
         model = None
@@ -321,9 +323,6 @@ class WatchService:
         events = await self.store.since(request.start_from, query, EVENT_STEP)
         if events:
             return _answer(events, request.fields)
-        return await self._nothing_new()
-
-    async def _from_now(self) -> dict[str, Any]:
         return await self._nothing_new()
 
     async def _nothing_new(self) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from cachetools import TTLCache
 
 from cmdb_asso.clock import utc_now
 from cmdb_asso.domain import AuditRecord, Definition, LinkEnds, ModelInfo, NewLink, StoredLink
+from cmdb_asso.inputs import is_int64
 from cmdb_asso.storage.all_or_nothing import AllOrNothing, Insert
 from cmdb_asso.storage.client import MongoConnection
 from cmdb_asso.storage.documents import (
@@ -184,7 +185,7 @@ class AssociationStore:
         with translate_errors(write=False):
             cursor = self.mongo.db[table.collection].find(table.filter_for(ids), projection).batch_size(len(ids) + 1)
             docs = await cursor.to_list(None)
-        return {int(doc[table.id_field]): plain_document(doc) for doc in docs if _is_integral(doc.get(table.id_field))}
+        return {int(doc[table.id_field]): plain_document(doc) for doc in docs if is_int64(doc.get(table.id_field))}
 
     async def find_definitions_from(self, obj_id: str, suppliers: tuple[str, ...]) -> list[Definition]:
         """The definitions whose source model is `obj_id`, under any of `suppliers`."""
@@ -506,10 +507,6 @@ def _existing_links_query(definition: Definition, pairs: list[tuple[int, int]]) 
         "n:n": {**same_source, "bk_asst_inst_id": _one_or_in(targets)},
     }
     return {"bk_obj_asst_id": definition.obj_asst_id, **clauses[definition.mapping]}
-
-
-def _is_integral(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _name_text(value: Any) -> str:

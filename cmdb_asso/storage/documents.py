@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from bson import Binary, Code, Decimal128, ObjectId, Regex, Timestamp
+from bson import Binary, Regex, Timestamp
 from bson.int64 import Int64
 
 from cmdb_asso.domain import MAPPINGS, AuditRecord, Definition, Mapping, NewLink, StoredLink
@@ -145,6 +145,4 @@ def _plain(value: Any) -> Any:
         return value.as_datetime()
     if isinstance(value, Regex):
         return value.pattern if isinstance(value.pattern, str) else value.pattern.decode("utf-8", "replace")
-    if isinstance(value, ObjectId | Decimal128 | Code):
-        return str(value)
-    return str(value)
+    return str(value)  # ObjectId, Decimal128, Code and the rest: their text

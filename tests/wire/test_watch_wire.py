@@ -197,7 +197,7 @@ async def test_a_second_process_does_not_feed_and_a_replay_adds_nothing(
     assert not feed.live.is_set()  # the first process holds the lease
 
     # A replay of every change the server kept (a restart from an old token) stores nothing new.
-    replayed = EventFeed(feed.store, per_table=True)
+    replayed = EventFeed(feed.store)
     tables = await feed.store.link_tables()
     source = ChangeSource(feed.store, per_table=True)
     batches = source.batches({table: {"_data": "nx:0"} for table in tables})
