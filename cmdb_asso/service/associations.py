@@ -28,7 +28,7 @@ from cmdb_asso.errors import (
 )
 from cmdb_asso.service.coalescing import Coalescer
 from cmdb_asso.service.context import Caller
-from cmdb_asso.service.permission import Authorizer, DeniedInstance, edit_permission_payload
+from cmdb_asso.service.permission import Authorizer, denied_instances, edit_permission_payload
 from cmdb_asso.storage.associations import AssociationStore
 from cmdb_asso.storage.idempotency import Reservation, current_reservation, reservations_to
 
@@ -228,15 +228,7 @@ class AssociationService:
         if not denied_models:
             return
         denied_ends = list(dict.fromkeys(end for end in ends if end[0] in denied_models))
-        models = await self.store.find_models(sorted(denied_models))
-        names = await self.store.find_names(caller.supplier_account, denied_ends)
-        denied = []
-        for obj_id, inst_id in denied_ends:
-            model = models.get(obj_id)
-            row_id, model_name = (model.row_id, model.name) if model else (None, obj_id)
-            denied.append(
-                DeniedInstance(obj_id, row_id, model_name or obj_id, inst_id, names.get((obj_id, inst_id), ""))
-            )
+        denied = await denied_instances(self.store, caller.supplier_account, denied_ends)
         raise PermissionDenied(permission=edit_permission_payload(denied))
 
     async def _check_rules(

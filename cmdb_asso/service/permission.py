@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from cmdb_asso.service.context import Caller
+from cmdb_asso.storage.associations import AssociationStore
 
 SYSTEM_ID = "bk_cmdb"
 SYSTEM_NAME = "配置平台"
@@ -111,6 +112,25 @@ _VIEW_ACTIONS: dict[str, tuple[str, str, str]] = {
     "plat": ("view_cloud_area", "管控区域查看", "sys_cloud_area"),
 }
 VIEW_UNCHECKED = frozenset({"set", "module", "process"})
+
+
+async def denied_instances(
+    store: AssociationStore,
+    supplier_account: str,
+    instances: list[tuple[str, int]],
+    *,
+    name_fields: Mapping[str, str] | None = None,
+) -> list[DeniedInstance]:
+    """These instances as a denial's payload names them: their model's `cc_ObjDes` row and name (its id when
+    the model has no row), and their own name ("" when gone)."""
+    models = await store.find_models(sorted({obj_id for obj_id, _ in instances}))
+    names = await store.find_names(supplier_account, instances, name_fields=name_fields)
+    denied = []
+    for obj_id, inst_id in instances:
+        model = models.get(obj_id)
+        row_id, model_name = (model.row_id, model.name or obj_id) if model else (None, obj_id)
+        denied.append(DeniedInstance(obj_id, row_id, model_name, inst_id, names.get((obj_id, inst_id), "")))
+    return denied
 
 
 def edit_permission_payload(denied: list[DeniedInstance]) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from cmdb_asso.service.filters import (
 from cmdb_asso.service.permission import (
     VIEW_UNCHECKED,
     Authorizer,
-    DeniedInstance,
+    denied_instances,
     view_instances_payload,
     view_model_payload,
     view_permission_payload,
@@ -438,15 +438,8 @@ class QueryService:
         denied = [m for m in models if m not in VIEW_UNCHECKED and not await self.authorizer.can_view(caller, m)]
         if not denied:
             return
-        supplier = caller.supplier_account
         named = [instance for instance in instances if instance[0] in denied]
-        names = await self.store.find_names(supplier, named, name_fields=_DETAIL_NAME_FIELDS)
-        infos = await self.store.find_models(denied)
-        items = []
-        for obj_id, inst_id in named:
-            info = infos.get(obj_id)
-            row_id, model_name = (info.row_id, info.name or obj_id) if info else (None, obj_id)
-            items.append(DeniedInstance(obj_id, row_id, model_name, inst_id, names.get((obj_id, inst_id), "")))
+        items = await denied_instances(self.store, caller.supplier_account, named, name_fields=_DETAIL_NAME_FIELDS)
         raise PermissionDenied(permission=view_instances_payload(items))
 
     async def _instance_details(
