@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 
@@ -99,19 +100,14 @@ async def request_deadline(request: web.Request, handler: Handler) -> web.Stream
     await _receive_body(request)
     settings = request.app[SETTINGS]
     seconds = settings.mongodb.request_deadline_seconds
-    if getattr(request.match_info.handler, LONG_POLL_MARK, False):
-        # A long poll waits for news for its own time; each of its reads gets a budget of its own.
-        try:
-            async with asyncio.timeout(settings.watch.long_poll_seconds + 3 * seconds + DEADLINE_GRACE_SECONDS):
-                return await handler(request)
-        except TimeoutError:
-            log.warning("request_deadline_exceeded", method=request.method, path=request.path)
-            raise StoreReadUnavailable() from None
+    # The driver's own budget ends first, so that its error (translated with the operation's read or write
+    # code) answers; the loop's deadline is the backstop for everything else. A long poll waits for news for
+    # its own time, and each of its reads gets a budget of its own.
+    long_poll = getattr(request.match_info.handler, LONG_POLL_MARK, False)
+    limit = settings.watch.long_poll_seconds + 3 * seconds if long_poll else seconds
     try:
-        # The driver's own budget ends first, so that its error (translated with the operation's read or
-        # write code) answers; the loop's deadline is the backstop for everything else.
-        async with asyncio.timeout(seconds + DEADLINE_GRACE_SECONDS):
-            with time_budget(seconds):
+        async with asyncio.timeout(limit + DEADLINE_GRACE_SECONDS):
+            with contextlib.nullcontext() if long_poll else time_budget(seconds):
                 return await handler(request)
     except TimeoutError:
         log.warning("request_deadline_exceeded", method=request.method, path=request.path)
