@@ -166,11 +166,7 @@ class AssociationStore:
         strings, as hosts keep their IPs, is joined with commas)."""
         table = instance_table(obj_id, supplier_account)
         name = name_field or table.name_field
-        projection = {"_id": 0, table.id_field: 1, name: 1}
-        with translate_errors(write=False):
-            # One round trip: the first batch holds every instance asked for.
-            cursor = self.mongo.db[table.collection].find(table.filter_for(ids), projection).batch_size(len(ids) + 1)
-            docs = await cursor.to_list(None)
+        docs = await self._read_instances(table, ids, {"_id": 0, table.id_field: 1, name: 1})
         return {int(doc[table.id_field]): _name_text(doc.get(name)) for doc in docs}
 
     async def find_instances(
@@ -182,10 +178,14 @@ class AssociationStore:
         projection: dict[str, Any] = {"_id": 0}
         if fields:
             projection |= dict.fromkeys([*fields, table.id_field], 1)
-        with translate_errors(write=False):
-            cursor = self.mongo.db[table.collection].find(table.filter_for(ids), projection).batch_size(len(ids) + 1)
-            docs = await cursor.to_list(None)
+        docs = await self._read_instances(table, ids, projection)
         return {int(doc[table.id_field]): plain_document(doc) for doc in docs if is_int64(doc.get(table.id_field))}
+
+    async def _read_instances(self, table: InstanceTable, ids: list[int], projection: dict[str, Any]) -> list[Any]:
+        with translate_errors(write=False):
+            # One round trip: the first batch holds every instance asked for.
+            cursor = self.mongo.db[table.collection].find(table.filter_for(ids), projection).batch_size(len(ids) + 1)
+            return list(await cursor.to_list(None))
 
     async def find_definitions_from(self, obj_id: str, suppliers: tuple[str, ...]) -> list[Definition]:
         """The definitions whose source model is `obj_id`, under any of `suppliers`."""
