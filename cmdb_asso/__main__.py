@@ -98,13 +98,19 @@ def _read_secret() -> str:
     return sys.stdin.readline().rstrip("\n")
 
 
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    """Set `stop` on SIGINT or SIGTERM, so that a command ends cleanly where it is."""
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        # Only the main thread receives signals (a caller running this in a thread has no Ctrl-C to catch).
+        with contextlib.suppress(RuntimeError, ValueError):
+            loop.add_signal_handler(signum, stop.set)
+
+
 async def _watch(args: argparse.Namespace, settings: Settings) -> int:
     url = args.url or f"http://{settings.http.host}:{settings.http.port}"
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(RuntimeError, ValueError):
-            loop.add_signal_handler(signum, stop.set)
+    _stop_on_signals(stop)
     async with AssociationClient(url, user=args.user) as client:
         try:
             await follow_events(client, args, stop)
@@ -182,11 +188,7 @@ async def _load(args: argparse.Namespace, settings: Settings) -> int:
         concurrency=args.concurrency,
     ) as client:
         loader = Loader(client, batch_size=args.batch_size, concurrency=args.concurrency)
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            # Only the main thread receives signals (a caller running this in a thread has no Ctrl-C to catch).
-            with contextlib.suppress(RuntimeError, ValueError):
-                loop.add_signal_handler(signum, loader.stop.set)
+        _stop_on_signals(loader.stop)
         summary = await loader.run(source, state, rejects)
     print(summary.text())
     print(f"rejected rows: {rejects}" if summary.rejected else "no rejected rows")
