@@ -51,6 +51,8 @@ SRC, DST = "bench_src", "bench_dst"
 NN = f"{SRC}_connect_{DST}"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 HEADERS = {"X-Bkcmdb-User": "bench", "Content-Type": "application/json"}
+# Query-builder conditions matching the benchmark's links (search, and the ids the delete scenarios take).
+BENCH_LINKS = {"condition": "AND", "rules": [{"field": "bk_obj_asst_id", "operator": "equal", "value": NN}]}
 # A lone caller's median create before group commit (this script, embedded store, 2026-11-29).
 LONE_MEDIAN_BEFORE_MS = 22.8
 
@@ -304,10 +306,7 @@ def batch_step(session: aiohttp.ClientSession, base: str, pairs: Pairs, size: in
 
 def search_step(session: aiohttp.ClientSession, base: str) -> Callable[[], Awaitable[int]]:
     """One search page of 500 per call."""
-    body = orjson.dumps({
-        "conditions": {"condition": "AND", "rules": [{"field": "bk_obj_asst_id", "operator": "equal", "value": NN}]},
-        "page": {"start": 0, "limit": 500, "sort": "id"},
-    })  # fmt: skip
+    body = orjson.dumps({"conditions": BENCH_LINKS, "page": {"start": 0, "limit": 500, "sort": "id"}})
 
     async def step() -> int:
         async with session.post(
@@ -322,12 +321,9 @@ def search_step(session: aiohttp.ClientSession, base: str) -> Callable[[], Await
 async def link_ids(session: aiohttp.ClientSession, base: str, count: int) -> list[int]:
     """The ids of up to `count` links of the benchmark's definition, newest first (pages of search)."""
     ids: list[int] = []
-    rule = {"field": "bk_obj_asst_id", "operator": "equal", "value": NN}
     while len(ids) < count:
-        body = orjson.dumps({
-            "conditions": {"condition": "AND", "rules": [rule]},
-            "fields": ["id"], "page": {"start": len(ids), "limit": 500, "sort": "-id"},
-        })  # fmt: skip
+        page = {"start": len(ids), "limit": 500, "sort": "-id"}
+        body = orjson.dumps({"conditions": BENCH_LINKS, "fields": ["id"], "page": page})
         async with session.post(
             f"{base}/api/v3/search/instance_associations/object/{SRC}", data=body, headers=HEADERS
         ) as response:
