@@ -366,9 +366,4 @@ def _token_lost(exc: BaseException) -> bool:
     return exc.code in _TOKEN_LOST_CODES or any(text in str(exc) for text in _TOKEN_LOST_TEXTS)
 
 
-def no_change_streams(exc: BaseException) -> bool:
-    """Whether a failure says the server has no change streams."""
-    return isinstance(exc, OperationFailure) and exc.code in _NO_CHANGE_STREAMS
-
-
-__all__ = ["ChangeSource", "LinkChange", "WatchStore", "no_change_streams"]
+__all__ = ["ChangeSource", "LinkChange", "WatchStore"]
