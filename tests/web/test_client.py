@@ -140,3 +140,19 @@ async def test_a_denial_raises_the_permission_error_with_its_payload(
 
     assert denied.value.code == 9900403
     assert denied.value.permission["actions"][0]["id"] == "edit_comobj_2"
+
+
+async def test_links_with_instances_through_the_client(
+    aiohttp_server: AiohttpServer, settings: Settings, mock_mongo: MongoConnection
+) -> None:
+    url = await start(aiohttp_server, create_app(settings, mongo=mock_mongo))
+    async with AssociationClient(url) as client:
+        link_id = await client.create("bk_switch_belong_bk_host", 11, 21)
+        rule = {"condition": "AND", "rules": [{"field": "bk_asst_inst_id", "operator": "in", "value": [21]}]}
+        answer = await client.links_with_instances(
+            "bk_switch", rule, page={"limit": 10}, dst_detail=True, dst_fields=["bk_host_id"]
+        )
+
+    assert [item["id"] for item in answer["association"]] == [link_id]
+    assert answer["src"] is None
+    assert answer["dst"] == [{"bk_host_id": 21}]
