@@ -33,6 +33,7 @@ LEASE_ID = "lease"
 LINK_TABLE_PREFIX = "cc_InstAsst_"
 # What a server answers a change stream it cannot serve: a standalone mongod (40573), or no support at all.
 _NO_CHANGE_STREAMS = frozenset({40573, 40324, 115})
+UNAUTHORIZED = 13
 # What a server answers a resume token it no longer has (ChangeStreamHistoryLost, ChangeStreamFatalError,
 # CappedPositionLost), and the texts older servers answer it with.
 _TOKEN_LOST_CODES = frozenset({286, 280, 136})
@@ -94,6 +95,9 @@ class WatchStore:
                 await stream.try_next()  # motor opens its stream only when first asked for a change
             except OperationFailure as exc:
                 if exc.code in _NO_CHANGE_STREAMS:
+                    return False
+                if exc.code == UNAUTHORIZED:  # a user without the changeStream privilege: say so, once
+                    log.error("watch_not_authorized", detail="the database user may not open change streams")
                     return False
                 raise
             except (NotImplementedError, TypeError):  # an in-memory stand-in for MongoDB has no `watch`

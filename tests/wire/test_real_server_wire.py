@@ -456,3 +456,26 @@ async def test_a_resume_token_the_server_lost_restarts_the_feed_with_an_alarm(
     assert rule.hits == 1
     assert any(entry["event"] == "watch_resume_token_lost" for entry in logs)
     assert [event["bk_detail"]["id"] for event in answer.data["bk_events"]] == [link_id]  # the feed goes on
+
+
+async def test_a_user_who_may_not_watch_leaves_the_watch_501_with_an_error_log_and_everything_else_working(
+    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: MongoConnection, proxy: FaultProxy
+) -> None:
+    refused = command_error(13, "Unauthorized", "not authorized on cmdb to execute command { aggregate: 1 }")
+    proxy.fail("aggregate", refused, when=lambda command: "$changeStream" in str(command), times=None)
+    with capture_logs() as logs:
+        client, _mongo = await _app(aiohttp_client, replace(wire_settings, watch=WatchSettings()), proxy)
+        assert client.app is not None
+        watch = client.app[WATCH]
+        for _ in range(300):
+            if watch.available is not None:
+                break
+            await asyncio.sleep(0.02)
+
+    answer = await call(client, "watch", {"bk_resource": "inst_asst"})
+    created = await create(client, link_body("bk_switch_belong_bk_host", 11, 21))
+
+    assert watch.available is False
+    assert (answer.status, answer.code) == (501, 1199998)
+    assert created.code == 0
+    assert [entry["event"] for entry in logs].count("watch_not_authorized") == 1
