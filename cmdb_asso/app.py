@@ -94,7 +94,9 @@ def authorizer_from(auth: AuthSettings) -> Authorizer:
     if auth.authorizer == "static":
         return StaticPolicy(
             {
-                user: UserGrants(frozenset(grant.edit), frozenset(grant.view), frozenset(grant.watch))
+                user: UserGrants(
+                    frozenset(grant.edit), frozenset(grant.view), frozenset(grant.watch), grant.all_suppliers
+                )
                 for user, grant in auth.policy.items()
             }
         )

@@ -82,6 +82,8 @@ class Grant:
     edit: tuple[str, ...] = ()
     view: tuple[str, ...] = ()
     watch: tuple[str, ...] = ()
+    # May read every supplier's link events (what bk-cmdb gives the supplier `superadmin`).
+    all_suppliers: bool = False
 
 
 @dataclass(frozen=True)
@@ -235,12 +237,15 @@ class _Policy(fields.Field[dict[str, Grant]]):
             raise ValidationError("must map users to {edit: [...], view: [...]}")
         policy = {}
         for user, grant in value.items():
-            if not isinstance(grant, Mapping) or set(grant) - {"edit", "view", "watch"}:
-                raise ValidationError(f"user '{user}': only 'edit', 'view' and 'watch' lists are allowed")
+            if not isinstance(grant, Mapping) or set(grant) - {"edit", "view", "watch", "all_suppliers"}:
+                raise ValidationError(f"user '{user}': only 'edit', 'view', 'watch' and 'all_suppliers' are allowed")
+            all_suppliers = grant.get("all_suppliers", False)
+            if not isinstance(all_suppliers, bool):
+                raise ValidationError(f"user '{user}': 'all_suppliers' must be true or false")
             lists = {key: grant.get(key) or [] for key in ("edit", "view", "watch")}
             if not all(isinstance(items, list) and all(isinstance(i, str) for i in items) for items in lists.values()):
                 raise ValidationError(f"user '{user}': 'edit', 'view' and 'watch' must be lists of model ids")
-            policy[str(user)] = Grant(tuple(lists["edit"]), tuple(lists["view"]), tuple(lists["watch"]))
+            policy[str(user)] = Grant(tuple(lists["edit"]), tuple(lists["view"]), tuple(lists["watch"]), all_suppliers)
         return policy
 
 

@@ -458,6 +458,8 @@ class AssociationService:
 
     async def delete(self, caller: Caller, obj_id: str, ids: list[int]) -> int:
         """Delete the links with these ids from `obj_id`'s table and their other side; return how many."""
+        if not await self.store.has_model(obj_id, caller.supplier_account):
+            return 0  # no table is named from a model the caller's supplier does not have
         links = await self.store.find_links_by_ids(obj_id, caller.supplier_account, sorted(set(ids)))
         if not links:
             return 0

@@ -40,6 +40,10 @@ class Authorizer(Protocol):
         """Whether `caller` may watch link events (of `obj_id`'s links, or of all when None)."""
         ...
 
+    async def sees_all_suppliers(self, caller: Caller) -> bool:
+        """Whether `caller` may read every supplier's link events (bk-cmdb's `superadmin`, as a grant)."""
+        ...
+
 
 class AllowAll:
     """Lets every caller do everything (the default for local runs)."""
@@ -56,6 +60,10 @@ class AllowAll:
         """Always yes."""
         return True
 
+    async def sees_all_suppliers(self, caller: Caller) -> bool:
+        """No: reading across suppliers is granted by a policy, never by default."""
+        return False
+
 
 @dataclass(frozen=True)
 class UserGrants:
@@ -64,6 +72,7 @@ class UserGrants:
     edit: frozenset[str] = frozenset()
     view: frozenset[str] = frozenset()
     watch: frozenset[str] = frozenset()
+    all_suppliers: bool = False
 
 
 class StaticPolicy:
@@ -89,6 +98,10 @@ class StaticPolicy:
         """Whether the user's watch list names `*`, or the model when the watch is of one model's links."""
         watch = self._grant(caller).watch
         return "*" in watch or (obj_id is not None and obj_id in watch)
+
+    async def sees_all_suppliers(self, caller: Caller) -> bool:
+        """Whether the user's grant says `all_suppliers: true`."""
+        return self._grant(caller).all_suppliers
 
 
 @dataclass(frozen=True)
@@ -123,7 +136,7 @@ async def denied_instances(
 ) -> list[DeniedInstance]:
     """These instances as a denial's payload names them: their model's `cc_ObjDes` row and name (its id when
     the model has no row), and their own name ("" when gone)."""
-    models = await store.find_models(sorted({obj_id for obj_id, _ in instances}))
+    models = await store.find_models(sorted({obj_id for obj_id, _ in instances}), supplier_account)
     names = await store.find_names(supplier_account, instances, name_fields=name_fields)
     denied = []
     for obj_id, inst_id in instances:

@@ -199,7 +199,7 @@ class QueryService:
         """View permission on `obj_id`, or 9900403 with the payload naming the model."""
         if await self.authorizer.can_view(caller, obj_id):
             return
-        model = (await self.store.find_models([obj_id])).get(obj_id)
+        model = (await self.store.find_models([obj_id], caller.supplier_account)).get(obj_id)
         row_id, name = (model.row_id, model.name) if model else (None, obj_id)
         raise PermissionDenied(permission=view_permission_payload(obj_id, row_id, name or obj_id))
 
@@ -211,6 +211,8 @@ class QueryService:
         """
         query = check_condition(condition)
         await self.authorize_view(caller, obj_id)
+        if not await self.store.has_model(obj_id, caller.supplier_account):
+            return []
         links = await self.store.find_links(
             obj_id, caller.supplier_account, query, sort=[("id", 1)], limit=self.find_max_results + 1
         )
@@ -224,6 +226,8 @@ class QueryService:
         """The links where the instance is the source or the target, sorted by id."""
         check_page_limit(page.limit)
         await self.authorize_view(caller, obj_id)
+        if not await self.store.has_model(obj_id, caller.supplier_account):
+            return []
         query = {
             "$or": [
                 {"bk_obj_id": obj_id, "bk_inst_id": inst_id},
@@ -247,6 +251,8 @@ class QueryService:
         check_page_limit(page.limit)
         query = translate_query(conditions)
         await self.authorize_view(caller, obj_id)
+        if not await self.store.has_model(obj_id, caller.supplier_account):
+            return []
         return await self.store.find_links(
             obj_id,
             caller.supplier_account,
@@ -261,6 +267,8 @@ class QueryService:
         """How many links search would find without paging (view permission checked, unlike bk-cmdb)."""
         query = translate_query(conditions)
         await self.authorize_view(caller, obj_id)
+        if not await self.store.has_model(obj_id, caller.supplier_account):
+            return 0
         return await self.store.count_links(obj_id, caller.supplier_account, query)
 
     async def graph(
@@ -278,6 +286,8 @@ class QueryService:
         instance and link once); models the caller may not view are neither shown nor walked through."""
         await self.authorize_view(caller, root[0])
         supplier = caller.supplier_account
+        if not await self.store.has_model(root[0], supplier):
+            raise SourceInstanceMissing()
         if root[1] not in await self.store.find_instance_names(root[0], supplier, [root[1]]):
             raise SourceInstanceMissing()
         bound = min(max_nodes or self.graph_max_nodes, self.graph_max_nodes)
@@ -316,7 +326,7 @@ class QueryService:
         """The instances one instance points to (links where it is the source), grouped by target model
         (CONTRACT 11): groups by `bk_obj_id`, children by link id; a link whose target is gone is skipped."""
         supplier = caller.supplier_account
-        models = await self.store.find_models([obj_id])
+        models = await self.store.find_models([obj_id], supplier)
         if obj_id not in models:
             raise ParamEmpty("bk_obj_id")
         id_field = instance_table(obj_id, supplier).id_field
@@ -325,7 +335,7 @@ class QueryService:
         await self._authorize_model_view(caller, obj_id, models[obj_id])
         suppliers = tuple(sorted({DEFAULT_SUPPLIER, supplier}))
         definitions = await self.store.find_definitions_from(obj_id, suppliers)
-        targets = await self.store.find_models(sorted({d.asst_obj_id for d in definitions}))
+        targets = await self.store.find_models(sorted({d.asst_obj_id for d in definitions}), supplier)
         names = sorted({d.obj_asst_id for d in definitions if d.asst_obj_id in targets})
         if not names:
             return []
@@ -364,7 +374,7 @@ class QueryService:
         limit = request.limit or BASE_INFO_DEFAULT_LIMIT
         if limit > BASE_INFO_PAGE_LIMIT and limit != UNBOUNDED_LIMIT:
             raise PageLimitExceeded()
-        models = await self.store.find_models([request.obj_id, request.other_obj_id])
+        models = await self.store.find_models([request.obj_id, request.other_obj_id], caller.supplier_account)
         if request.obj_id not in models:
             raise ParamEmpty("bk_obj_id")
         if request.other_obj_id not in models:
@@ -398,7 +408,7 @@ class QueryService:
         instances when asked (CONTRACT-reads 12): instances once each, by model and then link order."""
         query = rule_tree_filter(self._checked_detail_request(request))
         sort = parse_contract_sort(request.sort)
-        models = await self.store.find_models([request.obj_id])
+        models = await self.store.find_models([request.obj_id], caller.supplier_account)
         if request.obj_id not in models:
             raise ParamEmpty("bk_obj_id")
         await self.authorize_view(caller, request.obj_id)

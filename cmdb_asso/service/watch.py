@@ -31,6 +31,7 @@ from cmdb_asso.service.context import Caller, time_budget
 from cmdb_asso.service.permission import Authorizer, watch_permission_payload
 from cmdb_asso.storage.associations import AssociationStore
 from cmdb_asso.storage.commands import counted_as
+from cmdb_asso.storage.tables import owner_filter
 from cmdb_asso.storage.watch import ChangeSource, LinkChange, WatchStore
 
 log = structlog.get_logger(__name__)
@@ -49,7 +50,6 @@ DETAIL_KEYS = ("bk_asst_id", "bk_asst_inst_id", "bk_asst_obj_id", "bk_biz_id", "
 # How long the feeder waits for the archive copy of a deleted link that a writer without transactions may
 # still be writing.
 ARCHIVE_WAIT_SECONDS = 2.0
-SUPERADMIN = "superadmin"
 
 
 def encode_cursor(link_id: int, operation: str, sec: int, inc: int) -> str:
@@ -240,7 +240,7 @@ class WatchService:
             raise StoreReadUnavailable()
         with time_budget(self.read_seconds):
             await self._check(caller, request)
-        query = self._query(caller, request)
+        query = self._query(request, None if await self.authorizer.sees_all_suppliers(caller) else caller)
         if request.cursor:
             return await self._after_cursor(request, query)
         with time_budget(self.read_seconds):
@@ -251,7 +251,8 @@ class WatchService:
     async def _check(self, caller: Caller, request: WatchRequest) -> None:
         model = None
         if request.sub_resource:
-            model = (await self.links.find_models([request.sub_resource])).get(request.sub_resource)
+            models = await self.links.find_models([request.sub_resource], caller.supplier_account)
+            model = models.get(request.sub_resource)
             if model is None:
                 raise ParamEmpty("bk_filter.bk_sub_resource")
         if not await self.authorizer.can_watch(caller, request.sub_resource or None):
@@ -263,14 +264,16 @@ class WatchService:
             raise BodyInvalid("bk_cursor")
 
     @staticmethod
-    def _query(caller: Caller, request: WatchRequest) -> dict[str, Any]:
+    def _query(request: WatchRequest, caller: Caller | None) -> dict[str, Any]:
+        """The events `request` asks for; of the caller's supplier and the shared one, unless `caller` is None
+        (a caller granted every supplier's events: the supplier a header names grants nothing)."""
         query: dict[str, Any] = {}
         if request.event_types:
             query["type"] = {"$in": sorted(set(request.event_types))}
         if request.sub_resource:
             query["bk_sub_resource"] = request.sub_resource
-        if caller.supplier_account != SUPERADMIN:
-            query["bk_supplier_account"] = {"$in": sorted({"0", caller.supplier_account})}
+        if caller is not None:
+            query |= owner_filter(caller.supplier_account)
         return query
 
     async def _after_cursor(self, request: WatchRequest, query: dict[str, Any]) -> dict[str, Any]:

@@ -42,6 +42,7 @@ from cmdb_asso.storage.tables import (
     InstanceTable,
     inst_asst_table,
     instance_table,
+    owner_filter,
 )
 
 log = structlog.get_logger(__name__)
@@ -76,6 +77,11 @@ class AssociationStore:
             if definition_cache_seconds > 0
             else None
         )
+        self._models: TTLCache[tuple[str, tuple[str, ...]], bool] | None = (
+            TTLCache(definition_cache_entries, definition_cache_seconds, timer=clock)
+            if definition_cache_seconds > 0
+            else None
+        )
 
     async def find_definitions(self, obj_asst_id: str, suppliers: tuple[str, ...]) -> list[Definition]:
         """Definitions with this id under any of `suppliers`; cached for the configured seconds."""
@@ -96,7 +102,7 @@ class AssociationStore:
     ) -> list[LinkEnds]:
         """Links of the definition that share a source or target with `pairs` where the mapping limits it,
         and (n:n) those that may repeat a pair; one query whatever the number of pairs."""
-        query = _existing_links_query(definition, pairs)
+        query = _existing_links_query(definition, supplier_account, pairs)
         table = inst_asst_table(definition.obj_id, supplier_account)
         projection = {"_id": 0, "bk_inst_id": 1, "bk_asst_inst_id": 1}
         with translate_errors(write=False):
@@ -143,7 +149,8 @@ class AssociationStore:
         if with_links:
             links_projection = {"_id": 0, "bk_inst_id": 1, "bk_asst_inst_id": 1}
             links_table = inst_asst_table(definition.obj_id, supplier_account)
-            parts.append(ReadPart("link", links_table, _existing_links_query(definition, pairs), links_projection))
+            query = _existing_links_query(definition, supplier_account, pairs)
+            parts.append(ReadPart("link", links_table, query, links_projection))
         if src == dst:
             parts.append(ReadPart.names("both", src, sorted({*sources, *targets})))
         else:
@@ -222,11 +229,12 @@ class AssociationStore:
             for inst_id, name in names.items()
         }
 
-    async def find_models(self, obj_ids: list[str]) -> dict[str, ModelInfo]:
-        """What `cc_ObjDes` says of each of these models that it holds, by `bk_obj_id`."""
+    async def find_models(self, obj_ids: list[str], supplier_account: str) -> dict[str, ModelInfo]:
+        """What `cc_ObjDes` says of each of these models that the caller's supplier may see, by `bk_obj_id`."""
         projection = {"_id": 0, "bk_obj_id": 1, "bk_obj_name": 1, "bk_obj_icon": 1, "id": 1}
+        query = {"bk_obj_id": _one_or_in(obj_ids), **owner_filter(supplier_account)}
         with translate_errors(write=False):
-            docs = await self.mongo.db[OBJ_DES].find({"bk_obj_id": {"$in": obj_ids}}, projection).to_list(None)
+            docs = await self.mongo.db[OBJ_DES].find(query, projection).to_list(None)
         return {
             str(doc["bk_obj_id"]): ModelInfo(
                 int(doc["id"]) if doc.get("id") is not None else None,
@@ -235,6 +243,17 @@ class AssociationStore:
             )
             for doc in docs
         }
+
+    async def has_model(self, obj_id: str, supplier_account: str) -> bool:
+        """Whether `obj_id` is a model the caller's supplier may see (its own or the shared supplier's): no table
+        is named from a model id before this holds. Cached like definitions."""
+        key = (obj_id, (supplier_account,))
+        if self._models is not None and key in self._models:
+            return self._models[key]
+        exists = obj_id in await self.find_models([obj_id], supplier_account)
+        if self._models is not None:
+            self._models[key] = exists
+        return exists
 
     async def create_links(self, links: list[NewLink], audits: list[AuditRecord]) -> list[int]:
         """Write links of one definition to both models' tables with their audit records, all or nothing.
@@ -247,8 +266,6 @@ class AssociationStore:
         tables = [inst_asst_table(definition.obj_id, supplier)]
         if definition.asst_obj_id != definition.obj_id:
             tables.append(inst_asst_table(definition.asst_obj_id, supplier))
-        for table in tables:
-            self.indexes.state(table)  # a table not prepared yet is prepared in the background
         link_ids, audit_ids = await asyncio.gather(
             self.ids.take(INST_ASST_SEQUENCE, len(links)), self.ids.take(AUDIT_SEQUENCE, len(audits))
         )
@@ -268,6 +285,9 @@ class AssociationStore:
             "links": [{"link": doc, "audit": audit} for doc, audit in zip(docs, audit_docs, strict=True)],
         }
         await self.writer.write(inserts, journal)
+        for table in tables:
+            if not self.indexes.is_ready(table):  # the table exists now: its indexes are built in the background
+                self.indexes.schedule(table)
         self.links_created += len(link_ids)
         return link_ids
 
@@ -275,7 +295,9 @@ class AssociationStore:
         """The stored links with these ids in `obj_id`'s table (as source or target)."""
         table = inst_asst_table(obj_id, supplier_account)
         with translate_errors(write=False):
-            docs = await self.mongo.db[table].find({"id": _one_or_in(ids)}).to_list(None)
+            docs = (
+                await self.mongo.db[table].find({"id": _one_or_in(ids), **owner_filter(supplier_account)}).to_list(None)
+            )
         return [stored_link_from(doc) for doc in docs]
 
     async def links_touching(
@@ -292,7 +314,8 @@ class AssociationStore:
             if self.mongo.embedded and direction == "both":
                 # nx-27017 runs an `$or` without its indexes (seconds on a large table): two finds instead.
                 chosen = [as_source, as_target]
-            return [{**query, "bk_obj_asst_id": {"$in": obj_asst_ids}} if obj_asst_ids else query for query in chosen]
+            owned = [{**query, **owner_filter(supplier_account)} for query in chosen]
+            return [{**query, "bk_obj_asst_id": {"$in": obj_asst_ids}} if obj_asst_ids else query for query in owned]
 
         async def read(table: str, query: dict[str, Any]) -> list[dict[str, Any]]:
             cursor = self.mongo.db[table].find(query, dict(HIDDEN_FIELDS)).batch_size(LARGE_BATCH)
@@ -462,7 +485,7 @@ class AssociationStore:
         """Links in `obj_id`'s table matching `query` (an already checked filter), in bk-cmdb's fields only."""
         table = inst_asst_table(obj_id, supplier_account)
         projection: dict[str, Any] = {"_id": 0, **dict.fromkeys(fields, 1)} if fields else dict(HIDDEN_FIELDS)
-        cursor = self.mongo.db[table].find(query, projection)
+        cursor = self.mongo.db[table].find(_owned(query, supplier_account), projection)
         if sort:
             cursor = cursor.sort(sort)
         if skip:
@@ -480,7 +503,7 @@ class AssociationStore:
             # never creates anything, so a table that does not exist counts nothing there.
             return 0
         with translate_errors(write=False):
-            return int(await self.mongo.db[table].count_documents(query))
+            return int(await self.mongo.db[table].count_documents(_owned(query, supplier_account)))
 
     async def _table_exists(self, table: str) -> bool:
         if table in self._tables_seen or self.indexes.is_ready(table):
@@ -493,7 +516,17 @@ class AssociationStore:
         return exists
 
 
-def _existing_links_query(definition: Definition, pairs: list[tuple[int, int]]) -> dict[str, Any]:
+def _owned(query: dict[str, Any], supplier_account: str) -> dict[str, Any]:
+    """`query` limited to the links the caller's supplier may see (a query of its own on the supplier field
+    is kept beside it, so that it can only narrow)."""
+    if "bk_supplier_account" not in query:
+        return {**query, **owner_filter(supplier_account)}
+    return {"$and": [query, owner_filter(supplier_account)]}
+
+
+def _existing_links_query(
+    definition: Definition, supplier_account: str, pairs: list[tuple[int, int]]
+) -> dict[str, Any]:
     """Links of the definition that share a source or target with `pairs` where the mapping limits it, and
     (n:n) those that may repeat a pair."""
     sources = sorted({src for src, _ in pairs})
@@ -506,7 +539,7 @@ def _existing_links_query(definition: Definition, pairs: list[tuple[int, int]]) 
         "1:n": same_target,
         "n:n": {**same_source, "bk_asst_inst_id": _one_or_in(targets)},
     }
-    return {"bk_obj_asst_id": definition.obj_asst_id, **clauses[definition.mapping]}
+    return {"bk_obj_asst_id": definition.obj_asst_id, **owner_filter(supplier_account), **clauses[definition.mapping]}
 
 
 def _name_text(value: Any) -> str:
@@ -515,5 +548,5 @@ def _name_text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _one_or_in(values: list[int]) -> Any:
+def _one_or_in(values: list[Any]) -> Any:
     return values[0] if len(values) == 1 else {"$in": values}

@@ -207,7 +207,8 @@ def _log_refused(table: str, models: list[IndexModel], exc: OperationFailure) ->
 
 class IndexManager:
     """Knows, per table, which unique indexes really exist; prepares tables in the background, never inside a
-    request (a table first seen by a request is read-first until its preparation has run)."""
+    request (a table is read-first until its preparation has run). A table is prepared once a link was written
+    to it, never because a request named it: a refused request, a dry run or a read creates nothing."""
 
     def __init__(self, mongo: MongoConnection) -> None:
         self._mongo = mongo
@@ -215,11 +216,8 @@ class IndexManager:
         self._tasks: dict[str, asyncio.Task[TableIndexes | None]] = {}
 
     def state(self, table: str) -> TableIndexes | None:
-        """What is known of `table`'s indexes; None until it was prepared (preparation is then scheduled)."""
-        known = self._states.get(table)
-        if known is None:
-            self.schedule(table)
-        return known
+        """What is known of `table`'s indexes; None until it was prepared."""
+        return self._states.get(table)
 
     def is_ready(self, table: str) -> bool:
         """Whether `table` was prepared by this process (and so exists)."""
@@ -252,6 +250,10 @@ class IndexManager:
         except Exception as exc:  # a background task: log, and let the next request schedule it again
             log.warning("table_preparation_failed", table=table, error=type(exc).__name__)
             return None
+
+    async def wait_idle(self) -> None:
+        """Wait for the preparations scheduled so far."""
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
 
     async def close(self) -> None:
         """Cancel preparations still running."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 OBJ_ASST = "cc_ObjAsst"
@@ -12,6 +12,10 @@ ID_GENERATOR = "cc_idgenerator"
 AUDIT_LOG = "cc_AuditLog"
 DEL_ARCHIVE = "cc_DelArchive"
 SYSTEM = "cc_System"
+
+SUPPLIER_FIELD = "bk_supplier_account"
+# The supplier whose models, definitions and instances every supplier shares.
+SHARED_SUPPLIER = "0"
 
 # The id sequences in cc_idgenerator.
 INST_ASST_SEQUENCE = "cc_InstAsst"
@@ -26,12 +30,30 @@ class InstanceTable:
     id_field: str
     name_field: str
     base_filter: tuple[tuple[str, str], ...] = ()
+    # The suppliers whose instances the caller may see here (CONTRACT-reads 10, "Supplier filter").
+    owners: tuple[str, ...] = ()
 
     def filter_for(self, ids: list[int]) -> dict[str, Any]:
-        """A filter matching the instances with these ids."""
+        """A filter matching the instances with these ids that the caller's supplier may see."""
         query: dict[str, Any] = dict(self.base_filter)
         query[self.id_field] = ids[0] if len(ids) == 1 else {"$in": ids}
+        if self.owners:
+            query[SUPPLIER_FIELD] = _one_or_in(self.owners)
         return query
+
+
+def visible_suppliers(supplier_account: str) -> tuple[str, ...]:
+    """bk-cmdb's SetQueryOwner: a supplier reads its own rows and the shared supplier's."""
+    return tuple(dict.fromkeys((SHARED_SUPPLIER, supplier_account)))
+
+
+def owner_filter(supplier_account: str) -> dict[str, Any]:
+    """The supplier condition bk-cmdb adds to every read of models, definitions, links and instances."""
+    return {SUPPLIER_FIELD: _one_or_in(visible_suppliers(supplier_account))}
+
+
+def _one_or_in(values: tuple[str, ...]) -> Any:
+    return values[0] if len(values) == 1 else {"$in": list(values)}
 
 
 _BUILTIN: dict[str, InstanceTable] = {
@@ -47,15 +69,18 @@ _BUILTIN: dict[str, InstanceTable] = {
 
 
 def instance_table(obj_id: str, supplier_account: str) -> InstanceTable:
-    """The table holding `obj_id`'s instances."""
+    """The table holding `obj_id`'s instances, with the suppliers whose instances the caller sees there: hosts
+    are read by bk-cmdb's host reader, with the caller's supplier exactly; every other model as SetQueryOwner."""
     builtin = _BUILTIN.get(obj_id)
     if builtin is not None:
-        return builtin
+        owners = (supplier_account,) if obj_id == "host" else visible_suppliers(supplier_account)
+        return replace(builtin, owners=owners)
     return InstanceTable(
         f"cc_ObjectBase_{supplier_account}_pub_{obj_id}",
         "bk_inst_id",
         "bk_inst_name",
         (("bk_obj_id", obj_id),),
+        visible_suppliers(supplier_account),
     )
 
 

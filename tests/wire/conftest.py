@@ -78,7 +78,12 @@ async def add_instances(mongo: MongoConnection, obj_id: str, ids: range) -> None
     """Store more instances of `obj_id`."""
     table = instance_table(obj_id, "0")
     docs = [
-        {**dict(table.base_filter), table.id_field: Int64(inst_id), table.name_field: f"{obj_id}-{inst_id}"}
+        {
+            **dict(table.base_filter),
+            table.id_field: Int64(inst_id),
+            table.name_field: f"{obj_id}-{inst_id}",
+            "bk_supplier_account": "0",
+        }
         for inst_id in ids
     ]
     await mongo.db[table.collection].insert_many(docs)

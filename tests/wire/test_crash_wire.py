@@ -84,6 +84,7 @@ async def service(tmp_path: Path, session: aiohttp.ClientSession) -> AsyncIterat
                   ("app", "cc_ObjectBase_0_pub_app", "bk_inst_id", "bk_inst_name"))  # fmt: skip
         for obj_id, table, field, name in models:
             extra = {"bk_obj_id": obj_id} if field == "bk_inst_id" else {}
+            extra["bk_supplier_account"] = "0"
             await db[table].insert_many([{**extra, field: n, name: f"{obj_id}-{n}"} for n in range(100, 160)])
     yield running
     await running.stop()

@@ -316,6 +316,33 @@ async def test_callers_see_their_own_suppliers_events_only(watcher: Client, wire
     assert sorted(event["bk_detail"]["id"] for event in tenant.data["bk_events"]) == [ours, 9100]
 
 
+async def test_superadmin_is_a_grant_of_the_policy_not_a_supplier_header(
+    aiohttp_client: AiohttpClient, watch_settings: Settings, wire_mongo: MongoConnection
+) -> None:
+    policy = StaticPolicy({"root": UserGrants(watch=frozenset({"*"}), all_suppliers=True),
+                           "eve": UserGrants(watch=frozenset({"*"}))})  # fmt: skip
+    watcher = await _live_client(aiohttp_client, watch_settings, wire_mongo, authorizer=policy)
+    theirs = {"id": 9200, "bk_inst_id": 1, "bk_obj_id": "bk_switch", "bk_asst_inst_id": 2,
+              "bk_asst_obj_id": "host", "bk_supplier_account": "acme",
+              "bk_obj_asst_id": "bk_switch_belong_bk_host", "bk_asst_id": "belong"}  # fmt: skip
+    for table in ("cc_InstAsst_acme_pub_bk_switch", "cc_InstAsst_acme_pub_host"):
+        await wire_mongo.db[table].insert_one(dict(theirs))
+    for _ in range(200):  # until the feeder found the new tables and stored the event
+        if await wire_mongo.db[CHAIN].count_documents({}) == 1:
+            break
+        await asyncio.sleep(0.05)
+    body = {"bk_resource": "inst_asst", "bk_cursor": NO_EVENT_CURSOR}
+    header = {"X-Bkcmdb-Supplier-Account": "superadmin"}
+
+    forged = await call(watcher, "watch", body, user="eve", headers=header)
+    granted = await call(watcher, "watch", body, user="root")
+
+    assert forged.code == 0
+    assert granted.code == 0
+    assert forged.data["bk_watched"] is False  # no event of supplier "0" or "superadmin"
+    assert [event["bk_detail"]["id"] for event in granted.data["bk_events"]] == [9200]
+
+
 async def test_the_stream_equals_the_tables_after_thousands_of_concurrent_writes(
     watcher: Client, wire_mongo: MongoConnection
 ) -> None:
