@@ -30,8 +30,8 @@ from cmdb_asso.storage.failures import translate_errors
 from cmdb_asso.storage.folded_reads import LARGE_BATCH, FoldedReads, ReadPart
 from cmdb_asso.storage.idempotency import report_reservation
 from cmdb_asso.storage.ids import IdAllocator
-from cmdb_asso.storage.indexes import IndexManager
-from cmdb_asso.storage.journal import CLAIM, CLAIMED_AT, Journal, new_token
+from cmdb_asso.storage.indexes import CLAIM, CLAIMED_AT, IndexManager
+from cmdb_asso.storage.journal import Journal, new_token
 from cmdb_asso.storage.tables import (
     AUDIT_LOG,
     AUDIT_SEQUENCE,

@@ -12,12 +12,13 @@ from bson import Binary, Regex, Timestamp
 from bson.int64 import Int64
 
 from cmdb_asso.domain import MAPPINGS, AuditRecord, Definition, Mapping, NewLink, StoredLink
-from cmdb_asso.storage.indexes import DST_GUARD, SRC_GUARD
+from cmdb_asso.storage.indexes import CLAIM, CLAIMED_AT, DST_GUARD, SRC_GUARD
 
 log = structlog.get_logger(__name__)
 
 RESOURCE_NAME_MAX_BYTES = 256
-HIDDEN_FIELDS = {"_id": 0, SRC_GUARD: 0, DST_GUARD: 0}
+# Fields of ours (and MongoDB's `_id`) that no answer shows.
+HIDDEN_FIELDS = {"_id": 0, SRC_GUARD: 0, DST_GUARD: 0, CLAIM: 0, CLAIMED_AT: 0}
 
 
 def truncate_utf8(text: str, max_bytes: int) -> str:
@@ -118,7 +119,7 @@ def definition_from(doc: dict[str, Any]) -> Definition:
 
 
 def public_fields(doc: ReadOnlyDict[str, Any]) -> dict[str, Any]:
-    """A stored link without MongoDB's `_id` and our guard fields."""
+    """A stored link without MongoDB's `_id` and our own fields."""
     return {key: value for key, value in doc.items() if key not in HIDDEN_FIELDS}
 
 

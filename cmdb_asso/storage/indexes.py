@@ -20,6 +20,10 @@ log = structlog.get_logger(__name__)
 # a second link (section 5's race-free rules); bk-cmdb ignores unknown fields.
 SRC_GUARD = "cmdb_asso_src_guard"  # "<bk_obj_asst_id>:<bk_inst_id>" on 1:1 links
 DST_GUARD = "cmdb_asso_dst_guard"  # "<bk_obj_asst_id>:<bk_asst_inst_id>" on 1:1 and 1:n links
+# The field a delete marks the links it claimed with (its journal token), so that concurrent deletes of one
+# link never both count it, audit it and archive it; and when it claimed them.
+CLAIM = "cmdb_asso_deleting"
+CLAIMED_AT = "cmdb_asso_deleting_at"
 
 UNIQUE_LINK_KEYS = (("bk_inst_id", ASCENDING), ("bk_asst_inst_id", ASCENDING), ("bk_obj_asst_id", ASCENDING))
 UNIQUE_ID_INDEX = "bkcc_unique_id"

@@ -35,16 +35,12 @@ from pymongo.errors import DuplicateKeyError
 from cmdb_asso.clock import utc_now
 from cmdb_asso.storage.client import MongoConnection
 from cmdb_asso.storage.failures import translate_errors
-from cmdb_asso.storage.indexes import create_indexes
+from cmdb_asso.storage.indexes import CLAIM, CLAIMED_AT, create_indexes
 from cmdb_asso.storage.tables import AUDIT_LOG, DEL_ARCHIVE, inst_asst_table
 
 log = structlog.get_logger(__name__)
 
 JOURNAL = "cmdb_asso_journal"
-# The field a delete marks the links it claimed with (its journal token), so that concurrent deletes of one
-# link never both count it, audit it and archive it.
-CLAIM = "cmdb_asso_deleting"
-CLAIMED_AT = "cmdb_asso_deleting_at"
 
 
 def new_token() -> str:

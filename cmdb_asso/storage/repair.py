@@ -29,8 +29,8 @@ from cmdb_asso.storage.client import MongoConnection
 from cmdb_asso.storage.documents import archive_document, audit_document, stored_link_from
 from cmdb_asso.storage.failures import translate_errors
 from cmdb_asso.storage.ids import IdAllocator
-from cmdb_asso.storage.indexes import IndexManager, describe, list_indexes, table_indexes
-from cmdb_asso.storage.journal import CLAIM, Journal
+from cmdb_asso.storage.indexes import CLAIM, IndexManager, describe, list_indexes, table_indexes
+from cmdb_asso.storage.journal import Journal
 from cmdb_asso.storage.tables import AUDIT_LOG, AUDIT_SEQUENCE, DEL_ARCHIVE, inst_asst_table
 
 REPAIR_USER = "cmdb-asso check-links"

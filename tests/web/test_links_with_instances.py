@@ -233,6 +233,16 @@ async def test_the_page_sorts_and_skips(client: Client, linked: list[int]) -> No
          f"{FIRST}.value"),
         ({"condition": {"asst_filter": every(rule("bk_asst_id", "ends_with", "(unclosed"))}}, 1199011,
          f"{FIRST}.value"),
+        # Patterns whose matching can blow up on the server are refused before they reach it.
+        *[({"condition": {"asst_filter": every(rule("bk_asst_id", operator, pattern))}}, 1199011, f"{FIRST}.value")
+          for operator, pattern in (("ends_with", r"(\w|\w)*!"), ("ends_with", r"(\w|\w|\w)*!"),
+                                    ("contains", "a{1,4294967295}"), ("contains", "a{1,1000}"),
+                                    ("begins_with", "(?s)app"), ("contains", "(a+)+$"),
+                                    ("not_contains", r"\w*\w*\w*\w*\w*!"), ("contains", r"(x)\1"))],
+        ({"condition": {"asst_filter": every(rule("id", "datetime_greater", "0001-01-01T00:00:00+14:00"))},
+          "page": {"limit": 5}}, 1199006, "rules[0].value"),
+        ({"condition": {"asst_filter": every(rule("id", "datetime_less", "9999-12-31T23:59:59-14:00"))},
+          "page": {"limit": 5}}, 1199006, "rules[0].value"),
         ({"condition": {"asst_filter": every(*[rule("id", "equal", n) for n in range(21)], condition="OR")}},
          1199011, "condition.asst_filter.rules"),
         ({"condition": {"asst_filter": every(every(every(rule("id", "equal", 1))))}}, 1199011,

@@ -345,3 +345,20 @@ async def test_every_query_needs_view_permission_count_included(
     assert (denied.result, denied.code, denied.data) == (False, 9900403, None)
     assert denied.permission["actions"][0]["id"] == "find_comobj_1"
     assert allowed.code == (0 if "bk_obj_id" in params else 9900403)
+
+
+async def test_a_links_claim_by_a_running_delete_is_never_shown(linked: Client, mock_mongo: MongoConnection) -> None:
+    # A delete marks the links it claimed until it removes them; a read in between must not show the mark.
+    for table in ("cc_InstAsst_0_pub_bk_switch", "cc_InstAsst_0_pub_host"):
+        await mock_mongo.db[table].update_many({}, {"$set": {"cmdb_asso_deleting": "t", "cmdb_asso_deleting_at": 1.0}})
+    reads: list[tuple[str, dict[str, Any]]] = [
+        ("find", {"bk_obj_id": "host", "condition": {}}),
+        ("find_related", {"condition": {"bk_obj_id": "bk_switch", "bk_inst_id": 11}, "page": {"limit": 10}}),
+        ("search", {"bk_obj_id": "bk_switch", "conditions": None, "page": {"limit": 10}}),
+    ]
+    for operation, params in reads:
+        answer = await call(linked, operation, params)
+        assert answer.code == 0, (operation, answer)
+        links = answer.data["info"] if isinstance(answer.data, dict) else answer.data
+        assert links
+        assert not [key for link in links for key in link if key.startswith("cmdb_asso")], (operation, links)
