@@ -29,6 +29,7 @@ from cmdb_asso.keys import (
     SETTINGS,
     WATCH,
 )
+from cmdb_asso.service.admission import Gate
 from cmdb_asso.service.apps import AppAuthenticator
 from cmdb_asso.service.associations import AssociationService
 from cmdb_asso.service.idempotency import Idempotency
@@ -202,6 +203,8 @@ async def _services_context(
         await _stop_tasks(tasks)
         if SERVICE in app:
             await app[SERVICE].close()
+        if WATCH in app:
+            await app[WATCH].newest.close()
         if store is not None:
             await store.indexes.close()
         if mongo is None:
@@ -256,6 +259,8 @@ def _install_services(
         authorizer,
         find_max_results=settings.limits.find_max_results,
         graph_max_nodes=settings.limits.graph_max_nodes,
+        graph_max_links=settings.limits.graph_max_links,
+        heavy_reads=Gate("heavy reads", settings.limits.heavy_reads_in_flight),
         topo_max_links=settings.topo.max_links,
         max_unbounded=settings.query.max_unbounded,
     )
@@ -272,7 +277,9 @@ def _install_services(
     app[WATCH] = WatchService(
         events, store, authorizer, enabled=watching.enabled, long_poll_seconds=watching.long_poll_seconds,
         read_seconds=settings.mongodb.request_deadline_seconds, feed=feed, stopping=app[DRAINING],
+        long_polls=Gate("long polls", settings.limits.long_polls_in_flight),
     )  # fmt: skip
+    app[METRICS].watch_gates([app[QUERIES].heavy_reads, app[WATCH].long_polls])
     app[METRICS].watch_storage(store, connection.commands)
     app[METRICS].watch_feed(feed)
     app[METRICS].watch_groups(app[SERVICE])

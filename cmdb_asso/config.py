@@ -64,6 +64,9 @@ class LimitSettings:
     idempotency_retention_hours: float = 24.0
     find_max_results: int = 10000
     graph_max_nodes: int = 1000
+    graph_max_links: int = 10000
+    heavy_reads_in_flight: int = 8
+    long_polls_in_flight: int = 1000
     definition_cache_entries: int = 10000
 
 
@@ -267,6 +270,9 @@ class _LimitSchema(Schema):
     idempotency_retention_hours = fields.Float(validate=validate.Range(min=0.01, max=24 * 365))
     find_max_results = fields.Integer(strict=False, validate=validate.Range(min=1, max=1_000_000))
     graph_max_nodes = fields.Integer(strict=False, validate=validate.Range(min=1, max=1_000_000))
+    graph_max_links = fields.Integer(strict=False, validate=validate.Range(min=1, max=10_000_000))
+    heavy_reads_in_flight = fields.Integer(strict=False, validate=validate.Range(min=0, max=100_000))
+    long_polls_in_flight = fields.Integer(strict=False, validate=validate.Range(min=0, max=1_000_000))
     definition_cache_entries = fields.Integer(strict=False, validate=validate.Range(min=1, max=1_000_000))
 
 

@@ -263,6 +263,20 @@ class StoreWriteUnavailable(CmdbError):
         return "数据库暂不可用，请稍后重试" if language == "zh" else "the database is unavailable, please retry later"
 
 
+class Busy(CmdbError):
+    """This process already runs as many requests of a heavy kind as it may (1199998, HTTP 503, Retry-After)."""
+
+    code = 1199998
+    http_status = 503
+
+    def message(self, language: Language) -> str:
+        """Which kind of work is at its bound, and to come back."""
+        kind = self.args_for_message[0] if self.args_for_message else ""
+        if language == "zh":
+            return f"服务繁忙（{kind}），请稍后重试"
+        return f"the service is busy ({kind}), please retry later"
+
+
 class EventNodeMissing(CmdbError):
     """A watch cursor that names no event inside the retention (expired, or never ours) (1103007)."""
 

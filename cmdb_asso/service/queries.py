@@ -20,6 +20,7 @@ from cmdb_asso.errors import (
     SourceInstanceMissing,
 )
 from cmdb_asso.inputs import is_int64
+from cmdb_asso.service.admission import Gate
 from cmdb_asso.service.associations import DEFAULT_SUPPLIER
 from cmdb_asso.service.context import Caller
 from cmdb_asso.service.filters import (
@@ -185,13 +186,18 @@ class QueryService:
         *,
         find_max_results: int = 10000,
         graph_max_nodes: int = 1000,
+        graph_max_links: int = 10000,
         topo_max_links: int = 5000,
         max_unbounded: int = 10000,
+        heavy_reads: Gate | None = None,
     ) -> None:
         self.store = store
         self.authorizer = authorizer
         self.find_max_results = find_max_results
         self.graph_max_nodes = graph_max_nodes
+        self.graph_max_links = graph_max_links
+        # Graphs and links-with-details reads running at once in this process.
+        self.heavy_reads = heavy_reads or Gate("heavy reads", 0)
         self.topo_max_links = topo_max_links
         self.max_unbounded = max_unbounded
 
@@ -283,7 +289,20 @@ class QueryService:
     ) -> Graph:
         """The instances `depth` hops around `root` and the links between them: one read per model table per
         hop, with the hop's whole frontier in one `$in`, then one read of names per model. Cycle-safe (each
-        instance and link once); models the caller may not view are neither shown nor walked through."""
+        instance and link once); models the caller may not view are neither shown nor walked through. At most
+        `graph_max_links` links are read over all hops: past it the walk stops, `truncated`."""
+        with self.heavy_reads.admit():
+            return await self._graph(caller, root, direction, depth, obj_asst_ids, max_nodes)
+
+    async def _graph(
+        self,
+        caller: Caller,
+        root: NodeKey,
+        direction: Direction,
+        depth: int,
+        obj_asst_ids: list[str] | None,
+        max_nodes: int | None,
+    ) -> Graph:
         await self.authorize_view(caller, root[0])
         supplier = caller.supplier_account
         if not await self.store.has_model(root[0], supplier):
@@ -295,11 +314,17 @@ class QueryService:
         viewable: dict[str, bool] = {root[0]: True}
         hidden: set[NodeKey] = set()
         frontier = {root[0]: [root[1]]}
+        links_left = self.graph_max_links
         for hop in range(1, depth + 1):
             if not frontier:
                 break
             reached: dict[str, list[int]] = {}
-            for link in await self.store.links_touching(frontier, supplier, direction, obj_asst_ids):
+            touching = await self.store.links_touching(frontier, supplier, direction, obj_asst_ids, limit=links_left)
+            links_left -= len(touching)
+            if links_left <= 0:
+                graph.truncated = True
+                touching = touching[: len(touching) + links_left]
+            for link in touching:
                 if link.id in graph.edges:
                     continue
                 ends = [(link.obj_id, link.inst_id), (link.asst_obj_id, link.asst_inst_id)]
@@ -316,7 +341,7 @@ class QueryService:
                         reached.setdefault(node[0], []).append(node[1])
                 if all(node in graph.hop for node in ends):
                     graph.edges[link.id] = link
-            frontier = reached
+            frontier = {} if links_left <= 0 else reached
         graph.edges = dict(sorted(graph.edges.items()))  # a stable order: by link id
         graph.hidden = len(hidden)
         graph.names = await self.store.find_names(supplier, list(graph.hop))
@@ -406,6 +431,10 @@ class QueryService:
     async def links_with_instances(self, caller: Caller, request: DetailRequest) -> dict[str, Any]:
         """A page of the links in a model's table chosen by a query-builder filter, with their source and target
         instances when asked (CONTRACT-reads 12): instances once each, by model and then link order."""
+        with self.heavy_reads.admit():
+            return await self._links_with_instances(caller, request)
+
+    async def _links_with_instances(self, caller: Caller, request: DetailRequest) -> dict[str, Any]:
         query = rule_tree_filter(self._checked_detail_request(request))
         sort = parse_contract_sort(request.sort)
         models = await self.store.find_models([request.obj_id], caller.supplier_account)

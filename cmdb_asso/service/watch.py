@@ -27,6 +27,7 @@ from cmdb_asso.errors import (
     WatchUnavailable,
 )
 from cmdb_asso.inputs import is_int64
+from cmdb_asso.service.admission import Gate
 from cmdb_asso.service.context import Caller, time_budget
 from cmdb_asso.service.permission import Authorizer, watch_permission_payload
 from cmdb_asso.storage.associations import AssociationStore
@@ -191,6 +192,64 @@ class EventFeed:
         return found
 
 
+class NewestEvent:
+    """The id of the newest stored event as this process last read it: one reader for all the process's long
+    polls (a small read by `_id`, every POLL_SECONDS while any waits, and at once when this process's feeder
+    stored something), so that N waiting callers cost the store what one does."""
+
+    def __init__(self, store: WatchStore, feed: EventFeed | None, read_seconds: float) -> None:
+        self.store = store
+        self.feed = feed
+        self.read_seconds = read_seconds
+        self.id: int | None = None
+        self.reads = 0
+        self._changed = asyncio.Condition()
+        self._waiting = 0
+        self._reader: asyncio.Task[None] | None = None
+
+    async def wait(self, seconds: float) -> None:
+        """Until the newest id changes or `seconds` pass."""
+        self._waiting += 1
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.get_running_loop().create_task(self._read_while_waited())
+        try:
+            async with asyncio.timeout(seconds), self._changed:
+                await self._changed.wait()
+        except TimeoutError:
+            pass
+        finally:
+            self._waiting -= 1
+
+    async def _read_while_waited(self) -> None:
+        while self._waiting:
+            try:
+                with time_budget(self.read_seconds):
+                    newest = await self.store.newest()
+                self.reads += 1
+            except CmdbError as exc:  # the waiters answer at their deadline; the next round reads again
+                log.warning("watch_newest_read_failed", error=type(exc).__name__)
+                newest = None
+            if newest is not None and newest[0] != self.id:
+                self.id = newest[0]
+                async with self._changed:
+                    self._changed.notify_all()
+            await self._pause()
+
+    async def _pause(self) -> None:
+        if self.feed is None:
+            await asyncio.sleep(POLL_SECONDS)
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(POLL_SECONDS), self.feed.stored:
+                await self.feed.stored.wait()
+
+    async def close(self) -> None:
+        """Stop the reader."""
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+
+
 class WatchService:
     """`resource_watch` for `inst_asst`: with a cursor (a long poll), from a start time, or from now."""
 
@@ -206,6 +265,7 @@ class WatchService:
         feed: EventFeed | None = None,
         clock: Callable[[], float] = time.time,
         stopping: asyncio.Event | None = None,
+        long_polls: Gate | None = None,
     ) -> None:
         self.store = store
         self.links = links
@@ -219,6 +279,8 @@ class WatchService:
         self.stopping = stopping or asyncio.Event()
         # None until the server has said whether it serves change streams.
         self.available: bool | None = None if enabled != "off" else False
+        self.long_polls = long_polls or Gate("long polls", 0)
+        self.newest = NewestEvent(store, feed, read_seconds)
 
     async def probe(self) -> bool | None:
         """Ask the server (once it answers) whether it serves change streams; `on` refuses to go without."""
@@ -280,15 +342,20 @@ class WatchService:
         with time_budget(self.read_seconds):
             start = await self._start_of(request.cursor)
         deadline = time.monotonic() + self.long_poll_seconds
-        while True:
-            with time_budget(self.read_seconds):
-                events = await self.store.after(start, query, EVENT_STEP)
-            if events:
-                return _answer(events, request.fields)
-            left = deadline - time.monotonic()
-            if left <= 0 or self.stopping.is_set():
-                break
-            await self._wait_for_events(min(POLL_SECONDS, left))
+        with self.long_polls.admit():
+            # The events are read again only when the newest event changed since the last read.
+            read_at: int | str | None = "never"
+            while True:
+                if self.newest.id != read_at:
+                    read_at = self.newest.id
+                    with time_budget(self.read_seconds):
+                        events = await self.store.after(start, query, EVENT_STEP)
+                    if events:
+                        return _answer(events, request.fields)
+                left = deadline - time.monotonic()
+                if left <= 0 or self.stopping.is_set():
+                    break
+                await self.newest.wait(min(POLL_SECONDS, left))
         with time_budget(self.read_seconds):
             return await self._nothing_new()
 
@@ -307,18 +374,6 @@ class WatchService:
             return newest[0]  # a client fully caught up never expires
         raise EventNodeMissing()
 
-    async def _wait_for_events(self, seconds: float) -> None:
-        """Until this process's feeder stores events or `seconds` pass (another process's feeder is seen by
-        reading again)."""
-        if self.feed is None:
-            await asyncio.sleep(seconds)
-            return
-        try:
-            async with asyncio.timeout(seconds), self.feed.stored:
-                await self.feed.stored.wait()
-        except TimeoutError:
-            pass
-
     async def _since(self, request: WatchRequest, query: dict[str, Any]) -> dict[str, Any]:
         age = self.clock() - request.start_from
         if age < 0 or age > self.store.retention_seconds:
@@ -330,9 +385,11 @@ class WatchService:
 
     async def _nothing_new(self) -> dict[str, Any]:
         """`bk_watched: false` with the cursor to continue from: the newest event's, or the no-event cursor
-        when no event is inside the retention."""
-        newest = await self.store.newest() if await self.store.earliest_id() is not None else None
-        cursor = newest[1] if newest else NO_EVENT_CURSOR
+        when no event is inside the retention; from the stored newest cursor and one indexed look-up of it,
+        never by sorting the events."""
+        newest = await self.store.newest()
+        inside = newest is not None and await self.store.event_id(newest[1]) is not None
+        cursor = newest[1] if newest and inside else NO_EVENT_CURSOR
         event = {"bk_cursor": cursor, "bk_resource": RESOURCE, "bk_event_type": "", "bk_detail": None}
         return {"bk_watched": False, "bk_events": [event]}
 

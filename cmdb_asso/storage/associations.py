@@ -301,11 +301,18 @@ class AssociationStore:
         return [stored_link_from(doc) for doc in docs]
 
     async def links_touching(
-        self, frontier: dict[str, list[int]], supplier_account: str, direction: str, obj_asst_ids: list[str] | None
+        self,
+        frontier: dict[str, list[int]],
+        supplier_account: str,
+        direction: str,
+        obj_asst_ids: list[str] | None,
+        *,
+        limit: int = 0,
     ) -> list[StoredLink]:
         """The links whose source (`out`), target (`in`) or either end (`both`) is one of the frontier's
         instances, limited to `obj_asst_ids` when given; one read per model table, each with the model's whole
-        frontier in one `$in`; each link once, by id."""
+        frontier in one `$in`; each link once, by id. With `limit`, each read stops after `limit + 1` links
+        (so that more than `limit` in all tells the caller the bound was reached)."""
 
         def queries(obj_id: str, ids: list[int]) -> list[dict[str, Any]]:
             as_source = {"bk_obj_id": obj_id, "bk_inst_id": _one_or_in(ids)}
@@ -319,6 +326,8 @@ class AssociationStore:
 
         async def read(table: str, query: dict[str, Any]) -> list[dict[str, Any]]:
             cursor = self.mongo.db[table].find(query, dict(HIDDEN_FIELDS)).batch_size(LARGE_BATCH)
+            if limit:
+                cursor = cursor.limit(limit + 1)
             return list(await cursor.to_list(None))
 
         reads = [

@@ -146,6 +146,33 @@ class _FeedCollector(Collector):
         yield lag
 
 
+class GateStatistics(Protocol):
+    """A bound on concurrent heavy work, as /metrics reads it."""
+
+    name: str
+    limit: int
+    in_flight: int
+    refused: int
+
+
+class _GateCollector(Collector):
+    def __init__(self, gates: list[GateStatistics]) -> None:
+        self.gates = gates
+
+    def collect(self) -> Iterator[Metric]:
+        """Per bound: requests running under it, its size, and those it refused."""
+        running = GaugeMetricFamily("cmdb_asso_heavy_in_flight", "Heavy requests running now", labels=["kind"])
+        bound = GaugeMetricFamily("cmdb_asso_heavy_bound", "Heavy requests allowed at once (0: none)", labels=["kind"])
+        refused = CounterMetricFamily(
+            "cmdb_asso_heavy_refused", "Heavy requests answered 503 because the bound was reached", labels=["kind"]
+        )
+        for gate in self.gates:
+            running.add_metric([gate.name], gate.in_flight)
+            bound.add_metric([gate.name], gate.limit)
+            refused.add_metric([gate.name], gate.refused)
+        yield from (running, bound, refused)
+
+
 class Metrics:
     """The application's metrics and their registry."""
 
@@ -176,6 +203,10 @@ class Metrics:
     def watch_feed(self, feed: FeedStatistics) -> None:
         """Expose the link event feeder's counters."""
         self.registry.register(_FeedCollector(feed))
+
+    def watch_gates(self, gates: list[GateStatistics]) -> None:
+        """Expose the bounds on concurrent heavy work."""
+        self.registry.register(_GateCollector(gates))
 
     def observe(self, request: web.Request, status: int, code: int | None, seconds: float) -> None:
         """Count one answered request."""

@@ -39,7 +39,8 @@ async def test_six_hops_over_ten_thousand_links_cost_a_read_per_hop(
                       "bk_asst_inst_id": Int64(child), "bk_supplier_account": "0"})  # fmt: skip
     await wire_mongo.db["cc_InstAsst_0_pub_host"].insert_many(links)
     assert len(links) > 10_000
-    settings = replace(wire_settings, limits=replace(wire_settings.limits, graph_max_nodes=50_000))
+    limits = replace(wire_settings.limits, graph_max_nodes=50_000, graph_max_links=50_000)
+    settings = replace(wire_settings, limits=limits)
     client = await aiohttp_client(create_app(settings, mongo=wire_mongo))
     body = {"bk_obj_id": "host", "bk_inst_id": 1, "direction": "out", "depth": 6, "max_nodes": 50_000}
     assert (await call(client, "graph", body)).code == 0  # the start-up's table preparation is done meanwhile

@@ -427,3 +427,35 @@ async def test_a_long_poll_answers_at_once_when_the_service_starts_draining(
 
     assert answer.data["bk_watched"] is False
     assert answer.data["bk_events"][0]["bk_cursor"] == cursor
+
+
+async def test_fifty_long_polls_share_one_reader_and_one_more_past_the_bound_answers_503(
+    aiohttp_client: AiohttpClient, watch_settings: Settings, wire_mongo: MongoConnection
+) -> None:
+    settings = replace(watch_settings, limits=replace(watch_settings.limits, long_polls_in_flight=50))
+    watcher = await _live_client(aiohttp_client, settings, wire_mongo)
+    assert watcher.app is not None
+    await create(watcher, link_body("bk_switch_belong_bk_host", 11, 21))
+    _, cursor = await _events_until(watcher, NO_EVENT_CURSOR, 1)
+    before = wire_mongo.commands.by_name.get("find", 0)
+
+    async def poll() -> Answer:
+        return await watch(watcher, bk_cursor=cursor)
+
+    polls = [asyncio.create_task(poll()) for _ in range(50)]
+    for _ in range(3000):  # until every poll waits
+        if watcher.app[WATCH].long_polls.in_flight == 50:
+            break
+        await asyncio.sleep(0.01)
+    refused = await watch(watcher, bk_cursor=cursor)
+    answers = await asyncio.gather(*polls)
+
+    assert (refused.status, refused.code, refused.headers["Retry-After"]) == (503, 1199998, "1")
+    for answer in answers:
+        assert answer.code == 0
+        assert answer.data["bk_watched"] is False
+    # Each poll reads its cursor, the events once, and its answer; while they wait (2 s), one reader of the
+    # newest event serves all fifty (before: each poll read the events every 0.25 s, 400 reads more).
+    finds = wire_mongo.commands.by_name.get("find", 0) - before
+    assert finds <= 50 * 4 + watcher.app[WATCH].newest.reads, finds
+    assert watcher.app[WATCH].newest.reads <= 2 * 2 / 0.25
