@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
+from cachetools import TTLCache
 
 from cmdb_asso.errors import (
     BodyInvalid,
@@ -51,6 +52,10 @@ DETAIL_KEYS = ("bk_asst_id", "bk_asst_inst_id", "bk_asst_obj_id", "bk_biz_id", "
 # How long the feeder waits for the archive copy of a deleted link that a writer without transactions may
 # still be writing.
 ARCHIVE_WAIT_SECONDS = 2.0
+# How long the feeder waits for writes without a transaction to finish (or be undone) before it judges their
+# inserts; past it, what the tables hold decides (and recovery settles a writer that died the same way).
+SETTLE_WAIT_SECONDS = 15.0
+SETTLE_POLL_SECONDS = 0.05
 
 
 def encode_cursor(link_id: int, operation: str, sec: int, inc: int) -> str:
@@ -84,6 +89,9 @@ class EventFeed:
         self.live = asyncio.Event()
         self.dropped_deletes = 0
         self.events_stored = 0
+        # Rows (oid, table) that writes without a transaction inserted and undid: neither their insert nor their
+        # removal is an event. Kept a while, as the removal may come in a later batch than the insert.
+        self.undone: TTLCache[tuple[str, str], bool] = TTLCache(100_000, 600)
         # Seconds between the newest stored event's change and its storing.
         self.lag_seconds = 0.0
 
@@ -146,15 +154,20 @@ class EventFeed:
 
     async def _rows(self, changes: list[LinkChange]) -> list[dict[str, Any]]:
         """Events for these changes: the first of each (link, operation) in the batch; the unique index drops
-        the ones stored before (the other table's half, a replay)."""
-        archived = await self._archived([change for change in changes if change.operation == "delete"])
+        the ones stored before (the other table's half, a replay). An insert that a write without a transaction
+        undid gives no event."""
+        for undone_row in await self._undone([change for change in changes if change.operation == "insert"]):
+            self.undone[undone_row] = True
+        # The removal of an undone row is no delete of a link either: no event, and no wait for its archive copy.
+        deletes = [c for c in changes if c.operation == "delete" and (c.oid, c.table) not in self.undone]
+        archived = await self._archived(deletes)
         rows: list[dict[str, Any]] = []
         seen: set[tuple[int, str]] = set()
         now = datetime.now(UTC)
         for change in changes:
             document = change.document if change.operation == "insert" else archived.get((change.oid, change.table))
             link_id = document.get("id") if document else None
-            if document is None or not is_int64(link_id) or link_id <= 0:
+            if document is None or not is_int64(link_id) or link_id <= 0 or (change.oid, change.table) in self.undone:
                 continue
             kind = _KIND[change.operation]
             if (link_id, kind) in seen:
@@ -172,6 +185,25 @@ class EventFeed:
                 "detail": dict(sorted(detail.items())),
             })  # fmt: skip
         return rows
+
+    async def _undone(self, inserts: list[LinkChange]) -> set[tuple[str, str]]:
+        """The inserts (oid, table) that are not links: rows of a write without a transaction that it undid (a
+        batch whose other row a unique index refused). Such a write names its links in an open journal entry
+        until it is whole, so the feeder waits (bounded) for those entries to close, then looks each inserted link
+        up: one gone without an archive copy was undone. With transactions an undone write is never seen."""
+        if not inserts or await self.store.mongo.supports_transactions():
+            return set()
+        by_id = {int(c.document["id"]): c for c in inserts if c.document and is_int64(c.document.get("id"))}
+        deadline = time.monotonic() + SETTLE_WAIT_SECONDS
+        for _ in range(int(SETTLE_WAIT_SECONDS / SETTLE_POLL_SECONDS)):
+            if not await self.store.creates_in_flight(set(by_id)) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(SETTLE_POLL_SECONDS)
+        present = await self.store.present([(c.table, c.document or {}) for c in by_id.values()])
+        gone = [change for link_id, change in by_id.items() if link_id not in present]
+        # A link created and then deleted for real is gone too: its delete left an archive copy.
+        copies = await asyncio.gather(*(self.store.archived(change.oid, change.table) for change in gone))
+        return {(change.oid, change.table) for change, copy in zip(gone, copies, strict=True) if copy is None}
 
     async def _archived(self, deletes: list[LinkChange]) -> dict[tuple[str, str], dict[str, Any]]:
         """The archive copies of these deletes, waiting (once for the whole batch) for a writer that may still be

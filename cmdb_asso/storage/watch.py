@@ -21,6 +21,7 @@ from cmdb_asso.storage.documents import plain_document
 from cmdb_asso.storage.failures import translate_errors
 from cmdb_asso.storage.ids import IdAllocator
 from cmdb_asso.storage.indexes import create_indexes
+from cmdb_asso.storage.journal import JOURNAL
 from cmdb_asso.storage.tables import DEL_ARCHIVE
 
 log = structlog.get_logger(__name__)
@@ -191,6 +192,28 @@ class WatchStore:
         """Give the lease up (on shutdown), so that another process takes over at once."""
         with translate_errors(write=True):
             await self.db[TOKENS].update_one({"_id": LEASE_ID, "owner": owner}, {"$set": {"until": 0}})
+
+    async def creates_in_flight(self, link_ids: set[int]) -> set[int]:
+        """Those of these links that an open create entry of the journal names: a write without a transaction
+        that may still be undone (the journal holds only writes in flight, so it is read whole)."""
+        with translate_errors(write=False):
+            # Whole entries: a projection into an array of documents is not served alike by every store.
+            entries = await self.mongo.db[JOURNAL].find({"op": "create"}).to_list(None)
+        named = {item["link"].get("id") for entry in entries for item in entry.get("links", []) if "link" in item}
+        return {link_id for link_id in link_ids if link_id in named}
+
+    async def present(self, links: list[tuple[str, dict[str, Any]]]) -> set[int]:
+        """The ids of those of these links (table, document) that their table holds now; each looked up by its
+        unique triple, which every store indexes (the embedded server never indexes `id`)."""
+
+        async def one(table: str, doc: dict[str, Any]) -> int | None:
+            query = {key: doc.get(key) for key in ("bk_inst_id", "bk_asst_inst_id", "bk_obj_asst_id", "id")}
+            found = await self.mongo.db[table].find_one(query, {"_id": 0, "id": 1})
+            return int(doc["id"]) if found else None
+
+        with translate_errors(write=False):
+            found = await asyncio.gather(*(one(table, doc) for table, doc in links))
+        return {link_id for link_id in found if link_id is not None}
 
     async def archived(self, oid: str, table: str) -> dict[str, Any] | None:
         """The `cc_DelArchive` detail of a document removed from `table`."""

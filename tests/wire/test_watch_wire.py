@@ -14,12 +14,13 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient
+from bson.int64 import Int64
 
 from cmdb_asso.__main__ import follow_events
 from cmdb_asso.app import create_app
 from cmdb_asso.client import AssociationClient
 from cmdb_asso.config import Settings, WatchSettings
-from cmdb_asso.keys import DRAINING, WATCH
+from cmdb_asso.keys import DRAINING, SERVICE, WATCH
 from cmdb_asso.service.permission import StaticPolicy, UserGrants
 from cmdb_asso.service.watch import NO_EVENT_CURSOR, EventFeed
 from cmdb_asso.storage.client import MongoConnection
@@ -459,3 +460,49 @@ async def test_fifty_long_polls_share_one_reader_and_one_more_past_the_bound_ans
     finds = wire_mongo.commands.by_name.get("find", 0) - before
     assert finds <= 50 * 4 + watcher.app[WATCH].newest.reads, finds
     assert watcher.app[WATCH].newest.reads <= 2 * 2 / 0.25
+
+
+async def test_a_create_many_undone_by_the_store_gives_exactly_the_events_of_the_links_that_exist(
+    watcher: Client, wire_mongo: MongoConnection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert watcher.app is not None
+    writer = watcher.app[SERVICE].store.writer
+    undo = writer._undo
+
+    async def slow_undo(insert: Any) -> None:
+        # The feeder reads the batch's rows before they are undone (its busy round is 0.1 s), as under load.
+        await asyncio.sleep(0.3)
+        await undo(insert)
+
+    monkeypatch.setattr(writer, "_undo", slow_undo)
+    await add_instances(wire_mongo, "host", range(3000, 3100))
+    # Half a link, in the host table only (a crash, or another writer): the switch table takes a batch that
+    # repeats it, the host table refuses that row, and the batch is undone, then written again one by one.
+    half = {"id": Int64(99_999), "bk_obj_id": "bk_switch", "bk_inst_id": Int64(11), "bk_asst_obj_id": "host",
+            "bk_asst_inst_id": Int64(3000), "bk_obj_asst_id": "bk_switch_belong_bk_host", "bk_asst_id": "belong",
+            "bk_supplier_account": "0"}  # fmt: skip
+    await wire_mongo.db["cc_InstAsst_0_pub_host"].insert_one(half)
+    for batch in range(3):
+        hosts = [3000, *range(3001 + batch * 9, 3010 + batch * 9)]
+        answer = await call(watcher, "create_many", {
+            "bk_obj_id": "bk_switch", "bk_asst_obj_id": "host", "bk_obj_asst_id": "bk_switch_belong_bk_host",
+            "details": [{"bk_inst_id": 11, "bk_asst_inst_id": host} for host in hosts]})  # fmt: skip
+        assert answer.code == 0, answer
+        assert len(answer.data["success_created"]) == 9, answer.data
+    marker = await create(watcher, link_body("bk_router_connect_bk_switch", 31, 11))
+    assert marker.code == 0
+    switch_table = wire_mongo.db["cc_InstAsst_0_pub_bk_switch"]
+    linked = {doc["id"] for doc in await switch_table.find({"bk_asst_obj_id": "host"}, {"id": 1}).to_list(None)}
+    assert len(linked) == 27
+
+    events: list[dict[str, Any]] = []
+    cursor = NO_EVENT_CURSOR
+    while marker.data["id"] not in {event["bk_detail"]["id"] for event in events}:
+        more, cursor = await _events_until(watcher, cursor, 1)
+        events += more
+
+    assert {event["bk_event_type"] for event in events} == {"create"}
+    announced = [event["bk_detail"]["id"] for event in events if event["bk_detail"]["id"] != marker.data["id"]]
+    assert sorted(announced) == sorted({*linked, 99_999})  # no link that never existed, none twice
+    assert watcher.app[WATCH].feed is not None
+    assert watcher.app[WATCH].feed.dropped_deletes == 0  # the undoing of a batch is no delete either
