@@ -45,6 +45,8 @@ CLOSE_SECONDS = 1.0
 # The embedded server's idle polling: from this often, doubling up to this often (seconds).
 IDLE_POLL_SECONDS = (0.05, 1.0)
 BUSY_ROUND_SECONDS = 0.1
+# The most changes read from one stream in a round.
+DRAIN_LIMIT = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +61,8 @@ class LinkChange:
     inc: int
     # Commit order across streams, where the server numbers its changes (the embedded server); else 0.
     order: int = 0
+    # The stream's resume token after this change (None for a link read from a table new to the feed).
+    token: Any = None
 
 
 class WatchStore:
@@ -238,23 +242,31 @@ class ChangeSource:
         self._streams: dict[str, Any] = {}
         self._counter: tuple[int, int] = (0, 0)  # the embedded server's times: (second, events in it)
         self._scanned = False
+        # Changes read but not yet given out, because a stream cut at DRAIN_LIMIT may still hold older ones;
+        # and per stream, the resume token after the last change given out.
+        self._held: list[LinkChange] = []
+        self._given: dict[str, Any] = {}
 
     async def batches(self, tokens: dict[str, Any]) -> AsyncGenerator[tuple[list[LinkChange], dict[str, Any]], None]:
         """Forever: the changes of one round over every stream, in commit order, and every stream's resume
         token after them (an empty list when the streams are idle)."""
         scanned = 0.0
         idle = 0.0
+        self._given = dict(tokens)
         try:
             while True:
                 changes: list[LinkChange] = []
                 if time.monotonic() - scanned > self.rescan_seconds or not self._streams:
                     changes += await self._open_missing(tokens)
                     scanned = time.monotonic()
+                cut: list[int] = []  # per stream read up to DRAIN_LIMIT: the last change's order
                 for name, stream in list(self._streams.items()):
-                    changes += await self._drain(name, stream, tokens)
-                # The embedded server numbers its changes across a database's collections: their commit order.
-                changes.sort(key=lambda change: change.order)
-                yield changes, {name: stream.resume_token for name, stream in self._streams.items()}
+                    drained = await self._drain(name, stream, tokens)
+                    if len(drained) >= DRAIN_LIMIT:
+                        cut.append(drained[-1].order)
+                    changes += drained
+                changes, round_tokens = self._in_commit_order(changes, cut)
+                yield changes, round_tokens
                 # MongoDB holds an idle getMore for max_await_time_ms; the embedded server answers at once, so
                 # an idle feed there polls less and less often (up to once a second). A busy feed reads a round
                 # at most every BUSY_ROUND_SECONDS: under load, rounds of many changes, not many of few.
@@ -267,6 +279,31 @@ class ChangeSource:
             for stream in self._streams.values():
                 await _closed(stream)
             self._streams.clear()
+
+    def _in_commit_order(self, changes: list[LinkChange], cut: list[int]) -> tuple[list[LinkChange], dict[str, Any]]:
+        """The changes that can go out now, in commit order, and every stream's resume token after them.
+
+        The embedded server numbers its changes across a database's collections: their commit order. A stream
+        whose round stopped at DRAIN_LIMIT may hold changes older than what another stream gave; so whatever is
+        newer than the oldest such cut is held for the next round, and no stream's saved token passes a change
+        held back (a restart reads it again)."""
+        pending = sorted([*self._held, *changes], key=lambda change: change.order)
+        horizon = min(cut) if self.per_table and cut else None
+        given = [change for change in pending if horizon is None or change.order <= horizon]
+        self._held = pending[len(given) :]
+        for change in given:
+            if change.token is not None:
+                self._given[change.table] = change.token
+        held_streams = {change.table for change in self._held}
+        round_tokens = {
+            name: self._given.get(name) if name in held_streams else stream.resume_token
+            for name, stream in self._streams.items()
+        }
+        for name in held_streams:
+            if round_tokens.get(name) is None:
+                round_tokens.pop(name, None)
+        self._given |= {name: token for name, token in round_tokens.items() if token is not None}
+        return given, round_tokens
 
     async def _open_missing(self, tokens: dict[str, Any]) -> list[LinkChange]:
         """Open streams for the tables that have none; the links already in a table that appeared after the
@@ -321,7 +358,7 @@ class ChangeSource:
     async def _drain(self, name: str, stream: Any, tokens: dict[str, Any]) -> list[LinkChange]:
         changes: list[LinkChange] = []
         try:
-            while len(changes) < 200:
+            while len(changes) < DRAIN_LIMIT:
                 with translate_errors(write=False):
                     change = await stream.try_next()
                 if change is None:
@@ -347,7 +384,8 @@ class ChangeSource:
         if isinstance(document, dict):
             document = self._document(document)
         sec, inc = self._time(change.get("clusterTime"))
-        return LinkChange(str(operation), table, str(key), document, sec, inc, _embedded_row(change.get("_id")))
+        token = change.get("_id")
+        return LinkChange(str(operation), table, str(key), document, sec, inc, _embedded_row(token), token)
 
     def _document(self, stored: dict[str, Any]) -> dict[str, Any]:
         if self.fields:

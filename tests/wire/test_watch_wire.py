@@ -506,3 +506,36 @@ async def test_a_create_many_undone_by_the_store_gives_exactly_the_events_of_the
     assert sorted(announced) == sorted({*linked, 99_999})  # no link that never existed, none twice
     assert watcher.app[WATCH].feed is not None
     assert watcher.app[WATCH].feed.dropped_deletes == 0  # the undoing of a batch is no delete either
+
+
+async def test_events_follow_the_commit_order_across_tables_when_a_round_is_cut(
+    watcher: Client, wire_mongo: MongoConnection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert watcher.app is not None
+    feed = watcher.app[WATCH].feed
+    assert feed is not None
+    await add_instances(wire_mongo, "host", range(4000, 4450))
+    # The feeder stops storing while the writes pile up (its streams stay open), as under load.
+    go_on = asyncio.Event()
+    append = feed.store.append
+
+    async def held_append(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        await go_on.wait()
+        stored: list[dict[str, Any]] = await append(rows)
+        return stored
+
+    monkeypatch.setattr(feed.store, "append", held_append)
+    links: list[int] = []
+    for start in range(4000, 4450, 150):
+        answer = await call(watcher, "create_many", {
+            "bk_obj_id": "bk_switch", "bk_asst_obj_id": "host", "bk_obj_asst_id": "bk_switch_belong_bk_host",
+            "details": [{"bk_inst_id": 11, "bk_asst_inst_id": h} for h in range(start, start + 150)]})  # fmt: skip
+        assert answer.code == 0, answer
+        links += [answer.data["success_created"][str(index)] for index in range(150)]
+    last = await create(watcher, link_body("bk_router_connect_bk_switch", 31, 11))  # the router table's only change
+    assert last.code == 0
+    go_on.set()
+
+    events, _ = await _events_until(watcher, NO_EVENT_CURSOR, len(links) + 1)
+
+    assert [event["bk_detail"]["id"] for event in events] == [*links, last.data["id"]]
