@@ -273,7 +273,12 @@ def _install_services(
     )
     watching = settings.watch
     events = WatchStore(connection, watching.retention_seconds, watching.database)
-    feed = EventFeed(events, lease_seconds=watching.lease_seconds, rescan_seconds=watching.rescan_seconds)
+    feed = EventFeed(
+        events,
+        lease_seconds=watching.lease_seconds,
+        rescan_seconds=watching.rescan_seconds,
+        stall_seconds=watching.stall_seconds,
+    )
     app[WATCH] = WatchService(
         events, store, authorizer, enabled=watching.enabled, long_poll_seconds=watching.long_poll_seconds,
         read_seconds=settings.mongodb.request_deadline_seconds, feed=feed, stopping=app[DRAINING],

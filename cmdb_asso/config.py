@@ -135,6 +135,9 @@ class WatchSettings:
     lease_seconds: float = 15.0
     # How often the embedded server's link tables are listed again (it serves one table per stream).
     rescan_seconds: float = 30.0
+    # A link table's change that its stream has not reported after this long means the stream stopped: the feed
+    # starts again from its saved tokens (logged as watch_stream_stalled).
+    stall_seconds: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -300,6 +303,7 @@ class _WatchSchema(Schema):
     database = fields.String(validate=validate.Regexp(r"^([A-Za-z0-9_-]{1,63})?$"))
     lease_seconds = fields.Float(validate=validate.Range(min=1, max=3600))
     rescan_seconds = fields.Float(validate=validate.Range(min=0.1, max=3600))
+    stall_seconds = fields.Float(validate=validate.Range(min=1, max=86400))
 
 
 class _LogSchema(Schema):

@@ -34,7 +34,7 @@ from cmdb_asso.service.permission import Authorizer, watch_permission_payload
 from cmdb_asso.storage.associations import AssociationStore
 from cmdb_asso.storage.commands import counted_as
 from cmdb_asso.storage.tables import owner_filter
-from cmdb_asso.storage.watch import ChangeSource, LinkChange, WatchStore
+from cmdb_asso.storage.watch import ChangeSource, LinkChange, StreamStalled, WatchStore
 
 log = structlog.get_logger(__name__)
 
@@ -79,10 +79,20 @@ class EventFeed:
     """The feeder: while it holds the database's lease, it reads the link tables' change streams and stores
     one event per (link, operation), then the streams' resume tokens. Other processes only serve reads."""
 
-    def __init__(self, store: WatchStore, *, lease_seconds: float = 15.0, rescan_seconds: float = 30.0) -> None:
+    def __init__(
+        self,
+        store: WatchStore,
+        *,
+        lease_seconds: float = 15.0,
+        rescan_seconds: float = 30.0,
+        stall_seconds: float = 30.0,
+    ) -> None:
         self.store = store
         self.lease_seconds = lease_seconds
         self.rescan_seconds = rescan_seconds
+        self.stall_seconds = stall_seconds
+        self.restarts = 0
+        self._source: ChangeSource | None = None
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.stored = asyncio.Condition()
         # Set once this process feeds: its streams are open.
@@ -93,7 +103,18 @@ class EventFeed:
         # removal is an event. Kept a while, as the removal may come in a later batch than the insert.
         self.undone: TTLCache[tuple[str, str], bool] = TTLCache(100_000, 600)
         # Seconds between the newest stored event's change and its storing.
-        self.lag_seconds = 0.0
+        self.storing_lag_seconds = 0.0
+
+    @property
+    def behind_seconds(self) -> float:
+        """How far the link tables' newest change is ahead of what the streams reported (0: caught up)."""
+        return self._source.behind_seconds if self._source is not None else 0.0
+
+    @property
+    def lag_seconds(self) -> float:
+        """How far behind the tables the feed is: the larger of the last storing's delay and what the streams
+        have not reported yet."""
+        return max(self.storing_lag_seconds, self.behind_seconds)
 
     async def run(self) -> None:
         """Forever: take the lease when it is free, feed while it is held, and try again after a failure."""
@@ -109,6 +130,14 @@ class EventFeed:
                         await self._feed()
                 except CmdbError as exc:
                     log.warning("watch_feeder_paused", error=type(exc).__name__)
+                except StreamStalled as exc:
+                    self.restarts += 1
+                    log.error(
+                        "watch_stream_stalled",
+                        table=str(exc),
+                        behind_seconds=round(self.behind_seconds, 1),
+                        detail="its stream reported nothing of it: the feed starts again from its tokens",
+                    )
                 finally:
                     self.live.clear()
                 await asyncio.sleep(self.lease_seconds / 3)
@@ -124,7 +153,9 @@ class EventFeed:
             per_table=self.store.mongo.embedded,
             rescan_seconds=self.rescan_seconds,
             fields=DETAIL_KEYS,
+            stall_seconds=self.stall_seconds,
         )
+        self._source = source
         # Closed on every way out (lease lost, failure, shutdown): its streams' cursors are killed at once.
         async with contextlib.aclosing(source.batches(dict(saved))) as batches:
             await self._store_batches(batches, saved)
@@ -143,7 +174,7 @@ class EventFeed:
                 saved, saved_at = tokens, time.monotonic()
             if stored:
                 self.events_stored += len(stored)
-                self.lag_seconds = max(0.0, time.time() - stored[-1]["cluster_time"]["sec"])
+                self.storing_lag_seconds = max(0.0, time.time() - stored[-1]["cluster_time"]["sec"])
                 async with self.stored:
                     self.stored.notify_all()
             if time.monotonic() - renewed > self.lease_seconds / 3:

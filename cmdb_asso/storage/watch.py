@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from bson import Timestamp
+from bson import ObjectId, Timestamp
 from pymongo import IndexModel
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
 
@@ -47,6 +47,8 @@ IDLE_POLL_SECONDS = (0.05, 1.0)
 BUSY_ROUND_SECONDS = 0.1
 # The most changes read from one stream in a round.
 DRAIN_LIMIT = 200
+# How much newer than its stream's last report a table's newest document must be to count as unreported.
+STALL_MARGIN_SECONDS = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,16 +229,34 @@ class WatchStore:
         return plain_document(detail) if isinstance(detail, dict) else None
 
 
+class StreamStalled(Exception):
+    """A link table holds a document its change stream never reported: the stream stopped delivering (a server
+    restart, an overload), and the feed must start again from its saved tokens."""
+
+
 class ChangeSource:
     """Change streams over every link table: one for the database on MongoDB; on the embedded server, which
-    serves one collection per stream, one per table, found again every `rescan_seconds`."""
+    serves one collection per stream, one per table, found again every `rescan_seconds`. Every `stall_seconds / 3`
+    each table's newest document is compared with what its stream reported: one written over `stall_seconds`
+    ago and never reported raises StreamStalled."""
 
     def __init__(
-        self, store: WatchStore, *, per_table: bool, rescan_seconds: float = 30.0, fields: tuple[str, ...] = ()
+        self,
+        store: WatchStore,
+        *,
+        per_table: bool,
+        rescan_seconds: float = 30.0,
+        fields: tuple[str, ...] = (),
+        stall_seconds: float = 30.0,
     ) -> None:
         self.store = store
         self.per_table = per_table
         self.rescan_seconds = rescan_seconds
+        self.stall_seconds = stall_seconds
+        # Per stream, when it last reported a change (or was opened), by this host's clock.
+        self._reported: dict[str, float] = {}
+        # How far the tables' newest change is ahead of what the streams reported (seconds; 0 when caught up).
+        self.behind_seconds = 0.0
         # The fields of an inserted document the feed reads (all when empty): only those are converted.
         self.fields = fields
         self._streams: dict[str, Any] = {}
@@ -251,10 +271,14 @@ class ChangeSource:
         """Forever: the changes of one round over every stream, in commit order, and every stream's resume
         token after them (an empty list when the streams are idle)."""
         scanned = 0.0
+        checked = time.monotonic()
         idle = 0.0
         self._given = dict(tokens)
         try:
             while True:
+                if time.monotonic() - checked > self.stall_seconds / 3:
+                    await self._check_stalls()
+                    checked = time.monotonic()
                 changes: list[LinkChange] = []
                 if time.monotonic() - scanned > self.rescan_seconds or not self._streams:
                     changes += await self._open_missing(tokens)
@@ -262,6 +286,8 @@ class ChangeSource:
                 cut: list[int] = []  # per stream read up to DRAIN_LIMIT: the last change's order
                 for name, stream in list(self._streams.items()):
                     drained = await self._drain(name, stream, tokens)
+                    if drained:
+                        self._reported[name] = time.time()
                     if len(drained) >= DRAIN_LIMIT:
                         cut.append(drained[-1].order)
                     changes += drained
@@ -299,11 +325,33 @@ class ChangeSource:
             name: self._given.get(name) if name in held_streams else stream.resume_token
             for name, stream in self._streams.items()
         }
-        for name in held_streams:
-            if round_tokens.get(name) is None:
-                round_tokens.pop(name, None)
-        self._given |= {name: token for name, token in round_tokens.items() if token is not None}
+        # A stream without a token yet saves none: after a restart its table is then read whole, not from now.
+        round_tokens = {name: token for name, token in round_tokens.items() if token is not None}
+        self._given |= round_tokens
         return given, round_tokens
+
+    async def _check_stalls(self) -> None:
+        """Raise StreamStalled where a table's newest document is older than `stall_seconds` and newer than
+        anything its stream reported (documents carry their writing time in an ObjectId `_id`)."""
+        now = time.time()
+        behind = 0.0
+        for table in await self.store.link_tables():
+            stream = table if self.per_table else "*"
+            if stream not in self._reported:
+                continue  # not followed yet: a table new to the feed is read whole when its stream opens
+            with translate_errors(write=False):
+                newest = await self.store.mongo.db[table].find_one({}, {"_id": 1}, sort=[("_id", -1)])
+            oid = newest.get("_id") if newest else None
+            if not isinstance(oid, ObjectId):
+                continue
+            written = oid.generation_time.timestamp()
+            # ObjectId times are whole seconds of the writer's clock: a margin for the clocks' skew.
+            if written > self._reported[stream] + min(STALL_MARGIN_SECONDS, self.stall_seconds / 10):
+                behind = max(behind, now - written)
+                if now - written > self.stall_seconds:
+                    self.behind_seconds = behind
+                    raise StreamStalled(table)
+        self.behind_seconds = behind
 
     async def _open_missing(self, tokens: dict[str, Any]) -> list[LinkChange]:
         """Open streams for the tables that have none; the links already in a table that appeared after the
@@ -316,6 +364,7 @@ class ChangeSource:
         for name in names:
             if name not in self._streams:
                 self._streams[name] = await self._open(name, tokens.get(name))
+                self._reported[name] = time.time()
                 # New to a feed that ran before (now, or before a restart): the very first start begins at now.
                 if name not in tokens and (tokens or not first_scan):
                     found += await self._present(name)

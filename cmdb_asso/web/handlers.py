@@ -379,7 +379,11 @@ async def readyz(request: web.Request) -> web.Response:
         return web.json_response({"status": "not ready", "reason": "embedded mongodb restarting"}, status=503)
     problem = await request.app[READINESS].problem()
     watch = request.app[WATCH].available if WATCH in request.app else None
-    described = {None: "unknown", True: "available", False: "unavailable"}[watch]
+    described: dict[str, Any] = {"watch": {None: "unknown", True: "available", False: "unavailable"}[watch]}
+    feed = request.app[WATCH].feed if WATCH in request.app else None
+    if watch and feed is not None and feed.behind_seconds > 0:
+        # The link events lag the tables (this process feeds them): said, but no reason to stop serving.
+        described = {"watch": "behind", "watch_behind_seconds": round(feed.behind_seconds, 1)}
     if problem is not None:
-        return web.json_response({"status": "not ready", "reason": problem, "watch": described}, status=503)
-    return web.json_response({"status": "ready", "watch": described})
+        return web.json_response({"status": "not ready", "reason": problem, **described}, status=503)
+    return web.json_response({"status": "ready", **described})

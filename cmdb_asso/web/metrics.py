@@ -122,7 +122,11 @@ class FeedStatistics(Protocol):
 
     events_stored: int
     dropped_deletes: int
-    lag_seconds: float
+
+    @property
+    def lag_seconds(self) -> float:
+        """How far behind the link tables the feed is."""
+        ...
 
 
 class _FeedCollector(Collector):
@@ -140,7 +144,9 @@ class _FeedCollector(Collector):
         dropped.add_metric([], self.feed.dropped_deletes)
         yield dropped
         lag = GaugeMetricFamily(
-            "cmdb_asso_watch_lag_seconds", "Between the newest stored link event's change and its storing"
+            "cmdb_asso_watch_lag_seconds",
+            "How far the event feed is behind the link tables: the newest unreported change's age, or the delay of "
+            "the last storing",
         )
         lag.add_metric([], self.feed.lag_seconds)
         yield lag

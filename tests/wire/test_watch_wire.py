@@ -539,3 +539,68 @@ async def test_events_follow_the_commit_order_across_tables_when_a_round_is_cut(
     events, _ = await _events_until(watcher, NO_EVENT_CURSOR, len(links) + 1)
 
     assert [event["bk_detail"]["id"] for event in events] == [*links, last.data["id"]]
+
+
+class _SilentStream:
+    """A change stream that stopped delivering (as after a server restart): open, but never reporting."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    async def try_next(self) -> None:
+        return None
+
+    @property
+    def resume_token(self) -> Any:
+        return self.stream.resume_token
+
+    async def close(self) -> None:
+        await self.stream.close()
+
+
+async def test_a_stream_that_stops_delivering_is_found_reopened_and_reported(
+    aiohttp_client: AiohttpClient,
+    watch_settings: Settings,
+    wire_mongo: MongoConnection,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    opened = ChangeSource._open
+    silenced: list[str] = []
+
+    async def open_silent_first(source: ChangeSource, name: str, token: Any, *, back: bool = False) -> Any:
+        stream = await opened(source, name, token, back=back)
+        if name.startswith("cc_InstAsst_0_") and name not in silenced:  # the first stream of each table is silent
+            silenced.append(name)
+            assert await stream.try_next() is None  # read once, as the feed does at once: nothing is written yet
+            return _SilentStream(stream)
+        return stream
+
+    monkeypatch.setattr(ChangeSource, "_open", open_silent_first)
+    settings = replace(watch_settings, watch=replace(watch_settings.watch, stall_seconds=1.5, lease_seconds=1.5))
+    watcher = await _live_client(aiohttp_client, settings, wire_mongo)
+    assert watcher.app is not None
+    feed = watcher.app[WATCH].feed
+    assert feed is not None
+    await add_instances(wire_mongo, "host", range(5000, 5100))
+
+    created: list[int] = []
+    events: list[dict[str, Any]] = []
+    cursor = NO_EVENT_CURSOR
+    for host in range(5000, 5100):  # writes go on, as in a live system, until the feed reports them again
+        made = await create(watcher, link_body("bk_switch_belong_bk_host", 11, host))
+        assert made.code == 0, made
+        created.append(made.data["id"])
+        answer = await watch(watcher, bk_cursor=cursor)
+        assert answer.code == 0, answer
+        cursor = answer.data["bk_events"][-1]["bk_cursor"]
+        if answer.data["bk_watched"]:
+            events += answer.data["bk_events"]
+            break
+    while len(events) < len(created):
+        more, cursor = await _events_until(watcher, cursor, 1)
+        events += more
+
+    assert feed.restarts >= 1
+    assert [event["bk_detail"]["id"] for event in events] == created  # none lost while the streams were silent
+    metrics = await (await watcher.get("/metrics")).text()
+    assert "cmdb_asso_watch_lag_seconds" in metrics
