@@ -33,7 +33,7 @@ from cmdb_asso.service.context import Caller, time_budget
 from cmdb_asso.service.permission import Authorizer, watch_permission_payload
 from cmdb_asso.storage.associations import AssociationStore
 from cmdb_asso.storage.commands import counted_as
-from cmdb_asso.storage.tables import owner_filter
+from cmdb_asso.storage.tables import inst_asst_table, owner_filter
 from cmdb_asso.storage.watch import ChangeSource, LinkChange, StreamStalled, WatchStore
 
 log = structlog.get_logger(__name__)
@@ -192,6 +192,10 @@ class EventFeed:
         # The removal of an undone row is no delete of a link either: no event, and no wait for its archive copy.
         deletes = [c for c in changes if c.operation == "delete" and (c.oid, c.table) not in self.undone]
         archived = await self._archived(deletes)
+        # A link is deleted once it is gone from every table: a removal while its other copy is still readable
+        # (a delete under way, or one that recovery finishes later) waits for that copy's removal to be announced.
+        for key in await self._still_readable(archived):
+            archived.pop(key)
         rows: list[dict[str, Any]] = []
         seen: set[tuple[int, str]] = set()
         now = datetime.now(UTC)
@@ -235,6 +239,18 @@ class EventFeed:
         # A link created and then deleted for real is gone too: its delete left an archive copy.
         copies = await asyncio.gather(*(self.store.archived(change.oid, change.table) for change in gone))
         return {(change.oid, change.table) for change, copy in zip(gone, copies, strict=True) if copy is None}
+
+    async def _still_readable(self, archived: dict[tuple[str, str], dict[str, Any]]) -> set[tuple[str, str]]:
+        """The removals (oid, table) whose link still has a copy in its other table."""
+        others: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
+        for (oid, table), detail in archived.items():
+            supplier = str(detail.get("bk_supplier_account", ""))
+            for obj_id in {detail.get("bk_obj_id"), detail.get("bk_asst_obj_id")}:
+                other = inst_asst_table(str(obj_id), supplier)
+                if other != table:
+                    others[(oid, table)] = (other, detail)
+        present = await self.store.present(list(others.values()))
+        return {key for key, (_, detail) in others.items() if detail.get("id") in present}
 
     async def _archived(self, deletes: list[LinkChange]) -> dict[tuple[str, str], dict[str, Any]]:
         """The archive copies of these deletes, waiting (once for the whole batch) for a writer that may still be

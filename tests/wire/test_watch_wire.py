@@ -19,11 +19,13 @@ from bson.int64 import Int64
 from cmdb_asso.__main__ import follow_events
 from cmdb_asso.app import create_app
 from cmdb_asso.client import AssociationClient
+from cmdb_asso.clock import utc_now
 from cmdb_asso.config import Settings, WatchSettings
 from cmdb_asso.keys import DRAINING, SERVICE, WATCH
 from cmdb_asso.service.permission import StaticPolicy, UserGrants
 from cmdb_asso.service.watch import NO_EVENT_CURSOR, EventFeed
 from cmdb_asso.storage.client import MongoConnection
+from cmdb_asso.storage.documents import archive_document, stored_link_from
 from cmdb_asso.storage.watch import CHAIN, ChangeSource
 from tests.conftest import AiohttpClient
 from tests.helpers import Answer, call, create, link_body
@@ -604,3 +606,28 @@ async def test_a_stream_that_stops_delivering_is_found_reopened_and_reported(
     assert [event["bk_detail"]["id"] for event in events] == created  # none lost while the streams were silent
     metrics = await (await watcher.get("/metrics")).text()
     assert "cmdb_asso_watch_lag_seconds" in metrics
+
+
+async def test_a_delete_is_announced_once_the_link_is_gone_from_both_tables(
+    watcher: Client, wire_mongo: MongoConnection
+) -> None:
+    link_id = (await create(watcher, link_body("bk_switch_belong_bk_host", 11, 21))).data["id"]
+    _created, cursor = await _events_until(watcher, NO_EVENT_CURSOR, 1)
+
+    async def remove_from(table: str) -> None:
+        # What a delete does per table (archive copy, then removal), done by hand so that a pause can come
+        # between the tables, as when a delete is killed and recovery finishes it minutes later.
+        doc = await wire_mongo.db[table].find_one({"id": link_id})
+        assert doc is not None
+        await wire_mongo.db["cc_DelArchive"].insert_one(archive_document(table, stored_link_from(doc), utc_now()))
+        await wire_mongo.db[table].delete_one({"_id": doc["_id"]})
+
+    await remove_from("cc_InstAsst_0_pub_host")
+    marker = (await create(watcher, link_body("bk_router_connect_bk_switch", 31, 12))).data["id"]
+    more, cursor = await _events_until(watcher, cursor, 1)  # the feed has read past the first removal
+    assert [(event["bk_event_type"], event["bk_detail"]["id"]) for event in more] == [("create", marker)]
+
+    await remove_from("cc_InstAsst_0_pub_bk_switch")
+    gone, _ = await _events_until(watcher, cursor, 1)
+
+    assert [(event["bk_event_type"], event["bk_detail"]["id"]) for event in gone] == [("delete", link_id)]
