@@ -459,3 +459,12 @@ async def test_a_definition_whose_mapping_is_unknown_gets_no_links(
     assert (answer.code, answer.data) == (1199011, None)
     assert "'mapping'" in answer.message
     assert await links_in(mock_mongo, "app") == []
+
+
+async def test_a_null_bk_username_is_a_missing_user_as_the_readme_says(client: Client) -> None:
+    body = {**SEED, "bk_app_code": "esb_test", "bk_app_secret": "xxx", "bk_username": None}
+    response = await client.post("/api/c/compapi/v2/cc/add_instance_association/", json=body)
+
+    answer = await response.json()
+    assert response.status == 401
+    assert (answer["result"], answer["code"]) == (False, 1199027)

@@ -74,7 +74,7 @@ async def test_the_document_states_what_the_service_enforces_and_answers(client:
     assert path_parameters["id"]["type"] == "integer"
     assert path_parameters["id"]["minimum"] == 0
     assert path_parameters["bk_obj_id"]["pattern"] == "^[A-Za-z0-9_]{1,128}$"
-    assert path_parameters["X-Bkcmdb-Supplier-Account"]["pattern"] == "^[A-Za-z0-9_]{1,64}$"
+    assert path_parameters["X-Bkcmdb-Supplier-Account"]["pattern"] == "^([A-Za-z0-9_]{1,64})?$"  # empty: "0"
     assert schemas["DeleteMany"]["properties"]["id"]["maxItems"] == 500
     assert schemas["Search"]["properties"]["bk_obj_id"]["pattern"] == "^[A-Za-z0-9_]{1,128}$"
     assert schemas["CreateMany"]["properties"]["atomic"]["type"] == "boolean"

@@ -170,3 +170,14 @@ async def test_refused_creates_under_new_supplier_names_create_no_table(
         assert (await call(client, "find", {"bk_obj_id": "host", "condition": {}}, headers=supplier)).code == 0
     await client.app[SERVICE].store.indexes.wait_idle()  # a preparation scheduled by mistake would run now
     assert set(await mock_mongo.db.list_collection_names()) - before == set()
+
+
+async def test_an_empty_supplier_header_is_the_default_supplier_as_the_api_document_says(
+    client: Client, mock_mongo: MongoConnection
+) -> None:
+    answer = await create(
+        client, link_body("bk_switch_belong_bk_host", 11, 21), headers={"X-Bkcmdb-Supplier-Account": ""}
+    )
+
+    assert answer.code == 0
+    assert [link["id"] for link in await links_in(mock_mongo, "host")] == [answer.data["id"]]
