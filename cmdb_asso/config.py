@@ -65,7 +65,7 @@ class LimitSettings:
     find_max_results: int = 10000
     graph_max_nodes: int = 1000
     graph_max_links: int = 10000
-    heavy_reads_in_flight: int = 8
+    heavy_reads_in_flight: int = 2
     long_polls_in_flight: int = 1000
     definition_cache_entries: int = 10000
 

@@ -291,7 +291,7 @@ class QueryService:
         hop, with the hop's whole frontier in one `$in`, then one read of names per model. Cycle-safe (each
         instance and link once); models the caller may not view are neither shown nor walked through. At most
         `graph_max_links` links are read over all hops: past it the walk stops, `truncated`."""
-        with self.heavy_reads.admit():
+        async with self.heavy_reads.admit():
             return await self._graph(caller, root, direction, depth, obj_asst_ids, max_nodes)
 
     async def _graph(
@@ -431,7 +431,7 @@ class QueryService:
     async def links_with_instances(self, caller: Caller, request: DetailRequest) -> dict[str, Any]:
         """A page of the links in a model's table chosen by a query-builder filter, with their source and target
         instances when asked (CONTRACT-reads 12): instances once each, by model and then link order."""
-        with self.heavy_reads.admit():
+        async with self.heavy_reads.admit():
             return await self._links_with_instances(caller, request)
 
     async def _links_with_instances(self, caller: Caller, request: DetailRequest) -> dict[str, Any]:

@@ -421,7 +421,7 @@ class WatchService:
         with time_budget(self.read_seconds):
             start = await self._start_of(request.cursor)
         deadline = time.monotonic() + self.long_poll_seconds
-        with self.long_polls.admit():
+        async with self.long_polls.admit():
             # The events are read again only when the newest event changed since the last read.
             read_at: int | str | None = "never"
             while True:

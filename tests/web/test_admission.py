@@ -3,6 +3,7 @@ links-with-details reads and long polls allowed at once, one more answers 503 wi
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from typing import Any
 
@@ -26,7 +27,8 @@ async def test_past_the_bound_a_heavy_read_answers_503_at_once_and_metrics_count
     details = {"bk_obj_id": "bk_switch", "condition": {"asst_filter": {"condition": "AND", "rules": [RULE]}},
                "page": {"limit": 10}}  # fmt: skip
 
-    with gate.admit():  # one heavy read is running
+    gate.queue_seconds = 0.05
+    async with gate.admit():  # one heavy read is running
         graph = await call(client, "graph", {"bk_obj_id": "bk_switch", "bk_inst_id": 11})
         listed = await call(client, "links_with_instances", details)
         found = await call(client, "find", {"bk_obj_id": "host", "condition": {}})  # not a heavy read
@@ -43,6 +45,23 @@ async def test_past_the_bound_a_heavy_read_answers_503_at_once_and_metrics_count
     assert 'cmdb_asso_heavy_refused_total{kind="heavy reads"} 2.0' in metrics
     assert 'cmdb_asso_heavy_bound{kind="heavy reads"} 1.0' in metrics
     assert 'cmdb_asso_heavy_in_flight{kind="heavy reads"} 0.0' in metrics
+
+
+async def test_a_request_past_the_bound_waits_a_moment_for_a_place(make_client: MakeClient, settings: Settings) -> None:
+    client = await make_client(app_settings=replace(settings, limits=replace(settings.limits, heavy_reads_in_flight=1)))
+    assert client.app is not None
+    gate = client.app[QUERIES].heavy_reads
+    running = gate.admit()
+    await running.__aenter__()
+    waiting = asyncio.create_task(call(client, "graph", {"bk_obj_id": "bk_switch", "bk_inst_id": 11}))
+    for _ in range(1000):  # until the graph waits for the place
+        if gate.waiting:
+            break
+        await asyncio.sleep(0.001)
+    await running.__aexit__(None, None, None)  # the place frees up within the wait
+
+    assert (await waiting).code == 0
+    assert gate.refused == 0
 
 
 async def test_a_graph_reads_at_most_the_link_bound_and_says_it_was_cut(

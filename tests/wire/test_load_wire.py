@@ -1,0 +1,92 @@
+"""Heavy readers beside writers, on the real driver and server: graphs over many links and many long polls
+leave creating callers answered within their deadline (the bounds of limits.* do their work)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import replace
+
+import pytest
+from bson.int64 import Int64
+
+from cmdb_asso.app import create_app
+from cmdb_asso.config import Settings, WatchSettings
+from cmdb_asso.keys import WATCH
+from cmdb_asso.service.watch import NO_EVENT_CURSOR
+from cmdb_asso.storage.client import MongoConnection
+from tests.conftest import AiohttpClient
+from tests.helpers import Answer, add_definition, call, create, link_body
+from tests.wire.conftest import add_instances
+
+pytestmark = pytest.mark.wire
+BRANCHING, DEPTH = 5, 6
+
+
+@pytest.mark.parametrize("driver", ["pymongo"], indirect=True)  # a load test: one driver is enough
+async def test_graphs_and_long_polls_beside_creating_callers_leave_the_creates_answered(
+    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: MongoConnection
+) -> None:
+    # A tree of 19,530 hosts, six levels of five, as a heavy graph's ground.
+    await add_definition(wire_mongo, "host_connect_host", "host", "connect", "host", "n:n")
+    total = sum(BRANCHING**level for level in range(DEPTH + 1))
+    await add_instances(wire_mongo, "host", range(1, total + 1))
+    links = [{"id": Int64(child), "bk_obj_asst_id": "host_connect_host", "bk_asst_id": "connect",
+              "bk_obj_id": "host", "bk_inst_id": Int64((child - 2) // BRANCHING + 1), "bk_asst_obj_id": "host",
+              "bk_asst_inst_id": Int64(child), "bk_supplier_account": "0"}
+             for child in range(2, total + 1)]  # fmt: skip
+    await wire_mongo.db["cc_InstAsst_0_pub_host"].insert_many(links)
+    await add_instances(wire_mongo, "bk_switch", range(100, 116))
+    settings = replace(wire_settings, watch=WatchSettings(long_poll_seconds=3.0, rescan_seconds=0.5, lease_seconds=3))
+    client = await aiohttp_client(create_app(settings, mongo=wire_mongo))
+    assert client.app is not None
+    feed = client.app[WATCH].feed
+    assert feed is not None
+    await asyncio.wait_for(feed.live.wait(), 30)
+    deadline = settings.mongodb.request_deadline_seconds
+    stop = asyncio.Event()
+
+    async def graphs() -> list[Answer]:
+        answers = []
+        while not stop.is_set():
+            body = {"bk_obj_id": "host", "bk_inst_id": 1, "direction": "out", "depth": 6, "max_nodes": 1000}
+            answer = await call(client, "graph", body)
+            answers.append(answer)
+            if answer.status == 503:  # as a client honouring Retry-After
+                await asyncio.sleep(float(answer.headers["Retry-After"]))
+        return answers
+
+    async def long_polls() -> list[Answer]:
+        answers = []
+        cursor = NO_EVENT_CURSOR
+        while not stop.is_set():  # a follower of the stream: each poll from the cursor the last one gave
+            answer = await call(client, "watch", {"bk_resource": "inst_asst", "bk_cursor": cursor})
+            answers.append(answer)
+            if answer.code != 0:
+                break
+            cursor = answer.data["bk_events"][-1]["bk_cursor"]
+        return answers
+
+    async def creates(switch: int) -> list[tuple[Answer, float]]:
+        timed = []
+        for host in range(1, 21):
+            started = time.monotonic()
+            answer = await create(client, link_body("bk_switch_belong_bk_host", switch, host * 50 + switch))
+            timed.append((answer, time.monotonic() - started))
+        return timed
+
+    readers = [asyncio.create_task(graphs()) for _ in range(8)]
+    readers += [asyncio.create_task(long_polls()) for _ in range(50)]
+    written = await asyncio.gather(*(creates(switch) for switch in range(100, 116)))
+    stop.set()
+    read: list[list[Answer]] = await asyncio.gather(*readers)
+
+    for answer, seconds in (item for caller in written for item in caller):
+        assert answer.code == 0, answer
+        assert seconds < deadline
+    graph_answers = [answer for answers in read[:8] for answer in answers]
+    assert any(answer.code == 0 for answer in graph_answers)  # the graphs ran meanwhile
+    for answer in graph_answers:  # answered, or refused at once past their bound
+        assert answer.code == 0 or (answer.status, answer.code) == (503, 1199998), answer
+    for answer in (answer for answers in read[8:] for answer in answers):
+        assert answer.code == 0, answer
