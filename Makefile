@@ -21,10 +21,11 @@ test: install
 	$(BIN)/python -m pytest
 
 # Random exploration: the property and contract-fuzz tests with fresh random draws and many more examples
-# (`make test` draws the same fixed examples every run). A failure prints the seed that reproduces it.
+# (`make test` draws the same fixed examples every run), random suppliers and patterns among them, and the
+# load of heavy readers beside writers. A failure prints the seed that reproduces it.
 fuzz: install
-	$(BIN)/python -m pytest tests/web/test_trust.py tests/wire/test_contract_fuzz.py \
-		-k "random or never_a_5xx" --hypothesis-profile=explore --hypothesis-show-statistics
+	$(BIN)/python -m pytest tests/web/test_trust.py tests/wire/test_contract_fuzz.py tests/wire/test_load_wire.py \
+		-k "random or never_a_5xx or beside" --hypothesis-profile=explore --hypothesis-show-statistics
 
 lint: install
 	$(BIN)/ruff check cmdb_asso tests scripts

@@ -298,3 +298,51 @@ def _encodable(body: Any) -> bool:
     except (TypeError, orjson.JSONEncodeError):
         return False
     return True
+
+
+SUPPLIERS = st.one_of(
+    st.sampled_from(["0", "acme", "t", "t_pub_x", "superadmin", "acme_pub_host", ""]),
+    st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789_", min_size=1, max_size=64),
+)
+PATTERNS = st.text(alphabet="ab\\w.*+?|(){}[]^$!1,0", min_size=1, max_size=40)
+PATTERN_OPERATORS = st.sampled_from(["begins_with", "not_begins_with", "contains", "not_contains", "ends_with"])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    supplier=SUPPLIERS,
+    pattern=PATTERNS,
+    operator=PATTERN_OPERATORS,
+    model=st.sampled_from(["host", "bk_switch", "x_pub_host", "pub_host", "nomodel"]),
+)
+async def test_random_suppliers_and_patterns_never_cross_tenants_create_tables_or_crash(
+    client: Client, mock_mongo: MongoConnection, supplier: str, pattern: str, operator: str, model: str
+) -> None:
+    # Acme's own link, in acme's tables: no other supplier's read may show it, whatever it names.
+    if not await mock_mongo.db["cc_InstAsst_acme_pub_host"].count_documents({}):
+        await mock_mongo.db["cc_ObjectBase_acme_pub_bk_switch"].insert_one(
+            {"bk_obj_id": "bk_switch", "bk_inst_id": 111, "bk_inst_name": "acme", "bk_supplier_account": "acme"}
+        )
+        await mock_mongo.db["cc_HostBase"].insert_one({"bk_host_id": 121, "bk_supplier_account": "acme"})
+        made = await create(client, link_body("bk_switch_belong_bk_host", 111, 121),
+                            headers={"X-Bkcmdb-Supplier-Account": "acme"})  # fmt: skip
+        assert made.code == 0, made
+    tables = set(await mock_mongo.db.list_collection_names())
+    headers = {"X-Bkcmdb-Supplier-Account": supplier}
+    rule = {"condition": "AND", "rules": [{"field": "bk_obj_asst_id", "operator": operator, "value": pattern}]}
+
+    details = await call(client, "links_with_instances", {
+        "bk_obj_id": model, "condition": {"asst_filter": rule, "dst_detail": True}, "page": {"limit": 200}},
+        headers=headers)  # fmt: skip
+    found = await call(client, "find", {"bk_obj_id": model, "condition": {}}, headers=headers)
+    refused = await create(client, link_body("bk_switch_belong_bk_host", 111, 121), headers=headers)
+
+    for answer in (details, found, refused):
+        assert answer.status < 500, answer
+        assert answer.result is (answer.code == 0)
+    assert details.code in (0, 1199011), details
+    if supplier != "acme":
+        assert refused.code != 0  # acme's instances do not exist for another supplier
+        for answer in (details, found):
+            assert '"acme"' not in str(answer.data).replace("'", '"')
+    assert set(await mock_mongo.db.list_collection_names()) == tables  # nothing made by a refused request or a read
