@@ -90,3 +90,24 @@ async def test_graphs_and_long_polls_beside_creating_callers_leave_the_creates_a
         assert answer.code == 0 or (answer.status, answer.code) == (503, 1199998), answer
     for answer in (answer for answers in read[8:] for answer in answers):
         assert answer.code == 0, answer
+
+
+async def test_a_catastrophic_pattern_is_refused_before_the_store_and_creates_go_on(
+    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: MongoConnection
+) -> None:
+    client = await aiohttp_client(create_app(wire_settings, mongo=wire_mongo))
+    for host in (21, 22, 23):
+        assert (await create(client, link_body("bk_switch_belong_bk_host", 11, host))).code == 0
+    rule = {"field": "bk_obj_asst_id", "operator": "ends_with", "value": r"(\w|\w|\w)*!"}
+    body = {"bk_obj_id": "bk_switch", "condition": {"asst_filter": {"condition": "AND", "rules": [rule]}},
+            "page": {"limit": 200}}  # fmt: skip
+    before = wire_mongo.commands.by_name.get("find", 0)
+
+    refused = await asyncio.gather(*(call(client, "links_with_instances", body) for _ in range(8)))
+    made = await create(client, link_body("bk_switch_belong_bk_host", 11, 24))
+
+    for answer in refused:
+        assert (answer.code, answer.message) == (1199011, "'condition.asst_filter.rules[0].value' the parameter is "
+                                                 "invalid or does not exist")  # fmt: skip
+    assert wire_mongo.commands.by_name.get("find", 0) - before < 8  # the create's reads only: no pattern was sent
+    assert made.code == 0
