@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from bson.int64 import Int64
@@ -111,3 +112,31 @@ async def test_a_catastrophic_pattern_is_refused_before_the_store_and_creates_go
                                                  "invalid or does not exist")  # fmt: skip
     assert wire_mongo.commands.by_name.get("find", 0) - before < 8  # the create's reads only: no pattern was sent
     assert made.code == 0
+
+
+@pytest.mark.parametrize("driver", ["pymongo"], indirect=True)  # motor's threads do not see the budget
+async def test_every_read_of_a_request_carries_the_time_left_to_the_server(
+    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: MongoConnection,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    client = await aiohttp_client(create_app(wire_settings, mongo=wire_mongo))
+    assert (await create(client, link_body("bk_switch_belong_bk_host", 11, 21))).code == 0
+    sent: list[dict[str, Any]] = []
+    started = wire_mongo.commands.started
+
+    def record(event: Any) -> None:
+        if event.command_name in ("find", "aggregate", "count"):
+            sent.append(dict(event.command))
+        started(event)
+
+    monkeypatch.setattr(wire_mongo.commands, "started", record)
+    rule = {"field": "bk_obj_asst_id", "operator": "contains", "value": "belong"}
+    details = {"bk_obj_id": "bk_switch", "page": {"limit": 10},
+               "condition": {"asst_filter": {"condition": "AND", "rules": [rule]}, "dst_detail": True}}  # fmt: skip
+    assert (await call(client, "links_with_instances", details)).code == 0
+    assert (await call(client, "graph", {"bk_obj_id": "bk_switch", "bk_inst_id": 11})).code == 0
+
+    assert sent
+    limit_ms = wire_settings.mongodb.request_deadline_seconds * 1000
+    for command in sent:
+        assert 0 < command.get("maxTimeMS", 0) <= limit_ms, command
