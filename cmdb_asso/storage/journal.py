@@ -29,7 +29,7 @@ from datetime import timedelta
 from typing import Any, Literal
 
 import structlog
-from pymongo import ASCENDING, IndexModel
+from pymongo import ASCENDING, IndexModel, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from cmdb_asso.clock import utc_now
@@ -41,6 +41,15 @@ from cmdb_asso.storage.tables import AUDIT_LOG, DEL_ARCHIVE, inst_asst_table
 log = structlog.get_logger(__name__)
 
 JOURNAL = "cmdb_asso_journal"
+# Who is settling an entry, and until when (epoch seconds: the embedded server reads `$set` datetimes back as
+# strings): of recoverers running at once (every worker, check-links --repair), exactly one settles each entry.
+RECOVERER = "recoverer"
+RECOVERER_UNTIL = "recoverer_until"
+# How long a recoverer holds an entry; one that died is replaced after it.
+RECOVERY_CLAIM_SECONDS = 120.0
+# The keys a link is looked up by: its unique triple, which every store indexes (the embedded server never
+# indexes a field named `id`), and its id.
+_LINK_KEYS = ("bk_inst_id", "bk_asst_inst_id", "bk_obj_asst_id", "id")
 
 
 def new_token() -> str:
@@ -72,6 +81,7 @@ class Journal:
         self._indexed = False
         self.rolled_forward = 0
         self.rolled_back = 0
+        self.owner = new_token()
 
     async def _ensure_index(self) -> None:
         if not self._indexed:
@@ -119,14 +129,17 @@ class Journal:
     async def recover(self, supplier_account: str, *, grace_seconds: float) -> Recovery:
         """Bring every write left behind for longer than `grace_seconds` to one consistent state."""
         report = Recovery()
-        for entry in await self.stale_entries(grace_seconds):
+        for stale in await self.stale_entries(grace_seconds):
+            entry = await self._take(stale["_id"])
+            if entry is None:
+                continue  # another recoverer is settling it
             report.entries += 1
             if entry.get("op") == "delete":
                 await self._finish_delete(entry, report)
             else:
                 await self._settle_create(entry, report)
             with translate_errors(write=True):
-                await self.mongo.db[JOURNAL].delete_one({"_id": entry["_id"]})
+                await self.mongo.db[JOURNAL].delete_one({"_id": entry["_id"], RECOVERER: self.owner})
         tokens = {str(entry["_id"]) for entry in await self._all_entries()}
         for table, doc in await self.stale_claims(supplier_account, grace_seconds):
             if str(doc.get(CLAIM)) in tokens:
@@ -148,6 +161,17 @@ class Journal:
             )
         return report
 
+    async def _take(self, token: Any) -> dict[str, Any] | None:
+        """Claim an entry for this recoverer, atomically; None when another holds it (or it is gone)."""
+        now = time.time()
+        free = {"$or": [{RECOVERER_UNTIL: {"$exists": False}}, {RECOVERER_UNTIL: {"$lt": now}}]}
+        claim = {"$set": {RECOVERER: self.owner, RECOVERER_UNTIL: now + RECOVERY_CLAIM_SECONDS}}
+        with translate_errors(write=True):
+            taken = await self.mongo.db[JOURNAL].find_one_and_update(
+                {"_id": token, **free}, claim, return_document=ReturnDocument.AFTER
+            )
+        return dict(taken) if taken is not None and taken.get(RECOVERER) == self.owner else None
+
     async def _all_entries(self) -> list[dict[str, Any]]:
         with translate_errors(write=False):
             return list(await self.mongo.db[JOURNAL].find({}, {"_id": 1}).to_list(None))
@@ -158,13 +182,13 @@ class Journal:
         with translate_errors(write=True):
             for item in entry.get("links", []):
                 link, audit = dict(item["link"]), dict(item["audit"])
-                present = [table for table in tables if await db[table].find_one({"id": link["id"]}, {"_id": 1})]
+                present = [table for table in tables if await db[table].find_one(_key(link), {"_id": 1})]
                 if present and await self._complete(link, audit, [t for t in tables if t not in present]):
                     report.rolled_forward += 1
                     report.details.append(f"completed link {link['id']} ({', '.join(tables)})")
                     continue
                 for table in present:
-                    await db[table].delete_many({"id": link["id"]})
+                    await db[table].delete_many(_key(link))
                 await db[AUDIT_LOG].delete_one({"_id": audit["_id"]})
                 report.rolled_back += 1
                 report.details.append(f"rolled back link {link['id']} that was never written whole")
@@ -173,11 +197,13 @@ class Journal:
         """Write the missing copies and the audit record; False when a unique index refuses a copy (another
         link took its place meanwhile), after which the caller rolls this link back."""
         db = self.mongo.db
-        try:
-            for table in missing:
+        for table in missing:
+            try:
                 await db[table].insert_one(dict(link))
-        except DuplicateKeyError:
-            return False
+            except DuplicateKeyError:
+                if await db[table].find_one(_key(link), {"_id": 1}) is None:
+                    return False
+                # The same link is there: written meanwhile (by its writer, or a repair). Done, not lost.
         await _insert_if_missing(db[AUDIT_LOG], audit)
         return True
 
@@ -187,7 +213,10 @@ class Journal:
         with translate_errors(write=True):
             for item in entry.get("items", []):
                 link_id, tables = item["link_id"], list(item["tables"])
-                present = [doc for table in tables if (doc := await db[table].find_one({"id": link_id}))]
+                details = [archive.get("detail") for archive in item.get("archives", [])]
+                known = next((detail for detail in details if isinstance(detail, dict)), {"id": link_id})
+                query = _key({**known, "id": link_id})
+                present = [doc for table in tables if (doc := await db[table].find_one(query))]
                 if any(doc.get(CLAIM) not in (None, token) for doc in present):
                     continue  # another delete claimed it: its own entry finishes it
                 audit = dict(item["audit"])
@@ -197,9 +226,14 @@ class Journal:
                 for archive in item["archives"]:
                     await _insert_if_missing(db[DEL_ARCHIVE], dict(archive))
                 for table in tables:
-                    await db[table].delete_many({"id": link_id})
+                    await db[table].delete_many(query)
                 report.rolled_forward += 1
                 report.details.append(f"finished deleting link {link_id}")
+
+
+def _key(link: dict[str, Any]) -> dict[str, Any]:
+    """The filter that finds this link by keys the store indexes."""
+    return {key: link[key] for key in _LINK_KEYS if key in link}
 
 
 async def _insert_if_missing(collection: Any, doc: dict[str, Any]) -> None:
