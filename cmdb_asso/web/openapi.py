@@ -285,9 +285,13 @@ def _identity_headers() -> list[dict[str, Any]]:
     language = {"type": "string", "enum": ["en", "zh", "zh-cn", "en-us"]}
     return [
         {"name": "X-Bkcmdb-User", "in": "header", "required": True, "schema": _USER},
-        {"name": "X-Bkcmdb-Supplier-Account", "in": "header", "required": False,
-         "description": 'The supplier account (tenant); absent or empty: the configured default ("0")',
-         "schema": {"type": "string", "pattern": f"^({SUPPLIER_ACCOUNT.pattern})?$"}},
+        {
+            "name": "X-Bkcmdb-Supplier-Account",
+            "in": "header",
+            "required": False,
+            "description": 'The supplier account (tenant); absent or empty: the configured default ("0")',
+            "schema": {"type": "string", "pattern": f"^({SUPPLIER_ACCOUNT.pattern})?$"},
+        },
         {"name": LANGUAGE_HEADERS[0], "in": "header", "required": False, "schema": language},
     ]
 

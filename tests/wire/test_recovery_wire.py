@@ -39,7 +39,7 @@ async def _crashed_creates(mongo: MongoConnection) -> None:
     for n in range(HALF + NEVER):
         link = {"_id": ObjectId(), "id": Int64(70_000 + n), "bk_obj_id": "bk_switch", "bk_inst_id": Int64(11),
                 "bk_asst_obj_id": "host", "bk_asst_inst_id": Int64(6000 + n), "bk_asst_id": "belong",
-                "bk_obj_asst_id": "bk_switch_belong_bk_host", "bk_supplier_account": "0", "bk_biz_id": Int64(0)}  # fmt: skip
+                "bk_obj_asst_id": "bk_switch_belong_bk_host", "bk_supplier_account": "0"}  # fmt: skip
         audit = _audit(70_000 + n, 6000 + n)
         await journal.open(
             f"crashed-{n}", "create", {"tables": [SWITCH, HOST], "links": [{"link": link, "audit": audit}]}
