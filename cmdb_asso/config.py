@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 from collections.abc import Mapping
@@ -343,18 +344,53 @@ _SECTIONS: dict[str, Any] = {
 }
 
 
-def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
-    """Map CMDB_ASSO_<SECTION>_<KEY> and CMDB_ASSO_<KEY> variables onto the settings tree."""
-    tree: dict[str, Any] = {}
+# Variables of ours that are no settings: the file's path, and what the service tells its embedded server.
+_NOT_SETTINGS = frozenset({CONFIG_ENV, "CMDB_ASSO_PARENT_PID"})
+
+
+def _known_names() -> dict[str, tuple[str, ...]]:
+    """Every setting, by its dotted name: its path in the settings tree."""
+    names: dict[str, tuple[str, ...]] = {}
     for section, cls in _SECTIONS.items():
-        for name in cls.__dataclass_fields__:
-            value = environ.get(f"{ENV_PREFIX}{section}_{name}".upper())
-            if value is not None:
-                tree.setdefault(section, {})[name] = value
-    for name in ("language", "supplier_account", "data_dir"):
-        value = environ.get(f"{ENV_PREFIX}{name}".upper())
-        if value is not None:
-            tree[name] = value
+        names |= {f"{section}.{name}": (section, name) for name in cls.__dataclass_fields__}
+    names |= {name: (name,) for name in _SettingsSchema().fields if name not in _SECTIONS}
+    return names
+
+
+def _unknown(name: str, known: list[str], where: str) -> ConfigError:
+    """A start-up error naming an unknown setting and the closest known name."""
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return ConfigError(f"{where} '{name}' is not a setting{hint}")
+
+
+def _refuse_unknown_keys(raw: Mapping[str, Any]) -> None:
+    """Every key of the file must name a setting (a misspelled one would be silently ignored)."""
+    known = _known_names()
+    for key, value in raw.items():
+        if key in _SECTIONS and isinstance(value, Mapping):
+            for name in value:
+                if f"{key}.{name}" not in known:
+                    raise _unknown(f"{key}.{name}", list(known), "setting")
+        elif str(key) not in known:
+            raise _unknown(str(key), [*known, *_SECTIONS], "setting")
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Map CMDB_ASSO_<SECTION>_<KEY> and CMDB_ASSO_<KEY> variables onto the settings tree; any other variable
+    starting with CMDB_ASSO_ is an error naming the closest known one."""
+    by_variable = {f"{ENV_PREFIX}{'_'.join(path)}".upper(): path for path in _known_names().values()}
+    tree: dict[str, Any] = {}
+    for variable, value in environ.items():
+        if not variable.startswith(ENV_PREFIX) or variable in _NOT_SETTINGS:
+            continue
+        path = by_variable.get(variable)
+        if path is None:
+            raise _unknown(variable, [*by_variable, *_NOT_SETTINGS], "environment variable")
+        if len(path) == 2:
+            tree.setdefault(path[0], {})[path[1]] = value
+        else:
+            tree[path[0]] = value
     return tree
 
 
@@ -395,6 +431,7 @@ def load_settings(path: str | os.PathLike[str] | None = None, environ: Mapping[s
     for section in _SECTIONS:
         if section in raw and not isinstance(raw[section], Mapping):
             raise ConfigError(f"setting '{section}': must be a mapping")
+    _refuse_unknown_keys(raw)
     raw = _merge(raw, _env_overrides(environ))
     try:
         data: dict[str, Any] = _SettingsSchema().load(raw)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import is_dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from cmdb_asso.__main__ import main
-from cmdb_asso.config import ConfigError, load_settings
+from cmdb_asso.config import ConfigError, Settings, load_settings
 
 
 def test_defaults_apply_without_a_file_or_environment() -> None:
@@ -130,3 +132,44 @@ def test_recovery_must_wait_longer_than_any_request_can_last() -> None:
         load_settings(environ={"CMDB_ASSO_MONGODB_RECOVERY_GRACE_SECONDS": "5"})
     settings = load_settings(environ={"CMDB_ASSO_MONGODB_RECOVERY_GRACE_SECONDS": "11"})
     assert settings.mongodb.recovery_grace_seconds == 11
+
+
+@pytest.mark.parametrize(
+    ("file", "environ", "message"),
+    [
+        ("mongodb:\n  urii: mongodb://prod\n", {},
+         "setting 'mongodb.urii' is not a setting; did you mean 'mongodb.uri'?"),
+        ("http:\n  prot: 9000\n", {}, "setting 'http.prot' is not a setting; did you mean 'http.port'?"),
+        ("langauge: zh\n", {}, "setting 'langauge' is not a setting; did you mean 'language'?"),
+        ("mongdb:\n  uri: x\n", {}, "setting 'mongdb' is not a setting; did you mean 'mongodb'?"),
+        ("", {"CMDB_ASSO_HTTP_PROT": "9000"},
+         "environment variable 'CMDB_ASSO_HTTP_PROT' is not a setting; did you mean 'CMDB_ASSO_HTTP_PORT'?"),
+        ("", {"CMDB_ASSO_MONGO_URI": "x"},
+         "environment variable 'CMDB_ASSO_MONGO_URI' is not a setting; did you mean 'CMDB_ASSO_MONGODB_URI'?"),
+    ],
+)  # fmt: skip
+def test_an_unknown_setting_stops_start_up_naming_it_and_the_closest_known_one(
+    tmp_path: Path, file: str, environ: dict[str, str], message: str
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(file, encoding="utf-8")
+
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path, environ)
+
+    assert str(raised.value) == message
+
+
+def test_the_example_file_names_every_setting_and_nothing_else() -> None:
+    example = Path(__file__).resolve().parents[2] / "config.example.yaml"
+    loaded = yaml.safe_load(example.read_text(encoding="utf-8"))
+
+    settings = load_settings(example, {})  # an unknown key would stop it
+
+    named = {f"{section}.{key}" for section, keys in loaded.items() if isinstance(keys, dict) for key in keys}
+    named |= {key for key, value in loaded.items() if not isinstance(value, dict)}
+    declared = set()
+    for name in Settings.__dataclass_fields__:
+        value = getattr(settings, name)
+        declared |= {f"{name}.{key}" for key in value.__dataclass_fields__} if is_dataclass(value) else {name}
+    assert named == declared

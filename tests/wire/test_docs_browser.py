@@ -67,7 +67,7 @@ def orjson_loads(raw: bytes) -> Any:
     return orjson.loads(raw)
 
 
-ARTIFACTS = Path(os.environ.get("CMDB_ASSO_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / ".artifacts"))
+ARTIFACTS = Path(os.environ.get("CMDB_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / ".artifacts"))
 GRAPH_LINKS = [
     ("bk_router_connect_bk_switch", 31, 11),
     ("bk_switch_belong_bk_host", 11, 21),
@@ -103,7 +103,7 @@ async def test_the_graph_page_draws_the_graph_around_an_instance_in_a_browser(
 
 
 def fresh_artifact(name: str) -> Path:
-    """Where a test keeps a file for people to look at (CMDB_ASSO_TEST_ARTIFACTS, default .artifacts/)."""
+    """Where a test keeps a file for people to look at (CMDB_TEST_ARTIFACTS, default .artifacts/)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / name
     path.unlink(missing_ok=True)
