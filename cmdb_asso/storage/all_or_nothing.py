@@ -4,6 +4,7 @@ insert begun if one fails."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from typing import Any
 
 import structlog
@@ -17,8 +18,8 @@ from pymongo.errors import (
     PyMongoError,
 )
 
-from cmdb_asso.errors import LinkConflict
-from cmdb_asso.storage.budget import share_of_budget
+from cmdb_asso.errors import CmdbError, LinkConflict
+from cmdb_asso.storage.budget import share_of_budget, time_budget
 from cmdb_asso.storage.client import MongoConnection
 from cmdb_asso.storage.failures import only_duplicates, translate_errors
 from cmdb_asso.storage.journal import Journal, new_token
@@ -26,6 +27,8 @@ from cmdb_asso.storage.journal import Journal, new_token
 log = structlog.get_logger(__name__)
 
 _WRITE_CONFLICT = 112
+# The budget of an undo, whatever is left of the request's.
+UNDO_SECONDS = 5.0
 
 
 class Insert:
@@ -42,6 +45,7 @@ class AllOrNothing:
     def __init__(self, mongo: MongoConnection, journal: Journal) -> None:
         self.mongo = mongo
         self.journal = journal
+        self._undoing: set[asyncio.Task[None]] = set()
 
     async def insert(self, table: str, docs: list[dict[str, Any]], session: Any) -> None:
         """Insert `docs` into `table` in order (inside `session`'s transaction when one is given)."""
@@ -102,20 +106,28 @@ class AllOrNothing:
                 begun.append(insert)
                 await self.insert(insert.table, insert.docs, None)
         except BaseException:
-            # Undo what was written, newest first. An undo that fails (MongoDB gone, or this task cancelled)
-            # leaves the journal entry, and recovery settles the write once it is older than any request.
-            undone = True
-            for insert in reversed(begun):
-                try:
-                    await asyncio.shield(self._undo(insert))
-                except (PyMongoError, asyncio.CancelledError):
-                    log.warning("undo_left_to_recovery", table=insert.table, token=token)
-                    undone = False
-                    break
-            if undone:
-                await self.journal.close(token)
+            # Undo what was written, newest first, with a budget of its own: the request's may be spent (its
+            # deadline is why the write failed), and a nested budget can only be shorter. So the undo runs as a
+            # task of its own, outside the request's context, shielded from the request's end. An undo that fails
+            # (MongoDB gone) leaves the journal entry, and recovery settles the write once it is older than any
+            # request.
+            undo = asyncio.create_task(self._undo_all(begun, token), context=contextvars.Context())
+            self._undoing.add(undo)  # held until done: a cancelled request's undo goes on by itself
+            undo.add_done_callback(self._undoing.discard)
+            await asyncio.shield(undo)
             raise
         await self.journal.close(token)
+
+    async def _undo_all(self, begun: list[Insert], token: str) -> None:
+        try:
+            with time_budget(UNDO_SECONDS):
+                for insert in reversed(begun):
+                    await self._undo(insert)
+        except (PyMongoError, CmdbError) as exc:
+            log.warning("undo_left_to_recovery", token=token, error=type(exc).__name__)
+            return
+        with time_budget(UNDO_SECONDS):
+            await self.journal.close(token)
 
     async def _undo(self, insert: Insert) -> None:
         """Take an insert back (safe when it did not happen, or happened in part)."""

@@ -49,6 +49,7 @@ WRITE_CONFLICT = command_error(
     112, "WriteConflict", "WriteConflict error: this operation conflicted with another operation",
     "TransientTransactionError",
 )  # fmt: skip
+MAX_TIME_EXPIRED = command_error(50, "MaxTimeMSExpired", "operation exceeded time limit")
 NOT_PRIMARY = command_error(10107, "NotWritablePrimary", "not primary", "RetryableWriteError")
 FAILED_TO_SATISFY_READ_PREFERENCE = command_error(133, "FailedToSatisfyReadPreference", "Could not find host")
 # A commit whose majority acknowledgement timed out: the transaction may or may not be committed.
@@ -63,13 +64,15 @@ UNKNOWN_COMMIT: dict[str, Any] = {
 
 @dataclass
 class Rule:
-    """Answer `command` (when `when` holds for its document) with `reply`, `times` times (None: always)."""
+    """Answer `command` (when `when` holds for its document) with `reply`, `times` times (None: always), after
+    `delay` seconds (a server busy until the client's time ran out)."""
 
     command: str
     reply: dict[str, Any]
     when: Predicate | None = None
     times: int | None = 1
     hits: int = 0
+    delay: float = 0.0
 
     def matches(self, name: str, document: dict[str, Any]) -> bool:
         """Whether this rule answers this command now."""
@@ -97,10 +100,16 @@ class FaultProxy:
         return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
 
     def fail(
-        self, command: str, reply: dict[str, Any], *, when: Predicate | None = None, times: int | None = 1
+        self,
+        command: str,
+        reply: dict[str, Any],
+        *,
+        when: Predicate | None = None,
+        times: int | None = 1,
+        delay: float = 0.0,
     ) -> Rule:
-        """Answer the next `times` matching `command`s with `reply`."""
-        rule = Rule(command, reply, when, times)
+        """Answer the next `times` matching `command`s with `reply` (after `delay` seconds)."""
+        rule = Rule(command, reply, when, times, delay=delay)
         self.rules.append(rule)
         return rule
 
@@ -137,6 +146,7 @@ class FaultProxy:
                 rule = next((rule for rule in self.rules if rule.matches(name, document)), None)
                 if rule is not None:
                     rule.hits += 1
+                    await asyncio.sleep(rule.delay)
                     client_writer.write(_reply(op_code, request_id, rule.reply))
                     await client_writer.drain()
                     continue

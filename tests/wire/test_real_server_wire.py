@@ -28,6 +28,7 @@ from tests.wire.faultproxy import (
     DUPLICATE_KEY_INDEX_BUILD,
     FAILED_TO_SATISFY_READ_PREFERENCE,
     INDEX_OPTIONS_CONFLICT,
+    MAX_TIME_EXPIRED,
     NOT_PRIMARY,
     UNAUTHORIZED,
     UNKNOWN_COMMIT,
@@ -479,3 +480,23 @@ async def test_a_user_who_may_not_watch_leaves_the_watch_501_with_an_error_log_a
     assert (answer.status, answer.code) == (501, 1199998)
     assert created.code == 0
     assert [entry["event"] for entry in logs].count("watch_not_authorized") == 1
+
+
+async def test_a_create_whose_deadline_expires_between_its_tables_is_undone_with_a_budget_of_its_own(
+    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: MongoConnection, proxy: FaultProxy
+) -> None:
+    quick = replace(wire_settings, mongodb=replace(wire_settings.mongodb, request_deadline_seconds=1.0))
+    client, _mongo = await _app(aiohttp_client, quick, proxy)
+    # The target table's insert: the server works on it until the client's time is spent, then gives up.
+    proxy.fail("insert", MAX_TIME_EXPIRED, when=lambda doc: doc.get("insert") == "cc_InstAsst_0_pub_host", delay=1.2)
+
+    answer = await create(client, link_body("bk_switch_belong_bk_host", 11, 21))
+
+    assert (answer.status, answer.code) == (503, 1199998)
+    for _ in range(100):  # the undo may outlive the answer (it is shielded from the request's end)
+        if not await wire_mongo.db["cmdb_asso_journal"].count_documents({}):
+            break
+        await asyncio.sleep(0.05)
+    assert await wire_mongo.db["cmdb_asso_journal"].count_documents({}) == 0  # undone now, not left to recovery
+    assert await links_in(wire_mongo, "bk_switch") == []
+    assert await audit_records(wire_mongo) == []
