@@ -30,11 +30,13 @@ UNIQUE_ID_INDEX = "bkcc_unique_id"
 UNIQUE_LINK_INDEX = "bkcc_unique_bkInstID_bkAsstInstID_bkObjAsstID"
 SRC_GUARD_INDEX = "cmdb_asso_unique_src_guard"
 DST_GUARD_INDEX = "cmdb_asso_unique_dst_guard"
+CLAIM_INDEX = "cmdb_asso_claim"
 
 
 def inst_asst_indexes() -> list[IndexModel]:
     """The contract's five indexes, exactly as bk-cmdb defines them (`background: true` included: bk-cmdb's
-    index sync drops and rebuilds a same-named index whose spec differs), plus the two guard indexes."""
+    index sync drops and rebuilds a same-named index whose spec differs), plus the two guard indexes and a sparse
+    one on the delete claim, which recovery looks for in every table (only links being deleted carry it)."""
     return [
         IndexModel(
             [("bk_obj_id", ASCENDING), ("bk_inst_id", ASCENDING)], name="bkcc_idx_bkObjId_bkInstID", background=True
@@ -54,6 +56,7 @@ def inst_asst_indexes() -> list[IndexModel]:
         ),
         IndexModel([(SRC_GUARD, ASCENDING)], name=SRC_GUARD_INDEX, unique=True, sparse=True),
         IndexModel([(DST_GUARD, ASCENDING)], name=DST_GUARD_INDEX, unique=True, sparse=True),
+        IndexModel([(CLAIM, ASCENDING)], name=CLAIM_INDEX, sparse=True),
     ]
 
 
