@@ -5,18 +5,26 @@ There is no timer. A lone item runs at once (its group has one member); items th
 `max_group`, in arrival order. Each
 group runs in a context of its own (not the first caller's), under the time budget of the member with the
 most time left; a member that gave up (its request reached its deadline) is left out of groups not begun.
+At most `max_waiting` items wait per key: one more is answered Busy (503, Retry-After) at once. Every member
+is answered, whatever the group returns, each with an exception object of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import copy
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+import structlog
+
+from cmdb_asso.errors import Busy
 from cmdb_asso.service.context import remaining_budget, time_budget
+
+log = structlog.get_logger(__name__)
 
 K = TypeVar("K", bound=Hashable)
 T = TypeVar("T")
@@ -43,10 +51,14 @@ class Coalescer(Generic[K, T, R]):
         max_group: int,
         *,
         max_in_flight: int = 1,
+        max_waiting: int | None = None,
     ):
         self._run_group = run_group
         self._max_group = max_group
         self._max_in_flight = max_in_flight
+        # Enough for several groups behind the running ones; past it, callers are told to come back.
+        self._max_waiting = max_waiting if max_waiting is not None else max_group * 8
+        self.refused = 0
         self._queues: dict[K, list[_Waiting[T, R]]] = {}
         self._running: dict[K, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -57,8 +69,12 @@ class Coalescer(Generic[K, T, R]):
         """Run `item` with whatever else is submitted under `key` meanwhile; its own result or exception."""
         remaining = remaining_budget()
         deadline = None if remaining is None else time.monotonic() + remaining
+        queue = self._queues.setdefault(key, [])
+        if len(queue) >= self._max_waiting:
+            self.refused += 1
+            raise Busy("group commit queue")
         waiting = _Waiting(item, asyncio.get_running_loop().create_future(), deadline)
-        self._queues.setdefault(key, []).append(waiting)
+        queue.append(waiting)
         if self._running.get(key, 0) < self._max_in_flight:
             self._running[key] = self._running.get(key, 0) + 1
             task = asyncio.create_task(self._drain(key), context=contextvars.Context())
@@ -97,11 +113,14 @@ class Coalescer(Generic[K, T, R]):
             for waiting in group:
                 waiting.future.cancel()
             raise
+        if len(results) != len(group):  # a bug in the group: each member is still answered, as an error
+            log.error("group_answer_count", members=len(group), results=len(results))
+            results = [RuntimeError(f"a group of {len(group)} answered {len(results)} results")] * len(group)
         for waiting, result in zip(group, results, strict=True):
             if waiting.future.done():
                 continue
             if isinstance(result, BaseException):
-                waiting.future.set_exception(result)
+                waiting.future.set_exception(_own(result))
             else:
                 waiting.future.set_result(result)
 
@@ -114,3 +133,14 @@ class Coalescer(Generic[K, T, R]):
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _own(exc: BaseException) -> BaseException:
+    """A copy of `exc` for one member (a shared exception object would gather every member's traceback), caused
+    by the original."""
+    try:
+        mine = copy.copy(exc)
+    except Exception:  # an exception class that cannot be rebuilt from its arguments: shared, then
+        return exc
+    mine.__cause__ = exc
+    return mine
