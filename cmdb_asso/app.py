@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 from collections.abc import AsyncIterator
 from typing import Any
@@ -41,7 +40,7 @@ from cmdb_asso.storage.associations import AssociationStore
 from cmdb_asso.storage.client import MongoConnection, connect
 from cmdb_asso.storage.embedded import EMBEDDED, EmbeddedMongo
 from cmdb_asso.storage.idempotency import IdempotencyStore
-from cmdb_asso.storage.schema import ensure_indexes, refuse_sharded_tables
+from cmdb_asso.storage.schema import ShardedTables, ensure_indexes, refuse_sharded_tables
 from cmdb_asso.storage.watch import WatchStore
 from cmdb_asso.web.metrics import Metrics
 from cmdb_asso.web.middlewares import error_envelope, request_context, request_deadline
@@ -154,6 +153,24 @@ async def _recover_periodically(store: AssociationStore, settings: Settings) -> 
         await asyncio.sleep(settings.mongodb.recovery_interval_seconds)
 
 
+async def _check_sharding_later(mongo: MongoConnection, settings: Settings, readiness: Readiness) -> None:
+    """The start-up check of sharded association tables, tried again until MongoDB answers it; sharded tables
+    found then make the service not ready (it cannot stop itself once serving)."""
+    while True:
+        try:
+            await refuse_sharded_tables(mongo, settings.supplier_account)
+        except CmdbError as exc:
+            log.info("sharding_check_postponed", code=exc.code)
+            await asyncio.sleep(WATCH_PROBE_RETRY_SECONDS)
+            continue
+        except ShardedTables as exc:
+            log.error("association_tables_sharded", tables=exc.tables, detail=str(exc))
+            readiness.fault = f"association tables are sharded: {', '.join(exc.tables)}"
+            return
+        log.info("sharding_checked", sharded=False)
+        return
+
+
 async def _prepare_tables(mongo: MongoConnection, store: AssociationStore, settings: Settings) -> None:
     """In the background at start-up: read every model table's indexes and build the missing ones, a few
     tables at a time and within a bounded time; the service serves meanwhile."""
@@ -188,8 +205,10 @@ async def _services_context(
     try:
         store = _store(connection, settings)
         _install_services(app, connection, store, authorizer, settings)
-        with contextlib.suppress(CmdbError):  # MongoDB down at start-up: the service starts and waits for it
+        try:
             await refuse_sharded_tables(connection, settings.supplier_account)
+        except CmdbError:  # MongoDB down at start-up: the service starts, and the check runs once it answers
+            tasks.append(asyncio.create_task(_check_sharding_later(connection, settings, app[READINESS])))
         tasks.append(asyncio.create_task(_prepare_tables(connection, store, settings)))
         tasks.append(asyncio.create_task(_recover_periodically(store, settings)))
         if settings.watch.enabled == "on":

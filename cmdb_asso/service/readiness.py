@@ -16,9 +16,13 @@ class Readiness:
 
     def __init__(self, mongo: MongoConnection) -> None:
         self._mongo = mongo
+        # A fault found after start-up that the service cannot serve with (sharded association tables).
+        self.fault: str | None = None
 
     async def problem(self) -> str | None:
         """None when MongoDB answers a ping; otherwise why not, without the driver's text."""
+        if self.fault is not None:
+            return self.fault
         try:
             with time_budget(PING_SECONDS):
                 await self._mongo.ping()

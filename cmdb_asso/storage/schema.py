@@ -10,7 +10,7 @@ import structlog
 from bson.int64 import Int64
 from pymongo import IndexModel
 
-from cmdb_asso.errors import CmdbError
+from cmdb_asso.errors import CmdbError, StoreReadUnavailable
 from cmdb_asso.storage.client import MongoConnection
 from cmdb_asso.storage.failures import translate_errors
 from cmdb_asso.storage.indexes import IndexManager, TableIndexes, create_indexes
@@ -63,6 +63,8 @@ async def refuse_sharded_tables(mongo: MongoConnection, supplier_account: str) -
                 .find({"_id": {"$in": namespaces}, "dropped": {"$ne": True}}, {"_id": 1})
                 .to_list(None)
             )
+    except StoreReadUnavailable:
+        raise  # MongoDB does not answer now: the check is tried again
     except CmdbError:
         log.warning("sharding_not_checked", detail="config.collections could not be read (privileges?)")
         return

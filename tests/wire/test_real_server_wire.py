@@ -500,3 +500,28 @@ async def test_a_create_whose_deadline_expires_between_its_tables_is_undone_with
     assert await wire_mongo.db["cmdb_asso_journal"].count_documents({}) == 0  # undone now, not left to recovery
     assert await links_in(wire_mongo, "bk_switch") == []
     assert await audit_records(wire_mongo) == []
+
+
+async def test_the_sharding_check_that_mongodb_could_not_answer_at_start_up_runs_later_and_says_so(
+    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: MongoConnection, proxy: FaultProxy
+) -> None:
+    proxy.mongos = True
+    namespace = f"{wire_settings.mongodb.database}.cc_InstAsst_0_pub_host"
+    sharded = {"cursor": {"firstBatch": [{"_id": namespace}], "id": 0, "ns": "config.collections"}, "ok": 1.0}
+    is_check = lambda command: command["find"] == "collections"  # noqa: E731
+    proxy.fail("find", command_error(6, "HostUnreachable", "no route to the config servers"), when=is_check, times=2)
+    proxy.fail("find", sharded, when=is_check, times=None)
+
+    with capture_logs() as logs:
+        client, _mongo = await _app(aiohttp_client, wire_settings, proxy)  # starts: MongoDB did not answer
+        for _ in range(200):
+            ready = await client.get("/readyz")
+            if ready.status == 503 and "sharded" in (await ready.json()).get("reason", ""):
+                break
+            await asyncio.sleep(0.05)
+
+    assert ready.status == 503
+    assert (await ready.json())["reason"] == "association tables are sharded: cc_InstAsst_0_pub_host"
+    assert [entry["tables"] for entry in logs if entry["event"] == "association_tables_sharded"] == [
+        ["cc_InstAsst_0_pub_host"]
+    ]
