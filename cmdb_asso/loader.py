@@ -27,6 +27,8 @@ FIELDS = ("bk_obj_asst_id", "bk_inst_id", "bk_asst_inst_id")
 PRESET_KINDS = ("belong", "group", "bk_mainline", "run", "connect", "default")
 BAD_ROW_CODE = 1199006
 ALREADY_EXISTS = 1101038
+DEFINITION_MISSING = 1101046
+WRONG_SPLIT = 1199006
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,8 @@ class Summary:
     rejected: int = 0
     skipped: int = 0
     unsent: int = 0
+    # Why rows were not sent, when it was not the service being unavailable (a refused caller, ...).
+    unsent_reason: str = "service unavailable"
     seconds: float = 0.0
     interrupted: bool = False
     rejects: list[Rejected] = field(default_factory=list)
@@ -68,7 +72,7 @@ class Summary:
         """One line for the end of the run."""
         rate = (self.created + self.rejected) / self.seconds if self.seconds else 0.0
         state = "interrupted" if self.interrupted else "done"
-        unsent = f", {self.unsent} not sent (service unavailable: run again with --resume)" if self.unsent else ""
+        unsent = f", {self.unsent} not sent ({self.unsent_reason}: run again with --resume)" if self.unsent else ""
         return (
             f"{state}: {self.total} rows, {self.created} created, {self.rejected} rejected, "
             f"{self.skipped} skipped (already done){unsent}, {self.seconds:.1f} s, {rate:.0f} rows/s"
@@ -215,11 +219,14 @@ class Loader:
         self.progress_stream = progress or sys.stderr
         self.after_batch = after_batch
         self._models: dict[str, tuple[str, str] | None] = {}
+        self._lookup_failed: dict[str, CmdbApiError] = {}
         self.stop = asyncio.Event()
 
     async def models_of(self, row: Row) -> tuple[str, str] | None:
         """The source and target models of the row's definition: named in the row, or found by asking the
-        service (a dry run answers 1199006 for a wrong split)."""
+        service (a dry run answers 1199006 for a wrong split, 1101046 when there is no such definition). Any other
+        error (the service unavailable, the caller refused) says nothing of the definition: it is raised, and
+        nothing is remembered."""
         if row.obj_id and row.asst_obj_id:
             return row.obj_id, row.asst_obj_id
         if row.obj_asst_id not in self._models:
@@ -228,13 +235,27 @@ class Loader:
                 try:
                     await self.client.create_many(source, target, row.obj_asst_id, [(1, 1)], dry_run=True)
                 except CmdbApiError as error:
-                    if error.code == 1101046:
+                    if error.code == DEFINITION_MISSING:
                         break  # no such definition at all
-                    continue
+                    if error.code == WRONG_SPLIT:
+                        continue
+                    raise
                 found = (source, target)
                 break
             self._models[row.obj_asst_id] = found
         return self._models[row.obj_asst_id]
+
+    async def _models_or_raise(self, row: Row) -> tuple[str, str] | None:
+        """models_of, asking the service once per definition in a run: a definition whose look-up failed fails
+        again at once for the rest of the run."""
+        failed = self._lookup_failed.get(row.obj_asst_id)
+        if failed is not None:
+            raise failed
+        try:
+            return await self.models_of(row)
+        except CmdbApiError as error:
+            self._lookup_failed[row.obj_asst_id] = error
+            raise
 
     async def run(self, source: Path, state: State, rejects_path: Path) -> Summary:
         """Load the file; stop early (state saved) when `stop` is set."""
@@ -273,7 +294,14 @@ class Loader:
             parsed = parse_row(number, raw)
             if isinstance(parsed, Row):
                 pair = (parsed.obj_asst_id, parsed.inst_id, parsed.asst_inst_id)
-                models = None if pair in seen else await self.models_of(parsed)
+                try:
+                    models = None if pair in seen else await self._models_or_raise(parsed)
+                except CmdbApiError as error:
+                    # Not known to be bad: left for a later run (or --resume), never marked done.
+                    summary.unsent += 1
+                    if not isinstance(error, ServiceUnavailableError):
+                        summary.unsent_reason = f"{error.code}: {error.message}"
+                    continue
                 if models is not None:
                     seen.add(pair)
                     key = (models[0], models[1], parsed.obj_asst_id)

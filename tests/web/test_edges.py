@@ -295,3 +295,24 @@ async def test_after_a_retried_call_already_exists_counts_as_written_not_rejecte
     )
 
     assert (summary.created, summary.rejected) == (2, 0)
+
+
+async def test_a_definition_look_up_the_service_could_not_answer_leaves_its_rows_for_resume(tmp_path: Path) -> None:
+    # Rows that name only their definition: the loader asks the service (a dry run) which models it joins.
+    source = tmp_path / "links.csv"
+    source.write_text("bk_obj_asst_id,bk_inst_id,bk_asst_inst_id\n"
+                      "bk_switch_belong_bk_host,11,21\nbk_switch_belong_bk_host,12,22\n")  # fmt: skip
+    state = State(tmp_path / "links.state", source)
+    down = _FlakyClient(failures=99)
+
+    first = await Loader(cast(Any, down), progress=io.StringIO()).run(source, state, tmp_path / "rejects.csv")
+    failures_left = down.failures
+    down.failures = 0
+    resumed_state = State(tmp_path / "links.state", source)
+    resumed_state.load()
+    second = await Loader(cast(Any, down), progress=io.StringIO()).run(source, resumed_state, tmp_path / "r2.csv")
+
+    assert (first.created, first.rejected, first.unsent, first.skipped) == (0, 0, 2, 0)  # not "no such definition"
+    assert failures_left == 98  # one look-up for the definition, not one per row
+    assert (second.created, second.rejected, second.unsent, second.skipped) == (2, 0, 0, 0)
+    assert [pair for sent in down.sent for pair in sent if pair != (1, 1)] == [(11, 21), (12, 22)]
