@@ -26,6 +26,8 @@ _UNAVAILABLE_CODES = frozenset({6, 7, 50, 89, 91, 133, 189, 262, 9001, 10107, 11
 # What MongoDB answers a `$regex` it cannot compile: 51091 since 4.2 ("Regular expression is invalid: ..."),
 # BadValue (2) with the same text before; 51108 for bad `$options`.
 _BAD_PATTERN_CODES = frozenset({51091, 51108})
+_OUT_OF_DISK_SPACE = 14031
+_OUT_OF_SPACE_TEXTS = ("no space left on device", "database or disk is full", "out of disk space")
 
 
 def is_bad_pattern(exc: PyMongoError) -> bool:
@@ -42,6 +44,15 @@ def is_unavailable(exc: PyMongoError) -> bool:
     if exc.has_error_label("TransientTransactionError") or exc.has_error_label("RetryableWriteError"):
         return True
     return isinstance(exc, OperationFailure) and exc.code in _UNAVAILABLE_CODES
+
+
+def is_out_of_space(exc: PyMongoError) -> bool:
+    """Whether the server refused a write for want of disk space: MongoDB's OutOfDiskSpace (14031), or the text
+    of a store over a file system that is full (the embedded server's SQLite)."""
+    if isinstance(exc, OperationFailure) and exc.code == _OUT_OF_DISK_SPACE:
+        return True
+    text = str(exc).lower()
+    return any(sign in text for sign in _OUT_OF_SPACE_TEXTS)
 
 
 def only_duplicates(exc: BulkWriteError) -> bool:
@@ -65,6 +76,10 @@ def translate_errors(*, write: bool) -> Any:
     except PyMongoError as exc:
         if is_bad_pattern(exc):
             raise QueryRefused() from exc
+        if is_out_of_space(exc):
+            log.error("mongodb_out_of_disk_space", error=type(exc).__name__, write=write,
+                      detail="the database's disk is full: writes fail until space is freed")  # fmt: skip
+            raise (StoreWriteUnavailable() if write else StoreReadUnavailable()) from exc
         if is_unavailable(exc):
             log.warning("mongodb_unavailable", error=type(exc).__name__, write=write)
             raise (StoreWriteUnavailable() if write else StoreReadUnavailable()) from exc

@@ -18,6 +18,7 @@ import structlog
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
+from cmdb_asso.errors import StoreWriteUnavailable
 from cmdb_asso.storage.client import MongoConnection
 from cmdb_asso.storage.failures import translate_errors
 from cmdb_asso.storage.tables import ID_GENERATOR, INST_ASST_SEQUENCE, SYSTEM
@@ -118,6 +119,9 @@ class IdAllocator:
                     )
                 except DuplicateKeyError:  # two processes upserted the first block at once: read again
                     continue
+                if doc is None:  # the store answered without applying the update (a full disk, seen here)
+                    log.error("id_counter_not_updated", sequence=name, detail="no ids reserved: is the disk full?")
+                    raise StoreWriteUnavailable()
                 self.reserved[name] = self.reserved.get(name, 0) + size
                 return int(doc["SequenceID"])
         raise RuntimeError(f"could not reserve ids of sequence {name}")

@@ -525,3 +525,24 @@ async def test_the_sharding_check_that_mongodb_could_not_answer_at_start_up_runs
     assert [entry["tables"] for entry in logs if entry["event"] == "association_tables_sharded"] == [
         ["cc_InstAsst_0_pub_host"]
     ]
+
+
+async def test_a_full_disk_answers_503_with_a_log_line_naming_the_cause_never_a_500(
+    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: MongoConnection, proxy: FaultProxy
+) -> None:
+    client, _mongo = await _app(aiohttp_client, wire_settings, proxy)
+    out_of_space = command_error(14031, "OutOfDiskSpace", "No space left on device")
+    unapplied = {"ok": 1.0, "value": None, "lastErrorObject": {"n": 0, "updatedExisting": False}}
+
+    with capture_logs() as logs:
+        proxy.fail("findAndModify", unapplied)  # the id counter's update, not applied (seen on a full disk)
+        counter = await create(client, link_body("bk_switch_belong_bk_host", 11, 21))
+        proxy.fail("insert", out_of_space, times=None)
+        insert = await create(client, link_body("bk_switch_belong_bk_host", 12, 22))
+
+    assert (counter.status, counter.code) == (503, 1199998)
+    assert (insert.status, insert.code) == (503, 1199998)
+    events = [entry["event"] for entry in logs]
+    assert "id_counter_not_updated" in events
+    assert "mongodb_out_of_disk_space" in events
+    assert await links_in(wire_mongo, "bk_switch") == []
