@@ -3,7 +3,11 @@ and gunicorn's own log lines through structlog."""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
+import os
+import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -15,6 +19,9 @@ from gunicorn.glogging import Logger
 from cmdb_asso.keys import DRAINING, SETTINGS
 
 log = structlog.get_logger("cmdb_asso.worker")
+_PR_SET_PDEATHSIG = 1
+# How long a worker whose master died lets its requests in flight finish before it exits.
+MASTER_GONE_EXIT_SECONDS = 2.0
 
 
 class ServiceWorker(GunicornWebWorker):
@@ -23,6 +30,15 @@ class ServiceWorker(GunicornWebWorker):
 
     runner: web.AppRunner | None = None
     wsgi: Any  # gunicorn's name for what the application loaded: here, the runner factory
+
+    def init_process(self) -> None:
+        """Ask Linux for SIGTERM when the master dies (a killed master must not leave its workers serving with
+        no one to replace them), then run as gunicorn's worker does."""
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != self.ppid:  # the master died before the request took effect
+            os._exit(0)
+        super().init_process()
 
     async def _run(self) -> None:
         make_runner: Callable[[], Awaitable[web.AppRunner]] = self.wsgi
@@ -39,6 +55,14 @@ class ServiceWorker(GunicornWebWorker):
         closing its connection), then the worker stops as gunicorn's does. A second SIGTERM (the master's, after
         a process manager signalled the whole group) does not cut the drain short; SIGINT and SIGQUIT do."""
         app = self.runner.app if self.runner is not None else None
+        if os.getppid() != self.ppid:
+            # The master is gone (killed): no one balances or replaces workers now, and its embedded server died
+            # with it. Requests in flight get a moment, then the worker exits whatever its clean-up still waits
+            # for (a MongoDB client closing waits for a server that is not coming back).
+            log.warning("master_gone", seconds=MASTER_GONE_EXIT_SECONDS)
+            super().handle_exit(sig, frame)
+            self.loop.call_later(MASTER_GONE_EXIT_SECONDS, os._exit, 0)
+            return
         if app is None:
             super().handle_exit(sig, frame)
             return

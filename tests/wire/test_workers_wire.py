@@ -99,3 +99,48 @@ async def test_two_worker_processes_share_the_port_and_keep_every_rule(tmp_path:
     assert len(set(ids)) == 25
     assert set(first_workers) <= serving_pids(log_file) <= set(booted_workers(log_file))
     assert code == 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with contextlib.suppress(OSError, ValueError):  # a zombie (not yet reaped by its new parent) is gone too
+        if Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z"):
+            return False
+    return True
+
+
+async def test_workers_stop_at_once_when_their_master_is_killed(tmp_path: Path) -> None:
+    port = free_port()
+    log_file = tmp_path / "service.log"
+    env = {**os.environ, "CMDB_ASSO_HTTP_PORT": str(port), "CMDB_ASSO_DATA_DIR": str(tmp_path / "var"),
+           "CMDB_ASSO_LOG_FORMAT": "json"}  # fmt: skip
+    with log_file.open("wb") as output:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "cmdb_asso", "serve", "--workers", "2",
+            env=env, stdout=output, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        async with aiohttp.ClientSession() as session:
+            await wait_ready(session, f"http://127.0.0.1:{port}")
+        for _ in range(300):
+            if len(booted_workers(log_file)) == 2:
+                break
+            await asyncio.sleep(0.05)
+        workers = booted_workers(log_file)
+        process.kill()  # the master: SIGKILL, no chance to stop its workers
+        await process.wait()
+        for _ in range(100):  # within 5 s (before: 8-20 s of answering 503)
+            if not any(_alive(pid) for pid in workers):
+                break
+            await asyncio.sleep(0.05)
+        left = [pid for pid in workers if _alive(pid)]
+    finally:
+        for pid in booted_workers(log_file):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    assert len(workers) == 2
+    assert left == []
