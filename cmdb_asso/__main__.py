@@ -29,7 +29,7 @@ from cmdb_asso.service.context import Caller
 from cmdb_asso.service.permission import AllowAll
 from cmdb_asso.storage.associations import AssociationStore
 from cmdb_asso.storage.client import MongoConnection
-from cmdb_asso.storage.embedded import EMBEDDED, EmbeddedMongo
+from cmdb_asso.storage.embedded import EMBEDDED, EmbeddedMongo, EmbeddedStartFailed
 from cmdb_asso.storage.repair import find_problems, repair
 from cmdb_asso.storage.schema import DEMO_LINKS, ShardedTables, ensure_indexes, has_definitions, seed_demo
 from cmdb_asso.web.server import run
@@ -307,6 +307,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cmdb-asso: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings.log)
+    try:
+        return _run(args, settings)
+    except EmbeddedStartFailed as exc:
+        print(f"cmdb-asso: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "hash-secret":
         secret = _read_secret()
         if not secret:

@@ -48,6 +48,12 @@ from nx_27017.nx_27017 import main
 main()
 """
 STATE_FILE = "nx-27017.json"
+
+
+class EmbeddedStartFailed(RuntimeError):
+    """The embedded server could not be started; the message names the cause and what to do."""
+
+
 PID_FILE = "nx-27017.pid"
 
 
@@ -126,7 +132,7 @@ class EmbeddedMongo:
         if await asyncio.to_thread(self._wait_until_listening):
             return self._started()
         await self.stop()
-        raise RuntimeError(f"the embedded MongoDB server did not start; see {self.data_dir / 'nx-27017.log'}")
+        raise self._did_not_start()
 
     async def restart(self) -> str:
         """Start the server again on the same port after it died."""
@@ -152,7 +158,16 @@ class EmbeddedMongo:
             if self._wait_until_listening():
                 return self._started()
             self.stop_blocking()
-        raise RuntimeError(f"the embedded MongoDB server did not start; see {self.data_dir / 'nx-27017.log'}")
+        raise self._did_not_start()
+
+    def _did_not_start(self) -> EmbeddedStartFailed:
+        log_file = self.data_dir / "nx-27017.log"
+        try:
+            last = log_file.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:]
+        except OSError:
+            last = []
+        said = f" (it said: {last[0][:300]})" if last else ""
+        return EmbeddedStartFailed(f"the embedded MongoDB server did not start{said}; see {log_file}")
 
     def _adopt(self) -> str | None:
         uri = self.running()
@@ -167,7 +182,16 @@ class EmbeddedMongo:
         # PR_SET_PDEATHSIG follows the thread that forks, not the process: asked for only from the main thread
         # (the service's event loop), since a server started from a worker thread would die with that thread.
         store = self.data_dir / "mongo"
-        store.mkdir(parents=True, exist_ok=True)
+        try:
+            store.mkdir(parents=True, exist_ok=True)
+            probe = self.data_dir / ".writable"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise EmbeddedStartFailed(
+                f"the embedded MongoDB server cannot keep its files in {self.data_dir}: {exc.strerror}; "
+                "set data_dir (CMDB_ASSO_DATA_DIR) to a writable directory, or mongodb.uri to a MongoDB server"
+            ) from exc
         self._forget_dead_server()
         self.port = port or free_port()
         on_main_thread = threading.current_thread() is threading.main_thread()

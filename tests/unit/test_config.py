@@ -173,3 +173,20 @@ def test_the_example_file_names_every_setting_and_nothing_else() -> None:
         value = getattr(settings, name)
         declared |= {f"{name}.{key}" for key in value.__dataclass_fields__} if is_dataclass(value) else {name}
     assert named == declared
+
+
+@pytest.mark.parametrize("command", [["init-db"], ["serve"], ["serve", "--workers", "2"], ["check-links"]])
+def test_a_data_directory_the_embedded_server_cannot_use_is_named_without_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("CMDB_ASSO_DATA_DIR", str(blocker / "var"))
+
+    code = main(command)
+
+    said = capsys.readouterr().err
+    assert code == 2
+    assert f"cannot keep its files in {blocker / 'var'}: Not a directory" in said
+    assert "CMDB_ASSO_DATA_DIR" in said
+    assert "Traceback" not in said
