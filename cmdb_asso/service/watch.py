@@ -132,6 +132,9 @@ class EventFeed:
                     log.warning("watch_feeder_paused", error=type(exc).__name__)
                 except StreamStalled as exc:
                     self.restarts += 1
+                    if self.store.mongo.embedded:  # its stream may have lost the changes: the table is read whole
+                        with contextlib.suppress(CmdbError):
+                            await self.store.forget_token(str(exc))
                     log.error(
                         "watch_stream_stalled",
                         table=str(exc),
@@ -387,7 +390,8 @@ class WatchService:
         with time_budget(self.read_seconds):
             if request.start_from:
                 return await self._since(request, query)
-            return await self._nothing_new()  # from now: never a past event, only the cursor to follow
+            # From now: never a past event, only the cursor to follow.
+            return await self._nothing_new(await self.store.newest())
 
     async def _check(self, caller: Caller, request: WatchRequest) -> None:
         model = None
@@ -436,7 +440,13 @@ class WatchService:
                     break
                 await self.newest.wait(min(POLL_SECONDS, left))
         with time_budget(self.read_seconds):
-            return await self._nothing_new()
+            # The newest event first, then one last look: an event stored in between is then answered, never
+            # passed over by the cursor handed out (events are stored before the newest is recorded).
+            newest = await self.store.newest()
+            events = await self.store.after(start, query, EVENT_STEP)
+            if events:
+                return _answer(events, request.fields)
+            return await self._nothing_new(newest)
 
     async def _start_of(self, cursor: str) -> int:
         if cursor in _NO_EVENT_SPELLINGS:
@@ -457,16 +467,16 @@ class WatchService:
         age = self.clock() - request.start_from
         if age < 0 or age > self.store.retention_seconds:
             raise BodyInvalid("bk_start_from")
+        newest = await self.store.newest()
         events = await self.store.since(request.start_from, query, EVENT_STEP)
         if events:
             return _answer(events, request.fields)
-        return await self._nothing_new()
+        return await self._nothing_new(newest)
 
-    async def _nothing_new(self) -> dict[str, Any]:
-        """`bk_watched: false` with the cursor to continue from: the newest event's, or the no-event cursor
-        when no event is inside the retention; from the stored newest cursor and one indexed look-up of it,
-        never by sorting the events."""
-        newest = await self.store.newest()
+    async def _nothing_new(self, newest: tuple[int, str] | None) -> dict[str, Any]:
+        """`bk_watched: false` with the cursor to continue from: `newest` (the newest event's id and cursor,
+        read before the read that found nothing), or the no-event cursor when no event is inside the retention;
+        one indexed look-up, never a sort of the events."""
         inside = newest is not None and await self.store.event_id(newest[1]) is not None
         cursor = newest[1] if newest and inside else NO_EVENT_CURSOR
         event = {"bk_cursor": cursor, "bk_resource": RESOURCE, "bk_event_type": "", "bk_detail": None}

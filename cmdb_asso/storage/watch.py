@@ -47,8 +47,6 @@ IDLE_POLL_SECONDS = (0.05, 1.0)
 BUSY_ROUND_SECONDS = 0.1
 # The most changes read from one stream in a round.
 DRAIN_LIMIT = 200
-# How much newer than its stream's last report a table's newest document must be to count as unreported.
-STALL_MARGIN_SECONDS = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +166,11 @@ class WatchStore:
             return None
         return int(doc["newest_id"]), str(doc["newest_cursor"])
 
+    async def forget_token(self, stream: str) -> None:
+        """Drop one stream's saved resume token: the feed then reads its table whole when it opens it again."""
+        with translate_errors(write=True):
+            await self.db[TOKENS].update_one({"_id": TOKEN_ID}, {"$unset": {f"tokens.{stream}": ""}})
+
     async def resume_tokens(self) -> dict[str, Any]:
         """The feeder's saved resume tokens, by stream (a table, or `*` for the database)."""
         with translate_errors(write=False):
@@ -253,8 +256,9 @@ class ChangeSource:
         self.per_table = per_table
         self.rescan_seconds = rescan_seconds
         self.stall_seconds = stall_seconds
-        # Per stream, when it last reported a change (or was opened), by this host's clock.
-        self._reported: dict[str, float] = {}
+        # Per table, the newest document `_id` known to the feed: the newest when its stream opened (or the feed
+        # first looked), raised by every insert its stream reports. ObjectIds grow with their writing time.
+        self._known: dict[str, ObjectId] = {}
         # How far the tables' newest change is ahead of what the streams reported (seconds; 0 when caught up).
         self.behind_seconds = 0.0
         # The fields of an inserted document the feed reads (all when empty): only those are converted.
@@ -286,11 +290,10 @@ class ChangeSource:
                 cut: list[int] = []  # per stream read up to DRAIN_LIMIT: the last change's order
                 for name, stream in list(self._streams.items()):
                     drained = await self._drain(name, stream, tokens)
-                    if drained:
-                        self._reported[name] = time.time()
                     if len(drained) >= DRAIN_LIMIT:
                         cut.append(drained[-1].order)
                     changes += drained
+                self._note_reported(changes)
                 changes, round_tokens = self._in_commit_order(changes, cut)
                 yield changes, round_tokens
                 # MongoDB holds an idle getMore for max_await_time_ms; the embedded server answers at once, so
@@ -330,27 +333,42 @@ class ChangeSource:
         self._given |= round_tokens
         return given, round_tokens
 
+    def _note_reported(self, changes: list[LinkChange]) -> None:
+        for change in changes:
+            if change.operation == "insert" and ObjectId.is_valid(change.oid):
+                oid = ObjectId(change.oid)
+                known = self._known.get(change.table)
+                if known is None or oid > known:
+                    self._known[change.table] = oid
+
+    async def _newest_id(self, table: str) -> ObjectId | None:
+        with translate_errors(write=False):
+            newest = await self.store.mongo.db[table].find_one({}, {"_id": 1}, sort=[("_id", -1)])
+        oid = newest.get("_id") if newest else None
+        return oid if isinstance(oid, ObjectId) else None
+
     async def _check_stalls(self) -> None:
-        """Raise StreamStalled where a table's newest document is older than `stall_seconds` and newer than
-        anything its stream reported (documents carry their writing time in an ObjectId `_id`)."""
+        """Raise StreamStalled where a table's newest document is newer than anything its stream reported and
+        was written over `stall_seconds` ago (documents carry their writing time in an ObjectId `_id`)."""
         now = time.time()
         behind = 0.0
         for table in await self.store.link_tables():
-            stream = table if self.per_table else "*"
-            if stream not in self._reported:
+            if (table if self.per_table else "*") not in self._streams:
                 continue  # not followed yet: a table new to the feed is read whole when its stream opens
-            with translate_errors(write=False):
-                newest = await self.store.mongo.db[table].find_one({}, {"_id": 1}, sort=[("_id", -1)])
-            oid = newest.get("_id") if newest else None
-            if not isinstance(oid, ObjectId):
+            oid = await self._newest_id(table)
+            if oid is None:
                 continue
-            written = oid.generation_time.timestamp()
-            # ObjectId times are whole seconds of the writer's clock: a margin for the clocks' skew.
-            if written > self._reported[stream] + min(STALL_MARGIN_SECONDS, self.stall_seconds / 10):
-                behind = max(behind, now - written)
-                if now - written > self.stall_seconds:
-                    self.behind_seconds = behind
-                    raise StreamStalled(table)
+            known = self._known.get(table)
+            if known is None:  # first sight of the table (one stream for the database): what is there is known
+                self._known[table] = oid
+                continue
+            if oid <= known:
+                continue
+            age = now - oid.generation_time.timestamp()
+            behind = max(behind, age)
+            if age > self.stall_seconds:
+                self.behind_seconds = behind
+                raise StreamStalled(table)
         self.behind_seconds = behind
 
     async def _open_missing(self, tokens: dict[str, Any]) -> list[LinkChange]:
@@ -364,7 +382,8 @@ class ChangeSource:
         for name in names:
             if name not in self._streams:
                 self._streams[name] = await self._open(name, tokens.get(name))
-                self._reported[name] = time.time()
+                if self.per_table and (newest := await self._newest_id(name)) is not None:
+                    self._known.setdefault(name, newest)
                 # New to a feed that ran before (now, or before a restart): the very first start begins at now.
                 if name not in tokens and (tokens or not first_scan):
                     found += await self._present(name)

@@ -39,8 +39,11 @@ DETAIL_KEYS = ["bk_asst_id", "bk_asst_inst_id", "bk_asst_obj_id", "bk_biz_id", "
 
 @pytest.fixture
 def watch_settings(wire_settings: Settings) -> Settings:
-    """The feed on, quick to find new tables, and a short long poll."""
-    return replace(wire_settings, watch=WatchSettings(long_poll_seconds=2.0, rescan_seconds=0.2, lease_seconds=3))
+    """The feed on, quick to find new tables, quick to find a stream that stopped delivering, and a short long
+    poll. (On the embedded server a stream now and then stops after a test that wrote thousands of changes to
+    tables of the same names in another database: the feed then starts again, as in production.)"""
+    watch = WatchSettings(long_poll_seconds=2.0, rescan_seconds=0.2, lease_seconds=3, stall_seconds=2.0)
+    return replace(wire_settings, watch=watch)
 
 
 async def _live_client(aiohttp_client: AiohttpClient, settings: Settings, mongo: MongoConnection, **kw: Any) -> Client:
@@ -457,10 +460,11 @@ async def test_fifty_long_polls_share_one_reader_and_one_more_past_the_bound_ans
     for answer in answers:
         assert answer.code == 0
         assert answer.data["bk_watched"] is False
-    # Each poll reads its cursor, the events once, and its answer; while they wait (2 s), one reader of the
-    # newest event serves all fifty (before: each poll read the events every 0.25 s, 400 reads more).
+    # Each poll reads its cursor, the events, then the newest event and the events once more, and its answer;
+    # while they wait (2 s), one reader of the newest event serves all fifty (before: each poll read the events
+    # every 0.25 s, 400 reads more).
     finds = wire_mongo.commands.by_name.get("find", 0) - before
-    assert finds <= 50 * 4 + watcher.app[WATCH].newest.reads, finds
+    assert finds <= 50 * 5 + watcher.app[WATCH].newest.reads, finds
     assert watcher.app[WATCH].newest.reads <= 2 * 2 / 0.25
 
 
