@@ -119,7 +119,8 @@ async def find_problems(
 async def _journal_problems(mongo: MongoConnection, supplier_account: str, grace_seconds: float) -> list[Problem]:
     journal = Journal(mongo)
     problems = []
-    for entry in await journal.stale_entries(0):
+    entries = await journal.stale_entries(0)
+    for entry in entries:
         young = (utc_now() - entry["at"]).total_seconds() < grace_seconds if isinstance(entry["at"], datetime) else 0
         note = "(young: may still be in flight)" if young else "(its process is gone)"
         links = [item["link"] for item in entry.get("links", [])]
@@ -128,7 +129,10 @@ async def _journal_problems(mongo: MongoConnection, supplier_account: str, grace
             kind = f"unfinished_write {entry.get('op')}"
             problems.append(Problem("unfinished_write", int(link["id"]), tuple(entry.get("tables", [])), link,
                                     f"{kind} {note}"))  # fmt: skip
+    journalled_deletes = {str(entry["_id"]) for entry in entries}
     for table, doc in await journal.stale_claims(supplier_account, grace_seconds):
+        if str(doc.get(CLAIM)) in journalled_deletes:
+            continue  # its delete is journalled: reported once, above, as an unfinished write
         problems.append(Problem("delete_claim", int(doc["id"]), (table,), doc, "(its delete never started)"))
     return problems
 

@@ -7,8 +7,10 @@ import asyncio
 import os
 import sys
 from collections import Counter
+from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient
 from bson import ObjectId
 from bson.int64 import Int64
 
@@ -18,7 +20,10 @@ from cmdb_asso.domain import AuditRecord
 from cmdb_asso.storage.client import MongoConnection
 from cmdb_asso.storage.documents import audit_document
 from cmdb_asso.storage.embedded import EmbeddedMongo
+from cmdb_asso.storage.indexes import CLAIM, CLAIMED_AT
 from cmdb_asso.storage.journal import JOURNAL, Journal
+from cmdb_asso.storage.repair import find_problems
+from tests.helpers import create, link_body
 from tests.wire.conftest import add_instances, open_wire_mongo
 
 pytestmark = pytest.mark.wire
@@ -81,3 +86,18 @@ async def test_recoverers_in_processes_and_check_links_at_once_settle_each_write
     whole = {70_000 + n for n in range(HALF)}
     assert switch == host == Counter(whole)  # each half create completed, in both tables, once
     assert audits == Counter(whole)  # with exactly one audit record; the creates that wrote nothing have none
+
+
+async def test_check_links_reports_a_killed_deletes_claimed_link_once(
+    wire_client: TestClient[Any, Any], wire_mongo: MongoConnection
+) -> None:
+    made = await create(wire_client, link_body("bk_switch_belong_bk_host", 11, 21))
+    link_id = made.data["id"]
+    # A delete killed after its journal entry and its claim, before it removed anything.
+    await Journal(wire_mongo).open("killed-delete", "delete", {"items": [
+        {"link_id": link_id, "tables": [SWITCH, HOST], "audit": {"_id": ObjectId()}, "archives": []}]})  # fmt: skip
+    await wire_mongo.db[SWITCH].update_one({"id": link_id}, {"$set": {CLAIM: "killed-delete", CLAIMED_AT: 0.0}})
+
+    problems = await find_problems(wire_mongo, "0", grace_seconds=0)
+
+    assert [problem.kind for problem in problems if problem.link_id == link_id] == ["unfinished_write"]
