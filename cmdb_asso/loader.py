@@ -14,6 +14,7 @@ import hashlib
 import json
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,12 +146,16 @@ def model_candidates(obj_asst_id: str) -> list[tuple[str, str]]:
 
 
 class State:
-    """The rows done so far, kept in a small JSON file as ranges of row numbers."""
+    """The rows done so far, kept in a small JSON file as ranges of row numbers, with the run they belong to
+    (a new load is a new run; `--resume` continues the saved one)."""
 
     def __init__(self, path: Path, source: Path) -> None:
         self.path = path
         self.source = str(source.resolve())
         self.done: set[int] = set()
+        self.run = uuid.uuid4().hex[:16]
+        # Whether this run was started before (resumed): rows it had sent may have been written already.
+        self.resumed = False
 
     def load(self) -> None:
         """Read the rows done by an earlier run of the same file."""
@@ -161,6 +166,8 @@ class State:
             raise SystemExit(f"cmdb-asso load: {self.path} belongs to {saved.get('source')}, not this file")
         for first, last in saved.get("done", []):
             self.done.update(range(first, last + 1))
+        self.run = str(saved.get("run") or self.run)
+        self.resumed = True
 
     def save(self) -> None:
         """Write the rows done, atomically."""
@@ -171,7 +178,7 @@ class State:
             else:
                 ranges.append([number, number])
         temporary = self.path.with_suffix(".tmp")
-        temporary.write_text(json.dumps({"source": self.source, "done": ranges}))
+        temporary.write_text(json.dumps({"source": self.source, "run": self.run, "done": ranges}))
         temporary.replace(self.path)
 
 
@@ -325,9 +332,10 @@ class Loader:
     async def _send(self, key: BatchKey, batch: list[Row], sending: _Sending) -> None:
         """Send one batch and record each row's outcome."""
         summary, raw_by_number = sending.summary, sending.raw_by_number
-        # The same batch of the same file always carries the same key: a batch sent again after a crash gets
-        # its first answer back instead of duplicates.
-        idempotency_key = f"load:{sending.file_key}:{batch[0].number}-{batch[-1].number}"
+        # The key names the run and the batch's content: a batch sent again within the run (after a crash, by
+        # --resume) gets its first answer back; a new load of the same file (or new rows at the same place) is
+        # new work, never an old answer.
+        idempotency_key = f"load:{sending.state.run}:{batch_digest(key, batch)}"
         try:
             result = await self.client.create_many(
                 *key, [(row.inst_id, row.asst_inst_id) for row in batch], idempotency_key=idempotency_key
@@ -344,8 +352,10 @@ class Loader:
         else:
             summary.created += len(result.created)
             for index, (code, message) in result.errors.items():
-                if result.retried and code == ALREADY_EXISTS:
-                    summary.created += 1  # sent more than once: the attempt that got no answer wrote it
+                if code == ALREADY_EXISTS and (result.retried or sending.state.resumed):
+                    # Sent more than once (by the client's retry, or by this run before it was cut): the attempt
+                    # that got no answer wrote it.
+                    summary.created += 1
                     continue
                 row = batch[index]
                 summary.rejects.append(Rejected(row.number, raw_by_number[row.number], code, message))
@@ -369,10 +379,11 @@ class _Sending:
     raw_by_number: dict[int, dict[str, Any]]
     progress: Progress
 
-    @property
-    def file_key(self) -> str:
-        """Names the file in idempotency keys."""
-        return hashlib.sha256(self.state.source.encode()).hexdigest()[:16]
+
+def batch_digest(key: BatchKey, batch: list[Row]) -> str:
+    """What a batch asks for (its definition and pairs, in order), as a short digest."""
+    content = json.dumps([list(key), [[row.inst_id, row.asst_inst_id] for row in batch]])
+    return hashlib.sha256(content.encode()).hexdigest()[:24]
 
 
 def write_rejects(path: Path, rejects: list[Rejected], *, append: bool) -> None:

@@ -135,3 +135,33 @@ async def test_the_load_command_prints_its_summary_and_writes_the_rejects(
     assert rejects[1] == "2,bk_switch_belong_bk_host,1001,9999,1101074,the  inst to asst  is not exist"
     assert rejects[2].startswith("3,,,,1199006,")
     assert len(await links_in(loader_mongo, "host")) == 1
+
+
+async def test_a_new_load_of_the_same_file_is_new_work_and_a_resume_counts_its_own_writes(
+    aiohttp_server: AiohttpServer, loader_mongo: MongoConnection, tmp_path: Path
+) -> None:
+    source = tmp_path / "links.csv"
+    source.write_text("bk_obj_asst_id,bk_inst_id,bk_asst_inst_id\n"
+                      + "".join(f"bk_switch_belong_bk_host,1000,{host}\n" for host in (1001, 1002, 1003)))  # fmt: skip
+    server = await aiohttp_server(create_app(Settings(mongodb=MongoSettings(uri="unused")), mongo=loader_mongo))
+    url = str(server.make_url("")).rstrip("/")
+
+    async with AssociationClient(url) as client:
+
+        async def load(state: State) -> tuple[int, int]:
+            summary = await Loader(client, progress=io.StringIO()).run(source, state, tmp_path / "rejects.csv")
+            return summary.created, summary.rejected
+
+        first = await load(State(tmp_path / "a.state", source))
+        ids = [link["id"] for link in await links_in(loader_mongo, "host")]
+        deleted = await client.delete_many("host", ids)
+        again = await load(State(tmp_path / "b.state", source))  # within the keys' 24 h: still a new load
+        # A run cut after its batch was written but before it was recorded as done, then resumed.
+        cut = State(tmp_path / "b.state", source)
+        cut.load()
+        cut.done.clear()
+        resumed = await load(cut)
+
+    assert (first, deleted, again) == ((3, 0), 3, (3, 0))
+    assert len(await links_in(loader_mongo, "host")) == 3
+    assert resumed == (3, 0)  # its own first attempt wrote them: created, not "already exists"
