@@ -17,6 +17,7 @@ from cmdb_asso.storage.embedded import EmbeddedMongo
 from cmdb_asso.storage.schema import seed_demo
 from cmdb_asso.storage.tables import instance_table
 from tests.conftest import AiohttpClient
+from tests.helpers import add_definition
 
 pytestmark = pytest.mark.wire
 
@@ -72,6 +73,20 @@ async def wire_client(
 ) -> TestClient[Any, Any]:
     """The app over the embedded server."""
     return await aiohttp_client(create_app(wire_settings, mongo=wire_mongo))
+
+
+async def add_host_tree(mongo: MongoConnection, branching: int, depth: int) -> int:
+    """A tree of hosts linked by host_connect_host: host 1 links to `branching` hosts, each of them to as many
+    more, `depth` levels down; the number of hosts."""
+    await add_definition(mongo, "host_connect_host", "host", "connect", "host", "n:n")
+    total = int(sum(branching**level for level in range(depth + 1)))
+    await add_instances(mongo, "host", range(1, total + 1))
+    links = [{"id": Int64(child), "bk_obj_asst_id": "host_connect_host", "bk_asst_id": "connect",
+              "bk_obj_id": "host", "bk_inst_id": Int64((child - 2) // branching + 1), "bk_asst_obj_id": "host",
+              "bk_asst_inst_id": Int64(child), "bk_supplier_account": "0"}
+             for child in range(2, total + 1)]  # fmt: skip
+    await mongo.db["cc_InstAsst_0_pub_host"].insert_many(links)
+    return total
 
 
 async def add_instances(mongo: MongoConnection, obj_id: str, ids: range) -> None:

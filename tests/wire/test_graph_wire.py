@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
-from typing import Any
 
 import pytest
-from bson.int64 import Int64
 
 from cmdb_asso.__main__ import main
 from cmdb_asso.app import create_app
@@ -17,8 +15,8 @@ from cmdb_asso.storage.client import MongoConnection
 from cmdb_asso.storage.embedded import EmbeddedMongo
 from cmdb_asso.storage.schema import DEMO_LINKS
 from tests.conftest import AiohttpClient
-from tests.helpers import add_definition, audit_records, call, links_in
-from tests.wire.conftest import add_instances
+from tests.helpers import audit_records, call, links_in
+from tests.wire.conftest import add_host_tree
 
 pytestmark = pytest.mark.wire
 BRANCHING, DEPTH = 5, 6
@@ -28,17 +26,8 @@ async def test_six_hops_over_ten_thousand_links_cost_a_read_per_hop(
     aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: MongoConnection
 ) -> None:
     # A tree of hosts: host 1 links to 5 hosts, each of them to 5 more, six levels down (19,530 hosts).
-    await add_definition(wire_mongo, "host_connect_host", "host", "connect", "host", "n:n")
-    total = sum(BRANCHING**level for level in range(DEPTH + 1))
-    await add_instances(wire_mongo, "host", range(1, total + 1))
-    links: list[dict[str, Any]] = []
-    for child in range(2, total + 1):
-        parent = (child - 2) // BRANCHING + 1
-        links.append({"id": Int64(child), "bk_obj_asst_id": "host_connect_host", "bk_asst_id": "connect",
-                      "bk_obj_id": "host", "bk_inst_id": Int64(parent), "bk_asst_obj_id": "host",
-                      "bk_asst_inst_id": Int64(child), "bk_supplier_account": "0"})  # fmt: skip
-    await wire_mongo.db["cc_InstAsst_0_pub_host"].insert_many(links)
-    assert len(links) > 10_000
+    total = await add_host_tree(wire_mongo, BRANCHING, DEPTH)
+    assert total - 1 > 10_000
     limits = replace(wire_settings.limits, graph_max_nodes=50_000, graph_max_links=50_000)
     settings = replace(wire_settings, limits=limits)
     client = await aiohttp_client(create_app(settings, mongo=wire_mongo))

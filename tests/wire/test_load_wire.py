@@ -9,7 +9,6 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from bson.int64 import Int64
 
 from cmdb_asso.app import create_app
 from cmdb_asso.config import Settings, WatchSettings
@@ -17,8 +16,8 @@ from cmdb_asso.keys import WATCH
 from cmdb_asso.service.watch import NO_EVENT_CURSOR
 from cmdb_asso.storage.client import MongoConnection
 from tests.conftest import AiohttpClient
-from tests.helpers import Answer, add_definition, call, create, link_body
-from tests.wire.conftest import add_instances
+from tests.helpers import Answer, call, create, link_body
+from tests.wire.conftest import add_host_tree, add_instances
 
 pytestmark = pytest.mark.wire
 BRANCHING, DEPTH = 5, 6
@@ -28,15 +27,7 @@ BRANCHING, DEPTH = 5, 6
 async def test_graphs_and_long_polls_beside_creating_callers_leave_the_creates_answered(
     aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: MongoConnection
 ) -> None:
-    # A tree of 19,530 hosts, six levels of five, as a heavy graph's ground.
-    await add_definition(wire_mongo, "host_connect_host", "host", "connect", "host", "n:n")
-    total = sum(BRANCHING**level for level in range(DEPTH + 1))
-    await add_instances(wire_mongo, "host", range(1, total + 1))
-    links = [{"id": Int64(child), "bk_obj_asst_id": "host_connect_host", "bk_asst_id": "connect",
-              "bk_obj_id": "host", "bk_inst_id": Int64((child - 2) // BRANCHING + 1), "bk_asst_obj_id": "host",
-              "bk_asst_inst_id": Int64(child), "bk_supplier_account": "0"}
-             for child in range(2, total + 1)]  # fmt: skip
-    await wire_mongo.db["cc_InstAsst_0_pub_host"].insert_many(links)
+    await add_host_tree(wire_mongo, BRANCHING, DEPTH)  # 19,530 hosts, six levels of five: a heavy graph's ground
     await add_instances(wire_mongo, "bk_switch", range(100, 116))
     settings = replace(wire_settings, watch=WatchSettings(long_poll_seconds=3.0, rescan_seconds=0.5, lease_seconds=3))
     client = await aiohttp_client(create_app(settings, mongo=wire_mongo))

@@ -55,6 +55,14 @@ async def _live_client(aiohttp_client: AiohttpClient, settings: Settings, mongo:
     return client
 
 
+async def _following(aiohttp_client: AiohttpClient, settings: Settings, mongo: MongoConnection) -> tuple[Client, str]:
+    """A live app with one link created and its event followed: the app and the cursor after that event."""
+    client = await _live_client(aiohttp_client, settings, mongo)
+    await create(client, link_body("bk_switch_belong_bk_host", 11, 21))
+    _, cursor = await _events_until(client, NO_EVENT_CURSOR, 1)
+    return client, cursor
+
+
 @pytest.fixture
 async def watcher(wire_mongo: MongoConnection, aiohttp_client: AiohttpClient, watch_settings: Settings) -> Client:
     """The app over the embedded server with its feeder running."""
@@ -420,10 +428,8 @@ async def test_a_long_poll_answers_at_once_when_the_service_starts_draining(
     wire_mongo: MongoConnection, aiohttp_client: AiohttpClient, watch_settings: Settings
 ) -> None:
     patient = replace(watch_settings, watch=replace(watch_settings.watch, long_poll_seconds=30))
-    watcher = await _live_client(aiohttp_client, patient, wire_mongo)
+    watcher, cursor = await _following(aiohttp_client, patient, wire_mongo)
     assert watcher.app is not None
-    await create(watcher, link_body("bk_switch_belong_bk_host", 11, 21))
-    _, cursor = await _events_until(watcher, NO_EVENT_CURSOR, 1)
     waiting = asyncio.create_task(watch(watcher, bk_cursor=cursor))
     await asyncio.sleep(0.3)
     assert not waiting.done()
@@ -431,6 +437,7 @@ async def test_a_long_poll_answers_at_once_when_the_service_starts_draining(
     watcher.app[DRAINING].set()
     answer = await asyncio.wait_for(waiting, 2)  # not the rest of its 30 s
 
+    assert answer.code == 0
     assert answer.data["bk_watched"] is False
     assert answer.data["bk_events"][0]["bk_cursor"] == cursor
 
@@ -439,10 +446,8 @@ async def test_fifty_long_polls_share_one_reader_and_one_more_past_the_bound_ans
     aiohttp_client: AiohttpClient, watch_settings: Settings, wire_mongo: MongoConnection
 ) -> None:
     settings = replace(watch_settings, limits=replace(watch_settings.limits, long_polls_in_flight=50))
-    watcher = await _live_client(aiohttp_client, settings, wire_mongo)
+    watcher, cursor = await _following(aiohttp_client, settings, wire_mongo)
     assert watcher.app is not None
-    await create(watcher, link_body("bk_switch_belong_bk_host", 11, 21))
-    _, cursor = await _events_until(watcher, NO_EVENT_CURSOR, 1)
     before = wire_mongo.commands.by_name.get("find", 0)
 
     async def poll() -> Answer:

@@ -40,16 +40,22 @@ def serving_pids(log_file: Path) -> set[int]:
     return {int(str(event["pid"])) for event in log_events(log_file) if event.get("event") == "request"}
 
 
-async def test_two_worker_processes_share_the_port_and_keep_every_rule(tmp_path: Path) -> None:
+async def _serve_two_workers(tmp_path: Path, *options: str) -> tuple[asyncio.subprocess.Process, int, Path]:
+    """`serve --workers 2` on a free port, logging JSON to a file: the master process, the port, the log."""
     port = free_port()
     log_file = tmp_path / "service.log"
     env = {**os.environ, "CMDB_ASSO_HTTP_PORT": str(port), "CMDB_ASSO_DATA_DIR": str(tmp_path / "var"),
            "CMDB_ASSO_LOG_FORMAT": "json"}  # fmt: skip
     with log_file.open("wb") as output:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "cmdb_asso", "serve", "--workers", "2", "--seed-demo-if-empty",
+            sys.executable, "-m", "cmdb_asso", "serve", "--workers", "2", *options,
             env=env, stdout=output, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
+    return process, port, log_file
+
+
+async def test_two_worker_processes_share_the_port_and_keep_every_rule(tmp_path: Path) -> None:
+    process, port, log_file = await _serve_two_workers(tmp_path, "--seed-demo-if-empty")
     base = f"http://127.0.0.1:{port}"
     try:
         # A new connection per request, so that the kernel spreads them over both workers.
@@ -113,15 +119,7 @@ def _alive(pid: int) -> bool:
 
 
 async def test_workers_stop_at_once_when_their_master_is_killed(tmp_path: Path) -> None:
-    port = free_port()
-    log_file = tmp_path / "service.log"
-    env = {**os.environ, "CMDB_ASSO_HTTP_PORT": str(port), "CMDB_ASSO_DATA_DIR": str(tmp_path / "var"),
-           "CMDB_ASSO_LOG_FORMAT": "json"}  # fmt: skip
-    with log_file.open("wb") as output:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "cmdb_asso", "serve", "--workers", "2",
-            env=env, stdout=output, stderr=asyncio.subprocess.STDOUT,
-        )  # fmt: skip
+    process, port, log_file = await _serve_two_workers(tmp_path)
     try:
         async with aiohttp.ClientSession() as session:
             await wait_ready(session, f"http://127.0.0.1:{port}")
