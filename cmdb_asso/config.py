@@ -16,6 +16,8 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 from cmdb_asso.inputs import SUPPLIER_ACCOUNT
 
 ENV_PREFIX = "CMDB_ASSO_"
+# The budget of a failed write's undo, which runs past its request's deadline (storage/all_or_nothing.py).
+UNDO_SECONDS = 5.0
 CONFIG_ENV = "CMDB_ASSO_CONFIG"
 
 
@@ -439,10 +441,11 @@ def load_settings(path: str | os.PathLike[str] | None = None, environ: Mapping[s
         raise ConfigError(_first_error(exc.normalized_messages())) from exc  # type: ignore[no-untyped-call]
     sections = {name: cls(**data.pop(name, {})) for name, cls in _SECTIONS.items()}
     mongodb: MongoSettings = sections["mongodb"]
-    if mongodb.recovery_grace_seconds <= mongodb.request_deadline_seconds:
-        # Recovery must only settle writes no request is still making: older than any request can last.
+    if mongodb.recovery_grace_seconds <= mongodb.request_deadline_seconds + UNDO_SECONDS:
+        # Recovery must only settle writes no request is still making, nor undoing: older than any request and
+        # its undo can last.
         raise ConfigError(
             "setting 'mongodb.recovery_grace_seconds': must be greater than mongodb.request_deadline_seconds "
-            f"({mongodb.request_deadline_seconds})"
+            f"({mongodb.request_deadline_seconds}) plus the {UNDO_SECONDS:g} s an undo may take"
         )
     return Settings(**sections, **data)

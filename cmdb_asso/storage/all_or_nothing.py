@@ -18,6 +18,7 @@ from pymongo.errors import (
     PyMongoError,
 )
 
+from cmdb_asso.config import UNDO_SECONDS
 from cmdb_asso.errors import CmdbError, LinkConflict
 from cmdb_asso.storage.budget import share_of_budget, time_budget
 from cmdb_asso.storage.client import MongoConnection
@@ -27,8 +28,6 @@ from cmdb_asso.storage.journal import Journal, new_token
 log = structlog.get_logger(__name__)
 
 _WRITE_CONFLICT = 112
-# The budget of an undo, whatever is left of the request's.
-UNDO_SECONDS = 5.0
 
 
 class Insert:
@@ -117,6 +116,10 @@ class AllOrNothing:
             await asyncio.shield(undo)
             raise
         await self.journal.close(token)
+
+    async def settled(self) -> None:
+        """Wait for the undos still running (tests, and a recovery run at once in the same process)."""
+        await asyncio.gather(*self._undoing, return_exceptions=True)
 
     async def _undo_all(self, begun: list[Insert], token: str) -> None:
         try:

@@ -38,7 +38,7 @@ class Service:
         env = {**os.environ, "CMDB_ASSO_HTTP_PORT": str(self.port), "CMDB_ASSO_DATA_DIR": str(self.data_dir),
                "CMDB_ASSO_LOG_FORMAT": "json", "CMDB_ASSO_LOG_LEVEL": "warning",
                "CMDB_ASSO_HTTP_DRAIN_SECONDS": "0", "CMDB_ASSO_MONGODB_REQUEST_DEADLINE_SECONDS": "1",
-               "CMDB_ASSO_MONGODB_RECOVERY_GRACE_SECONDS": "2",
+               "CMDB_ASSO_MONGODB_RECOVERY_GRACE_SECONDS": "6.5",
                "CMDB_ASSO_MONGODB_RECOVERY_INTERVAL_SECONDS": "0.2"}  # fmt: skip
         self.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "cmdb_asso", "serve", "--seed-demo-if-empty",

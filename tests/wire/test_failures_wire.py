@@ -125,7 +125,8 @@ async def test_mongodb_dropping_mid_load_leaves_every_invariant_and_the_service_
     store = client.app[SERVICE].store if client.app is not None else None
     assert store is not None
     # The undos that failed while MongoDB was away left their journal entries; recovery settles them (here at
-    # once: no request is in flight any more).
+    # once: no request, and no undo, is in flight any more).
+    await store.writer.settled()
     await store.journal.recover("0", grace_seconds=0)
     assert await mongo.db["cmdb_asso_journal"].count_documents({}) == 0
     assert (await client.get("/readyz")).status == 200
