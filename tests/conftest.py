@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -10,6 +11,7 @@ import structlog
 from aiohttp.test_utils import TestClient
 from hypothesis import settings as hypothesis_settings
 from mongomock_motor import AsyncMongoMockClient
+from structlog._config import BoundLoggerLazyProxy
 
 from cmdb_asso.app import create_app
 from cmdb_asso.config import MongoSettings, Settings
@@ -31,9 +33,14 @@ MakeClient = Callable[..., Awaitable[TestClient[Any, Any]]]
 
 @pytest.fixture(autouse=True)
 def _fresh_logging() -> Iterator[None]:
-    """Commands run in a test configure structlog for their process; undo that for the next test."""
+    """Commands run in a test configure structlog for their process (caching each logger on its first use);
+    undo that for the next test, so that every test can capture any module's log lines."""
     yield
     structlog.reset_defaults()
+    for name, module in list(sys.modules.items()):
+        logger = getattr(module, "log", None) if name.startswith("cmdb_asso") else None
+        if isinstance(logger, BoundLoggerLazyProxy):
+            logger.__dict__.pop("bind", None)  # the cached logger: assembled again from the configuration
 
 
 @pytest.fixture
