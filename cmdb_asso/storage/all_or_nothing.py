@@ -4,6 +4,7 @@ insert begun if one fails."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 from typing import Any
 
@@ -80,9 +81,16 @@ class AllOrNothing:
             try:
                 for insert in inserts:
                     await self.insert(insert.table, insert.docs, session)
-            except PyMongoError as exc:
-                if exc.has_error_label("TransientTransactionError"):
+            except BaseException as exc:
+                if isinstance(exc, PyMongoError) and exc.has_error_label("TransientTransactionError"):
                     conflicts += 1
+                if session.in_transaction:
+                    # Aborted here, with a budget of its own: the driver's own abort runs in the request's
+                    # budget, which may be spent, and a transaction left open keeps its writes pending.
+                    abort = asyncio.create_task(self._abort(session), context=contextvars.Context())
+                    self._undoing.add(abort)
+                    abort.add_done_callback(self._undoing.discard)
+                    await asyncio.shield(abort)
                 raise
 
         # Half the time left stays for judging the rules again if the transaction loses its race (the driver
@@ -116,6 +124,11 @@ class AllOrNothing:
             await asyncio.shield(undo)
             raise
         await self.journal.close(token)
+
+    @staticmethod
+    async def _abort(session: Any) -> None:
+        with time_budget(UNDO_SECONDS), contextlib.suppress(PyMongoError, CmdbError):
+            await session.abort_transaction()
 
     async def settled(self) -> None:
         """Wait for the undos still running (tests, and a recovery run at once in the same process)."""
