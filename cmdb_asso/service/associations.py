@@ -31,10 +31,10 @@ from cmdb_asso.service.context import Caller
 from cmdb_asso.service.permission import Authorizer, denied_instances, edit_permission_payload
 from cmdb_asso.storage.associations import AssociationStore
 from cmdb_asso.storage.idempotency import Reservation, current_reservation, reservations_to
+from cmdb_asso.storage.tables import visible_suppliers
 
 log = structlog.get_logger(__name__)
 
-DEFAULT_SUPPLIER = "0"
 # A write that loses a race re-reads the rules; one that keeps losing falls back to one link at a time.
 _WRITE_ATTEMPTS = 3
 # Delete calls in one group at most (each of up to 500 links, as a delete-many).
@@ -209,7 +209,7 @@ class AssociationService:
 
     async def definition(self, obj_asst_id: str, supplier_account: str) -> Definition:
         """Step 2: the one definition with this id under supplier "0" or the caller's."""
-        suppliers = tuple(sorted({DEFAULT_SUPPLIER, supplier_account}))
+        suppliers = visible_suppliers(supplier_account)
         definitions = await self.store.find_definitions(obj_asst_id, suppliers)
         if not definitions:
             raise DefinitionNotFound()

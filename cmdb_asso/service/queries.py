@@ -21,7 +21,6 @@ from cmdb_asso.errors import (
 )
 from cmdb_asso.inputs import is_int64
 from cmdb_asso.service.admission import Gate
-from cmdb_asso.service.associations import DEFAULT_SUPPLIER
 from cmdb_asso.service.context import Caller
 from cmdb_asso.service.filters import (
     ASSOCIATION_FIELDS,
@@ -42,7 +41,7 @@ from cmdb_asso.service.permission import (
     view_permission_payload,
 )
 from cmdb_asso.storage.associations import AssociationStore
-from cmdb_asso.storage.tables import instance_table
+from cmdb_asso.storage.tables import instance_table, visible_suppliers
 
 log = structlog.get_logger(__name__)
 PAGE_LIMIT = 500
@@ -358,7 +357,7 @@ class QueryService:
         if inst_id == 0 or inst_id not in await self.store.find_instance_names(obj_id, supplier, [inst_id]):
             raise ParamEmpty(id_field)
         await self._authorize_model_view(caller, obj_id, models[obj_id])
-        suppliers = tuple(sorted({DEFAULT_SUPPLIER, supplier}))
+        suppliers = visible_suppliers(supplier)
         definitions = await self.store.find_definitions_from(obj_id, suppliers)
         targets = await self.store.find_models(sorted({d.asst_obj_id for d in definitions}), supplier)
         names = sorted({d.obj_asst_id for d in definitions if d.asst_obj_id in targets})

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import contextvars
 import os
 import socket
 import time
@@ -293,7 +294,11 @@ class NewestEvent:
         """Until the newest id changes or `seconds` pass."""
         self._waiting += 1
         if self._reader is None or self._reader.done():
-            self._reader = asyncio.get_running_loop().create_task(self._read_while_waited())
+            # A context of its own: the request that starts the reader ends before it, and its time budget (which
+            # a nested budget can only shorten) must not bound the reader's later reads.
+            self._reader = asyncio.get_running_loop().create_task(
+                self._read_while_waited(), context=contextvars.Context()
+            )
         try:
             async with asyncio.timeout(seconds), self._changed:
                 await self._changed.wait()

@@ -42,6 +42,7 @@ from cmdb_asso.storage.tables import (
     InstanceTable,
     inst_asst_table,
     instance_table,
+    one_or_in,
     owner_filter,
 )
 
@@ -77,7 +78,7 @@ class AssociationStore:
             if definition_cache_seconds > 0
             else None
         )
-        self._models: TTLCache[tuple[str, tuple[str, ...]], bool] | None = (
+        self._models: TTLCache[tuple[str, str], bool] | None = (
             TTLCache(definition_cache_entries, definition_cache_seconds, timer=clock)
             if definition_cache_seconds > 0
             else None
@@ -232,7 +233,7 @@ class AssociationStore:
     async def find_models(self, obj_ids: list[str], supplier_account: str) -> dict[str, ModelInfo]:
         """What `cc_ObjDes` says of each of these models that the caller's supplier may see, by `bk_obj_id`."""
         projection = {"_id": 0, "bk_obj_id": 1, "bk_obj_name": 1, "bk_obj_icon": 1, "id": 1}
-        query = {"bk_obj_id": _one_or_in(obj_ids), **owner_filter(supplier_account)}
+        query = {"bk_obj_id": one_or_in(obj_ids), **owner_filter(supplier_account)}
         with translate_errors(write=False):
             docs = await self.mongo.db[OBJ_DES].find(query, projection).to_list(None)
         return {
@@ -247,7 +248,7 @@ class AssociationStore:
     async def has_model(self, obj_id: str, supplier_account: str) -> bool:
         """Whether `obj_id` is a model the caller's supplier may see (its own or the shared supplier's): no table
         is named from a model id before this holds. Cached like definitions."""
-        key = (obj_id, (supplier_account,))
+        key = (obj_id, supplier_account)
         if self._models is not None and key in self._models:
             return self._models[key]
         exists = obj_id in await self.find_models([obj_id], supplier_account)
@@ -295,9 +296,7 @@ class AssociationStore:
         """The stored links with these ids in `obj_id`'s table (as source or target)."""
         table = inst_asst_table(obj_id, supplier_account)
         with translate_errors(write=False):
-            docs = (
-                await self.mongo.db[table].find({"id": _one_or_in(ids), **owner_filter(supplier_account)}).to_list(None)
-            )
+            docs = await self.mongo.db[table].find(_owned({"id": one_or_in(ids)}, supplier_account)).to_list(None)
         return [stored_link_from(doc) for doc in docs]
 
     async def links_touching(
@@ -315,13 +314,13 @@ class AssociationStore:
         (so that more than `limit` in all tells the caller the bound was reached)."""
 
         def queries(obj_id: str, ids: list[int]) -> list[dict[str, Any]]:
-            as_source = {"bk_obj_id": obj_id, "bk_inst_id": _one_or_in(ids)}
-            as_target = {"bk_asst_obj_id": obj_id, "bk_asst_inst_id": _one_or_in(ids)}
+            as_source = {"bk_obj_id": obj_id, "bk_inst_id": one_or_in(ids)}
+            as_target = {"bk_asst_obj_id": obj_id, "bk_asst_inst_id": one_or_in(ids)}
             chosen = {"out": [as_source], "in": [as_target]}.get(direction) or [{"$or": [as_source, as_target]}]
             if self.mongo.embedded and direction == "both":
                 # nx-27017 runs an `$or` without its indexes (seconds on a large table): two finds instead.
                 chosen = [as_source, as_target]
-            owned = [{**query, **owner_filter(supplier_account)} for query in chosen]
+            owned = [_owned(query, supplier_account) for query in chosen]
             return [{**query, "bk_obj_asst_id": {"$in": obj_asst_ids}} if obj_asst_ids else query for query in owned]
 
         async def read(table: str, query: dict[str, Any]) -> list[dict[str, Any]]:
@@ -419,7 +418,7 @@ class AssociationStore:
         copies: dict[tuple[str, int], str] = {}
         with translate_errors(write=False):
             for table, ids in sorted(by_table.items()):
-                cursor = self.mongo.db[table].find({"id": _one_or_in(sorted(set(ids)))}, {"_id": 1, "id": 1})
+                cursor = self.mongo.db[table].find({"id": one_or_in(sorted(set(ids)))}, {"_id": 1, "id": 1})
                 copies |= {(table, int(doc["id"])): str(doc["_id"]) for doc in await cursor.to_list(None)}
         return copies
 
@@ -462,7 +461,7 @@ class AssociationStore:
             if orphans and named not in by_source:
                 present: set[int] = set()
                 for table in sorted(by_source):
-                    found = self.mongo.db[table].find({"id": _one_or_in(orphans)}, {"id": 1}, session=session)
+                    found = self.mongo.db[table].find({"id": one_or_in(orphans)}, {"id": 1}, session=session)
                     present |= {int(doc["id"]) for doc in await found.to_list(None)}
                 if without_source := [link_id for link_id in orphans if link_id not in present]:
                     claimed |= await self._mark(named, without_source, token, session)
@@ -471,13 +470,13 @@ class AssociationStore:
     async def _mark(self, table: str, ids: list[int], token: str, session: Any) -> set[int]:
         collection = self.mongo.db[table]
         marked = await collection.update_many(
-            {"id": _one_or_in(ids), CLAIM: {"$exists": False}},
+            {"id": one_or_in(ids), CLAIM: {"$exists": False}},
             {"$set": {CLAIM: token, CLAIMED_AT: time.time()}},
             session=session,
         )
         if not marked.modified_count:
             return set()
-        cursor = collection.find({CLAIM: token, "id": _one_or_in(ids)}, {"id": 1}, session=session)
+        cursor = collection.find({CLAIM: token, "id": one_or_in(ids)}, {"id": 1}, session=session)
         return {int(doc["id"]) for doc in await cursor.to_list(None)}
 
     async def find_links(
@@ -540,13 +539,13 @@ def _existing_links_query(
     (n:n) those that may repeat a pair."""
     sources = sorted({src for src, _ in pairs})
     targets = sorted({dst for _, dst in pairs})
-    same_source = {"bk_obj_id": definition.obj_id, "bk_inst_id": _one_or_in(sources)}
-    same_target = {"bk_asst_obj_id": definition.asst_obj_id, "bk_asst_inst_id": _one_or_in(targets)}
+    same_source = {"bk_obj_id": definition.obj_id, "bk_inst_id": one_or_in(sources)}
+    same_target = {"bk_asst_obj_id": definition.asst_obj_id, "bk_asst_inst_id": one_or_in(targets)}
     # Under 1:1 and 1:n a repeated pair also repeats its target, so the target clause covers duplicates.
     clauses = {
         "1:1": {"$or": [same_source, same_target]},
         "1:n": same_target,
-        "n:n": {**same_source, "bk_asst_inst_id": _one_or_in(targets)},
+        "n:n": {**same_source, "bk_asst_inst_id": one_or_in(targets)},
     }
     return {"bk_obj_asst_id": definition.obj_asst_id, **owner_filter(supplier_account), **clauses[definition.mapping]}
 
@@ -555,7 +554,3 @@ def _name_text(value: Any) -> str:
     if isinstance(value, list):
         return ",".join(str(item) for item in value)
     return "" if value is None else str(value)
-
-
-def _one_or_in(values: list[Any]) -> Any:
-    return values[0] if len(values) == 1 else {"$in": values}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -38,7 +39,7 @@ class InstanceTable:
         query: dict[str, Any] = dict(self.base_filter)
         query[self.id_field] = ids[0] if len(ids) == 1 else {"$in": ids}
         if self.owners:
-            query[SUPPLIER_FIELD] = _one_or_in(self.owners)
+            query[SUPPLIER_FIELD] = one_or_in(self.owners)
         return query
 
 
@@ -49,10 +50,12 @@ def visible_suppliers(supplier_account: str) -> tuple[str, ...]:
 
 def owner_filter(supplier_account: str) -> dict[str, Any]:
     """The supplier condition bk-cmdb adds to every read of models, definitions, links and instances."""
-    return {SUPPLIER_FIELD: _one_or_in(visible_suppliers(supplier_account))}
+    return {SUPPLIER_FIELD: one_or_in(visible_suppliers(supplier_account))}
 
 
-def _one_or_in(values: tuple[str, ...]) -> Any:
+def one_or_in(values: Sequence[Any]) -> Any:
+    """A filter value matching any of `values`: the value itself when there is one (an equality every store
+    serves from an index), else `$in`."""
     return values[0] if len(values) == 1 else {"$in": list(values)}
 
 
