@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+from collections.abc import Coroutine
 from typing import Any
 
 import structlog
@@ -87,10 +88,7 @@ class AllOrNothing:
                 if session.in_transaction:
                     # Aborted here, with a budget of its own: the driver's own abort runs in the request's
                     # budget, which may be spent, and a transaction left open keeps its writes pending.
-                    abort = asyncio.create_task(self._abort(session), context=contextvars.Context())
-                    self._undoing.add(abort)
-                    abort.add_done_callback(self._undoing.discard)
-                    await asyncio.shield(abort)
+                    await self._on_its_own(self._abort(session))
                 raise
 
         # Half the time left stays for judging the rules again if the transaction loses its race (the driver
@@ -118,12 +116,17 @@ class AllOrNothing:
             # task of its own, outside the request's context, shielded from the request's end. An undo that fails
             # (MongoDB gone) leaves the journal entry, and recovery settles the write once it is older than any
             # request.
-            undo = asyncio.create_task(self._undo_all(begun, token), context=contextvars.Context())
-            self._undoing.add(undo)  # held until done: a cancelled request's undo goes on by itself
-            undo.add_done_callback(self._undoing.discard)
-            await asyncio.shield(undo)
+            await self._on_its_own(self._undo_all(begun, token))
             raise
         await self.journal.close(token)
+
+    async def _on_its_own(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` as a task outside the request's context (so outside its time budget), shielded from the
+        request's end and held until done: a cancelled request's undo goes on by itself."""
+        task = asyncio.create_task(work, context=contextvars.Context())
+        self._undoing.add(task)
+        task.add_done_callback(self._undoing.discard)
+        await asyncio.shield(task)
 
     @staticmethod
     async def _abort(session: Any) -> None:

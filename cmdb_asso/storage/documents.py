@@ -60,6 +60,17 @@ def archive_document(table: str, link: StoredLink, now: datetime, oid: str | Non
     }
 
 
+# The keys a link is looked up by: its unique triple, which every store indexes (the embedded server never
+# indexes a field named `id`), and its id.
+LINK_KEYS = ("bk_inst_id", "bk_asst_inst_id", "bk_obj_asst_id", "id")
+
+
+def link_key(link: ReadOnlyDict[str, Any]) -> dict[str, Any]:
+    """The filter that finds this link (a stored document, or what an event or journal keeps of one) by keys the
+    store indexes."""
+    return {key: link[key] for key in LINK_KEYS if key in link}
+
+
 def stored_link_from(doc: dict[str, Any]) -> StoredLink:
     """A link document of a model's table as a StoredLink (the document kept for its archive copy)."""
     return StoredLink(

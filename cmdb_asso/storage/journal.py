@@ -34,6 +34,7 @@ from pymongo.errors import DuplicateKeyError
 
 from cmdb_asso.clock import utc_now
 from cmdb_asso.storage.client import MongoConnection
+from cmdb_asso.storage.documents import link_key
 from cmdb_asso.storage.failures import translate_errors
 from cmdb_asso.storage.indexes import CLAIM, CLAIMED_AT, create_indexes
 from cmdb_asso.storage.tables import AUDIT_LOG, DEL_ARCHIVE, inst_asst_table
@@ -47,9 +48,6 @@ RECOVERER = "recoverer"
 RECOVERER_UNTIL = "recoverer_until"
 # How long a recoverer holds an entry; one that died is replaced after it.
 RECOVERY_CLAIM_SECONDS = 120.0
-# The keys a link is looked up by: its unique triple, which every store indexes (the embedded server never
-# indexes a field named `id`), and its id.
-_LINK_KEYS = ("bk_inst_id", "bk_asst_inst_id", "bk_obj_asst_id", "id")
 
 
 def new_token() -> str:
@@ -186,13 +184,13 @@ class Journal:
         with translate_errors(write=True):
             for item in entry.get("links", []):
                 link, audit = dict(item["link"]), dict(item["audit"])
-                present = [table for table in tables if await db[table].find_one(_key(link), {"_id": 1})]
+                present = [table for table in tables if await db[table].find_one(link_key(link), {"_id": 1})]
                 if present and await self._complete(link, audit, [t for t in tables if t not in present]):
                     report.rolled_forward += 1
                     report.details.append(f"completed link {link['id']} ({', '.join(tables)})")
                     continue
                 for table in present:
-                    await db[table].delete_many(_key(link))
+                    await db[table].delete_many(link_key(link))
                 await db[AUDIT_LOG].delete_one({"_id": audit["_id"]})
                 report.rolled_back += 1
                 report.details.append(f"rolled back link {link['id']} that was never written whole")
@@ -205,7 +203,7 @@ class Journal:
             try:
                 await db[table].insert_one(dict(link))
             except DuplicateKeyError:
-                if await db[table].find_one(_key(link), {"_id": 1}) is None:
+                if await db[table].find_one(link_key(link), {"_id": 1}) is None:
                     return False
                 # The same link is there: written meanwhile (by its writer, or a repair). Done, not lost.
         await _insert_if_missing(db[AUDIT_LOG], audit)
@@ -219,7 +217,7 @@ class Journal:
                 link_id, tables = item["link_id"], list(item["tables"])
                 details = [archive.get("detail") for archive in item.get("archives", [])]
                 known = next((detail for detail in details if isinstance(detail, dict)), {"id": link_id})
-                query = _key({**known, "id": link_id})
+                query = link_key({**known, "id": link_id})
                 present = [doc for table in tables if (doc := await db[table].find_one(query))]
                 if any(doc.get(CLAIM) not in (None, token) for doc in present):
                     continue  # another delete claimed it: its own entry finishes it
@@ -233,11 +231,6 @@ class Journal:
                     await db[table].delete_many(query)
                 report.rolled_forward += 1
                 report.details.append(f"finished deleting link {link_id}")
-
-
-def _key(link: dict[str, Any]) -> dict[str, Any]:
-    """The filter that finds this link by keys the store indexes."""
-    return {key: link[key] for key in _LINK_KEYS if key in link}
 
 
 async def _insert_if_missing(collection: Any, doc: dict[str, Any]) -> None:

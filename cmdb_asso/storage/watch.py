@@ -17,7 +17,7 @@ from pymongo import IndexModel
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
 
 from cmdb_asso.storage.client import MongoConnection
-from cmdb_asso.storage.documents import plain_document
+from cmdb_asso.storage.documents import link_key, plain_document
 from cmdb_asso.storage.failures import translate_errors
 from cmdb_asso.storage.ids import IdAllocator
 from cmdb_asso.storage.indexes import create_indexes
@@ -216,8 +216,7 @@ class WatchStore:
         unique triple, which every store indexes (the embedded server never indexes `id`)."""
 
         async def one(table: str, doc: dict[str, Any]) -> int | None:
-            query = {key: doc.get(key) for key in ("bk_inst_id", "bk_asst_inst_id", "bk_obj_asst_id", "id")}
-            found = await self.mongo.db[table].find_one(query, {"_id": 0, "id": 1})
+            found = await self.mongo.db[table].find_one(link_key(doc), {"_id": 0, "id": 1})
             return int(doc["id"]) if found else None
 
         with translate_errors(write=False):
