@@ -362,7 +362,7 @@ class AssociationStore:
 
             async def write(session: Any) -> None:
                 removed[:] = await self._claim_items(named, supplier_account, links, items, token, session)
-                await self._remove(named, removed, session)
+                await self._remove(removed, session)
 
             with translate_errors(write=True):
                 await self.mongo.run_transaction(write)
@@ -375,7 +375,7 @@ class AssociationStore:
         if mine and len(mine) < len(items):  # concurrent deletes took the others: the entry names only ours
             await self.journal.narrow(token, {"items": mine})
         with translate_errors(write=True):
-            await self._remove(named, mine, None)
+            await self._remove(mine, None)
         await self.journal.close(token)
         self.links_deleted += len(mine)
         return {int(item["link_id"]) for item in mine}
@@ -389,23 +389,26 @@ class AssociationStore:
         token: str,
         session: Any,
     ) -> list[dict[str, Any]]:
-        """The planned items of the links this delete claimed."""
-        claimed = {link.id for link in await self._claim(named, supplier, links, token, session)}
-        return [item for item in items if item["link_id"] in claimed]
+        """The planned items of the links this delete claimed, each with the table that holds its claim."""
+        claimed = await self._claim(named, supplier, links, token, session)
+        return [{**item, "claimed_in": claimed[item["link_id"]]} for item in items if item["link_id"] in claimed]
 
-    async def _remove(self, named: str, items: list[dict[str, Any]], session: Any) -> None:
+    async def _remove(self, items: list[dict[str, Any]], session: Any) -> None:
         """Write the items' audit records and archive copies, then remove their links from every table; the
-        table the caller named goes last (its copies carry the claim)."""
+        copies that carry the claim go last, so that a delete cut half way leaves each link claimed (a second
+        delete would otherwise claim the copy left and audit the link again)."""
         if not items:
             return
-        by_table: dict[str, list[int]] = {}
-        for item in items:
-            for table in item["tables"]:
-                by_table.setdefault(table, []).append(item["link_id"])
         await self.writer.insert(AUDIT_LOG, [item["audit"] for item in items], session)
         await self.writer.insert(DEL_ARCHIVE, [archive for item in items for archive in item["archives"]], session)
-        for table in sorted(by_table, key=lambda name: name == named):
-            await self.mongo.db[table].delete_many({"id": {"$in": by_table[table]}}, session=session)
+        for claims in (False, True):
+            by_table: dict[str, list[int]] = {}
+            for item in items:
+                for table in item["tables"]:
+                    if (table == item["claimed_in"]) == claims:
+                        by_table.setdefault(table, []).append(item["link_id"])
+            for table, ids in sorted(by_table.items()):
+                await self.mongo.db[table].delete_many({"id": one_or_in(ids)}, session=session)
 
     async def _copy_ids(self, named: str, supplier: str, links: list[StoredLink]) -> dict[tuple[str, int], str]:
         """The `_id`s of the links' copies in their other tables (the named table's are in the links)."""
@@ -446,26 +449,27 @@ class AssociationStore:
 
     async def _claim(
         self, named: str, supplier: str, links: list[StoredLink], token: str, session: Any
-    ) -> list[StoredLink]:
+    ) -> dict[int, str]:
         """Mark the links as this delete's, in one canonical copy each (the source model's table, whichever
         table the caller named), so that of concurrent deletes exactly one claims each link; a link whose
-        source copy is gone (half deleted) is claimed in the named table. Return the links claimed."""
+        source copy is gone (half deleted by another writer) is claimed in the named table. Return the table
+        each claimed link was claimed in."""
         by_source: dict[str, list[int]] = {}
         for link in links:
             by_source.setdefault(inst_asst_table(link.obj_id, supplier), []).append(link.id)
-        claimed: set[int] = set()
+        claimed: dict[int, str] = {}
         with translate_errors(write=True):
             for table, ids in sorted(by_source.items()):
-                claimed |= await self._mark(table, ids, token, session)
-            orphans = sorted({link.id for link in links} - claimed)
+                claimed |= dict.fromkeys(await self._mark(table, ids, token, session), table)
+            orphans = sorted({link.id for link in links} - set(claimed))
             if orphans and named not in by_source:
                 present: set[int] = set()
                 for table in sorted(by_source):
                     found = self.mongo.db[table].find({"id": one_or_in(orphans)}, {"id": 1}, session=session)
                     present |= {int(doc["id"]) for doc in await found.to_list(None)}
                 if without_source := [link_id for link_id in orphans if link_id not in present]:
-                    claimed |= await self._mark(named, without_source, token, session)
-        return [link for link in links if link.id in claimed]
+                    claimed |= dict.fromkeys(await self._mark(named, without_source, token, session), named)
+        return claimed
 
     async def _mark(self, table: str, ids: list[int], token: str, session: Any) -> set[int]:
         collection = self.mongo.db[table]

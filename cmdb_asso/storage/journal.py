@@ -13,8 +13,9 @@ Recovery looks at entries older than any in-flight request could be and decides 
   record are written): a retrying client was told the link exists, and it does;
 - a create whose link has no copy anywhere is rolled back (its audit record is removed): a retrying client
   saw nothing and created its own;
-- a delete is always rolled forward (the remaining copies go, the audit record and archive copies stay or
-  are written): it was asked for, its link was claimed, and part of it may be gone already.
+- a delete whose link it claimed is always rolled forward (the remaining copies go, the audit record and
+  archive copies stay or are written): it was asked for, and part of it may be gone already; a delete that
+  died before its claim changed nothing, and its entry is dropped (the link may be another delete's now).
 
 Links claimed by a delete whose process died before it wrote its journal entry are released.
 """
@@ -218,16 +219,18 @@ class Journal:
                 details = [archive.get("detail") for archive in item.get("archives", [])]
                 known = next((detail for detail in details if isinstance(detail, dict)), {"id": link_id})
                 query = link_key({**known, "id": link_id})
-                present = [doc for table in tables if (doc := await db[table].find_one(query))]
-                if any(doc.get(CLAIM) not in (None, token) for doc in present):
-                    continue  # another delete claimed it: its own entry finishes it
+                present = {table: doc for table in tables if (doc := await db[table].find_one(query))}
                 audit = dict(item["audit"])
-                if not present and await db[AUDIT_LOG].find_one({"_id": audit["_id"]}, {"_id": 1}) is None:
-                    continue  # removed by someone else before this delete claimed it: not ours to audit
+                claimed = any(doc.get(CLAIM) == token for doc in present.values())
+                # A delete writes its audit record after its claim and removes the claimed copy last: a link is
+                # this delete's while a copy carries its claim or once its audit record exists. Otherwise the
+                # delete died before claiming (nothing of it happened), or another delete claimed the link.
+                if not claimed and await db[AUDIT_LOG].find_one({"_id": audit["_id"]}, {"_id": 1}) is None:
+                    continue
                 await _insert_if_missing(db[AUDIT_LOG], audit)
                 for archive in item["archives"]:
                     await _insert_if_missing(db[DEL_ARCHIVE], dict(archive))
-                for table in tables:
+                for table in sorted(tables, key=lambda name: present.get(name, {}).get(CLAIM) == token):
                     await db[table].delete_many(query)
                 report.rolled_forward += 1
                 report.details.append(f"finished deleting link {link_id}")
