@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 from collections.abc import AsyncIterator
 from typing import Any
@@ -50,6 +51,8 @@ from cmdb_asso.web.routes import setup_routes
 log = structlog.get_logger(__name__)
 EMBEDDED_WATCH_SECONDS = 0.5
 WATCH_PROBE_RETRY_SECONDS = 2.0
+# Beyond two recovery intervals, how long a recoverer may be silent before another process takes its lease.
+RECOVERY_LEASE_SLACK_SECONDS = 5.0
 TASK_STOP_ATTEMPTS = 3
 TASK_STOP_SECONDS = 2.0
 
@@ -140,17 +143,25 @@ async def _serve_watch(watch: WatchService, mongo: MongoConnection) -> None:
 
 async def _recover_periodically(store: AssociationStore, settings: Settings) -> None:
     """Forever: settle the writes that a process (this one before a restart, or another) left unfinished,
-    once they are older than any in-flight request could be. The first pass runs at start-up."""
-    while True:
-        try:
-            await store.journal.recover(
-                settings.supplier_account, grace_seconds=settings.mongodb.recovery_grace_seconds
-            )
-        except CmdbError as exc:
-            log.info("recovery_postponed", code=exc.code)
-        except Exception:  # a surprise must not end recovery for the life of the process
-            log.exception("recovery_failed")
-        await asyncio.sleep(settings.mongodb.recovery_interval_seconds)
+    once they are older than any in-flight request could be, while this process holds the database's recovery
+    lease (one recoverer at a time; each entry is also claimed, so a second one would only cost)."""
+    interval = settings.mongodb.recovery_interval_seconds
+    lease = store.journal.recovery_lease(2 * interval + RECOVERY_LEASE_SLACK_SECONDS)
+    try:
+        while True:
+            try:
+                if await lease.hold():
+                    await store.journal.recover(
+                        settings.supplier_account, grace_seconds=settings.mongodb.recovery_grace_seconds
+                    )
+            except CmdbError as exc:
+                log.info("recovery_postponed", code=exc.code)
+            except Exception:  # a surprise must not end recovery for the life of the process
+                log.exception("recovery_failed")
+            await asyncio.sleep(interval)
+    finally:
+        with contextlib.suppress(CmdbError):
+            await lease.release()
 
 
 async def _check_sharding_later(mongo: MongoConnection, settings: Settings, readiness: Readiness) -> None:

@@ -98,13 +98,13 @@ class Idempotency:
         settles = claim.reserved is not None and operation in SETTLED_BY_RESERVATION
         if settles and claim.reserved is not None and await self.store.link_written(claim.reserved):
             data = {"id": claim.reserved["ids"][0]}
-            await self.store.complete(scoped, {"data": data})
+            await self.store.complete(scoped, claim.epoch, {"data": data})
             return data, True
         reserved = False
 
         async def record(link_ids: list[int], table: str) -> None:
             nonlocal reserved
-            await self.store.reserve(scoped, link_ids, table)
+            await self.store.reserve(scoped, claim.epoch, link_ids, table)
             reserved = True
 
         try:
@@ -113,11 +113,12 @@ class Idempotency:
         except CmdbError as error:
             if error.retryable:
                 # Ran again by the retry; one that may have written stays claimed, to be settled by its ids.
-                await (self.store.abandon(scoped) if reserved else self.store.release(scoped))
+                await (self.store.abandon if reserved else self.store.release)(scoped, claim.epoch)
                 raise
             recorded = {language: error.message(language) for language in LANGUAGES}
             await self.store.complete(
                 scoped,
+                claim.epoch,
                 {
                     "error": {
                         "code": error.code,
@@ -129,7 +130,7 @@ class Idempotency:
             )
             raise
         except BaseException:
-            await (self.store.abandon(scoped) if reserved else self.store.release(scoped))
+            await (self.store.abandon if reserved else self.store.release)(scoped, claim.epoch)
             raise
-        await self.store.complete(scoped, {"data": data})
+        await self.store.complete(scoped, claim.epoch, {"data": data})
         return data, False

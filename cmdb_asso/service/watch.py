@@ -34,6 +34,7 @@ from cmdb_asso.service.context import Caller, time_budget
 from cmdb_asso.service.permission import Authorizer, watch_permission_payload
 from cmdb_asso.storage.associations import AssociationStore
 from cmdb_asso.storage.commands import counted_as
+from cmdb_asso.storage.lease import LeaseLost
 from cmdb_asso.storage.tables import inst_asst_table, owner_filter
 from cmdb_asso.storage.watch import ChangeSource, LinkChange, StreamStalled, WatchStore
 
@@ -95,6 +96,7 @@ class EventFeed:
         self.restarts = 0
         self._source: ChangeSource | None = None
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.lease = store.lease(self.owner, lease_seconds)
         self.stored = asyncio.Condition()
         # Set once this process feeds: its streams are open.
         self.live = asyncio.Event()
@@ -126,11 +128,13 @@ class EventFeed:
         try:
             while True:
                 try:
-                    if await self.store.hold_lease(self.owner, self.lease_seconds):
-                        log.info("watch_feeder_started", owner=self.owner)
+                    if await self.lease.hold():
+                        log.info("watch_feeder_started", owner=self.owner, epoch=self.lease.epoch)
                         await self._feed()
                 except CmdbError as exc:
                     log.warning("watch_feeder_paused", error=type(exc).__name__)
+                except LeaseLost:
+                    log.warning("watch_feeder_lease_lost", owner=self.owner)
                 except StreamStalled as exc:
                     self.restarts += 1
                     if self.store.mongo.embedded:  # its stream may have lost the changes: the table is read whole
@@ -147,9 +151,13 @@ class EventFeed:
                 await asyncio.sleep(self.lease_seconds / 3)
         finally:
             with contextlib.suppress(CmdbError):
-                await self.store.release_lease(self.owner)
+                await self.lease.release()
 
     async def _feed(self) -> None:
+        epoch = self._epoch()
+        # The tokens document takes this epoch before anything is read: a feeder that held the lease before can
+        # no longer save its progress over this one's.
+        await self.store.save_progress({}, None, epoch)
         saved = await self.store.resume_tokens()
         source = ChangeSource(
             # The embedded server serves one collection per stream (known once it has said what it is).
@@ -170,11 +178,17 @@ class EventFeed:
         renewed = saved_at = time.monotonic()
         async for changes, tokens in batches:
             self.live.set()
-            stored = await self.store.append(await self._rows(changes)) if changes else []
-            # Tokens are saved after every batch with events, and now and then while idle (a restart then
-            # replays little, and the unique index drops what it replays).
-            if changes or (tokens != saved and time.monotonic() - saved_at > self.lease_seconds / 3):
-                await self.store.save_progress(tokens, stored[-1] if stored else None)
+            rows = await self._rows(changes) if changes else []
+            if rows:  # the fence: a feeder whose lease was taken while it read stores nothing
+                await self.lease.renew()
+                renewed = time.monotonic()
+            stored = await self.store.append(rows)
+            # Tokens are saved after every batch with events, at once for a stream opened without one (a
+            # successor would otherwise open it at its own start, past what changed meanwhile), and now and
+            # then while idle (a restart then replays little, and the unique index drops what it replays).
+            opened = any(stream not in saved for stream in tokens)
+            if changes or opened or (tokens != saved and time.monotonic() - saved_at > self.lease_seconds / 3):
+                await self.store.save_progress(tokens, stored[-1] if stored else None, self._epoch())
                 saved, saved_at = tokens, time.monotonic()
             if stored:
                 self.events_stored += len(stored)
@@ -182,10 +196,14 @@ class EventFeed:
                 async with self.stored:
                     self.stored.notify_all()
             if time.monotonic() - renewed > self.lease_seconds / 3:
-                if not await self.store.hold_lease(self.owner, self.lease_seconds):
-                    log.warning("watch_feeder_lease_lost", owner=self.owner)
-                    return
+                await self.lease.renew()
                 renewed = time.monotonic()
+
+    def _epoch(self) -> int:
+        """The epoch of the lease this feeder holds; LeaseLost when it holds none."""
+        if self.lease.epoch is None:
+            raise LeaseLost(self.lease.lease_id)
+        return self.lease.epoch
 
     async def _rows(self, changes: list[LinkChange]) -> list[dict[str, Any]]:
         """Events for these changes: the first of each (link, operation) in the batch; the unique index drops

@@ -69,6 +69,8 @@ class Claim:
     outcome: Literal["run", "replay", "mismatch", "busy"]
     answer: dict[str, Any] | None = None
     reserved: dict[str, Any] | None = None
+    # Raised at every take-over: what a holder writes for the key changes nothing once its epoch is stale.
+    epoch: int = 0
 
 
 class IdempotencyStore:
@@ -106,9 +108,10 @@ class IdempotencyStore:
                             "created_at": utc_now(),
                             "created_ts": now,
                             "claimed_ts": now,
+                            "epoch": 1,
                         }
                     )
-                    return Claim("run")
+                    return Claim("run", epoch=1)
                 except DuplicateKeyError:
                     pass
                 held = await collection.find_one({"_id": key})
@@ -125,22 +128,23 @@ class IdempotencyStore:
                     return Claim("replay", held.get("answer"))
                 claimed = _number(held.get("claimed_ts")) or 0.0
                 if claimed < now - stale_seconds:
+                    epoch = held.get("epoch")
                     taken = await collection.update_one(
-                        {"_id": key, "state": "running", "claimed_ts": held.get("claimed_ts")},
-                        {"$set": {"claimed_ts": now}},
+                        {"_id": key, "state": "running", "claimed_ts": held.get("claimed_ts"), **_at_epoch(epoch)},
+                        {"$set": {"claimed_ts": now}, "$inc": {"epoch": 1}},
                     )
                     if taken.modified_count:
-                        return Claim("run", reserved=held.get("reserved"))
+                        return Claim("run", reserved=held.get("reserved"), epoch=(epoch or 0) + 1)
                     continue
                 if loop.time() >= deadline:
                     return Claim("busy")
                 await asyncio.sleep(_POLL_SECONDS)
 
-    async def reserve(self, key: str, link_ids: list[int], table: str) -> None:
+    async def reserve(self, key: str, epoch: int, link_ids: list[int], table: str) -> None:
         """Record the ids a create of `key` reserved, and the table it writes first, before it writes."""
         with translate_errors(write=True):
             await self.mongo.db[IDEMPOTENCY].update_one(
-                {"_id": key}, {"$set": {"reserved": {"ids": link_ids, "table": table}}}
+                {"_id": key, **_at_epoch(epoch)}, {"$set": {"reserved": {"ids": link_ids, "table": table}}}
             )
 
     async def link_written(self, reserved: dict[str, Any]) -> bool:
@@ -151,20 +155,29 @@ class IdempotencyStore:
         with translate_errors(write=False):
             return await self.mongo.db[table].find_one({"id": ids[0]}, {"_id": 1}) is not None
 
-    async def abandon(self, key: str) -> None:
+    async def abandon(self, key: str, epoch: int) -> None:
         """The holder failed ambiguously after reserving ids: let the next retry take the key over at once."""
         with translate_errors(write=True):
-            await self.mongo.db[IDEMPOTENCY].update_one({"_id": key, "state": "running"}, {"$set": {"claimed_ts": 0}})
+            await self.mongo.db[IDEMPOTENCY].update_one(
+                {"_id": key, "state": "running", **_at_epoch(epoch)}, {"$set": {"claimed_ts": 0}}
+            )
 
-    async def complete(self, key: str, answer: dict[str, Any]) -> None:
-        """Record the answer to replay for `key`."""
+    async def complete(self, key: str, epoch: int, answer: dict[str, Any]) -> None:
+        """Record the answer to replay for `key`, unless a later holder took the key over."""
         with translate_errors(write=True):
-            await self.mongo.db[IDEMPOTENCY].update_one({"_id": key}, {"$set": {"state": "done", "answer": answer}})
+            await self.mongo.db[IDEMPOTENCY].update_one(
+                {"_id": key, "state": "running", **_at_epoch(epoch)}, {"$set": {"state": "done", "answer": answer}}
+            )
 
-    async def release(self, key: str) -> None:
-        """Forget `key` (its request failed in a way a retry should run again)."""
+    async def release(self, key: str, epoch: int) -> None:
+        """Forget `key` (its request failed in a way a retry should run again), unless a later holder took it."""
         with translate_errors(write=True):
-            await self.mongo.db[IDEMPOTENCY].delete_one({"_id": key, "state": "running"})
+            await self.mongo.db[IDEMPOTENCY].delete_one({"_id": key, "state": "running", **_at_epoch(epoch)})
+
+
+def _at_epoch(epoch: Any) -> dict[str, Any]:
+    """A filter for a key document still held at `epoch` (keys claimed before epochs existed have none)."""
+    return {"epoch": epoch} if isinstance(epoch, int) and epoch else {"epoch": {"$exists": False}}
 
 
 def _number(value: Any) -> float | None:

@@ -38,6 +38,7 @@ from cmdb_asso.storage.client import MongoConnection
 from cmdb_asso.storage.documents import link_key
 from cmdb_asso.storage.failures import translate_errors
 from cmdb_asso.storage.indexes import CLAIM, CLAIMED_AT, create_indexes
+from cmdb_asso.storage.lease import LEASES, Lease
 from cmdb_asso.storage.tables import AUDIT_LOG, DEL_ARCHIVE, inst_asst_table
 
 log = structlog.get_logger(__name__)
@@ -163,6 +164,10 @@ class Journal:
                 claims_released=report.claims_released,
             )
         return report
+
+    def recovery_lease(self, seconds: float) -> Lease:
+        """The database's recovery lease, as this journal's owner holds it."""
+        return Lease(self.mongo.db[LEASES], "recovery", self.owner, seconds)
 
     async def _take(self, token: Any) -> dict[str, Any] | None:
         """Claim an entry for this recoverer, atomically; None when another holds it (or it is gone)."""

@@ -22,6 +22,7 @@ from cmdb_asso.storage.failures import translate_errors
 from cmdb_asso.storage.ids import IdAllocator
 from cmdb_asso.storage.indexes import create_indexes
 from cmdb_asso.storage.journal import JOURNAL
+from cmdb_asso.storage.lease import Lease, LeaseLost
 from cmdb_asso.storage.tables import DEL_ARCHIVE
 
 log = structlog.get_logger(__name__)
@@ -178,29 +179,22 @@ class WatchStore:
         tokens = doc.get("tokens") if doc else None
         return dict(tokens) if isinstance(tokens, dict) else {}
 
-    async def save_progress(self, tokens: dict[str, Any], newest: dict[str, Any] | None) -> None:
-        """Save the streams' resume tokens and, when events were stored, the newest one's id and cursor."""
+    async def save_progress(self, tokens: dict[str, Any], newest: dict[str, Any] | None, epoch: int) -> None:
+        """Save the streams' resume tokens and, when events were stored, the newest one's id and cursor, for the
+        feeder of lease `epoch`; LeaseLost (nothing saved) once a feeder of a later epoch has saved."""
         update: dict[str, Any] = {f"tokens.{stream}": token for stream, token in tokens.items()}
         if newest is not None:
             update |= {"newest_id": newest["id"], "newest_cursor": newest["cursor"]}
-        with translate_errors(write=True):
-            await self.db[TOKENS].update_one({"_id": TOKEN_ID}, {"$set": update}, upsert=True)
-
-    async def hold_lease(self, owner: str, seconds: float) -> bool:
-        """Take or renew the feeder's lease; False while another owner holds it."""
-        now = time.time()
-        query = {"_id": LEASE_ID, "$or": [{"owner": owner}, {"until": {"$lt": now}}]}
+        fenced = {"_id": TOKEN_ID, "$or": [{"epoch": {"$lte": epoch}}, {"epoch": {"$exists": False}}]}
         try:
             with translate_errors(write=True):
-                await self.db[TOKENS].update_one(query, {"$set": {"owner": owner, "until": now + seconds}}, upsert=True)
-        except DuplicateKeyError:
-            return False  # the lease document exists and is held by someone else
-        return True
+                await self.db[TOKENS].update_one(fenced, {"$set": {**update, "epoch": epoch}}, upsert=True)
+        except DuplicateKeyError as exc:  # the document exists with a later epoch
+            raise LeaseLost(LEASE_ID) from exc
 
-    async def release_lease(self, owner: str) -> None:
-        """Give the lease up (on shutdown), so that another process takes over at once."""
-        with translate_errors(write=True):
-            await self.db[TOKENS].update_one({"_id": LEASE_ID, "owner": owner}, {"$set": {"until": 0}})
+    def lease(self, owner: str, seconds: float) -> Lease:
+        """The feeder's lease, as `owner` holds it."""
+        return Lease(self.db[TOKENS], LEASE_ID, owner, seconds)
 
     async def creates_in_flight(self, link_ids: set[int]) -> set[int]:
         """Those of these links that an open create entry of the journal names: a write without a transaction

@@ -9,6 +9,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from cmdb_asso.storage.client import MongoConnection
+from cmdb_asso.storage.idempotency import IdempotencyStore
 from tests.conftest import MakeClient
 from tests.helpers import SPELLINGS, audit_records, call, create, link_body, links_in
 from tests.web.test_batch import SWITCH_HOST, batch
@@ -146,3 +147,22 @@ async def test_a_batch_dry_run_agrees_with_the_real_run_afterwards(client: Clien
     assert dry.data["success_created"] == dict.fromkeys(real.data["success_created"])
     assert dry.data["error_msg"] == real.data["error_msg"]
     assert len(await links_in(mock_mongo, "host")) == 1 + len(real.data["success_created"])
+
+
+async def test_a_holder_whose_key_was_taken_over_can_neither_answer_nor_release_it(mock_mongo: MongoConnection) -> None:
+    """The first holder was silent past the stale time (a paused process) and a retry took the key over: what the
+    first writes when it goes on changes nothing, and the key answers what the retry recorded."""
+    store = IdempotencyStore(mock_mongo, retention_seconds=3600)
+    first = await store.claim("k", "body", wait_seconds=0, stale_seconds=60)
+    second = await store.claim("k", "body", wait_seconds=0, stale_seconds=0)
+    assert (first.outcome, second.outcome, first.epoch, second.epoch) == ("run", "run", 1, 2)
+
+    await store.reserve("k", first.epoch, [7], "cc_InstAsst_0_pub_bk_switch")
+    await store.complete("k", first.epoch, {"data": {"id": 7}})
+    await store.release("k", first.epoch)
+    await store.complete("k", second.epoch, {"data": {"id": 8}})
+    await store.release("k", first.epoch)
+    replay = await store.claim("k", "body", wait_seconds=0, stale_seconds=60)
+
+    assert (replay.outcome, replay.answer) == ("replay", {"data": {"id": 8}})
+    assert "reserved" not in await mock_mongo.db["cmdb_asso_idempotency"].find_one({"_id": "k"})

@@ -640,3 +640,63 @@ async def test_a_delete_is_announced_once_the_link_is_gone_from_both_tables(
     gone, _ = await _events_until(watcher, cursor, 1)
 
     assert [(event["bk_event_type"], event["bk_detail"]["id"]) for event in gone] == [("delete", link_id)]
+
+
+async def test_a_feeder_paused_past_its_lease_stores_and_saves_nothing_after_another_took_over(
+    wire_mongo: MongoConnection,
+    aiohttp_client: AiohttpClient,
+    watch_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first feeder stops (as a stopped process would) between reading a batch and storing it; the second
+    takes the lease, stores that batch and the next; when the first goes on, its epoch is stale: it stores no
+    event and its resume tokens do not replace the second's."""
+    client = await _live_client(aiohttp_client, watch_settings, wire_mongo)
+    assert client.app is not None
+    first = client.app[WATCH].feed
+    assert first is not None
+    paused, resume, stopped = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    read_rows, live_clear = first._rows, first.live.clear
+
+    async def pausing_rows(changes: Any) -> list[dict[str, Any]]:
+        rows = await read_rows(changes)
+        if rows and not resume.is_set():
+            paused.set()
+            await resume.wait()
+        return rows
+
+    def stop_feeding() -> None:  # the feeder's loop clears `live` whenever its feeding ends
+        live_clear()
+        stopped.set()
+
+    monkeypatch.setattr(first, "_rows", pausing_rows)
+    monkeypatch.setattr(first.live, "clear", stop_feeding)
+    one = await create(client, link_body("bk_switch_belong_bk_host", 11, 21))
+    assert one.code == 0, one
+    await asyncio.wait_for(paused.wait(), 30)
+    second = EventFeed(type(first.store)(wire_mongo, first.store.retention_seconds), lease_seconds=3,
+                       rescan_seconds=0.2, stall_seconds=2.0)  # fmt: skip
+    runner = asyncio.create_task(second.run())
+    try:
+        two = await create(client, link_body("bk_switch_belong_bk_host", 12, 22))
+        assert two.code == 0, two
+
+        async def both_stored() -> bool:
+            return await wire_mongo.db[CHAIN].count_documents({"type": "create"}) == 2
+
+        async with second.stored:  # checked under the condition's lock: no notification is missed
+            while not await both_stored():
+                await asyncio.wait_for(second.stored.wait(), 30)
+        progress = await wire_mongo.db["cmdb_asso_WatchToken"].find_one({"_id": "cc_InstAsst"})
+        resume.set()
+        await asyncio.wait_for(stopped.wait(), 30)
+        after = await wire_mongo.db["cmdb_asso_WatchToken"].find_one({"_id": "cc_InstAsst"})
+        events = await wire_mongo.db[CHAIN].find({}, {"_id": 0, "id": 1, "inst_id": 1, "type": 1}).to_list(None)
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+    assert after == progress  # the stale feeder saved nothing
+    assert [(event["inst_id"], event["type"]) for event in sorted(events, key=lambda e: e["id"])] == [
+        (one.data["id"], "create"), (two.data["id"], "create")]  # fmt: skip
+    assert first.events_stored == 0
