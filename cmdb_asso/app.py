@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import functools
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp_cors
@@ -51,6 +52,7 @@ from cmdb_asso.web.routes import setup_routes
 log = structlog.get_logger(__name__)
 EMBEDDED_WATCH_SECONDS = 0.5
 WATCH_PROBE_RETRY_SECONDS = 2.0
+METRICS_SHARE_SECONDS = 1.0
 # Beyond two recovery intervals, how long a recoverer may be silent before another process takes its lease.
 RECOVERY_LEASE_SLACK_SECONDS = 5.0
 TASK_STOP_ATTEMPTS = 3
@@ -162,6 +164,21 @@ async def _recover_periodically(store: AssociationStore, settings: Settings) -> 
     finally:
         with contextlib.suppress(CmdbError):
             await lease.release()
+
+
+async def _sharing_metrics(app: web.Application) -> AsyncIterator[None]:
+    """For the application's lifetime: write this worker's metrics for its siblings' scrapes every second,
+    and once more when it stops."""
+
+    async def share() -> None:
+        while True:
+            app[METRICS].share()
+            await asyncio.sleep(METRICS_SHARE_SECONDS)
+
+    task = asyncio.create_task(share())
+    yield
+    await _stop_tasks([task])
+    app[METRICS].share()
 
 
 async def _check_sharding_later(mongo: MongoConnection, settings: Settings, readiness: Readiness) -> None:
@@ -325,15 +342,17 @@ def create_app(
     *,
     mongo: MongoConnection | None = None,
     authorizer: Authorizer | None = None,
+    metrics_dir: Path | None = None,
 ) -> web.Application:
-    """Build the application; `mongo` replaces the configured connection (tests pass their own)."""
+    """Build the application; `mongo` replaces the configured connection (tests pass their own);
+    `metrics_dir` is where the workers of one service share their metrics."""
     app = web.Application(
         middlewares=[request_context, error_envelope, request_deadline],
         client_max_size=settings.http.max_body_bytes,
         handler_args=handler_args(settings),
     )
     app[SETTINGS] = settings
-    app[METRICS] = Metrics()
+    app[METRICS] = Metrics(metrics_dir)
     app[DRAINING] = asyncio.Event()
     app[EMBEDDED_RESTARTING] = asyncio.Event()
     app[OPENAPI] = orjson.dumps(build_spec())
@@ -341,6 +360,8 @@ def create_app(
     chosen_authorizer = authorizer or authorizer_from(settings.auth)
 
     app.cleanup_ctx.append(functools.partial(_services_context, settings, mongo, chosen_authorizer))
+    if metrics_dir is not None:
+        app.cleanup_ctx.append(_sharing_metrics)
     if app[APP_AUTHENTICATOR].open:
         log.warning("esb_app_authentication_open", detail="no apps configured: every ESB app is accepted")
     setup_routes(app)

@@ -8,6 +8,9 @@ master runs, and every worker connects to it.
 from __future__ import annotations
 
 import math
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -27,7 +30,16 @@ class ServiceProcesses(BaseApplication):  # type: ignore[misc]
     def __init__(self, settings: Settings, *, workers: int) -> None:
         self.settings = settings
         self.workers = workers
+        # Each worker writes its metrics here, so that any worker's /metrics answers for all of them.
+        self.metrics_dir = Path(tempfile.mkdtemp(prefix="cmdb-asso-metrics-"))
         super().__init__()
+
+    def run(self) -> None:
+        """Run the master until it stops; then remove the workers' shared metrics."""
+        try:
+            super().run()
+        finally:
+            shutil.rmtree(self.metrics_dir, ignore_errors=True)
 
     def load_config(self) -> None:
         """gunicorn's settings: the service's address, worker class, logging and shutdown times."""
@@ -52,4 +64,4 @@ class ServiceProcesses(BaseApplication):  # type: ignore[misc]
         return self._make_runner
 
     async def _make_runner(self) -> web.AppRunner:
-        return service_runner(create_app(self.settings), self.settings)
+        return service_runner(create_app(self.settings, metrics_dir=self.metrics_dir), self.settings)

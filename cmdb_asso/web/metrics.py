@@ -1,14 +1,23 @@
-"""Prometheus metrics: one registry per application, fed by the request middleware and by storage counters."""
+"""Prometheus metrics: one registry per application, fed by the request middleware and by storage counters.
+
+Under `serve --workers N` every worker writes its own exposition to a directory the master made (each second
+and at every scrape), and a scrape of any worker answers the sum over all of them: counters and histograms of
+every worker that ever ran (a replaced worker's last counts stay), gauges of the live ones (ages: the largest).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import Protocol
+import contextlib
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -182,8 +191,10 @@ class _GateCollector(Collector):
 class Metrics:
     """The application's metrics and their registry."""
 
-    def __init__(self) -> None:
+    def __init__(self, shared_dir: Path | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        # Where every worker of `serve --workers` writes its exposition (None: one process, nothing shared).
+        self.shared_dir = shared_dir
         self.requests = Counter(
             "cmdb_asso_requests",
             "HTTP requests answered",
@@ -222,5 +233,67 @@ class Metrics:
         self.latency.labels(route).observe(seconds)
 
     def render(self) -> bytes:
-        """The Prometheus text exposition of every metric."""
-        return generate_latest(self.registry)
+        """The Prometheus text exposition of every metric, of every worker when they share a directory."""
+        own = generate_latest(self.registry)
+        if self.shared_dir is None:
+            return own
+        self._write(own)
+        return generate_latest(_Merged(self.shared_dir))
+
+    def share(self) -> None:
+        """Write this process's exposition for the other workers' scrapes."""
+        if self.shared_dir is not None:
+            self._write(generate_latest(self.registry))
+
+    def _write(self, exposition: bytes) -> None:
+        assert self.shared_dir is not None
+        path = self.shared_dir / f"{os.getpid()}.prom"
+        partial = path.with_suffix(".partial")
+        partial.write_bytes(exposition)
+        partial.replace(path)  # a reader sees a whole file, the old or the new
+
+
+class _Merged(Collector):
+    """Every worker's exposition in `directory`, summed per metric and labels."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def collect(self) -> Iterator[Metric]:
+        """The merged families, in name order."""
+        merged: dict[str, Metric] = {}
+        values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+        for path in sorted(self.directory.glob("*.prom")):
+            live = _alive(int(path.stem)) if path.stem.isdigit() else False
+            with contextlib.suppress(OSError, ValueError):
+                for family in text_string_to_metric_families(path.read_text(encoding="utf-8")):
+                    if family.type == "gauge" and not live:
+                        continue  # a gone worker's requests in flight are not in flight
+                    merged.setdefault(family.name, Metric(family.name, family.documentation, family.type))
+                    into = values.setdefault(family.name, {})
+                    for sample in _summable(family.samples):
+                        key = (sample.name, tuple(sorted(sample.labels.items())))
+                        if family.type == "gauge" and family.name.endswith("_seconds"):
+                            into[key] = max(into.get(key, sample.value), sample.value)
+                        else:
+                            into[key] = into.get(key, 0.0) + sample.value
+        for name in sorted(merged):
+            family = merged[name]
+            for (sample_name, labels), value in values[name].items():
+                family.add_sample(sample_name, dict(labels), value)
+            yield family
+
+
+def _summable(samples: Iterable[Any]) -> Iterator[Any]:
+    """The samples that add up across processes (a counter's creation time does not)."""
+    return (sample for sample in samples if not sample.name.endswith("_created"))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -81,6 +81,19 @@ async def test_two_worker_processes_share_the_port_and_keep_every_rule(tmp_path:
             pairs = [(switch, host) for switch in range(11, 16) for host in range(21, 26)]
             spread = await asyncio.gather(*(create(link_body("bk_switch_belong_bk_host", *pair)) for pair in pairs))
 
+            async def links_created() -> float:
+                async with session.get(f"{base}/metrics") as response:
+                    text = await response.text()
+                return sum(float(line.split()[-1]) for line in text.splitlines()
+                           if line.startswith("cmdb_asso_links_created_total"))  # fmt: skip
+
+            # Each worker shares its counts within a second; then any worker's /metrics answers for both.
+            for _ in range(200):
+                if await links_created() == 26:
+                    break
+                await asyncio.sleep(0.05)
+            scraped = [await links_created() for _ in range(10)]
+
             # gunicorn's master replaces a worker that dies; the service keeps answering meanwhile.
             first_workers = booted_workers(log_file)
             os.kill(first_workers[0], signal.SIGKILL)
@@ -90,6 +103,7 @@ async def test_two_worker_processes_share_the_port_and_keep_every_rule(tmp_path:
                 await asyncio.sleep(0.05)
             await wait_ready(session, base)
             after_kill = await create(link_body("bk_switch_belong_bk_host", 15, 21))
+            after_kill_scraped = await links_created()
         process.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(process.wait(), 30)
     finally:
@@ -101,6 +115,8 @@ async def test_two_worker_processes_share_the_port_and_keep_every_rule(tmp_path:
     assert len(first_workers) == 2
     assert len(booted_workers(log_file)) == 3
     assert after_kill["bk_error_code"] == 1199014  # the pair exists: the new worker sees what the others wrote
+    assert scraped == [26] * 10  # the whole service's count, whichever worker answered
+    assert after_kill_scraped == 26  # a killed worker's counts stay in the sum
     ids = [answer["data"]["id"] for answer in spread]  # type: ignore[index]
     assert len(set(ids)) == 25
     assert set(first_workers) <= serving_pids(log_file) <= set(booted_workers(log_file))
