@@ -263,6 +263,10 @@ class StoreWriteUnavailable(CmdbError):
         return "数据库暂不可用，请稍后重试" if language == "zh" else "the database is unavailable, please retry later"
 
 
+class StoreOutOfSpace(StoreWriteUnavailable):
+    """MongoDB refused a write for want of disk space (1199998, HTTP 503); /readyz says so until a write passes."""
+
+
 class Busy(CmdbError):
     """This process already runs as many requests of a heavy kind as it may (1199998, HTTP 503, Retry-After)."""
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cmdb_asso.errors import CmdbError
+from cmdb_asso.errors import CmdbError, StoreOutOfSpace
 from cmdb_asso.service.context import time_budget
 from cmdb_asso.storage.client import MongoConnection
 
@@ -18,14 +18,27 @@ class Readiness:
         self._mongo = mongo
         # A fault found after start-up that the service cannot serve with (sharded association tables).
         self.fault: str | None = None
+        # Set when the store refused a write for want of space: each probe then tries a write, until one passes.
+        self.out_of_space = False
+
+    def saw(self, error: CmdbError) -> None:
+        """Learn from an error a request met: a write refused for want of disk space makes the service not ready."""
+        if isinstance(error, StoreOutOfSpace):
+            self.out_of_space = True
 
     async def problem(self) -> str | None:
-        """None when MongoDB answers a ping; otherwise why not, without the driver's text."""
+        """None when MongoDB answers a ping (and, after a full disk, takes a write again); otherwise why not,
+        without the driver's text."""
         if self.fault is not None:
             return self.fault
         try:
             with time_budget(PING_SECONDS):
                 await self._mongo.ping()
+                if self.out_of_space:
+                    await self._mongo.write_probe()
+                    self.out_of_space = False
+        except StoreOutOfSpace:
+            return "mongodb: out of disk space (writes are refused)"
         except CmdbError as error:
             return f"mongodb: {type(error).__name__}"
         return None

@@ -23,6 +23,8 @@ from cmdb_asso.storage.commands import CommandCounter
 from cmdb_asso.storage.failures import translate_errors
 
 log = structlog.get_logger(__name__)
+# A collection of our own that /readyz writes to after a full disk, to learn when writes pass again.
+READINESS_PROBE = "cmdb_asso_Readiness"
 
 # Stated, not left to the deployment's default: on a primary-secondary-arbiter set the default is w:1, and an
 # acknowledged link could be rolled back by a failover.
@@ -105,6 +107,11 @@ class MongoConnection:
         """Ask the server for a ping; raises a typed error when it does not answer."""
         with translate_errors(write=False):
             await self.client.admin.command("ping")
+
+    async def write_probe(self) -> None:
+        """Write one small document of our own (`cmdb_asso_Readiness`): whether the server takes writes now."""
+        with translate_errors(write=True):
+            await self.db[READINESS_PROBE].update_one({"_id": "probe"}, {"$inc": {"writes": 1}}, upsert=True)
 
     async def close(self) -> None:
         """Close the client."""

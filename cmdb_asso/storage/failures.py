@@ -16,7 +16,13 @@ from pymongo.errors import (
     WTimeoutError,
 )
 
-from cmdb_asso.errors import InternalError, QueryRefused, StoreReadUnavailable, StoreWriteUnavailable
+from cmdb_asso.errors import (
+    InternalError,
+    QueryRefused,
+    StoreOutOfSpace,
+    StoreReadUnavailable,
+    StoreWriteUnavailable,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -79,7 +85,7 @@ def translate_errors(*, write: bool) -> Any:
         if is_out_of_space(exc):
             log.error("mongodb_out_of_disk_space", error=type(exc).__name__, write=write,
                       detail="the database's disk is full: writes fail until space is freed")  # fmt: skip
-            raise (StoreWriteUnavailable() if write else StoreReadUnavailable()) from exc
+            raise (StoreOutOfSpace() if write else StoreReadUnavailable()) from exc
         if is_unavailable(exc):
             log.warning("mongodb_unavailable", error=type(exc).__name__, write=write)
             raise (StoreWriteUnavailable() if write else StoreReadUnavailable()) from exc

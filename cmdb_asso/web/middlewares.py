@@ -25,7 +25,16 @@ from cmdb_asso.errors import (
     StoreReadUnavailable,
     StoreWriteUnavailable,
 )
-from cmdb_asso.keys import DRAINING, LANGUAGE, METRICS, OPERATION_WRITES, REQUEST_ID, RESPONSE_CODE, SETTINGS
+from cmdb_asso.keys import (
+    DRAINING,
+    LANGUAGE,
+    METRICS,
+    OPERATION_WRITES,
+    READINESS,
+    REQUEST_ID,
+    RESPONSE_CODE,
+    SETTINGS,
+)
 from cmdb_asso.operations import LONG_POLL_MARK
 from cmdb_asso.service.context import time_budget
 from cmdb_asso.web.envelope import failure, is_esb
@@ -120,6 +129,8 @@ async def error_envelope(request: web.Request, handler: Handler) -> web.StreamRe
     try:
         return await handler(request)
     except CmdbError as error:
+        if READINESS in request.app:
+            request.app[READINESS].saw(error)
         headers = None
         if isinstance(error, AppAuthFailed) and is_esb(request):
             # BlueKing's client libraries recognise an authentication failure by these headers.

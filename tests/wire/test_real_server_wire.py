@@ -537,12 +537,24 @@ async def test_a_full_disk_answers_503_with_a_log_line_naming_the_cause_never_a_
     with capture_logs() as logs:
         proxy.fail("findAndModify", unapplied)  # the id counter's update, not applied (seen on a full disk)
         counter = await create(client, link_body("bk_switch_belong_bk_host", 11, 21))
-        proxy.fail("insert", out_of_space, times=None)
+        inserts = proxy.fail("insert", out_of_space, times=None)
+        probes = proxy.fail(
+            "update", out_of_space, when=lambda doc: doc.get("update") == "cmdb_asso_Readiness", times=None
+        )
         insert = await create(client, link_body("bk_switch_belong_bk_host", 12, 22))
+        full = await client.get("/readyz")
+        full_again = await client.get("/readyz")
+        proxy.rules.remove(inserts)  # space freed
+        proxy.rules.remove(probes)
+        freed = await client.get("/readyz")
+        after = await create(client, link_body("bk_switch_belong_bk_host", 12, 22))
 
     assert (counter.status, counter.code) == (503, 1199998)
     assert (insert.status, insert.code) == (503, 1199998)
+    assert (full.status, (await full.json())["reason"]) == (503, "mongodb: out of disk space (writes are refused)")
+    assert full_again.status == 503  # still full: the probe's own write was refused
+    assert (freed.status, after.code) == (200, 0)
     events = [entry["event"] for entry in logs]
     assert "id_counter_not_updated" in events
     assert "mongodb_out_of_disk_space" in events
-    assert await links_in(wire_mongo, "bk_switch") == []
+    assert [link["bk_asst_inst_id"] for link in await links_in(wire_mongo, "bk_switch")] == [22]
