@@ -134,6 +134,37 @@ async def test_a_cursor_continues_and_a_long_poll_wakes_on_news(watcher: Client)
     assert first[0]["bk_detail"]["bk_inst_id"] == 11
 
 
+async def test_in_the_feeding_process_a_long_poll_is_woken_by_the_storing_not_by_the_poll(
+    wire_mongo: MongoConnection,
+    aiohttp_client: AiohttpClient,
+    watch_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The newest-event reader of the feeding process waits for the feeder's news: with its poll and the long
+    poll made a minute long, the event reaches the long poll that was waiting for it long before either ends."""
+    patient = replace(watch_settings, watch=replace(watch_settings.watch, long_poll_seconds=60))
+    watcher, cursor = await _following(aiohttp_client, patient, wire_mongo)
+    monkeypatch.setattr("cmdb_asso.service.watch.POLL_SECONDS", 60.0)
+    assert watcher.app is not None
+    newest = watcher.app[WATCH].newest
+    await newest.close()  # the reader starts again, with the long poll
+    read, read_newest = asyncio.Event(), newest.store.newest
+
+    async def reading() -> tuple[int, str] | None:
+        found: tuple[int, str] | None = await read_newest()
+        read.set()
+        return found
+
+    monkeypatch.setattr(newest.store, "newest", reading)
+    waiting = asyncio.create_task(watch(watcher, bk_cursor=cursor))
+    await asyncio.wait_for(read.wait(), 30)  # the reader has read the newest id once and now waits
+    await create(watcher, link_body("bk_switch_belong_bk_host", 12, 22))
+    answer = await asyncio.wait_for(waiting, 30)
+
+    assert answer.code == 0, answer
+    assert [event["bk_detail"]["bk_inst_id"] for event in answer.data["bk_events"]] == [12]
+
+
 async def test_filters_fields_and_start_time(watcher: Client) -> None:
     before = int(time.time())
     await create(watcher, link_body("bk_switch_belong_bk_host", 11, 21))
@@ -659,7 +690,7 @@ async def test_a_feeder_paused_past_its_lease_stores_and_saves_nothing_after_ano
     read_rows, live_clear = first._rows, first.live.clear
 
     async def pausing_rows(changes: Any) -> list[dict[str, Any]]:
-        rows = await read_rows(changes)
+        rows: list[dict[str, Any]] = await read_rows(changes)
         if rows and not resume.is_set():
             paused.set()
             await resume.wait()
@@ -682,7 +713,8 @@ async def test_a_feeder_paused_past_its_lease_stores_and_saves_nothing_after_ano
         assert two.code == 0, two
 
         async def both_stored() -> bool:
-            return await wire_mongo.db[CHAIN].count_documents({"type": "create"}) == 2
+            stored: int = await wire_mongo.db[CHAIN].count_documents({"type": "create"})
+            return stored == 2
 
         async with second.stored:  # checked under the condition's lock: no notification is missed
             while not await both_stored():
