@@ -30,7 +30,7 @@ from cmdb_asso.service.coalescing import Coalescer
 from cmdb_asso.service.context import Caller
 from cmdb_asso.service.permission import Authorizer, denied_instances, edit_permission_payload
 from cmdb_asso.storage.associations import AssociationStore
-from cmdb_asso.storage.idempotency import Reservation, current_reservation, reservations_to
+from cmdb_asso.storage.idempotency import Reservation, current_reservation, earlier_attempt_ids, reservations_to
 from cmdb_asso.storage.tables import visible_suppliers
 
 log = structlog.get_logger(__name__)
@@ -397,9 +397,26 @@ class AssociationService:
         await self.authorize_edit(caller, ends)
         for attempt in range(_WRITE_ATTEMPTS):
             if not pending or await self._batch_pass(caller, definition, request, pending, outcome, attempt, dry_run):
+                await self._claim_earlier_links(caller, definition, request, outcome)
                 return outcome
         # Every pass was raced, and an atomic batch cannot fall back to one link at a time.
         raise DuplicateItem("association")
+
+    async def _claim_earlier_links(
+        self, caller: Caller, definition: Definition, request: BatchRequest, outcome: BatchOutcome
+    ) -> None:
+        """A batch run again after its first attempt was cut (a crash, an ambiguous failure): the details refused
+        because their link exists are created, with their ids, where that link is one the first attempt wrote."""
+        earlier = earlier_attempt_ids()
+        pairs = {index: pair for index in outcome.failed if isinstance(pair := request.details[index], tuple)}
+        if not earlier or not pairs:
+            return
+        found = await self.store.link_ids(definition, caller.supplier_account, list(set(pairs.values())))
+        for index, pair in pairs.items():
+            link_id = found.get(pair)
+            if link_id is not None and link_id in earlier:
+                del outcome.failed[index]
+                outcome.created[index] = link_id
 
     async def _batch_pass(
         self,

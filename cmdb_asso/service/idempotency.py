@@ -11,7 +11,7 @@ import orjson
 
 from cmdb_asso.errors import LANGUAGES, BodyInvalid, CmdbError, Language
 from cmdb_asso.service.context import Caller
-from cmdb_asso.storage.idempotency import IdempotencyStore, reservations_to
+from cmdb_asso.storage.idempotency import IdempotencyStore, earlier_attempt, reservations_to
 
 MAX_KEY_LENGTH = 255
 # Operations whose whole answer follows from the one link they reserved.
@@ -107,8 +107,12 @@ class Idempotency:
             await self.store.reserve(scoped, claim.epoch, link_ids, table)
             reserved = True
 
+        # A request run again after a take-over answers the links its earlier attempt wrote as its own.
+        earlier = frozenset(
+            int(i) for i in (claim.reserved or {}).get("every") or (claim.reserved or {}).get("ids") or []
+        )
         try:
-            with reservations_to(record):
+            with reservations_to(record), earlier_attempt(earlier):
                 data = await execute()
         except CmdbError as error:
             if error.retryable:

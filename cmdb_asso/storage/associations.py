@@ -110,6 +110,22 @@ class AssociationStore:
             docs = await self.mongo.db[table].find(query, projection).batch_size(LARGE_BATCH).to_list(None)
         return [LinkEnds(int(doc["bk_inst_id"]), int(doc["bk_asst_inst_id"])) for doc in docs]
 
+    async def link_ids(
+        self, definition: Definition, supplier_account: str, pairs: list[tuple[int, int]]
+    ) -> dict[tuple[int, int], int]:
+        """The ids of the definition's links between these pairs that exist, each looked up by its unique triple
+        in the source model's table (an index every store serves)."""
+        table = self.mongo.db[inst_asst_table(definition.obj_id, supplier_account)]
+
+        async def one(pair: tuple[int, int]) -> tuple[tuple[int, int], int] | None:
+            query = {"bk_inst_id": pair[0], "bk_asst_inst_id": pair[1], "bk_obj_asst_id": definition.obj_asst_id}
+            doc = await table.find_one(_owned(query, supplier_account), {"_id": 0, "id": 1})
+            return (pair, int(doc["id"])) if doc else None
+
+        with translate_errors(write=False):
+            found = await asyncio.gather(*(one(pair) for pair in pairs))
+        return dict(item for item in found if item is not None)
+
     @property
     def ids_reserved(self) -> dict[str, int]:
         """Ids reserved from cc_idgenerator by this process, by sequence."""

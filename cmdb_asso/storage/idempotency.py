@@ -39,6 +39,26 @@ Reservation = Callable[[list[int], str], Awaitable[None]]
 _RESERVATION: contextvars.ContextVar[Reservation | None] = contextvars.ContextVar("cmdb_asso_reservation", default=None)
 
 
+# Set by the idempotency layer while a request runs again after its key was taken over: the link ids every
+# write of the earlier attempt reserved (a link found with one of them was written by that attempt).
+_EARLIER: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar("cmdb_asso_earlier", default=frozenset())
+
+
+def earlier_attempt_ids() -> frozenset[int]:
+    """The link ids an earlier, interrupted attempt of the current request reserved (empty: none)."""
+    return _EARLIER.get()
+
+
+@contextlib.contextmanager
+def earlier_attempt(ids: frozenset[int]) -> Iterator[None]:
+    """Within the block, links with these ids count as written by the current request's earlier attempt."""
+    token = _EARLIER.set(ids)
+    try:
+        yield
+    finally:
+        _EARLIER.reset(token)
+
+
 def current_reservation() -> Reservation | None:
     """Where creates in the current context report the ids they reserve, if anywhere."""
     return _RESERVATION.get()
@@ -141,10 +161,15 @@ class IdempotencyStore:
                 await asyncio.sleep(_POLL_SECONDS)
 
     async def reserve(self, key: str, epoch: int, link_ids: list[int], table: str) -> None:
-        """Record the ids a create of `key` reserved, and the table it writes first, before it writes."""
+        """Record the ids a create of `key` reserved, and the table it writes first, before it writes: the last
+        write's ids (a create-one's answer) and, in `every`, those of all its writes (a create-many's)."""
         with translate_errors(write=True):
             await self.mongo.db[IDEMPOTENCY].update_one(
-                {"_id": key, **_at_epoch(epoch)}, {"$set": {"reserved": {"ids": link_ids, "table": table}}}
+                {"_id": key, **_at_epoch(epoch)},
+                {
+                    "$set": {"reserved.ids": link_ids, "reserved.table": table},
+                    "$push": {"reserved.every": {"$each": link_ids}},
+                },
             )
 
     async def link_written(self, reserved: dict[str, Any]) -> bool:

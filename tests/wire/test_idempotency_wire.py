@@ -16,7 +16,7 @@ from cmdb_asso.service.idempotency import fingerprint
 from cmdb_asso.storage.client import MongoConnection
 from cmdb_asso.storage.idempotency import IDEMPOTENCY
 from tests.conftest import AiohttpClient
-from tests.helpers import audit_records, create, link_body, links_in
+from tests.helpers import audit_records, call, create, link_body, links_in
 
 pytestmark = pytest.mark.wire
 Client = TestClient[Any, Any]
@@ -59,6 +59,38 @@ async def test_a_retry_after_the_holder_died_having_written_gets_the_first_id(
     assert retry.headers["Idempotent-Replayed"] == "true"
     assert len(await links_in(wire_mongo, "bk_switch")) == 1
     assert len(await audit_records(wire_mongo)) == 1
+
+
+async def test_a_create_many_retried_after_its_holder_died_having_written_answers_the_ids_it_wrote(
+    aiohttp_client: AiohttpClient, wire_settings: Settings, wire_mongo: MongoConnection
+) -> None:
+    """The first attempt wrote rows 0 and 1 and died before answering; the retry with the same key writes row 2,
+    answers rows 0 and 1 with the ids the first attempt wrote, and still refuses the row another request wrote."""
+    client = await _client(aiohttp_client, wire_settings, wire_mongo, deadline=5)
+    other = await create(client, link_body("bk_switch_belong_bk_host", 14, 24))
+    rows = [{"bk_inst_id": 11, "bk_asst_inst_id": 21}, {"bk_inst_id": 12, "bk_asst_inst_id": 22}]
+    key = {"Idempotency-Key": "crash-many"}
+    body = {"bk_obj_id": "bk_switch", "bk_asst_obj_id": "host", "bk_obj_asst_id": "bk_switch_belong_bk_host"}
+    first = await call(client, "create_many", {**body, "details": rows}, headers=key)
+    assert first.code == 0, first
+    held = await _holder_of(wire_mongo, "crash-many")
+    # As a process killed after writing and before recording its answer leaves the key: running, silent, and for
+    # the body the retry sends (the same request, as the first attempt's body had all three rows).
+    everything = [*rows, {"bk_inst_id": 13, "bk_asst_inst_id": 23}, {"bk_inst_id": 14, "bk_asst_inst_id": 24}]
+    await wire_mongo.db[IDEMPOTENCY].update_one({"_id": held["_id"]}, {
+        "$set": {"state": "running", "claimed_ts": time.time() - 60,
+                 "fingerprint": fingerprint("batch_create_instance_association", {**body, "details": everything})},
+        "$unset": {"answer": ""}})  # fmt: skip
+
+    retry = await call(client, "create_many", {**body, "details": everything}, headers=key)
+
+    assert retry.code == 0, retry
+    written = first.data["success_created"]
+    assert {k: v for k, v in retry.data["success_created"].items() if k in ("0", "1")} == written
+    assert set(retry.data["success_created"]) == {"0", "1", "2"}
+    assert list(retry.data["error_code"]) == ["3"]  # another request's link stays another's: refused
+    assert other.code == 0
+    assert len(await links_in(wire_mongo, "bk_switch")) == 4
 
 
 async def test_a_retry_after_the_holder_died_before_writing_runs_the_create(
