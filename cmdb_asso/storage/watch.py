@@ -259,6 +259,9 @@ class ChangeSource:
         self._streams: dict[str, Any] = {}
         self._counter: tuple[int, int] = (0, 0)  # the embedded server's times: (second, events in it)
         self._scanned = False
+        # Tables new to the feed whose links already there are being read, a page a round: the `_id` read up to
+        # (None: not begun). Their tokens are not saved before the read ends, so a restart reads them again.
+        self._backfill: dict[str, ObjectId | None] = {}
         # Changes read but not yet given out, because a stream cut at DRAIN_LIMIT may still hold older ones;
         # and per stream, the resume token after the last change given out.
         self._held: list[LinkChange] = []
@@ -278,8 +281,9 @@ class ChangeSource:
                     checked = time.monotonic()
                 changes: list[LinkChange] = []
                 if time.monotonic() - scanned > self.rescan_seconds or not self._streams:
-                    changes += await self._open_missing(tokens)
+                    await self._open_missing(tokens)
                     scanned = time.monotonic()
+                changes += await self._backfill_round()
                 cut: list[int] = []  # per stream read up to DRAIN_LIMIT: the last change's order
                 for name, stream in list(self._streams.items()):
                     drained = await self._drain(name, stream, tokens)
@@ -321,8 +325,11 @@ class ChangeSource:
             name: self._given.get(name) if name in held_streams else stream.resume_token
             for name, stream in self._streams.items()
         }
-        # A stream without a token yet saves none: after a restart its table is then read whole, not from now.
-        round_tokens = {name: token for name, token in round_tokens.items() if token is not None}
+        # A stream without a token yet saves none, nor one whose table is still being read: after a restart its
+        # table is then read whole, not from now.
+        round_tokens = {
+            name: token for name, token in round_tokens.items() if token is not None and name not in self._backfill
+        }
         self._given |= round_tokens
         return given, round_tokens
 
@@ -364,14 +371,13 @@ class ChangeSource:
                 raise StreamStalled(table)
         self.behind_seconds = behind
 
-    async def _open_missing(self, tokens: dict[str, Any]) -> list[LinkChange]:
-        """Open streams for the tables that have none; the links already in a table that appeared after the
-        feed started, as inserts (the embedded server records a table's changes only once a stream is open on
-        it, so its first links would be missed; the feed drops the ones it has an event for)."""
+    async def _open_missing(self, tokens: dict[str, Any]) -> None:
+        """Open streams for the tables that have none; a table that appeared after the feed started has its
+        links already there read too, as inserts (the embedded server records a table's changes only once a
+        stream is open on it, so its first links would be missed; the feed drops the ones it has an event for)."""
         names = await self.store.link_tables() if self.per_table else ["*"]
         first_scan = not self._scanned
         self._scanned = True
-        found: list[LinkChange] = []
         for name in names:
             if name not in self._streams:
                 self._streams[name] = await self._open(name, tokens.get(name))
@@ -379,17 +385,24 @@ class ChangeSource:
                     self._known.setdefault(name, newest)
                 # New to a feed that ran before (now, or before a restart): the very first start begins at now.
                 if name not in tokens and (tokens or not first_scan):
-                    found += await self._present(name)
-        return found
+                    self._backfill[name] = None
 
-    async def _present(self, table: str) -> list[LinkChange]:
-        with translate_errors(write=False):
-            docs = await self.store.mongo.db[table].find({}).sort("id", 1).to_list(None)
-        changes = []
-        for doc in docs:
-            sec, inc = self._time(None)
-            document = self._document(doc)
-            changes.append(LinkChange("insert", table, str(doc.get("_id")), document, sec, inc))
+    async def _backfill_round(self) -> list[LinkChange]:
+        """The next page (DRAIN_LIMIT links, in `_id` order) of each table being read: memory stays bounded
+        whatever the table's size."""
+        changes: list[LinkChange] = []
+        for table, after in sorted(self._backfill.items()):
+            query = {} if after is None else {"_id": {"$gt": after}}
+            with translate_errors(write=False):
+                cursor = self.store.mongo.db[table].find(query).sort("_id", 1).limit(DRAIN_LIMIT)
+                docs = await cursor.to_list(None)
+            for doc in docs:
+                sec, inc = self._time(None)
+                changes.append(LinkChange("insert", table, str(doc.get("_id")), self._document(doc), sec, inc))
+            if len(docs) < DRAIN_LIMIT:
+                del self._backfill[table]
+            else:
+                self._backfill[table] = docs[-1]["_id"]
         return changes
 
     async def _open(self, name: str, token: Any, *, back: bool = False) -> Any:

@@ -361,6 +361,37 @@ async def test_callers_see_their_own_suppliers_events_only(watcher: Client, wire
     assert sorted(event["bk_detail"]["id"] for event in tenant.data["bk_events"]) == [ours, 9100]
 
 
+async def test_a_new_table_of_many_links_is_read_a_page_at_a_time_and_announced_once_each(
+    watcher: Client, wire_mongo: MongoConnection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A table that appears with 450 links (written by another writer before the feed saw the table): every
+    link gets its one create event, and no read of the table asks for more than a page."""
+    assert watcher.app is not None
+    feed = watcher.app[WATCH].feed
+    assert feed is not None
+    rounds: list[int] = []
+    rows = feed._rows
+
+    async def counted(changes: Any) -> list[dict[str, Any]]:
+        rounds.append(sum(change.table == "cc_InstAsst_paged_pub_host" for change in changes))
+        found: list[dict[str, Any]] = await rows(changes)
+        return found
+
+    monkeypatch.setattr(feed, "_rows", counted)
+    links = [{"id": 9500 + n, "bk_inst_id": n, "bk_obj_id": "bk_switch", "bk_asst_inst_id": n, "bk_asst_obj_id": "host",
+              "bk_supplier_account": "paged", "bk_obj_asst_id": "bk_switch_belong_bk_host", "bk_asst_id": "belong"}
+             for n in range(450)]  # fmt: skip
+    await wire_mongo.db["cc_InstAsst_paged_pub_host"].insert_many(links)
+
+    async with feed.stored:  # checked under the condition's lock: no notification is missed
+        while await wire_mongo.db[CHAIN].count_documents({"bk_supplier_account": "paged"}) < 450:
+            await asyncio.wait_for(feed.stored.wait(), 30)
+    ids = [doc["inst_id"] for doc in await wire_mongo.db[CHAIN].find({"bk_supplier_account": "paged"}).to_list(None)]
+
+    assert sorted(ids) == [9500 + n for n in range(450)]
+    assert max(rounds) <= 200  # a page of the table per round, never the whole table
+
+
 async def test_superadmin_is_a_grant_of_the_policy_not_a_supplier_header(
     aiohttp_client: AiohttpClient, watch_settings: Settings, wire_mongo: MongoConnection
 ) -> None:
