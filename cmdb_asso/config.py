@@ -1,17 +1,19 @@
-"""Settings: frozen dataclasses loaded from YAML and the environment, validated by a schema."""
+"""Settings: frozen dataclasses loaded from YAML and the environment; each setting is declared once, with its
+default and the marshmallow field that checks it, and the schema is built from the declarations."""
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate
 
 from cmdb_asso.inputs import SUPPLIER_ACCOUNT
 
@@ -25,52 +27,93 @@ class ConfigError(Exception):
     """A setting is invalid; the message names it."""
 
 
+def setting(default: Any, check: fields.Field[Any], *, factory: Any = MISSING) -> Any:
+    """One setting, declared once: its default (or `factory` of it) and the marshmallow field that loads and
+    checks it; the schema, the names the file and the environment accept, and the tests of the example file and
+    the README's table all come from these."""
+    return field(default=default, default_factory=factory, metadata={"check": check})
+
+
+def section(cls: type[Any]) -> Any:
+    """A section of settings (a dataclass whose fields are settings)."""
+    return field(default_factory=cls, metadata={"section": cls})
+
+
+def _supplier_account(value: str) -> None:
+    # Matched in full: it becomes part of table names, as the supplier a request names does.
+    if not SUPPLIER_ACCOUNT.fullmatch(value):
+        raise ValidationError("must be 1 to 64 ASCII letters, digits or underscores")
+
+
+def _integer(low: int, high: int | None = None) -> fields.Integer:
+    return fields.Integer(strict=False, validate=validate.Range(min=low, max=high))
+
+
+def _number(low: float, high: float | None = None) -> fields.Float:
+    return fields.Float(validate=validate.Range(min=low, max=high))
+
+
+def _one_of(*choices: str) -> fields.String:
+    return fields.String(validate=validate.OneOf(choices))
+
+
+class _CommaList(fields.Field[tuple[str, ...]]):
+    """A list of strings, or one comma-separated string (as the environment gives it)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> tuple[str, ...]:
+        if isinstance(value, str):
+            value = [item for item in (part.strip() for part in value.split(",")) if item]
+        if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+            raise ValidationError("must be a list of strings")
+        return tuple(value)
+
+
 @dataclass(frozen=True)
 class MongoSettings:
     """Where and how to reach MongoDB."""
 
-    uri: str = "embedded"
-    database: str = "cmdb"
-    driver: str = "pymongo"
-    transactions: str = "auto"
-    server_selection_timeout_ms: int = 5000
-    socket_timeout_ms: int = 10000
-    id_block_size: int = 100
-    definition_cache_seconds: float = 5.0
-    request_deadline_seconds: float = 10.0
-    fold_reads: str = "auto"
-    index_preparation_seconds: float = 300.0
-    recovery_interval_seconds: float = 30.0
-    recovery_grace_seconds: float = 60.0
+    uri: str = setting("embedded", fields.String(validate=validate.Length(min=1)))
+    database: str = setting("cmdb", fields.String(validate=validate.Regexp(r"^[A-Za-z0-9_-]{1,63}$")))
+    driver: str = setting("pymongo", _one_of("pymongo", "motor"))
+    transactions: str = setting("auto", _one_of("auto", "always", "never"))
+    server_selection_timeout_ms: int = setting(5000, _integer(1))
+    socket_timeout_ms: int = setting(10000, _integer(1))
+    id_block_size: int = setting(100, _integer(1, 100000))
+    definition_cache_seconds: float = setting(5.0, _number(0))
+    request_deadline_seconds: float = setting(10.0, _number(0.01))
+    fold_reads: str = setting("auto", _one_of("auto", "on", "off"))
+    index_preparation_seconds: float = setting(300.0, _number(1))
+    recovery_interval_seconds: float = setting(30.0, _number(0.05))
+    recovery_grace_seconds: float = setting(60.0, _number(0))
 
 
 @dataclass(frozen=True)
 class HttpSettings:
     """The HTTP listener."""
 
-    host: str = "127.0.0.1"
-    port: int = 8080
-    max_body_bytes: int = 1024 * 1024
-    max_header_bytes: int = 8190
-    shutdown_timeout: float = 10.0
-    drain_seconds: float = 5.0
-    body_timeout_seconds: float = 10.0
-    cors_origins: tuple[str, ...] = ()
+    host: str = setting("127.0.0.1", fields.String(validate=validate.Length(min=1)))
+    port: int = setting(8080, _integer(0, 65535))
+    max_body_bytes: int = setting(1024 * 1024, _integer(1024))
+    max_header_bytes: int = setting(8190, _integer(1024, 1024 * 1024))
+    shutdown_timeout: float = setting(10.0, _number(0))
+    drain_seconds: float = setting(5.0, _number(0, 3600))
+    body_timeout_seconds: float = setting(10.0, _number(0.01, 3600))
+    cors_origins: tuple[str, ...] = setting((), _CommaList())
 
 
 @dataclass(frozen=True)
 class LimitSettings:
     """Request size limits."""
 
-    create_many_max: int = 200
-    create_groups_in_flight: int = 1
-    idempotency_retention_hours: float = 24.0
-    find_max_results: int = 10000
-    graph_max_nodes: int = 1000
-    graph_max_links: int = 10000
-    heavy_reads_in_flight: int = 2
-    long_polls_in_flight: int = 1000
-    definition_cache_entries: int = 10000
+    create_many_max: int = setting(200, _integer(1, 10000))
+    create_groups_in_flight: int = setting(1, _integer(1, 64))
+    idempotency_retention_hours: float = setting(24.0, _number(0.01, 24 * 365))
+    find_max_results: int = setting(10000, _integer(1, 1_000_000))
+    graph_max_nodes: int = setting(1000, _integer(1, 1_000_000))
+    graph_max_links: int = setting(10000, _integer(1, 10_000_000))
+    heavy_reads_in_flight: int = setting(2, _integer(0, 100_000))
+    long_polls_in_flight: int = setting(1000, _integer(0, 1_000_000))
+    definition_cache_entries: int = setting(10000, _integer(1, 1_000_000))
 
 
 @dataclass(frozen=True)
@@ -90,124 +133,6 @@ class Grant:
     watch: tuple[str, ...] = ()
     # May read every supplier's link events (what bk-cmdb gives the supplier `superadmin`).
     all_suppliers: bool = False
-
-
-@dataclass(frozen=True)
-class AuthSettings:
-    """Who may come in (ESB apps) and what users may do (the authorizer and its policy)."""
-
-    apps: tuple[AppCredential, ...] = ()
-    authorizer: str = "allow_all"
-    policy: Mapping[str, Grant] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class LogSettings:
-    """Log format and level."""
-
-    format: str = "auto"
-    level: str = "info"
-
-
-@dataclass(frozen=True)
-class TopoSettings:
-    """Instance topology (search_inst_association_topo)."""
-
-    # More links of one instance than this answer 1199059 rather than an answer no process should build.
-    max_links: int = 5000
-
-
-@dataclass(frozen=True)
-class QuerySettings:
-    """Reads that bk-cmdb lets a caller leave unbounded."""
-
-    # What bk-cmdb's "no limit" page size (999999999) may return at most; more answer 1199059.
-    max_unbounded: int = 10000
-
-
-@dataclass(frozen=True)
-class WatchSettings:
-    """Link events (resource_watch for inst_asst)."""
-
-    # auto: served where the database has change streams (501 elsewhere); on: refuse to start without them; off.
-    enabled: str = "auto"
-    retention_seconds: float = 21600.0
-    long_poll_seconds: float = 20.0
-    # The database of our event collections (empty: the main one).
-    database: str = ""
-    lease_seconds: float = 15.0
-    # How often the embedded server's link tables are listed again (it serves one table per stream).
-    rescan_seconds: float = 30.0
-    # A link table's change that its stream has not reported after this long means the stream stopped: the feed
-    # starts again from its saved tokens (logged as watch_stream_stalled).
-    stall_seconds: float = 30.0
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Every setting of the service."""
-
-    mongodb: MongoSettings = field(default_factory=MongoSettings)
-    http: HttpSettings = field(default_factory=HttpSettings)
-    limits: LimitSettings = field(default_factory=LimitSettings)
-    topo: TopoSettings = field(default_factory=TopoSettings)
-    query: QuerySettings = field(default_factory=QuerySettings)
-    watch: WatchSettings = field(default_factory=WatchSettings)
-    auth: AuthSettings = field(default_factory=AuthSettings)
-    log: LogSettings = field(default_factory=LogSettings)
-    language: str = "en"
-    supplier_account: str = "0"
-    data_dir: str = "./var"
-
-
-class _CommaList(fields.Field[tuple[str, ...]]):
-    """A list of strings, or one comma-separated string (as the environment gives it)."""
-
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> tuple[str, ...]:
-        if isinstance(value, str):
-            value = [item for item in (part.strip() for part in value.split(",")) if item]
-        if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
-            raise ValidationError("must be a list of strings")
-        return tuple(value)
-
-
-def _supplier_account(value: str) -> None:
-    # Matched in full: it becomes part of table names, as the supplier a request names does.
-    if not SUPPLIER_ACCOUNT.fullmatch(value):
-        raise ValidationError("must be 1 to 64 ASCII letters, digits or underscores")
-
-
-class _MongoSchema(Schema):
-    class Meta:
-        unknown = EXCLUDE
-
-    uri = fields.String(validate=validate.Length(min=1))
-    database = fields.String(validate=validate.Regexp(r"^[A-Za-z0-9_-]{1,63}$"))
-    driver = fields.String(validate=validate.OneOf(["pymongo", "motor"]))
-    transactions = fields.String(validate=validate.OneOf(["auto", "always", "never"]))
-    server_selection_timeout_ms = fields.Integer(strict=False, validate=validate.Range(min=1))
-    socket_timeout_ms = fields.Integer(strict=False, validate=validate.Range(min=1))
-    id_block_size = fields.Integer(strict=False, validate=validate.Range(min=1, max=100000))
-    definition_cache_seconds = fields.Float(validate=validate.Range(min=0))
-    request_deadline_seconds = fields.Float(validate=validate.Range(min=0.01))
-    fold_reads = fields.String(validate=validate.OneOf(["auto", "on", "off"]))
-    index_preparation_seconds = fields.Float(validate=validate.Range(min=1))
-    recovery_interval_seconds = fields.Float(validate=validate.Range(min=0.05))
-    recovery_grace_seconds = fields.Float(validate=validate.Range(min=0))
-
-
-class _HttpSchema(Schema):
-    class Meta:
-        unknown = EXCLUDE
-
-    host = fields.String(validate=validate.Length(min=1))
-    port = fields.Integer(strict=False, validate=validate.Range(min=0, max=65535))
-    max_body_bytes = fields.Integer(strict=False, validate=validate.Range(min=1024))
-    max_header_bytes = fields.Integer(strict=False, validate=validate.Range(min=1024, max=1024 * 1024))
-    shutdown_timeout = fields.Float(validate=validate.Range(min=0))
-    drain_seconds = fields.Float(validate=validate.Range(min=0, max=3600))
-    body_timeout_seconds = fields.Float(validate=validate.Range(min=0.01, max=3600))
-    cors_origins = _CommaList()
 
 
 class _Apps(fields.Field[tuple[AppCredential, ...]]):
@@ -258,91 +183,86 @@ class _Policy(fields.Field[dict[str, Grant]]):
         return policy
 
 
-class _AuthSchema(Schema):
-    class Meta:
-        unknown = EXCLUDE
+@dataclass(frozen=True)
+class AuthSettings:
+    """Who may come in (ESB apps) and what users may do (the authorizer and its policy)."""
 
-    apps = _Apps()
-    authorizer = fields.String(validate=validate.OneOf(["allow_all", "static"]))
-    policy = _Policy()
-
-
-class _LimitSchema(Schema):
-    class Meta:
-        unknown = EXCLUDE
-
-    create_many_max = fields.Integer(strict=False, validate=validate.Range(min=1, max=10000))
-    create_groups_in_flight = fields.Integer(strict=False, validate=validate.Range(min=1, max=64))
-    idempotency_retention_hours = fields.Float(validate=validate.Range(min=0.01, max=24 * 365))
-    find_max_results = fields.Integer(strict=False, validate=validate.Range(min=1, max=1_000_000))
-    graph_max_nodes = fields.Integer(strict=False, validate=validate.Range(min=1, max=1_000_000))
-    graph_max_links = fields.Integer(strict=False, validate=validate.Range(min=1, max=10_000_000))
-    heavy_reads_in_flight = fields.Integer(strict=False, validate=validate.Range(min=0, max=100_000))
-    long_polls_in_flight = fields.Integer(strict=False, validate=validate.Range(min=0, max=1_000_000))
-    definition_cache_entries = fields.Integer(strict=False, validate=validate.Range(min=1, max=1_000_000))
+    apps: tuple[AppCredential, ...] = setting((), _Apps())
+    authorizer: str = setting("allow_all", _one_of("allow_all", "static"))
+    policy: Mapping[str, Grant] = setting(MISSING, _Policy(), factory=dict)
 
 
-class _TopoSchema(Schema):
-    class Meta:
-        unknown = EXCLUDE
+@dataclass(frozen=True)
+class LogSettings:
+    """Log format and level."""
 
-    max_links = fields.Integer(strict=False, validate=validate.Range(min=1, max=1_000_000))
-
-
-class _QuerySchema(Schema):
-    class Meta:
-        unknown = EXCLUDE
-
-    max_unbounded = fields.Integer(strict=False, validate=validate.Range(min=1, max=1_000_000))
+    format: str = setting("auto", _one_of("auto", "json", "console"))
+    level: str = setting("info", _one_of("debug", "info", "warning", "error"))
 
 
-class _WatchSchema(Schema):
-    class Meta:
-        unknown = EXCLUDE
+@dataclass(frozen=True)
+class TopoSettings:
+    """Instance topology (search_inst_association_topo)."""
 
-    enabled = fields.String(validate=validate.OneOf(["auto", "on", "off"]))
-    retention_seconds = fields.Float(validate=validate.Range(min=1, max=30 * 86400))
-    long_poll_seconds = fields.Float(validate=validate.Range(min=0, max=300))
-    database = fields.String(validate=validate.Regexp(r"^([A-Za-z0-9_-]{1,63})?$"))
-    lease_seconds = fields.Float(validate=validate.Range(min=1, max=3600))
-    rescan_seconds = fields.Float(validate=validate.Range(min=0.1, max=3600))
-    stall_seconds = fields.Float(validate=validate.Range(min=1, max=86400))
+    # More links of one instance than this answer 1199059 rather than an answer no process should build.
+    max_links: int = setting(5000, _integer(1, 1_000_000))
 
 
-class _LogSchema(Schema):
-    class Meta:
-        unknown = EXCLUDE
+@dataclass(frozen=True)
+class QuerySettings:
+    """Reads that bk-cmdb lets a caller leave unbounded."""
 
-    format = fields.String(validate=validate.OneOf(["auto", "json", "console"]))
-    level = fields.String(validate=validate.OneOf(["debug", "info", "warning", "error"]))
-
-
-class _SettingsSchema(Schema):
-    class Meta:
-        unknown = EXCLUDE
-
-    mongodb = fields.Nested(_MongoSchema)
-    http = fields.Nested(_HttpSchema)
-    limits = fields.Nested(_LimitSchema)
-    topo = fields.Nested(_TopoSchema)
-    query = fields.Nested(_QuerySchema)
-    watch = fields.Nested(_WatchSchema)
-    auth = fields.Nested(_AuthSchema)
-    log = fields.Nested(_LogSchema)
-    language = fields.String(validate=validate.OneOf(["en", "zh"]))
-    supplier_account = fields.String(validate=_supplier_account)
-    data_dir = fields.String(validate=validate.Length(min=1))
+    # What bk-cmdb's "no limit" page size (999999999) may return at most; more answer 1199059.
+    max_unbounded: int = setting(10000, _integer(1, 1_000_000))
 
 
+@dataclass(frozen=True)
+class WatchSettings:
+    """Link events (resource_watch for inst_asst)."""
+
+    # auto: served where the database has change streams (501 elsewhere); on: refuse to start without them; off.
+    enabled: str = setting("auto", _one_of("auto", "on", "off"))
+    retention_seconds: float = setting(21600.0, _number(1, 30 * 86400))
+    long_poll_seconds: float = setting(20.0, _number(0, 300))
+    # The database of our event collections (empty: the main one).
+    database: str = setting("", fields.String(validate=validate.Regexp(r"^([A-Za-z0-9_-]{1,63})?$")))
+    lease_seconds: float = setting(15.0, _number(1, 3600))
+    # How often the embedded server's link tables are listed again (it serves one table per stream).
+    rescan_seconds: float = setting(30.0, _number(0.1, 3600))
+    # A link table's change that its stream has not reported after this long means the stream stopped: the feed
+    # starts again from its saved tokens (logged as watch_stream_stalled).
+    stall_seconds: float = setting(30.0, _number(1, 86400))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of the service."""
+
+    mongodb: MongoSettings = section(MongoSettings)
+    http: HttpSettings = section(HttpSettings)
+    limits: LimitSettings = section(LimitSettings)
+    topo: TopoSettings = section(TopoSettings)
+    query: QuerySettings = section(QuerySettings)
+    watch: WatchSettings = section(WatchSettings)
+    auth: AuthSettings = section(AuthSettings)
+    log: LogSettings = section(LogSettings)
+    language: str = setting("en", _one_of("en", "zh"))
+    supplier_account: str = setting("0", fields.String(validate=_supplier_account))
+    data_dir: str = setting("./var", fields.String(validate=validate.Length(min=1)))
+
+
+def _schema_of(cls: type[Any]) -> type[Schema]:
+    """The schema that loads a settings dataclass: each setting's own field, each section nested."""
+    declared: dict[str, fields.Field[Any]] = {}
+    for member in dataclasses.fields(cls):
+        inner = member.metadata.get("section")
+        declared[member.name] = fields.Nested(_schema_of(inner)) if inner else member.metadata["check"]
+    return Schema.from_dict(declared, name=f"{cls.__name__}Schema")
+
+
+_SETTINGS_SCHEMA = _schema_of(Settings)
 _SECTIONS: dict[str, Any] = {
-    "mongodb": MongoSettings,
-    "http": HttpSettings,
-    "limits": LimitSettings,
-    "topo": TopoSettings,
-    "query": QuerySettings,
-    "watch": WatchSettings,
-    "auth": AuthSettings,
-    "log": LogSettings,
+    member.name: member.metadata["section"] for member in dataclasses.fields(Settings) if "section" in member.metadata
 }
 
 
@@ -350,12 +270,12 @@ _SECTIONS: dict[str, Any] = {
 _NOT_SETTINGS = frozenset({CONFIG_ENV, "CMDB_ASSO_PARENT_PID"})
 
 
-def _known_names() -> dict[str, tuple[str, ...]]:
+def setting_names() -> dict[str, tuple[str, ...]]:
     """Every setting, by its dotted name: its path in the settings tree."""
     names: dict[str, tuple[str, ...]] = {}
     for section, cls in _SECTIONS.items():
         names |= {f"{section}.{name}": (section, name) for name in cls.__dataclass_fields__}
-    names |= {name: (name,) for name in _SettingsSchema().fields if name not in _SECTIONS}
+    names |= {(member.name): (member.name,) for member in dataclasses.fields(Settings) if member.name not in _SECTIONS}
     return names
 
 
@@ -368,7 +288,7 @@ def _unknown(name: str, known: list[str], where: str) -> ConfigError:
 
 def _refuse_unknown_keys(raw: Mapping[str, Any]) -> None:
     """Every key of the file must name a setting (a misspelled one would be silently ignored)."""
-    known = _known_names()
+    known = setting_names()
     for key, value in raw.items():
         if key in _SECTIONS and isinstance(value, Mapping):
             for name in value:
@@ -381,7 +301,7 @@ def _refuse_unknown_keys(raw: Mapping[str, Any]) -> None:
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     """Map CMDB_ASSO_<SECTION>_<KEY> and CMDB_ASSO_<KEY> variables onto the settings tree; any other variable
     starting with CMDB_ASSO_ is an error naming the closest known one."""
-    by_variable = {f"{ENV_PREFIX}{'_'.join(path)}".upper(): path for path in _known_names().values()}
+    by_variable = {f"{ENV_PREFIX}{'_'.join(path)}".upper(): path for path in setting_names().values()}
     tree: dict[str, Any] = {}
     for variable, value in environ.items():
         if not variable.startswith(ENV_PREFIX) or variable in _NOT_SETTINGS:
@@ -436,7 +356,7 @@ def load_settings(path: str | os.PathLike[str] | None = None, environ: Mapping[s
     _refuse_unknown_keys(raw)
     raw = _merge(raw, _env_overrides(environ))
     try:
-        data: dict[str, Any] = _SettingsSchema().load(raw)
+        data: dict[str, Any] = _SETTINGS_SCHEMA().load(raw)
     except ValidationError as exc:
         raise ConfigError(_first_error(exc.normalized_messages())) from exc  # type: ignore[no-untyped-call]
     sections = {name: cls(**data.pop(name, {})) for name, cls in _SECTIONS.items()}

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from cmdb_asso.__main__ import main
-from cmdb_asso.config import ConfigError, Settings, load_settings
+from cmdb_asso.config import ConfigError, Settings, load_settings, setting_names
 
 
 def test_defaults_apply_without_a_file_or_environment() -> None:
@@ -191,3 +191,15 @@ def test_a_data_directory_the_embedded_server_cannot_use_is_named_without_a_trac
     assert f"cannot keep its files in {blocker / 'var'}: Not a directory" in said
     assert "CMDB_ASSO_DATA_DIR" in said
     assert "Traceback" not in said
+
+
+def test_the_readme_table_names_every_setting_with_its_variable_and_default() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    rows = {line.split("|")[1].strip(" `"): line for line in readme.splitlines() if line.startswith("| `")}
+    missing = []
+    for name, path in setting_names().items():
+        variable = f"CMDB_ASSO_{'_'.join(path).upper()}"
+        if name not in rows or f"`{variable}`" not in rows[name]:
+            missing.append(name)
+
+    assert missing == []
