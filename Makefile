@@ -8,11 +8,16 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
+# Under a lock, and checked again once it is held: `make run` and `make test` started together install once
+# (the second waits for the first), rather than both writing into one .venv.
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	@flock $(VENV).lock sh -c '\
+	  if [ -f $(STAMP) ] && [ $(STAMP) -nt pyproject.toml ]; then exit 0; fi; \
+	  set -e; \
+	  $(PYTHON) -m venv $(VENV); \
+	  $(BIN)/python -m pip install --quiet --upgrade pip; \
+	  $(BIN)/python -m pip install --quiet -e ".[dev]"; \
+	  touch $(STAMP)'
 
 run: install
 	$(BIN)/cmdb-asso serve --seed-demo-if-empty
@@ -41,4 +46,4 @@ bench: install
 	$(BIN)/python scripts/bench.py
 
 clean:
-	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache .hypothesis build *.egg-info
+	rm -rf $(VENV) $(VENV).lock var .mypy_cache .ruff_cache .pytest_cache .hypothesis build *.egg-info
