@@ -103,6 +103,12 @@ async def links_in(mongo: MongoConnection, obj_id: str, supplier: str = "0") -> 
     return sorted(docs, key=lambda doc: doc["id"])
 
 
+async def tables(mongo: MongoConnection) -> set[str]:
+    """The database's tables, but for the service's own (`cmdb_asso_*`: leases, journal), which its background
+    work makes whatever the requests are."""
+    return {name for name in await mongo.db.list_collection_names() if not name.startswith("cmdb_asso_")}
+
+
 async def audit_records(mongo: MongoConnection) -> list[dict[str, Any]]:
     """Every audit record, without `_id`, sorted by id."""
     docs = await mongo.db["cc_AuditLog"].find({}, {"_id": 0}).to_list(None)

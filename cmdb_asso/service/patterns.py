@@ -12,6 +12,7 @@ small bound (`a{1,4294967295}`). Plain text, classes, anchors and a few quantifi
 from __future__ import annotations
 
 import re
+import warnings
 
 # A counted repeat at most this large is no repetition that can blow up when nested (`(\d+\.){3}`).
 SMALL_REPEAT = 10
@@ -32,7 +33,9 @@ def is_cheap(pattern: str) -> bool:
     """Whether matching `pattern` stays cheap whatever the text (see the module's docstring); a pattern that
     is not a regular expression at all is not cheap either."""
     try:
-        re.compile(pattern)
+        with warnings.catch_warnings():  # Python's own hints (a "possible nested set"): the caller's pattern, not ours
+            warnings.simplefilter("ignore")
+            re.compile(pattern)
     except (re.error, OverflowError, RecursionError, ValueError):
         return False
     try:

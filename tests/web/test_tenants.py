@@ -12,7 +12,7 @@ from bson.int64 import Int64
 
 from cmdb_asso.keys import SERVICE
 from cmdb_asso.storage.client import MongoConnection
-from tests.helpers import audit_records, call, create, link_body, links_in
+from tests.helpers import audit_records, call, create, link_body, links_in, tables
 
 Client = TestClient[Any, Any]
 ACME = {"X-Bkcmdb-Supplier-Account": "acme"}
@@ -158,7 +158,7 @@ async def test_a_model_name_that_collides_with_another_suppliers_table_reaches_n
 async def test_refused_creates_under_new_supplier_names_create_no_table(
     client: Client, mock_mongo: MongoConnection
 ) -> None:
-    before = set(await mock_mongo.db.list_collection_names())
+    before = await tables(mock_mongo)
     for n in range(1000):
         supplier = {"X-Bkcmdb-Supplier-Account": f"new{n}"}
         answer = await create(client, link_body("bk_switch_belong_bk_host", 11, 21), headers=supplier)
@@ -169,7 +169,7 @@ async def test_refused_creates_under_new_supplier_names_create_no_table(
         assert (await call(client, "count", {"bk_obj_id": "host", "conditions": ANY_LINK}, headers=supplier)).code == 0
         assert (await call(client, "find", {"bk_obj_id": "host", "condition": {}}, headers=supplier)).code == 0
     await client.app[SERVICE].store.indexes.wait_idle()  # a preparation scheduled by mistake would run now
-    assert set(await mock_mongo.db.list_collection_names()) - before == set()
+    assert await tables(mock_mongo) - before == set()
 
 
 async def test_an_empty_supplier_header_is_the_default_supplier_as_the_api_document_says(

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient
 
 from cmdb_asso.storage.client import MongoConnection
 from cmdb_asso.storage.tables import inst_asst_table
-from tests.helpers import audit_records, call, create, link_body, links_in, post, read_envelope
+from tests.helpers import audit_records, call, create, link_body, links_in, post, read_envelope, tables
 
 pytestmark = pytest.mark.wire
 Client = TestClient[Any, Any]
@@ -165,13 +165,13 @@ async def test_reads_on_a_model_with_no_table_create_nothing(
         "find_related": {"condition": {"bk_obj_id": "nothing_here", "bk_inst_id": 1}},
     }
     params = every[operation]
-    before = set(await wire_mongo.db.list_collection_names())
+    before = await tables(wire_mongo)
 
     answer = await call(wire_client, operation, params)
 
     assert answer.code == 0
     assert answer.data in ({"count": 0}, {"info": []}, [])
-    assert set(await wire_mongo.db.list_collection_names()) == before
+    assert await tables(wire_mongo) == before
     assert inst_asst_table("nothing_here", "0") not in before
 
 

@@ -9,7 +9,7 @@ from aiohttp.test_utils import TestClient
 
 from cmdb_asso.keys import SERVICE
 from cmdb_asso.storage.client import MongoConnection
-from tests.helpers import call, create, link_body
+from tests.helpers import call, create, link_body, tables
 
 pytestmark = pytest.mark.wire
 ANY_LINK = {"condition": "AND", "rules": [{"field": "id", "operator": "greater", "value": 0}]}
@@ -18,7 +18,7 @@ ANY_LINK = {"condition": "AND", "rules": [{"field": "id", "operator": "greater",
 async def test_refused_creates_and_reads_under_new_suppliers_create_no_table(
     wire_client: TestClient[Any, Any], wire_mongo: MongoConnection
 ) -> None:
-    before = set(await wire_mongo.db.list_collection_names())
+    before = await tables(wire_mongo)
     for n in range(100):
         supplier = {"X-Bkcmdb-Supplier-Account": f"new{n}"}
         refused = await create(wire_client, link_body("bk_switch_belong_bk_host", 11, 21), headers=supplier)
@@ -32,4 +32,4 @@ async def test_refused_creates_and_reads_under_new_suppliers_create_no_table(
     assert wire_client.app is not None
     await wire_client.app[SERVICE].store.indexes.wait_idle()
 
-    assert set(await wire_mongo.db.list_collection_names()) - before == set()
+    assert await tables(wire_mongo) - before == set()
