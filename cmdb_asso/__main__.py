@@ -32,7 +32,7 @@ from cmdb_asso.storage.client import MongoConnection
 from cmdb_asso.storage.embedded import EMBEDDED, EmbeddedMongo, EmbeddedStartFailed
 from cmdb_asso.storage.repair import find_problems, repair
 from cmdb_asso.storage.schema import DEMO_LINKS, ShardedTables, ensure_indexes, has_definitions, seed_demo
-from cmdb_asso.web.server import run
+from cmdb_asso.web.server import port_in_use, run
 from cmdb_asso.workers import ServiceProcesses
 
 log = structlog.get_logger("cmdb_asso")
@@ -330,6 +330,14 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "watch":
         return asyncio.run(_watch(args, settings))
     if args.command == "serve":
+        http = settings.http
+        if port_in_use(http.host, http.port):  # before the embedded server is started or used
+            print(
+                f"cmdb-asso: port {http.port} on {http.host} is in use (another service?); "
+                "set http.port (CMDB_ASSO_HTTP_PORT) to a free port",
+                file=sys.stderr,
+            )
+            return 2
         if args.workers > 1:
             return serve_processes(settings, workers=args.workers, seed_if_empty=args.seed_demo_if_empty)
         try:

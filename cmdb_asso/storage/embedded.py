@@ -96,6 +96,8 @@ class EmbeddedMongo:
         self.restarts = 0
         self._process: subprocess.Popen[bytes] | None = None
         self._adopted_pid: int | None = None
+        # A server another live process started and still uses: used here, never stopped from here.
+        self._borrowed_pid: int | None = None
 
     @property
     def uri(self) -> str:
@@ -121,7 +123,8 @@ class EmbeddedMongo:
         """Whether the server this object started (or adopted) is still running."""
         if self._process is not None:
             return self._process.poll() is None
-        return self._adopted_pid is not None and process_alive(self._adopted_pid)
+        pid = self._adopted_pid or self._borrowed_pid
+        return pid is not None and process_alive(pid)
 
     async def start(self) -> str:
         """Start the server (or adopt the live one of this data directory) and wait until it answers."""
@@ -137,7 +140,7 @@ class EmbeddedMongo:
     async def restart(self) -> str:
         """Start the server again on the same port after it died."""
         self.restarts += 1
-        self._adopted_pid = None
+        self._adopted_pid = self._borrowed_pid = None
         self._process = None
         self._spawn(self.port)
         if await asyncio.to_thread(self._wait_until_listening):
@@ -170,12 +173,20 @@ class EmbeddedMongo:
         return EmbeddedStartFailed(f"the embedded MongoDB server did not start{said}; see {log_file}")
 
     def _adopt(self) -> str | None:
+        """The live server of this data directory, if any: adopted (stopped with this process) when the process
+        that started it is gone, borrowed (left running) while that process still uses it."""
         uri = self.running()
         if uri is None:
             return None
         state = json.loads(self._state_path.read_text(encoding="utf-8"))
-        self._adopted_pid, self.port = int(state["pid"]), int(state["port"])
-        log.warning("embedded_mongodb_adopted", pid=self._adopted_pid, port=self.port, data_dir=str(self.data_dir))
+        pid, self.port, parent = int(state["pid"]), int(state["port"]), state.get("parent")
+        if isinstance(parent, int) and parent != os.getpid() and process_alive(parent):
+            self._borrowed_pid = pid
+            detail = "another service process uses this data directory's server: used here, never stopped"
+            log.warning("embedded_mongodb_shared", pid=pid, port=self.port, started_by=parent, detail=detail)
+            return uri
+        self._adopted_pid = pid
+        log.warning("embedded_mongodb_adopted", pid=pid, port=self.port, data_dir=str(self.data_dir))
         return uri
 
     def _spawn(self, port: int | None) -> None:
@@ -221,7 +232,8 @@ class EmbeddedMongo:
 
     def _started(self) -> str:
         assert self._process is not None
-        self._state_path.write_text(json.dumps({"pid": self._process.pid, "port": self.port}), encoding="utf-8")
+        state = {"pid": self._process.pid, "port": self.port, "parent": os.getpid()}
+        self._state_path.write_text(json.dumps(state), encoding="utf-8")
         log.info("embedded_mongodb_started", port=self.port, data_dir=str(self.data_dir / "mongo"))
         return self.uri
 
@@ -239,6 +251,7 @@ class EmbeddedMongo:
         """Stop the server: SIGTERM, then SIGKILL after five seconds."""
         process, self._process = self._process, None
         adopted, self._adopted_pid = self._adopted_pid, None
+        self._borrowed_pid = None
         if adopted is not None and process_alive(adopted):
             os.kill(adopted, signal.SIGTERM)
             deadline = time.monotonic() + 5

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import signal
+import socket
 
 import structlog
 from aiohttp import web
@@ -82,6 +84,19 @@ async def serve_until_stopped(app: web.Application, settings: Settings) -> None:
     finally:
         await runner.cleanup()
         log.info("stopped")
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """Whether another process listens on `host:port` (port 0 asks for a free one: never in use)."""
+    if port == 0:
+        return False
+    with contextlib.closing(socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp binds: TIME_WAIT is no use
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
 
 
 def run(app: web.Application, settings: Settings) -> None:
