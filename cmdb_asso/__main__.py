@@ -275,15 +275,26 @@ async def _seed_demo_with_links(mongo: MongoConnection, supplier_account: str) -
     store = AssociationStore(mongo, id_block_size=10, definition_cache_seconds=0)
     service = AssociationService(store, AllowAll())
     demo = Caller(user="seed-demo", supplier_account=supplier_account, request_id="seed-demo")
-    created = 0
+    created = present = 0
+    refused: list[str] = []
     for obj_asst_id, src, dst in DEMO_LINKS:
         try:
             await service.create_one(demo, CreateRequest(obj_asst_id, src, dst))
-        except (DuplicateItem, OneToOneViolated, OneToManyViolated):
-            continue  # there already (or its place taken): seeding again changes nothing
+        except DuplicateItem:
+            present += 1  # there already: seeding again changes nothing
+            continue
+        except (OneToOneViolated, OneToManyViolated) as refusal:  # the link itself, or another in its place
+            definition = await service.definition(obj_asst_id, supplier_account)
+            if await store.link_ids(definition, supplier_account, [(src, dst)]):
+                present += 1
+            else:
+                refused.append(f"{obj_asst_id} {src}->{dst}: {refusal.message('en')}")
+            continue
         created += 1
     await service.close()
-    print(f"demo links: {created} created, {len(DEMO_LINKS) - created} there already")
+    print(f"demo links: {created} created, {present} there already, {len(refused)} refused by their mapping")
+    for line in refused:
+        print(f"  refused: {line}")
 
 
 async def _init_db(mongo: MongoConnection, supplier_account: str) -> None:

@@ -63,9 +63,30 @@ async def test_seed_demo_writes_links_worth_drawing_once(
 
     assert codes == [0, 0]
     output = capsys.readouterr().out
-    assert f"demo links: {len(DEMO_LINKS)} created, 0 there already" in output
-    assert f"demo links: 0 created, {len(DEMO_LINKS)} there already" in output
+    assert f"demo links: {len(DEMO_LINKS)} created, 0 there already, 0 refused by their mapping" in output
+    assert f"demo links: 0 created, {len(DEMO_LINKS)} there already, 0 refused by their mapping" in output
     assert len(await links_in(wire_mongo, "bk_switch")) == sum(1 for link in DEMO_LINKS if "bk_switch" in link[0])
     creates = [doc for doc in await audit_records(wire_mongo) if doc["action"] == "create"]
     assert len(creates) == len(DEMO_LINKS)
     assert {doc["user"] for doc in creates} == {"seed-demo"}
+
+
+async def test_seed_demo_reports_a_link_its_mapping_refuses_as_refused_not_as_there_already(
+    wire_mongo: MongoConnection, wire_settings: Settings, embedded: EmbeddedMongo, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    monkeypatch.setenv("CMDB_ASSO_MONGODB_URI", embedded.uri)
+    monkeypatch.setenv("CMDB_ASSO_MONGODB_DATABASE", wire_settings.mongodb.database)
+    monkeypatch.setenv("CMDB_ASSO_MONGODB_DRIVER", wire_settings.mongodb.driver)
+    # Host 24 already runs app 41: the demo's app 42 -> host 24 (1:1) has no place.
+    taken = {"id": 9900, "bk_obj_id": "app", "bk_inst_id": 41, "bk_asst_obj_id": "host", "bk_asst_inst_id": 24,
+             "bk_obj_asst_id": "app_run_host", "bk_asst_id": "run", "bk_supplier_account": "0"}  # fmt: skip
+    for table in ("cc_InstAsst_0_pub_app", "cc_InstAsst_0_pub_host"):
+        await wire_mongo.db[table].insert_one(dict(taken))
+
+    code = await asyncio.to_thread(main, ["seed-demo"])
+
+    output = capsys.readouterr().out
+    assert code == 0
+    assert f"demo links: {len(DEMO_LINKS) - 1} created, 0 there already, 1 refused by their mapping" in output
+    assert "refused: app_run_host 42->24" in output
