@@ -22,7 +22,7 @@ from cmdb_asso.config import ConfigError, Settings, load_settings
 from cmdb_asso.credentials import DEFAULT_ITERATIONS, hash_secret
 from cmdb_asso.errors import CmdbError, DuplicateItem, OneToManyViolated, OneToOneViolated
 from cmdb_asso.keys import MONGO
-from cmdb_asso.loader import Loader, State
+from cmdb_asso.loader import Loader, LoadFileInvalid, State
 from cmdb_asso.log import setup_logging
 from cmdb_asso.service.associations import AssociationService, CreateRequest
 from cmdb_asso.service.context import Caller
@@ -189,12 +189,18 @@ async def _load(args: argparse.Namespace, settings: Settings) -> int:
     ) as client:
         loader = Loader(client, batch_size=args.batch_size, concurrency=args.concurrency)
         _stop_on_signals(loader.stop)
-        summary = await loader.run(source, state, rejects)
+        try:
+            summary = await loader.run(source, state, rejects)
+        except LoadFileInvalid as exc:
+            print(f"cmdb-asso load: {exc}", file=sys.stderr)
+            return 2
     print(summary.text())
     print(f"rejected rows: {rejects}" if summary.rejected else "no rejected rows")
     if summary.interrupted:
         return 130
-    return 75 if summary.unsent else 0  # EX_TEMPFAIL: run again with --resume
+    if summary.unsent:
+        return 75  # EX_TEMPFAIL: run again with --resume
+    return 1 if summary.rejected else 0  # every row was answered; some were refused (see the rejects file)
 
 
 async def _check_links(

@@ -88,8 +88,13 @@ def _integer(value: Any) -> int:
     return number
 
 
+class LoadFileInvalid(Exception):
+    """The file cannot be loaded as a whole (a CSV header without the columns a row needs); the message says why."""
+
+
 def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """The file's rows as (number, raw fields): JSON Lines for .jsonl/.ndjson/.json, CSV with a header otherwise."""
+    """The file's rows as (number, raw fields): JSON Lines for .jsonl/.ndjson/.json, CSV with a header otherwise;
+    LoadFileInvalid when a CSV header lacks a column every row needs."""
     with path.open(encoding="utf-8", newline="") as handle:
         if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
             for number, line in enumerate(handle, start=1):
@@ -101,12 +106,21 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                     raw = {"_line": line.rstrip("\n")}
                 yield number, raw if isinstance(raw, dict) else {"_line": line.rstrip("\n")}
         else:
-            for number, raw in enumerate(csv.DictReader(handle), start=1):
+            reader = csv.DictReader(handle)
+            header = [name.strip() for name in reader.fieldnames or []]
+            if missing := [name for name in FIELDS if name not in header]:
+                raise LoadFileInvalid(
+                    f"{path}: the CSV header has no {', '.join(missing)} column; its first line must name the "
+                    f"columns {', '.join(FIELDS)} (bk_obj_id and bk_asst_obj_id may follow)"
+                )
+            for number, raw in enumerate(reader, start=1):
                 yield number, dict(raw)
 
 
 def parse_row(number: int, raw: dict[str, Any]) -> Row | Rejected:
     """A row, or the reason it cannot be sent."""
+    if "_line" in raw:
+        return Rejected(number, raw, BAD_ROW_CODE, f"not a JSON object: {str(raw['_line'])[:80]}")
     missing = [name for name in FIELDS if raw.get(name) in (None, "")]
     if missing:
         return Rejected(number, raw, BAD_ROW_CODE, f"'{missing[0]}' unassigned")
@@ -387,7 +401,11 @@ def batch_digest(key: BatchKey, batch: list[Row]) -> str:
 
 
 def write_rejects(path: Path, rejects: list[Rejected], *, append: bool) -> None:
-    """The rejected rows as CSV: row number, the row's fields, code and message."""
+    """The rejected rows as CSV: row number, the row's fields, code and message; a fresh run without any removes
+    the file an earlier run left."""
+    if not rejects and not append:
+        path.unlink(missing_ok=True)
+        return
     exists = append and path.exists()
     with path.open("a" if exists else "w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)

@@ -128,13 +128,25 @@ async def test_the_load_command_prints_its_summary_and_writes_the_rejects(
     code = await asyncio.to_thread(main, ["load", str(source), "--url", url, "--batch-size", "2"])
 
     output = capsys.readouterr().out
-    assert code == 0
+    assert code == 1  # every row answered, some refused
     assert "done: 3 rows, 1 created, 2 rejected, 0 skipped (already done)" in output
     rejects = (tmp_path / "few.jsonl.rejects.csv").read_text().splitlines()
     assert rejects[0] == "row,bk_obj_asst_id,bk_inst_id,bk_asst_inst_id,code,message"
     assert rejects[1] == "2,bk_switch_belong_bk_host,1001,9999,1101074,the  inst to asst  is not exist"
-    assert rejects[2].startswith("3,,,,1199006,")
+    assert rejects[2] == "3,,,,1199006,not a JSON object: not json"
     assert len(await links_in(loader_mongo, "host")) == 1
+
+    source.write_text('{"bk_obj_asst_id": "bk_switch_belong_bk_host", "bk_inst_id": 1002, "bk_asst_inst_id": 1002}\n')
+    again = await asyncio.to_thread(main, ["load", str(source), "--url", url])
+    assert again == 0
+    assert not (tmp_path / "few.jsonl.rejects.csv").exists()  # no rejects left from the earlier run
+
+    headless = tmp_path / "headless.csv"
+    headless.write_text("bk_switch_belong_bk_host,1003,1003\n")
+    bad_header = await asyncio.to_thread(main, ["load", str(headless), "--url", url])
+    said = capsys.readouterr().err
+    assert bad_header == 2
+    assert "the CSV header has no bk_obj_asst_id, bk_inst_id, bk_asst_inst_id column" in said
 
 
 async def test_a_new_load_of_the_same_file_is_new_work_and_a_resume_counts_its_own_writes(
