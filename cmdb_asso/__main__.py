@@ -39,28 +39,57 @@ log = structlog.get_logger("cmdb_asso")
 EVENT_NODE_MISSING = 1103007
 
 
+def _at_least(low: float, kind: type[float] | type[int] = float) -> Callable[[str], float]:
+    """An argparse type: a number no smaller than `low`."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from exc
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low:g}, not {text}")
+        return value
+
+    return parse
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cmdb-asso", description="Instance associations for a BlueKing CMDB.")
     parser.add_argument("--config", help="YAML settings file (default: $CMDB_ASSO_CONFIG)")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve the HTTP API")
     serve.add_argument("--seed-demo-if-empty", action="store_true", help="write the demo data into an empty database")
-    serve.add_argument("--workers", type=int, default=1, help="service processes sharing the port (default 1)")
-    commands.add_parser("init-db", help="create the indexes of every model's association table (idempotent)")
-    commands.add_parser("seed-demo", help="write the demo models, definitions and instances (idempotent)")
+    serve.add_argument(
+        "--workers", type=_at_least(1, int), default=1, help="service processes sharing the port (default 1)"
+    )
+    init_help = "create the indexes of every model's association table (idempotent)"
+    commands.add_parser("init-db", help=init_help, description=init_help.capitalize() + ": the unique indexes that "
+                        "keep the rules, built where missing; what exists is left as it is. Run it before serving a "
+                        "large bk-cmdb database, or let the service prepare tables in the background.")  # fmt: skip
+    seed_help = "write the demo models, definitions, instances and links (idempotent)"
+    commands.add_parser("seed-demo", help=seed_help, description=seed_help.capitalize() + ": what the README's "
+                        "examples and the /graph page use. Links already there are left as they are; a link whose "
+                        "mapping another link's place refuses is named.")  # fmt: skip
+    hash_help = "print the salted hash of an ESB app secret for auth.apps (reads the secret from stdin)"
     hash_secret_command = commands.add_parser(
-        "hash-secret", help="print the salted hash of an ESB app secret for auth.apps (reads the secret from stdin)"
+        "hash-secret",
+        help=hash_help,
+        description=hash_help.capitalize() + ". Put the line it prints in "
+        "auth.apps as the app's secret_hash; the secret itself is never stored.",
     )
     hash_secret_command.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS, help=argparse.SUPPRESS)
     load = commands.add_parser("load", help="load links from a CSV or JSON Lines file through the API")
-    load.add_argument("file", type=Path)
+    load.add_argument("file", type=Path, help="CSV with a header, or JSON Lines (.jsonl, .ndjson, .json)")
     load.add_argument("--url", default=None, help="the service (default: http://<http.host>:<http.port>)")
-    load.add_argument("--user", default="admin")
-    load.add_argument("--spelling", choices=["native", "esb"], default="native")
-    load.add_argument("--app-code", default="")
-    load.add_argument("--app-secret", default="")
-    load.add_argument("--concurrency", type=int, default=4)
-    load.add_argument("--batch-size", type=int, default=200)
+    load.add_argument("--user", default="admin", help="the user the links are written as (default admin)")
+    load.add_argument("--spelling", choices=["native", "esb"], default="native",
+                      help="the routes to call: native /api/v3/... or the ESB gateway's (default native)")  # fmt: skip
+    load.add_argument("--app-code", default="", help="the ESB app code (with --spelling esb)")
+    load.add_argument("--app-secret", default="", help="the ESB app secret (with --spelling esb)")
+    load.add_argument("--concurrency", type=_at_least(1, int), default=4, help="batches in flight (default 4)")
+    load.add_argument("--batch-size", type=_at_least(1, int), default=200,
+                      help="rows per create-many call (default 200; at most limits.create_many_max)")  # fmt: skip
     load.add_argument("--resume", action="store_true", help="skip the rows an earlier run finished")
     load.add_argument("--state", type=Path, help="state file (default: FILE.state)")
     load.add_argument("--rejects", type=Path, help="rejected rows (default: FILE.rejects.csv)")
@@ -68,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
         "watch", help="follow the link events and print one JSON line per event (resumes from a cursor file)"
     )
     watch.add_argument("--url", default=None, help="the service (default: http://<http.host>:<http.port>)")
-    watch.add_argument("--user", default="admin")
+    watch.add_argument("--user", default="admin", help="the user the events are read as (default admin)")
     watch.add_argument("--cursor-file", type=Path, help="where the last event's cursor is kept, and resumed from")
     watch.add_argument("--start-from", type=int, default=0, help="unix seconds (without a cursor): start there")
     watch.add_argument("--event-types", default="", help="comma-separated: create, delete")
@@ -81,14 +110,17 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--repair", action="store_true", help="mend what is found")
     check.add_argument(
         "--grace-seconds",
-        type=float,
+        type=_at_least(0),
         default=60.0,
         help="writes younger than this may still be in flight: reported, but left alone (default 60; 0 when "
         "the service is stopped)",
     )
     check.add_argument(
-        "--since-hours", type=float, default=0, help="check only links created this recently (default 0: all)"
+        "--since-hours", type=_at_least(0), default=0, help="check only links created this recently (default 0: all)"
     )
+    for choice in commands._choices_actions:  # `cmdb-asso COMMAND --help` opens with what the command does
+        named = commands.choices[choice.dest]
+        named.description = named.description or (choice.help or "").capitalize()
     return parser
 
 
