@@ -20,7 +20,14 @@ from cmdb_asso.app import create_app, open_mongo
 from cmdb_asso.client import AssociationClient, CmdbApiError
 from cmdb_asso.config import ConfigError, Settings, load_settings
 from cmdb_asso.credentials import DEFAULT_ITERATIONS, hash_secret
-from cmdb_asso.errors import CmdbError, DuplicateItem, OneToManyViolated, OneToOneViolated
+from cmdb_asso.errors import (
+    CmdbError,
+    DuplicateItem,
+    OneToManyViolated,
+    OneToOneViolated,
+    StoreReadUnavailable,
+    StoreWriteUnavailable,
+)
 from cmdb_asso.keys import MONGO
 from cmdb_asso.loader import Loader, LoadFileInvalid, State
 from cmdb_asso.log import setup_logging
@@ -415,7 +422,11 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             asyncio.run(_with_mongo(settings, lambda mongo: _seed_demo_with_links(mongo, supplier)))
             log.info("demo_data_ready")
     except CmdbError as exc:
-        print(f"cmdb-asso: {args.command} failed: {exc.message('en')}", file=sys.stderr)
+        where = "the embedded server" if settings.mongodb.uri == EMBEDDED else _shown_uri(settings.mongodb.uri)
+        hint = ""
+        if isinstance(exc, StoreReadUnavailable | StoreWriteUnavailable):
+            hint = f"; is MongoDB at {where} running and reachable? (mongodb.uri, CMDB_ASSO_MONGODB_URI)"
+        print(f"cmdb-asso: {args.command} failed: {exc.message('en')}{hint}", file=sys.stderr)
         return 1
     return 0
 

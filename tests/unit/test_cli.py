@@ -54,3 +54,17 @@ def test_a_number_that_makes_no_sense_is_refused_with_status_2(
 
     assert stopped.value.code == 2
     assert "must be at least" in capsys.readouterr().err
+
+
+def test_a_mongodb_that_does_not_answer_is_named_in_the_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CMDB_ASSO_MONGODB_URI", "mongodb://nobody:secret@127.0.0.1:1/")
+    monkeypatch.setenv("CMDB_ASSO_MONGODB_SERVER_SELECTION_TIMEOUT_MS", "200")
+
+    code = main(["init-db"])
+
+    said = capsys.readouterr().err
+    assert code == 1
+    assert "is MongoDB at 127.0.0.1:1/ running and reachable?" in said
+    assert "secret" not in said  # the URI is shown without its credentials
