@@ -370,7 +370,9 @@ class AssociationClient:
                 if attempt == self.retries:
                     if isinstance(exc, ServiceUnavailableError):
                         raise
-                    raise ServiceUnavailableError(1199998, f"no answer from the service: {type(exc).__name__}") from exc
+                    raise ServiceUnavailableError(
+                        1199998, f"no answer from the service at {self.base_url} ({type(exc).__name__}): is it running?"
+                    ) from exc
                 delay = min(self.max_backoff, self.backoff * 2**attempt)
                 await asyncio.sleep(self._random.uniform(0, delay))
         raise AssertionError("unreachable")

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from cmdb_asso.__main__ import _parser, main
+from cmdb_asso.client import AssociationClient, ServiceUnavailableError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -68,3 +69,9 @@ def test_a_mongodb_that_does_not_answer_is_named_in_the_error(
     assert code == 1
     assert "is MongoDB at 127.0.0.1:1/ running and reachable?" in said
     assert "secret" not in said  # the URI is shown without its credentials
+
+
+async def test_the_client_against_a_dead_url_names_it() -> None:
+    async with AssociationClient("http://127.0.0.1:1", retries=1, backoff=0.01) as client:
+        with pytest.raises(ServiceUnavailableError, match=r"no answer from the service at http://127\.0\.0\.1:1 "):
+            await client.count("host", {})
