@@ -76,9 +76,16 @@ async def serve_until_stopped(app: web.Application, settings: Settings) -> None:
         await stop.wait()
         app[DRAINING].set()
         log.info("draining", seconds=settings.http.drain_seconds)
+        # A second Ctrl-C (SIGINT) cuts the drain short; a second SIGTERM (a process manager signalling the whole
+        # group) does not.
+        hurry = asyncio.Event()
+        loop.add_signal_handler(signal.SIGINT, hurry.set)
+        loop.add_signal_handler(signal.SIGTERM, lambda: None)
         # The drain is a wait by design: it is the time callers get to move away.
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.sleep(settings.http.drain_seconds)
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(hurry.wait(), settings.http.drain_seconds)
+        if hurry.is_set():
+            log.info("drain_cut_short", detail="a second SIGINT")
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
     finally:

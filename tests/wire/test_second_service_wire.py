@@ -18,9 +18,16 @@ from tests.helpers import link_body, wait_ready
 pytestmark = pytest.mark.wire
 
 
-async def _serve(tmp_path: Path, port: int, name: str) -> tuple[asyncio.subprocess.Process, Path]:
+async def _serve(
+    tmp_path: Path, port: int, name: str, settings: dict[str, str] | None = None
+) -> tuple[asyncio.subprocess.Process, Path]:
     output = tmp_path / f"{name}.log"
-    env = {**os.environ, "CMDB_ASSO_HTTP_PORT": str(port), "CMDB_ASSO_DATA_DIR": str(tmp_path / "var")}
+    env = {
+        **os.environ,
+        "CMDB_ASSO_HTTP_PORT": str(port),
+        "CMDB_ASSO_DATA_DIR": str(tmp_path / "var"),
+        **(settings or {}),
+    }
     with output.open("wb") as log:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "cmdb_asso", "serve", "--seed-demo-if-empty",
@@ -79,3 +86,23 @@ async def test_a_second_serve_on_a_busy_port_says_so_and_one_on_another_port_lea
     assert (after_busy, through_beside, beside_code) == (0, 0, 0)
     assert after_beside == 0  # the first service's store outlived the second service
     assert first_code == 0
+
+
+async def test_a_second_ctrl_c_cuts_the_drain_short(tmp_path: Path) -> None:
+    port = free_port()
+    service, output = await _serve(tmp_path, port, "impatient", {"CMDB_ASSO_HTTP_DRAIN_SECONDS": "120"})
+    try:
+        async with aiohttp.ClientSession() as session:
+            await wait_ready(session, f"http://127.0.0.1:{port}", seconds=60)
+        service.send_signal(signal.SIGINT)
+        for _ in range(600):  # until the drain has begun (its second-Ctrl-C handler is set as it says so)
+            if "draining" in output.read_text(encoding="utf-8"):
+                break
+            await asyncio.sleep(0.05)
+        service.send_signal(signal.SIGINT)
+        code = await asyncio.wait_for(service.wait(), 60)  # half the 120 s drain: only the second Ctrl-C ends it
+    finally:
+        await _stopped(service)
+
+    assert code == 0
+    assert "drain_cut_short" in output.read_text(encoding="utf-8")
