@@ -8,6 +8,8 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
+RUN_STAMP := $(VENV)/.installed-run
+
 # Under a lock, and checked again once it is held: `make run` and `make test` started together install once
 # (the second waits for the first), rather than both writing into one .venv.
 $(STAMP): pyproject.toml
@@ -17,9 +19,19 @@ $(STAMP): pyproject.toml
 	  $(PYTHON) -m venv $(VENV); \
 	  $(BIN)/python -m pip install --quiet --upgrade pip; \
 	  $(BIN)/python -m pip install --quiet -e ".[dev]"; \
-	  touch $(STAMP)'
+	  touch $(STAMP) $(RUN_STAMP)'
 
-run: install
+# What `make run` needs: the service alone, without the development tools (a full install serves as well).
+$(RUN_STAMP): pyproject.toml
+	@flock $(VENV).lock sh -c '\
+	  if [ -f $(RUN_STAMP) ] && [ $(RUN_STAMP) -nt pyproject.toml ]; then exit 0; fi; \
+	  set -e; \
+	  $(PYTHON) -m venv $(VENV); \
+	  $(BIN)/python -m pip install --quiet --upgrade pip; \
+	  $(BIN)/python -m pip install --quiet -e .; \
+	  touch $(RUN_STAMP)'
+
+run: $(RUN_STAMP)
 	$(BIN)/cmdb-asso serve --seed-demo-if-empty
 
 test: install
