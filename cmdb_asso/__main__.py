@@ -98,6 +98,9 @@ def _parser() -> argparse.ArgumentParser:
     load.add_argument("--batch-size", type=_at_least(1, int), default=200,
                       help="rows per create-many call (default 200; at most limits.create_many_max)")  # fmt: skip
     load.add_argument("--resume", action="store_true", help="skip the rows an earlier run finished")
+    load.add_argument("--dry-run", action="store_true",
+                      help="judge every row by the service's rules and write nothing (no state kept; the rows it "
+                      "would refuse go to the rejects file)")  # fmt: skip
     load.add_argument("--state", type=Path, help="state file (default: FILE.state)")
     load.add_argument("--rejects", type=Path, help="rejected rows (default: FILE.rejects.csv)")
     watch = commands.add_parser(
@@ -214,7 +217,7 @@ async def _load(args: argparse.Namespace, settings: Settings) -> int:
     state = State(args.state or source.with_name(source.name + ".state"), source)
     if args.resume:
         state.load()
-    elif state.path.exists():
+    elif state.path.exists() and not args.dry_run:
         state.path.unlink()
     rejects = args.rejects or source.with_name(source.name + ".rejects.csv")
     url = args.url or f"http://{settings.http.host}:{settings.http.port}"
@@ -226,7 +229,7 @@ async def _load(args: argparse.Namespace, settings: Settings) -> int:
         app_secret=args.app_secret,
         concurrency=args.concurrency,
     ) as client:
-        loader = Loader(client, batch_size=args.batch_size, concurrency=args.concurrency)
+        loader = Loader(client, batch_size=args.batch_size, concurrency=args.concurrency, dry_run=args.dry_run)
         _stop_on_signals(loader.stop)
         try:
             summary = await loader.run(source, state, rejects)

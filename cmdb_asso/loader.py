@@ -68,14 +68,17 @@ class Summary:
     seconds: float = 0.0
     interrupted: bool = False
     rejects: list[Rejected] = field(default_factory=list)
+    # A dry run: every row judged by the service, nothing written, no progress kept.
+    dry_run: bool = False
 
     def text(self) -> str:
         """One line for the end of the run."""
         rate = (self.created + self.rejected) / self.seconds if self.seconds else 0.0
-        state = "interrupted" if self.interrupted else "done"
+        state = "interrupted" if self.interrupted else "dry run, nothing written" if self.dry_run else "done"
+        created, rejected = ("would be created", "would be rejected") if self.dry_run else ("created", "rejected")
         unsent = f", {self.unsent} not sent ({self.unsent_reason}: run again with --resume)" if self.unsent else ""
         return (
-            f"{state}: {self.total} rows, {self.created} created, {self.rejected} rejected, "
+            f"{state}: {self.total} rows, {self.created} {created}, {self.rejected} {rejected}, "
             f"{self.skipped} skipped (already done){unsent}, {self.seconds:.1f} s, {rate:.0f} rows/s"
         )
 
@@ -233,8 +236,11 @@ class Loader:
         concurrency: int = 4,
         progress: TextIO | None = None,
         after_batch: Callable[[], None] | None = None,
+        dry_run: bool = False,
     ) -> None:
         self.client = client
+        # Rows are judged by the service's dry run: nothing is written, and the state file is left as it is.
+        self.dry_run = dry_run
         self.batch_size = batch_size
         self.concurrency = concurrency
         self.progress_stream = progress or sys.stderr
@@ -282,7 +288,7 @@ class Loader:
         """Load the file; stop early (state saved) when `stop` is set."""
         began = time.monotonic()
         rows = list(read_rows(source))
-        summary = Summary(total=len(rows))
+        summary = Summary(total=len(rows), dry_run=self.dry_run)
         batches = await self._plan(rows, state, summary)
         sending = _Sending(state, summary, dict(rows), Progress(summary.total, self.progress_stream))
         limit = asyncio.Semaphore(self.concurrency)
@@ -294,7 +300,8 @@ class Loader:
 
         await asyncio.gather(*(send(key, batch) for key, batch in batches))
         summary.interrupted = self.stop.is_set()
-        state.save()
+        if not self.dry_run:
+            state.save()
         sending.progress.show(len(state.done), final=True)
         summary.rejected = len(summary.rejects)
         summary.seconds = time.monotonic() - began
@@ -352,7 +359,10 @@ class Loader:
         idempotency_key = f"load:{sending.state.run}:{batch_digest(key, batch)}"
         try:
             result = await self.client.create_many(
-                *key, [(row.inst_id, row.asst_inst_id) for row in batch], idempotency_key=idempotency_key
+                *key,
+                [(row.inst_id, row.asst_inst_id) for row in batch],
+                dry_run=self.dry_run,
+                idempotency_key=None if self.dry_run else idempotency_key,
             )
         except ServiceUnavailableError:
             # Transient, and retried by the client already: these rows are not done, and a later run (or
@@ -366,15 +376,16 @@ class Loader:
         else:
             summary.created += len(result.created)
             for index, (code, message) in result.errors.items():
-                if code == ALREADY_EXISTS and (result.retried or sending.state.resumed):
+                if code == ALREADY_EXISTS and not self.dry_run and (result.retried or sending.state.resumed):
                     # Sent more than once (by the client's retry, or by this run before it was cut): the attempt
                     # that got no answer wrote it.
                     summary.created += 1
                     continue
                 row = batch[index]
                 summary.rejects.append(Rejected(row.number, raw_by_number[row.number], code, message))
-        sending.state.done.update(row.number for row in batch)
-        sending.state.save()
+        if not self.dry_run:
+            sending.state.done.update(row.number for row in batch)
+            sending.state.save()
         sending.progress.show(len(sending.state.done))
         if self.after_batch is not None:
             self.after_batch()

@@ -177,3 +177,26 @@ async def test_a_new_load_of_the_same_file_is_new_work_and_a_resume_counts_its_o
     assert (first, deleted, again) == ((3, 0), 3, (3, 0))
     assert len(await links_in(loader_mongo, "host")) == 3
     assert resumed == (3, 0)  # its own first attempt wrote them: created, not "already exists"
+
+
+async def test_a_dry_run_judges_every_row_and_writes_nothing_not_even_its_state(
+    aiohttp_server: AiohttpServer, loader_mongo: MongoConnection, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "plan.csv"
+    source.write_text("bk_obj_asst_id,bk_inst_id,bk_asst_inst_id\n"
+                      "bk_switch_belong_bk_host,1000,1001\nbk_switch_belong_bk_host,1000,1002\n"
+                      "bk_switch_belong_bk_host,1000,99999\n")  # fmt: skip
+    server = await aiohttp_server(create_app(Settings(mongodb=MongoSettings(uri="unused")), mongo=loader_mongo))
+    url = str(server.make_url("")).rstrip("/")
+
+    planned = await asyncio.to_thread(main, ["load", str(source), "--url", url, "--dry-run"])
+    said = capsys.readouterr().out
+    written_by_plan = len(await links_in(loader_mongo, "host"))
+    loaded = await asyncio.to_thread(main, ["load", str(source), "--url", url])
+
+    assert planned == 1  # one row would be refused
+    assert "dry run, nothing written: 3 rows, 2 would be created, 1 would be rejected" in said
+    assert written_by_plan == 0
+    assert loaded == 1
+    assert "done: 3 rows, 2 created, 1 rejected, 0 skipped" in capsys.readouterr().out
+    assert len(await links_in(loader_mongo, "host")) == 2
