@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import getpass
+import json
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -28,6 +29,7 @@ from cmdb_asso.errors import (
     StoreReadUnavailable,
     StoreWriteUnavailable,
 )
+from cmdb_asso.export import FORMATS, export_links
 from cmdb_asso.keys import MONGO
 from cmdb_asso.loader import Loader, LoadFileInvalid, State
 from cmdb_asso.log import setup_logging
@@ -103,6 +105,17 @@ def _parser() -> argparse.ArgumentParser:
                       "would refuse go to the rejects file)")  # fmt: skip
     load.add_argument("--state", type=Path, help="state file (default: FILE.state)")
     load.add_argument("--rejects", type=Path, help="rejected rows (default: FILE.rejects.csv)")
+    export = commands.add_parser(
+        "export", help="write a model's links, filtered as search filters them, as CSV or JSON Lines that load reads"
+    )
+    export.add_argument("obj_id", help="the model whose links are written (as source or target)")
+    export.add_argument("--output", type=Path, help="the file to write (default: standard output)")
+    export.add_argument("--format", choices=FORMATS, default="csv", help="csv (with a header) or jsonl (default csv)")
+    export.add_argument("--conditions", default="",
+                        help="query-builder rules as JSON, as search takes them (default: every link)")  # fmt: skip
+    export.add_argument("--url", default=None, help="the service (default: http://<http.host>:<http.port>)")
+    export.add_argument("--user", default="admin", help="the user the links are read as (default admin)")
+    export.add_argument("--page-size", type=_at_least(1, int), default=500, help="links per read (default 500)")
     watch = commands.add_parser(
         "watch", help="follow the link events and print one JSON line per event (resumes from a cursor file)"
     )
@@ -147,6 +160,32 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
         # Only the main thread receives signals (a caller running this in a thread has no Ctrl-C to catch).
         with contextlib.suppress(RuntimeError, ValueError):
             loop.add_signal_handler(signum, stop.set)
+
+
+async def _export(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        conditions = json.loads(args.conditions) if args.conditions else None
+    except ValueError:
+        print("cmdb-asso export: --conditions must be JSON (query-builder rules)", file=sys.stderr)
+        return 2
+    url = args.url or f"http://{settings.http.host}:{settings.http.port}"
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    output = args.output.open("w", encoding="utf-8", newline="") if args.output else sys.stdout
+    try:
+        async with AssociationClient(url, user=args.user) as client:
+            written = await export_links(
+                client, args.obj_id, output, conditions=conditions, fmt=args.format, page_size=args.page_size,
+                stopped=stop.is_set,
+            )  # fmt: skip
+    except CmdbApiError as exc:
+        print(f"cmdb-asso export: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if args.output:
+            output.close()
+    print(f"{'stopped after' if stop.is_set() else 'exported'} {written} link(s)", file=sys.stderr)
+    return 130 if stop.is_set() else 0
 
 
 async def _watch(args: argparse.Namespace, settings: Settings) -> int:
@@ -388,6 +427,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         return asyncio.run(_load(args, settings))
     if args.command == "watch":
         return asyncio.run(_watch(args, settings))
+    if args.command == "export":
+        return asyncio.run(_export(args, settings))
     if args.command == "serve":
         http = settings.http
         if port_in_use(http.host, http.port):  # before the embedded server is started or used

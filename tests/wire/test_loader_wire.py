@@ -200,3 +200,39 @@ async def test_a_dry_run_judges_every_row_and_writes_nothing_not_even_its_state(
     assert loaded == 1
     assert "done: 3 rows, 2 created, 1 rejected, 0 skipped" in capsys.readouterr().out
     assert len(await links_in(loader_mongo, "host")) == 2
+
+
+async def test_export_writes_what_load_reads_back_a_page_at_a_time_and_filters_as_search_does(
+    aiohttp_server: AiohttpServer, loader_mongo: MongoConnection, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "made.csv"
+    pairs = [(switch, host) for switch in range(1000, 1015) for host in range(1000, 1015)]
+    source.write_text("bk_obj_asst_id,bk_inst_id,bk_asst_inst_id\n"
+                      + "".join(f"bk_switch_belong_bk_host,{switch},{host}\n" for switch, host in pairs))  # fmt: skip
+    server = await aiohttp_server(create_app(Settings(mongodb=MongoSettings(uri="unused")), mongo=loader_mongo))
+    url = str(server.make_url("")).rstrip("/")
+    assert await asyncio.to_thread(main, ["load", str(source), "--url", url]) == 0
+    exported, subset = tmp_path / "links.csv", tmp_path / "host-1003.jsonl"
+    to_host = '{"condition": "AND", "rules": [{"field": "bk_asst_inst_id", "operator": "equal", "value": 1003}]}'
+
+    whole = await asyncio.to_thread(
+        main, ["export", "bk_switch", "--url", url, "--output", str(exported), "--page-size", "40"]
+    )
+    some = await asyncio.to_thread(
+        main, ["export", "host", "--url", url, "--output", str(subset), "--format", "jsonl", "--conditions", to_host]
+    )
+    async with AssociationClient(url) as client:
+        with exported.open() as handle:
+            ids = [int(row["id"]) for row in csv.DictReader(handle)]
+        for start in range(0, len(ids), 100):
+            await client.delete_many("bk_switch", ids[start : start + 100])
+    capsys.readouterr()
+    again = await asyncio.to_thread(main, ["load", str(exported), "--url", url])
+
+    assert (whole, some) == (0, 0)
+    assert len(ids) == 225
+    assert ids == sorted(ids)  # id order, across six pages
+    assert [line.count('"bk_asst_inst_id": 1003') for line in subset.read_text().splitlines()] == [1] * 15
+    assert again == 0
+    assert "done: 225 rows, 225 created, 0 rejected" in capsys.readouterr().out
+    assert len(await links_in(loader_mongo, "host")) == 225
