@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar, Literal
 
 Language = Literal["en", "zh"]
@@ -305,3 +306,18 @@ class InternalError(CmdbError):
 
     code = 1199999
     http_status = 500
+
+
+def error_codes() -> dict[int, list[str]]:
+    """Every code this service answers, with what each error class that carries it means (from its docstring):
+    the table the API document prints."""
+    found: dict[int, list[str]] = {}
+    pending: list[type[CmdbError]] = list(CmdbError.__subclasses__())
+    while pending:
+        cls = pending.pop()
+        pending += cls.__subclasses__()
+        meaning = re.sub(r"\s*\(\d{7}[^)]*\)", "", " ".join((cls.__doc__ or "").split())).rstrip(".")
+        found.setdefault(cls.code, [])
+        if meaning and meaning not in found[cls.code]:
+            found[cls.code].append(meaning)
+    return {code: sorted(found[code]) for code in sorted(found)}

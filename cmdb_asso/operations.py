@@ -6,7 +6,8 @@ The routes, the client library, the API document and the tests all read this tab
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 ESB_PATH = "/api/c/compapi/v2/cc/{esb_name}/"
 # The attribute that marks a long-poll operation's aiohttp handlers (the deadline middleware reads it).
@@ -26,6 +27,11 @@ class Operation:
     idempotent: bool = False
     # Holds the request open while it waits for something new (the watch's long poll).
     long_poll: bool = False
+    # For the API document: what it does, a body that works on the demo data, and the business codes it may
+    # answer beyond those every operation may (invalid input, permission, the store unavailable).
+    summary: str = ""
+    example: dict[str, Any] | None = None
+    codes: tuple[int, ...] = field(default=())
 
     @property
     def path_parameters(self) -> tuple[str, ...]:
@@ -38,27 +44,64 @@ class Operation:
         return ESB_PATH.format(esb_name=self.esb_name)
 
 
+_RULE = {"condition": "AND", "rules": [{"field": "bk_asst_id", "operator": "equal", "value": "belong"}]}
+
 OPERATIONS: tuple[Operation, ...] = (
-    Operation("create", "POST", "/api/v3/create/instassociation", "add_instance_association", True, True),
+    Operation("create", "POST", "/api/v3/create/instassociation", "add_instance_association", True, True,
+              summary="Link two instances by an association definition; answers the new link's id",
+              example={"bk_obj_asst_id": "bk_switch_belong_bk_host", "bk_inst_id": 11, "bk_asst_inst_id": 21},
+              codes=(1101046, 1101062, 1101073, 1101074, 1101052, 1101061, 1199014, 1199011)),
     Operation("create_many", "POST", "/api/v3/createmany/instassociation", "batch_create_instance_association",
-              True, True),
+              True, True,
+              summary="Link many pairs of one definition; answers per detail the new id or why it was refused",
+              example={"bk_obj_id": "bk_switch", "bk_asst_obj_id": "host", "bk_obj_asst_id": "bk_switch_belong_bk_host",
+                       "details": [{"bk_inst_id": 12, "bk_asst_inst_id": 22},
+                                   {"bk_inst_id": 12, "bk_asst_inst_id": 23}]},
+              codes=(1101046, 1101062, 1101038, 1101073, 1101074, 1101052, 1101061, 1199038, 1199035)),
     Operation("delete", "DELETE", "/api/v3/delete/instassociation/{bk_obj_id}/{id}", "delete_instance_association",
-              True),
-    Operation("delete_many", "DELETE", "/api/v3/delete/instassociation/batch", "delete_related_inst_asso", True),
-    Operation("find", "POST", "/api/v3/find/instassociation", "find_instance_association", False),
-    Operation("find_related", "POST", "/api/v3/find/instassociation/related", "search_related_inst_asso", False),
+              True, summary="Delete one link by its model and id (a missing id is no error)",
+              example={"bk_obj_id": "bk_switch", "id": 999999}),
+    Operation("delete_many", "DELETE", "/api/v3/delete/instassociation/batch", "delete_related_inst_asso", True,
+              summary="Delete links by their ids in one model's table; answers how many were removed",
+              example={"bk_obj_id": "bk_switch", "id": [999998, 999999]}, codes=(1199038, 1199035)),
+    Operation("find", "POST", "/api/v3/find/instassociation", "find_instance_association", False,
+              summary="The links of a model matching a MongoDB-style condition (a checked subset of operators)",
+              example={"bk_obj_id": "bk_switch", "condition": {"bk_obj_asst_id": "bk_switch_belong_bk_host"}},
+              codes=(1199059,)),
+    Operation("find_related", "POST", "/api/v3/find/instassociation/related", "search_related_inst_asso", False,
+              summary="The links where one instance is the source or the target, a page at a time",
+              example={"condition": {"bk_obj_id": "bk_switch", "bk_inst_id": 11}, "fields": ["id", "bk_asst_inst_id"],
+                       "page": {"start": 0, "limit": 50}}, codes=(1199059,)),
     Operation("search", "POST", "/api/v3/search/instance_associations/object/{bk_obj_id}",
-              "search_instance_associations", False),
+              "search_instance_associations", False,
+              summary="A page of a model's links matching query-builder rules, sorted as asked",
+              example={"bk_obj_id": "bk_switch", "conditions": _RULE, "page": {"start": 0, "limit": 10, "sort": "id"}},
+              codes=(1199059,)),
     Operation("count", "POST", "/api/v3/count/instance_associations/object/{bk_obj_id}",
-              "count_instance_associations", False),
+              "count_instance_associations", False, summary="How many of a model's links match query-builder rules",
+              example={"bk_obj_id": "bk_switch", "conditions": _RULE}),
     Operation("topo", "POST", "/api/v3/find/insttopo/object/{bk_obj_id}/inst/{bk_inst_id}",
-              "search_inst_association_topo", False),
+              "search_inst_association_topo", False,
+              summary="The instances one instance is linked to, grouped by model and direction (bk-cmdb's topology)",
+              example={"bk_obj_id": "bk_switch", "bk_inst_id": 11}, codes=(1199059,)),
     Operation("links_with_instances", "POST", "/api/v3/find/instassociation/object/{bk_obj_id}/inst/detail",
-              "find_instassociation_with_inst", False),
+              "find_instassociation_with_inst", False,
+              summary="A page of links with the instances at either end (what the Association tab lists)",
+              example={"bk_obj_id": "bk_switch", "condition": {"asst_filter": _RULE, "src_detail": True,
+                       "dst_detail": True}, "page": {"start": 0, "limit": 20}}, codes=(1199059,)),
     Operation("base_info", "POST", "/api/v3/findmany/inst/association/association_object/inst_base_info",
-              "search_inst_asst_object_inst_base_info", False),
-    Operation("graph", "POST", "/api/v3/find/instassociation/graph", "search_inst_association_graph", False),
+              "search_inst_asst_object_inst_base_info", False,
+              summary="The id and name of the instances of one model linked to an instance",
+              example={"condition": {"bk_obj_id": "bk_switch", "bk_inst_id": 11, "association_obj_id": "host"},
+                       "page": {"start": 0, "limit": 20}}, codes=(1199059,)),
+    Operation("graph", "POST", "/api/v3/find/instassociation/graph", "search_inst_association_graph", False,
+              summary="The instances and links within a few hops of an instance, for drawing",
+              example={"bk_obj_id": "bk_switch", "bk_inst_id": 11, "direction": "both", "depth": 2},
+              codes=(1199035, 1199059)),
     Operation("watch", "POST", "/api/v3/event/watch/resource/{bk_resource}", "resource_watch", False,
-              long_poll=True),
+              long_poll=True,
+              summary="Link create and delete events after a cursor or a time, waiting a while for new ones",
+              example={"bk_resource": "inst_asst", "bk_event_types": ["create", "delete"], "bk_start_from": 0},
+              codes=(1103007,)),
 )  # fmt: skip
 BY_NAME = {operation.name: operation for operation in OPERATIONS}

@@ -8,6 +8,7 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import Schema, fields
 
+from cmdb_asso.errors import error_codes
 from cmdb_asso.inputs import INT64_MAX, MODEL_ID, SUPPLIER_ACCOUNT
 from cmdb_asso.operations import OPERATIONS, Operation
 from cmdb_asso.service.idempotency import MAX_KEY_LENGTH
@@ -329,7 +330,8 @@ def _native_operation(route: Operation, schema_name: str) -> dict[str, Any]:
         parameters += _write_option_headers()
     operation: dict[str, Any] = {
         "operationId": f"native_{route.esb_name}",
-        "summary": f"{route.esb_name} (native spelling)",
+        "summary": route.summary,
+        "description": _description(route, "native"),
         "tags": ["native"],
         "parameters": parameters,
         "responses": {
@@ -346,11 +348,40 @@ def _native_operation(route: Operation, schema_name: str) -> dict[str, Any]:
     schema_fields = {field.data_key or name for name, field in REQUEST_SCHEMAS[route.esb_name]().fields.items()}
     # A body is asked for unless the path carries everything (delete one; the topology, whose body is ignored).
     if not schema_fields <= set(path_names):
-        operation["requestBody"] = {
-            "required": True,
-            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema_name}"}}},
-        }
+        body: dict[str, Any] = {"schema": {"$ref": f"#/components/schemas/{schema_name}"}}
+        if route.example is not None:
+            body["example"] = {key: value for key, value in route.example.items() if key not in path_names}
+        operation["requestBody"] = {"required": True, "content": {"application/json": body}}
     return operation
+
+
+# Codes any operation may answer, whatever it does.
+_EVERY_OPERATION = (1199000, 1199006, 1199010, 1199027, 1199017, 1199998, 1199999, 9900403)
+
+
+def _description(route: Operation, spelling: str) -> str:
+    """What the operation does, how it is reached in the other spelling, and the codes it may answer."""
+    meanings = error_codes()
+    other = (
+        f"The ESB spelling: `POST {route.esb_path}`, the same body plus the ESB credentials."
+        if spelling == "native"
+        else f"The native spelling: `{route.method} {route.native_path}`."
+    )
+    codes = [*route.codes, *(code for code in _EVERY_OPERATION if code not in route.codes)]
+    if route.writes:
+        codes.append(1199035)
+    rows = [f"| {code} | {'; '.join(meanings.get(code, []))} |" for code in dict.fromkeys(codes)]
+    extra = ""
+    if route.idempotent:
+        extra = (
+            "\n\nTakes an `Idempotency-Key` (a retry with the same key and body gets the first answer, marked "
+            '`Idempotent-Replayed: true`) and a dry run (`"dry_run": true` or `X-Dry-Run: 1`: every check, '
+            "nothing written)."
+        )
+    return (
+        f"{route.summary}.{extra}\n\n{other} Every answer is HTTP 200 with `result`, `bk_error_code` and "
+        "`bk_error_msg` unless said otherwise below.\n\n| code | meaning |\n|---|---|\n" + "\n".join(rows)
+    )
 
 
 def _write_option_headers() -> list[dict[str, Any]]:
@@ -368,24 +399,20 @@ def _esb_operation(route: Operation, schema_name: str) -> dict[str, Any]:
     ]
     if route.idempotent:
         parameters += _write_option_headers()
+    body: dict[str, Any] = {
+        "schema": {
+            "allOf": [{"$ref": f"#/components/schemas/{schema_name}"}, {"$ref": "#/components/schemas/EsbCredentials"}]
+        }
+    }
+    if route.example is not None:
+        body["example"] = {"bk_app_code": "my-app", "bk_app_secret": "...", "bk_username": "admin", **route.example}
     return {
         "operationId": f"esb_{route.esb_name}",
-        "summary": f"{route.esb_name} (ESB spelling)",
+        "summary": route.summary,
+        "description": _description(route, "esb"),
         "tags": ["esb"],
         "parameters": parameters,
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": {
-                        "allOf": [
-                            {"$ref": f"#/components/schemas/{schema_name}"},
-                            {"$ref": "#/components/schemas/EsbCredentials"},
-                        ]
-                    }
-                }
-            },
-        },
+        "requestBody": {"required": True, "content": {"application/json": body}},
         "responses": {
             "200": {
                 "description": "the ESB envelope (the seed's shape)",
@@ -454,4 +481,22 @@ def build_spec() -> dict[str, Any]:
             },
         )
     document: dict[str, Any] = spec.to_dict()
+    described = {f"{cls.__name__.removesuffix('Schema')}": cls.__doc__ for cls in REQUEST_SCHEMAS.values()}
+    for name, component in document["components"]["schemas"].items():
+        if not component.get("description"):
+            component["description"] = _schema_description(name, described.get(name))
     return document
+
+
+def _schema_description(name: str, docstring: str | None) -> str:
+    """A component's description: its request schema's docstring, or what the envelope names say."""
+    if docstring:
+        return " ".join(docstring.split())
+    for prefix, envelope in (("Native_", "native"), ("Esb_", "ESB")):
+        if name.startswith(prefix):
+            return f"The {envelope} envelope of {name.removeprefix(prefix)}'s answer, with its `data`"
+    return {"Link": "An instance association as stored (bk-cmdb's InstAsst)",
+            "GraphEnd": "One instance of a graph: its model, id, name and hop from the start",
+            "EsbCredentials": "What a caller through BlueKing's ESB adds to the body",
+            "NativeError": "The native envelope of a refused request (data null)",
+            "EsbError": "The ESB envelope of a refused request (data null)"}.get(name, name)  # fmt: skip
