@@ -20,8 +20,11 @@ GRAPH_PAGE = """<!DOCTYPE html>
 <style>
   body { font-family: sans-serif; margin: 0; }
   form { padding: 8px; background: #f4f4f4; display: flex; gap: 8px; align-items: center; flex-wrap: wrap; }
-  #graph { width: 100vw; height: calc(100vh - 90px); }
+  #graph { width: 100vw; height: calc(100vh - 115px); }
   #status { padding: 4px 8px; font-size: 13px; color: #444; }
+  #legend { padding: 0 8px 4px; font-size: 13px; display: flex; gap: 14px; flex-wrap: wrap; color: #333; }
+  #legend .swatch { display: inline-block; width: 12px; height: 12px; border-radius: 6px; margin-right: 4px;
+                    vertical-align: -1px; }
 </style>
 </head>
 <body>
@@ -37,6 +40,7 @@ GRAPH_PAGE = """<!DOCTYPE html>
   <a href="/docs">API document</a>
 </form>
 <div id="status" data-nodes="0" data-edges="0" data-errors="0">-</div>
+<div id="legend"></div>
 <div id="graph"></div>
 <script>
 "use strict";
@@ -51,10 +55,33 @@ function fail(text) {
 window.addEventListener("error", (event) => fail("error: " + event.message));
 const palette = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
                  "#9c755f", "#bab0ac"];
-const colours = new Map();
+// A model's colour follows from its id alone: the same in every view, whatever else the graph holds.
 function colourOf(model) {
-  if (!colours.has(model)) colours.set(model, palette[colours.size % palette.length]);
-  return colours.get(model);
+  let hash = 0;
+  for (const character of model) hash = (hash * 31 + character.codePointAt(0)) >>> 0;
+  return palette[hash % palette.length];
+}
+const plural = (count, one, many) => count + " " + (count === 1 ? one : many);
+function showLegend(graph) {
+  const legend = document.getElementById("legend");
+  legend.replaceChildren();
+  const models = [...new Set(graph.nodes.map((node) => node.bk_obj_id))].sort();
+  for (const model of models) {
+    const item = document.createElement("span");
+    item.className = "model";
+    item.dataset.model = model;
+    item.dataset.colour = colourOf(model);
+    const swatch = document.createElement("span");
+    swatch.className = "swatch";
+    swatch.style.background = colourOf(model);
+    item.append(swatch, model);
+    legend.append(item);
+  }
+  if (models.length) {
+    const note = document.createElement("span");
+    note.textContent = "thick border: the instance drawn around; arrows: source to target, labelled by kind";
+    legend.append(note);
+  }
 }
 const key = (end) => end.bk_obj_id + ":" + end.bk_inst_id;
 let network = null;
@@ -80,6 +107,7 @@ async function draw() {
     status.dataset.nodes = "0";
     status.dataset.edges = "0";
     status.textContent = "refused: " + answer.bk_error_code + " " + answer.bk_error_msg;
+    showLegend({nodes: []});
     if (network) network.setData({nodes: [], edges: []});
     return;
   }
@@ -95,12 +123,16 @@ async function draw() {
   })));
   const edges = new vis.DataSet(graph.edges.map((edge) => ({
     id: edge.id, from: key(edge.from), to: key(edge.to), label: edge.bk_asst_id, arrows: "to",
+    title: edge.bk_obj_asst_id + " (link " + edge.id + ")", length: 180,
+    font: {size: 12, background: "rgba(255,255,255,0.85)", strokeWidth: 0, align: "middle"},
   })));
   const data = {nodes, edges};
   if (network) {
     network.setData(data);
   } else {
-    network = new vis.Network(document.getElementById("graph"), data, {physics: {stabilization: true}});
+    network = new vis.Network(document.getElementById("graph"), data, {
+      physics: {stabilization: true, barnesHut: {springLength: 180, avoidOverlap: 0.3}},
+    });
     network.on("click", (event) => {
       if (event.nodes.length !== 1) return;
       const node = nodes.get(event.nodes[0]);
@@ -111,7 +143,9 @@ async function draw() {
   }
   status.dataset.nodes = String(graph.nodes.length);
   status.dataset.edges = String(graph.edges.length);
-  status.textContent = graph.nodes.length + " instances, " + graph.edges.length + " links" +
+  showLegend(graph);
+  status.textContent = plural(graph.nodes.length, "instance", "instances") + ", " +
+    plural(graph.edges.length, "link", "links") +
     (graph.truncated ? " (cut at the bound)" : "") + (graph.hidden ? ", " + graph.hidden + " not shown" : "");
 }
 form.addEventListener("submit", (event) => {

@@ -93,13 +93,26 @@ async def test_the_graph_page_draws_the_graph_around_an_instance_in_a_browser(
 
     dom, console = await chromium(page, "--dump-dom")
     await chromium(page, f"--screenshot={screenshot}", "--window-size=1200,800")
+    from_host, _ = await chromium(f"{base}/graph?bk_obj_id=host&bk_inst_id=21&depth=1&direction=both", "--dump-dom")
+    alone, _ = await chromium(f"{base}/graph?bk_obj_id=bk_switch&bk_inst_id=15&depth=1", "--dump-dom")
 
-    status = re.search(r'<div id="status" data-nodes="(\d+)" data-edges="(\d+)" data-errors="(\d+)">', dom)
+    status = re.search(r'<div id="status" data-nodes="(\d+)" data-edges="(\d+)" data-errors="(\d+)">([^<]*)<', dom)
     assert status is not None, dom[-2000:]
     # switch 11; router 31 and hosts 21, 22 at one hop; switch 12 and app 41 at two
-    assert status.groups() == ("6", "5", "0")
+    assert status.groups() == ("6", "5", "0", "6 instances, 5 links")
     assert "Uncaught" not in console
     assert artifact_size(screenshot) > 10_000
+    legend, around_host = _legend(dom), _legend(from_host)
+    assert sorted(legend) == ["app", "bk_router", "bk_switch", "host"]  # one entry per model drawn
+    assert sorted(around_host) == ["app", "bk_switch", "host"]
+    assert all(around_host[model] == legend[model] for model in around_host)  # a model keeps its colour
+    assert len(set(legend.values())) == 4
+    assert "1 instance, 0 links" in alone
+
+
+def _legend(dom: str) -> dict[str, str]:
+    """The page's legend: each model drawn and its colour."""
+    return dict(re.findall(r'<span class="model" data-model="([^"]+)" data-colour="([^"]+)">', dom))
 
 
 def fresh_artifact(name: str) -> Path:
