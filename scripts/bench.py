@@ -633,7 +633,9 @@ def target_checks(result: dict[str, Any]) -> dict[str, bool]:
         "single create, 16 callers: at most 1 MongoDB command per link": 0 < single.get("commands_per_item", 99) <= 1,
         "single create, 16 callers: at least 3x the per-link floor": single.get("rate_vs_floor", 0) >= 3,
         "single create, 16 callers: service CPU at most 1 ms per link": 0 < single.get("cpu_ms_per_item", 99) <= 1,
-        f"single create, 1 caller: median within 10% of {LONE_MEDIAN_BEFORE_MS} ms": 0
+        # What is judged is that group commit costs a lone caller nothing: no slower than before it, by 10%.
+        f"single create, 1 caller: median at most {1.1 * LONE_MEDIAN_BEFORE_MS:.1f} ms (no slower than the "
+        f"{LONE_MEDIAN_BEFORE_MS} ms before group commit, by 10%)": 0
         < lone.get("p50_ms", 99)
         <= 1.1 * LONE_MEDIAN_BEFORE_MS,
         "batch of 200: at most 0.1 commands per link": 0 < batch.get("commands_per_item", 99) <= 0.1,
