@@ -223,7 +223,7 @@ class QueryService:
         )
         if len(links) > self.find_max_results:
             raise PageLimitExceeded()
-        return links
+        return [_link_item(link, ()) for link in links]
 
     async def find_related(
         self, caller: Caller, obj_id: str, inst_id: int, fields: list[str] | None, page: Page
@@ -239,15 +239,11 @@ class QueryService:
                 {"bk_asst_obj_id": obj_id, "bk_asst_inst_id": inst_id},
             ]
         }
-        return await self.store.find_links(
-            obj_id,
-            caller.supplier_account,
-            query,
-            fields=visible_fields(fields),
-            sort=[("id", 1)],
-            skip=page.start,
-            limit=page.limit,
+        shown = visible_fields(fields)
+        links = await self.store.find_links(
+            obj_id, caller.supplier_account, query, fields=shown, sort=[("id", 1)], skip=page.start, limit=page.limit
         )
+        return [_link_item(link, tuple(shown or ())) for link in links]
 
     async def search(
         self, caller: Caller, obj_id: str, conditions: Any, fields: list[str] | None, page: Page
@@ -258,15 +254,17 @@ class QueryService:
         await self.authorize_view(caller, obj_id)
         if not await self.store.has_model(obj_id, caller.supplier_account):
             return []
-        return await self.store.find_links(
+        shown = visible_fields(fields)
+        links = await self.store.find_links(
             obj_id,
             caller.supplier_account,
             query,
-            fields=visible_fields(fields),
+            fields=shown,
             sort=list(page.sort),
             skip=page.start,
             limit=page.limit,
         )
+        return [_link_item(link, tuple(shown or ())) for link in links]
 
     async def count(self, caller: Caller, obj_id: str, conditions: Any) -> int:
         """How many links search would find without paging (view permission checked, unlike bk-cmdb)."""
