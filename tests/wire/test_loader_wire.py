@@ -18,7 +18,7 @@ from cmdb_asso.client import AssociationClient
 from cmdb_asso.config import MongoSettings, Settings
 from cmdb_asso.loader import Loader, State
 from cmdb_asso.storage.client import MongoConnection, connect
-from cmdb_asso.storage.embedded import EmbeddedMongo
+from cmdb_asso.storage.embedded import EmbeddedMongo, free_port
 from cmdb_asso.storage.schema import seed_demo
 from tests.helpers import links_in
 from tests.wire.conftest import add_instances
@@ -221,11 +221,13 @@ async def test_export_writes_what_load_reads_back_a_page_at_a_time_and_filters_a
     some = await asyncio.to_thread(
         main, ["export", "host", "--url", url, "--output", str(subset), "--format", "jsonl", "--conditions", to_host]
     )
+    before = sorted((link["bk_inst_id"], link["bk_asst_inst_id"]) for link in await links_in(loader_mongo, "host"))
     async with AssociationClient(url) as client:
         with exported.open() as handle:
             ids = [int(row["id"]) for row in csv.DictReader(handle)]
         for start in range(0, len(ids), 100):
             await client.delete_many("bk_switch", ids[start : start + 100])
+    emptied = await links_in(loader_mongo, "host")
     capsys.readouterr()
     again = await asyncio.to_thread(main, ["load", str(exported), "--url", url])
 
@@ -235,4 +237,35 @@ async def test_export_writes_what_load_reads_back_a_page_at_a_time_and_filters_a
     assert [line.count('"bk_asst_inst_id": 1003') for line in subset.read_text().splitlines()] == [1] * 15
     assert again == 0
     assert "done: 225 rows, 225 created, 0 rejected" in capsys.readouterr().out
-    assert len(await links_in(loader_mongo, "host")) == 225
+    assert emptied == []
+    after = sorted((link["bk_inst_id"], link["bk_asst_inst_id"]) for link in await links_in(loader_mongo, "host"))
+    assert after == before  # the same links, loaded from the export into the emptied store
+
+
+async def test_a_load_against_a_service_that_is_away_loses_no_row_and_resume_writes_each_once(
+    aiohttp_server: AiohttpServer, loader_mongo: MongoConnection, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The first run finds nobody at the URL: every row is left unsent (exit 75), none rejected; with the service
+    there, --resume writes every row once (exit 0)."""
+    source = tmp_path / "away.csv"
+    source.write_text("bk_obj_asst_id,bk_inst_id,bk_asst_inst_id\n"
+                      + "".join(f"bk_switch_belong_bk_host,1020,{host}\n" for host in range(1020, 1030)))  # fmt: skip
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+
+    away = await asyncio.to_thread(main, ["load", str(source), "--url", url])
+    said_away = capsys.readouterr().out
+    await aiohttp_server(create_app(Settings(mongodb=MongoSettings(uri="unused")), mongo=loader_mongo), port=port)
+    back = await asyncio.to_thread(main, ["load", str(source), "--url", url, "--resume"])
+    said_back = capsys.readouterr().out
+
+    assert away == 75
+    assert "0 created, 0 rejected" in said_away
+    assert "10 not sent" in said_away
+    assert not (tmp_path / "away.csv.rejects.csv").exists()
+    assert back == 0
+    assert "done: 10 rows, 10 created, 0 rejected, 0 skipped" in said_back
+    hosts = sorted(
+        link["bk_asst_inst_id"] for link in await links_in(loader_mongo, "host") if link["bk_inst_id"] == 1020
+    )
+    assert hosts == list(range(1020, 1030))  # each once
