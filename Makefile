@@ -10,26 +10,26 @@ install: $(STAMP)
 
 RUN_STAMP := $(VENV)/.installed-run
 
-# Under a lock, and checked again once it is held: `make run` and `make test` started together install once
-# (the second waits for the first), rather than both writing into one .venv.
-$(STAMP): pyproject.toml
+# $(call venv_install,STAMP,WHAT,ALSO): pip install -e WHAT into .venv unless STAMP is newer than pyproject.toml;
+# then touch STAMP (and ALSO). Under a lock, and checked again once it is held: `make run` and `make test` started
+# together install once (the second waits for the first), rather than both writing into one .venv.
+define venv_install
 	@flock $(VENV).lock sh -c '\
-	  if [ -f $(STAMP) ] && [ $(STAMP) -nt pyproject.toml ]; then exit 0; fi; \
+	  if [ -f $(1) ] && [ $(1) -nt pyproject.toml ]; then exit 0; fi; \
 	  set -e; \
 	  $(PYTHON) -m venv $(VENV); \
 	  $(BIN)/python -m pip install --quiet --upgrade pip; \
-	  $(BIN)/python -m pip install --quiet -e ".[dev]"; \
-	  touch $(STAMP) $(RUN_STAMP)'
+	  $(BIN)/python -m pip install --quiet -e "$(2)"; \
+	  touch $(1) $(3)'
+endef
+
+# Everything: the service, its tests and the checkers.
+$(STAMP): pyproject.toml
+	$(call venv_install,$(STAMP),.[dev],$(RUN_STAMP))
 
 # What `make run` needs: the service alone, without the development tools (a full install serves as well).
 $(RUN_STAMP): pyproject.toml
-	@flock $(VENV).lock sh -c '\
-	  if [ -f $(RUN_STAMP) ] && [ $(RUN_STAMP) -nt pyproject.toml ]; then exit 0; fi; \
-	  set -e; \
-	  $(PYTHON) -m venv $(VENV); \
-	  $(BIN)/python -m pip install --quiet --upgrade pip; \
-	  $(BIN)/python -m pip install --quiet -e .; \
-	  touch $(RUN_STAMP)'
+	$(call venv_install,$(RUN_STAMP),.)
 
 run: $(RUN_STAMP)
 	$(BIN)/cmdb-asso serve --seed-demo-if-empty

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import structlog
 
+from cmdb_asso.processes import process_alive
+
 log = structlog.get_logger(__name__)
 
 # The MongoDB URI that asks for the embedded server.
@@ -55,21 +57,6 @@ class EmbeddedStartFailed(RuntimeError):
 
 
 PID_FILE = "nx-27017.pid"
-
-
-def process_alive(pid: int) -> bool:
-    """Whether process `pid` runs (a zombie, dead but not yet reaped, does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (dead, not yet reaped) does not serve
-        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-            return stat.read().split(") ", 1)[1][:1] != "Z"
-    except OSError:
-        return True
 
 
 def _listening(port: int) -> bool:

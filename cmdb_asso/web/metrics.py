@@ -20,6 +20,8 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
+from cmdb_asso.processes import process_alive
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -264,7 +266,7 @@ class _Merged(Collector):
         merged: dict[str, Metric] = {}
         values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
         for path in sorted(self.directory.glob("*.prom")):
-            live = _alive(int(path.stem)) if path.stem.isdigit() else False
+            live = process_alive(int(path.stem)) if path.stem.isdigit() else False
             with contextlib.suppress(OSError, ValueError):
                 for family in text_string_to_metric_families(path.read_text(encoding="utf-8")):
                     if family.type == "gauge" and not live:
@@ -287,13 +289,3 @@ class _Merged(Collector):
 def _summable(samples: Iterable[Any]) -> Iterator[Any]:
     """The samples that add up across processes (a counter's creation time does not)."""
     return (sample for sample in samples if not sample.name.endswith("_created"))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

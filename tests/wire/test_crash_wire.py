@@ -17,7 +17,8 @@ import aiohttp
 import pytest
 from pymongo import AsyncMongoClient
 
-from cmdb_asso.storage.embedded import EmbeddedMongo, free_port, process_alive
+from cmdb_asso.processes import process_alive
+from cmdb_asso.storage.embedded import EmbeddedMongo, free_port
 from tests.helpers import wait_ready
 
 pytestmark = pytest.mark.wire

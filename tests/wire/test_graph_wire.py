@@ -51,13 +51,19 @@ async def test_six_hops_over_ten_thousand_links_cost_a_read_per_hop(
     assert reads <= 1 + DEPTH + 1 + DEPTH, {name: n for name, n in by_name.items() if n}
 
 
-async def test_seed_demo_writes_links_worth_drawing_once(
-    wire_mongo: MongoConnection, wire_settings: Settings, embedded: EmbeddedMongo, monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+@pytest.fixture
+def commands_on_the_wire_store(
+    wire_settings: Settings, embedded: EmbeddedMongo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One-off commands (`main([...])`) in this test use the test's embedded server and database."""
     monkeypatch.setenv("CMDB_ASSO_MONGODB_URI", embedded.uri)
     monkeypatch.setenv("CMDB_ASSO_MONGODB_DATABASE", wire_settings.mongodb.database)
     monkeypatch.setenv("CMDB_ASSO_MONGODB_DRIVER", wire_settings.mongodb.driver)
+
+
+async def test_seed_demo_writes_links_worth_drawing_once(
+    wire_mongo: MongoConnection, commands_on_the_wire_store: None, capsys: pytest.CaptureFixture[str]
+) -> None:
 
     codes = [await asyncio.to_thread(main, ["seed-demo"]) for _ in range(2)]
 
@@ -72,12 +78,8 @@ async def test_seed_demo_writes_links_worth_drawing_once(
 
 
 async def test_seed_demo_reports_a_link_its_mapping_refuses_as_refused_not_as_there_already(
-    wire_mongo: MongoConnection, wire_settings: Settings, embedded: EmbeddedMongo, monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
-    monkeypatch.setenv("CMDB_ASSO_MONGODB_URI", embedded.uri)
-    monkeypatch.setenv("CMDB_ASSO_MONGODB_DATABASE", wire_settings.mongodb.database)
-    monkeypatch.setenv("CMDB_ASSO_MONGODB_DRIVER", wire_settings.mongodb.driver)
+    wire_mongo: MongoConnection, commands_on_the_wire_store: None, capsys: pytest.CaptureFixture[str]
+) -> None:
     # Host 24 already runs app 41: the demo's app 42 -> host 24 (1:1) has no place.
     taken = {"id": 9900, "bk_obj_id": "app", "bk_inst_id": 41, "bk_asst_obj_id": "host", "bk_asst_inst_id": 24,
              "bk_obj_asst_id": "app_run_host", "bk_asst_id": "run", "bk_supplier_account": "0"}  # fmt: skip
