@@ -381,7 +381,12 @@ async def test_a_restarted_service_adopts_the_server_its_predecessor_left(
     data_dir = tmp_path / "var"
     orphan = EmbeddedMongo(data_dir)
     await orphan.start()  # as a server left behind would be: running, recorded for its data directory
-    pid = json.loads((data_dir / "nx-27017.json").read_text())["pid"]
+    state = json.loads((data_dir / "nx-27017.json").read_text())
+    pid = state["pid"]
+    # ... by a process that is gone (a server whose starter still runs is only used, never adopted).
+    gone = await asyncio.create_subprocess_exec("true")
+    await gone.wait()
+    (data_dir / "nx-27017.json").write_text(json.dumps({**state, "parent": gone.pid}))
     service = Service(data_dir)
 
     await service.start(session)
