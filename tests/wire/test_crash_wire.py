@@ -274,7 +274,8 @@ async def test_sigkill_during_deletes_leaves_a_store_recovery_makes_whole(
     for batch in range(20):
         body = {"bk_obj_id": "bk_switch", "bk_asst_obj_id": "host", "bk_obj_asst_id": "bk_switch_belong_bk_host",
                 "details": [{"bk_inst_id": 100 + batch, "bk_asst_inst_id": 100 + n} for n in range(50)]}  # fmt: skip
-        made = await _post(session, service.base, "POST", "/api/v3/createmany/instassociation", body)
+        made = await _retried(session, service.base, ("POST", "/api/v3/createmany/instassociation", body))
+        assert made["bk_error_code"] == 0, made  # the set-up, sent again past a 503 of a busy machine
         created += made["data"]["success_created"].values()
     calls = [("DELETE", "/api/v3/delete/instassociation/batch",
               {"bk_obj_id": "host" if n % 2 else "bk_switch", "id": created[n * 25:(n + 1) * 25]})

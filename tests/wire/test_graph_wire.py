@@ -29,7 +29,9 @@ async def test_six_hops_over_ten_thousand_links_cost_a_read_per_hop(
     total = await add_host_tree(wire_mongo, BRANCHING, DEPTH)
     assert total - 1 > 10_000
     limits = replace(wire_settings.limits, graph_max_nodes=50_000, graph_max_links=50_000)
-    settings = replace(wire_settings, limits=limits)
+    # A budget of its own: six reads over 19,530 links take seconds on a loaded machine, past the default 10 s.
+    mongodb = replace(wire_settings.mongodb, request_deadline_seconds=60, recovery_grace_seconds=120)
+    settings = replace(wire_settings, limits=limits, mongodb=mongodb)
     client = await aiohttp_client(create_app(settings, mongo=wire_mongo))
     body = {"bk_obj_id": "host", "bk_inst_id": 1, "direction": "out", "depth": 6, "max_nodes": 50_000}
     assert (await call(client, "graph", body)).code == 0  # the start-up's table preparation is done meanwhile

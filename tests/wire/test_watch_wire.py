@@ -43,7 +43,9 @@ def watch_settings(wire_settings: Settings) -> Settings:
     poll. (On the embedded server a stream now and then stops after a test that wrote thousands of changes to
     tables of the same names in another database: the feed then starts again, as in production.)"""
     watch = WatchSettings(long_poll_seconds=2.0, rescan_seconds=0.2, lease_seconds=3, stall_seconds=2.0)
-    return replace(wire_settings, watch=watch)
+    # A budget of their own: thousands of concurrent writes take longer than the default 10 s on a loaded machine.
+    mongodb = replace(wire_settings.mongodb, request_deadline_seconds=30, recovery_grace_seconds=60)
+    return replace(wire_settings, watch=watch, mongodb=mongodb)
 
 
 async def _live_client(aiohttp_client: AiohttpClient, settings: Settings, mongo: MongoConnection, **kw: Any) -> Client:
