@@ -308,14 +308,22 @@ class InternalError(CmdbError):
     http_status = 500
 
 
-def error_codes() -> dict[int, list[str]]:
-    """Every code this service answers, with what each error class that carries it means (from its docstring):
-    the table the API document prints."""
-    found: dict[int, list[str]] = {}
+def error_classes() -> list[type[CmdbError]]:
+    """Every error class defined so far (those of modules not imported yet are not)."""
+    found: list[type[CmdbError]] = []
     pending: list[type[CmdbError]] = list(CmdbError.__subclasses__())
     while pending:
         cls = pending.pop()
         pending += cls.__subclasses__()
+        found.append(cls)
+    return found
+
+
+def error_codes() -> dict[int, list[str]]:
+    """Every code this service answers, with what each error class that carries it means (from its docstring):
+    the table the API document prints."""
+    found: dict[int, list[str]] = {}
+    for cls in error_classes():
         meaning = re.sub(r"\s*\(\d{7}[^)]*\)", "", " ".join((cls.__doc__ or "").split())).rstrip(".")
         found.setdefault(cls.code, [])
         if meaning and meaning not in found[cls.code]:

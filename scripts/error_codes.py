@@ -11,17 +11,14 @@ import pkgutil
 from pathlib import Path
 
 import cmdb_asso
-from cmdb_asso.errors import CmdbError, error_codes
+from cmdb_asso.errors import error_classes, error_codes
 
 TARGET = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
 
 
 def _statuses() -> dict[int, set[int]]:
     found: dict[int, set[int]] = {}
-    pending: list[type[CmdbError]] = list(CmdbError.__subclasses__())
-    while pending:
-        cls = pending.pop()
-        pending += cls.__subclasses__()
+    for cls in error_classes():
         found.setdefault(cls.code, set()).add(cls.http_status)
     return found
 

@@ -154,7 +154,7 @@ class EventFeed:
                 await self.lease.release()
 
     async def _feed(self) -> None:
-        epoch = self._epoch()
+        epoch = self.lease.held_epoch()
         # The tokens document takes this epoch before anything is read: a feeder that held the lease before can
         # no longer save its progress over this one's.
         await self.store.save_progress({}, None, epoch)
@@ -188,7 +188,7 @@ class EventFeed:
             # then while idle (a restart then replays little, and the unique index drops what it replays).
             opened = any(stream not in saved for stream in tokens)
             if changes or opened or (tokens != saved and time.monotonic() - saved_at > self.lease_seconds / 3):
-                await self.store.save_progress(tokens, stored[-1] if stored else None, self._epoch())
+                await self.store.save_progress(tokens, stored[-1] if stored else None, self.lease.held_epoch())
                 saved, saved_at = tokens, time.monotonic()
             if stored:
                 self.events_stored += len(stored)
@@ -198,12 +198,6 @@ class EventFeed:
             if time.monotonic() - renewed > self.lease_seconds / 3:
                 await self.lease.renew()
                 renewed = time.monotonic()
-
-    def _epoch(self) -> int:
-        """The epoch of the lease this feeder holds; LeaseLost when it holds none."""
-        if self.lease.epoch is None:
-            raise LeaseLost(self.lease.lease_id)
-        return self.lease.epoch
 
     async def _rows(self, changes: list[LinkChange]) -> list[dict[str, Any]]:
         """Events for these changes: the first of each (link, operation) in the batch; the unique index drops

@@ -47,10 +47,11 @@ class Lease:
         self._seen: tuple[Any, ...] | None = None
         self._seen_at = 0.0
 
-    @property
-    def held(self) -> bool:
-        """Whether this owner held the lease at its last renewal."""
-        return self.epoch is not None
+    def held_epoch(self) -> int:
+        """The epoch this owner holds the lease at (as of its last renewal); LeaseLost when it holds none."""
+        if self.epoch is None:
+            raise LeaseLost(self.lease_id)
+        return self.epoch
 
     async def hold(self) -> bool:
         """Renew the lease when this owner holds it, else take it when it is free, released, or its holder has
@@ -93,12 +94,11 @@ class Lease:
     async def renew(self) -> None:
         """Raise the heartbeat if this owner still holds the lease at its epoch; LeaseLost otherwise. Every write
         made for the lease is preceded by this check."""
-        if self.epoch is None:
-            raise LeaseLost(self.lease_id)
+        epoch = self.held_epoch()
         with translate_errors(write=True):
             renewed = await self.collection.update_one(
                 # `released` is always present: `$ne` does not match a missing field on every store
-                {"_id": self.lease_id, "owner": self.owner, "epoch": self.epoch, "released": False},
+                {"_id": self.lease_id, "owner": self.owner, "epoch": epoch, "released": False},
                 {"$inc": {"beat": 1}},
             )
         if not renewed.matched_count:

@@ -14,6 +14,7 @@ import aiohttp
 import orjson
 import pytest
 
+from cmdb_asso.processes import process_alive
 from cmdb_asso.storage.embedded import free_port
 from tests.helpers import link_body, wait_ready
 
@@ -123,17 +124,6 @@ async def test_two_worker_processes_share_the_port_and_keep_every_rule(tmp_path:
     assert code == 0
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with contextlib.suppress(OSError, ValueError):  # a zombie (not yet reaped by its new parent) is gone too
-        if Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z"):
-            return False
-    return True
-
-
 async def test_workers_stop_at_once_when_their_master_is_killed(tmp_path: Path) -> None:
     process, port, log_file = await _serve_two_workers(tmp_path)
     try:
@@ -147,10 +137,10 @@ async def test_workers_stop_at_once_when_their_master_is_killed(tmp_path: Path) 
         process.kill()  # the master: SIGKILL, no chance to stop its workers
         await process.wait()
         for _ in range(100):  # within 5 s (before: 8-20 s of answering 503)
-            if not any(_alive(pid) for pid in workers):
+            if not any(process_alive(pid) for pid in workers):
                 break
             await asyncio.sleep(0.05)
-        left = [pid for pid in workers if _alive(pid)]
+        left = [pid for pid in workers if process_alive(pid)]
     finally:
         for pid in booted_workers(log_file):
             with contextlib.suppress(ProcessLookupError):
