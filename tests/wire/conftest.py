@@ -85,7 +85,7 @@ async def add_host_tree(mongo: MongoConnection, branching: int, depth: int) -> i
               "bk_obj_id": "host", "bk_inst_id": Int64((child - 2) // branching + 1), "bk_asst_obj_id": "host",
               "bk_asst_inst_id": Int64(child), "bk_supplier_account": "0"}
              for child in range(2, total + 1)]  # fmt: skip
-    await mongo.db["cc_InstAsst_0_pub_host"].insert_many(links)
+    await _insert_in_chunks(mongo.db["cc_InstAsst_0_pub_host"], links)
     return total
 
 
@@ -101,4 +101,11 @@ async def add_instances(mongo: MongoConnection, obj_id: str, ids: range) -> None
         }
         for inst_id in ids
     ]
-    await mongo.db[table.collection].insert_many(docs)
+    await _insert_in_chunks(mongo.db[table.collection], docs)
+
+
+async def _insert_in_chunks(collection: Any, docs: list[dict[str, Any]], size: int = 2000) -> None:
+    """Insert a test's ground in commands of `size` documents: one command of 19,530 outlasted the driver's 10 s
+    socket timeout on a machine running two test suites."""
+    for start in range(0, len(docs), size):
+        await collection.insert_many(docs[start : start + size])
