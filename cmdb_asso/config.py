@@ -229,8 +229,8 @@ class WatchSettings:
     lease_seconds: float = setting(15.0, _number(1, 3600))
     # How often the embedded server's link tables are listed again (it serves one table per stream).
     rescan_seconds: float = setting(30.0, _number(0.1, 3600))
-    # A link table's change that its stream has not reported after this long means the stream stopped: the feed
-    # starts again from its saved tokens (logged as watch_stream_stalled).
+    # A link table's change that its stream has not reported through this long of rounds that read the stream to
+    # its end means the stream stopped: the feed starts again from its saved tokens (watch_stream_stalled).
     stall_seconds: float = setting(30.0, _number(1, 86400))
 
 

@@ -137,9 +137,9 @@ class EventFeed:
                     log.warning("watch_feeder_lease_lost", owner=self.owner)
                 except StreamStalled as exc:
                     self.restarts += 1
-                    if self.store.mongo.embedded:  # its stream may have lost the changes: the table is read whole
+                    if self.store.mongo.embedded:  # its stream may have missed changes: the table is read whole
                         with contextlib.suppress(CmdbError):
-                            await self.store.forget_token(str(exc))
+                            await self.store.reread(str(exc))
                     log.error(
                         "watch_stream_stalled",
                         table=str(exc),
@@ -159,6 +159,7 @@ class EventFeed:
         # no longer save its progress over this one's.
         await self.store.save_progress({}, None, epoch)
         saved = await self.store.resume_tokens()
+        reread = await self.store.tables_to_reread()
         source = ChangeSource(
             # The embedded server serves one collection per stream (known once it has said what it is).
             self.store,
@@ -166,6 +167,7 @@ class EventFeed:
             rescan_seconds=self.rescan_seconds,
             fields=DETAIL_KEYS,
             stall_seconds=self.stall_seconds,
+            reread=reread,
         )
         self._source = source
         # Closed on every way out (lease lost, failure, shutdown): its streams' cursors are killed at once.
@@ -187,8 +189,11 @@ class EventFeed:
             # successor would otherwise open it at its own start, past what changed meanwhile), and now and
             # then while idle (a restart then replays little, and the unique index drops what it replays).
             opened = any(stream not in saved for stream in tokens)
-            if changes or opened or (tokens != saved and time.monotonic() - saved_at > self.lease_seconds / 3):
-                await self.store.save_progress(tokens, stored[-1] if stored else None, self.lease.held_epoch())
+            reread = self._source.reread_done() if self._source is not None else set()
+            idle_save = tokens != saved and time.monotonic() - saved_at > self.lease_seconds / 3
+            if changes or opened or reread or idle_save:
+                newest = stored[-1] if stored else None
+                await self.store.save_progress(tokens, newest, self.lease.held_epoch(), reread)
                 saved, saved_at = tokens, time.monotonic()
             if stored:
                 self.events_stored += len(stored)

@@ -45,6 +45,7 @@ from cmdb_asso.storage.tables import (
     one_or_in,
     owner_filter,
 )
+from cmdb_asso.storage.watch import track_changes
 
 log = structlog.get_logger(__name__)
 
@@ -70,6 +71,8 @@ class AssociationStore:
         self.writer = AllOrNothing(mongo, self.journal)
         # Tables known to exist (a table is never dropped by this service).
         self._tables_seen: set[str] = set()
+        # Tables whose changes the server records (see `track_changes`), before this process writes to them.
+        self._tracked: set[str] = set()
         self.links_created = 0
         self.links_deleted = 0
         # Keyed by a supplier the caller names: bounded, so that no caller can grow it without limit.
@@ -301,6 +304,9 @@ class AssociationStore:
             "tables": tables,
             "links": [{"link": doc, "audit": audit} for doc, audit in zip(docs, audit_docs, strict=True)],
         }
+        for table in set(tables) - self._tracked:
+            await track_changes(self.mongo, table)
+            self._tracked.add(table)
         await self.writer.write(inserts, journal)
         for table in tables:
             if not self.indexes.is_ready(table):  # the table exists now: its indexes are built in the background

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -42,6 +42,8 @@ _TOKEN_LOST_CODES = frozenset({286, 280, 136})
 _TOKEN_LOST_TEXTS = ("resume point may no longer be in the oplog", "resume token was not found")
 # How far back a feeder whose token is lost starts again (as bk-cmdb does).
 RESTART_BACK_SECONDS = 60
+# The embedded server's token before its first recorded change: a table new to the feed is read from there.
+EMBEDDED_START = {"_data": "nx:0"}
 CLOSE_SECONDS = 1.0
 # The embedded server's idle polling: from this often, doubling up to this often (seconds).
 IDLE_POLL_SECONDS = (0.05, 1.0)
@@ -167,10 +169,18 @@ class WatchStore:
             return None
         return int(doc["newest_id"]), str(doc["newest_cursor"])
 
-    async def forget_token(self, stream: str) -> None:
-        """Drop one stream's saved resume token: the feed then reads its table whole when it opens it again."""
+    async def reread(self, table: str) -> None:
+        """Mark a table whose stream stopped delivering to be read whole when the feed opens it again (from its
+        saved token still, so that the removals its stream did record are not lost)."""
         with translate_errors(write=True):
-            await self.db[TOKENS].update_one({"_id": TOKEN_ID}, {"$unset": {f"tokens.{stream}": ""}})
+            await self.db[TOKENS].update_one({"_id": TOKEN_ID}, {"$set": {f"reread.{table}": True}})
+
+    async def tables_to_reread(self) -> set[str]:
+        """The tables marked to be read whole, until a feeder has read them."""
+        with translate_errors(write=False):
+            doc = await self.db[TOKENS].find_one({"_id": TOKEN_ID}, {"reread": 1})
+        marked = doc.get("reread") if doc else None
+        return set(marked) if isinstance(marked, dict) else set()
 
     async def resume_tokens(self) -> dict[str, Any]:
         """The feeder's saved resume tokens, by stream (a table, or `*` for the database)."""
@@ -179,16 +189,22 @@ class WatchStore:
         tokens = doc.get("tokens") if doc else None
         return dict(tokens) if isinstance(tokens, dict) else {}
 
-    async def save_progress(self, tokens: dict[str, Any], newest: dict[str, Any] | None, epoch: int) -> None:
+    async def save_progress(
+        self, tokens: dict[str, Any], newest: dict[str, Any] | None, epoch: int, reread: Iterable[str] = ()
+    ) -> None:
         """Save the streams' resume tokens and, when events were stored, the newest one's id and cursor, for the
-        feeder of lease `epoch`; LeaseLost (nothing saved) once a feeder of a later epoch has saved."""
+        feeder of lease `epoch`, with the tables marked for reading that were read (`reread`); LeaseLost (nothing
+        saved) once a feeder of a later epoch has saved."""
         update: dict[str, Any] = {f"tokens.{stream}": token for stream, token in tokens.items()}
         if newest is not None:
             update |= {"newest_id": newest["id"], "newest_cursor": newest["cursor"]}
         fenced = {"_id": TOKEN_ID, "$or": [{"epoch": {"$lte": epoch}}, {"epoch": {"$exists": False}}]}
+        change: dict[str, Any] = {"$set": {**update, "epoch": epoch}}
+        if done := {f"reread.{table}": "" for table in reread}:
+            change["$unset"] = done
         try:
             with translate_errors(write=True):
-                await self.db[TOKENS].update_one(fenced, {"$set": {**update, "epoch": epoch}}, upsert=True)
+                await self.db[TOKENS].update_one(fenced, change, upsert=True)
         except DuplicateKeyError as exc:  # the document exists with a later epoch
             raise LeaseLost(LEASE_ID) from exc
 
@@ -226,15 +242,17 @@ class WatchStore:
 
 
 class StreamStalled(Exception):
-    """A link table holds a document its change stream never reported: the stream stopped delivering (a server
-    restart, an overload), and the feed must start again from its saved tokens."""
+    """A link table holds a document its change stream never reported, through `stall_seconds` of rounds that
+    read the stream to its end: the stream stopped delivering (a server restart), and the feed must start again
+    from its saved tokens."""
 
 
 class ChangeSource:
     """Change streams over every link table: one for the database on MongoDB; on the embedded server, which
-    serves one collection per stream, one per table, found again every `rescan_seconds`. Every `stall_seconds / 3`
-    each table's newest document is compared with what its stream reported: one written over `stall_seconds`
-    ago and never reported raises StreamStalled."""
+    serves one collection per stream, one per table, found again every `rescan_seconds`. Every `stall_seconds / 3`,
+    after a round, each table's newest document is compared with what its stream reported: one that stays
+    unreported for `stall_seconds` while its stream is read to its end raises StreamStalled. Tables in `reread`
+    are read whole when their streams open (which still start from their saved tokens)."""
 
     def __init__(
         self,
@@ -244,14 +262,20 @@ class ChangeSource:
         rescan_seconds: float = 30.0,
         fields: tuple[str, ...] = (),
         stall_seconds: float = 30.0,
+        reread: set[str] | None = None,
     ) -> None:
         self.store = store
+        self.reread = set(reread or ())
+        self._reread_done: set[str] = set()
         self.per_table = per_table
         self.rescan_seconds = rescan_seconds
         self.stall_seconds = stall_seconds
         # Per table, the newest document `_id` known to the feed: the newest when its stream opened (or the feed
         # first looked), raised by every insert its stream reports. ObjectIds grow with their writing time.
         self._known: dict[str, ObjectId] = {}
+        # Per table, a newer document than its stream reported, and since when (monotonic) it is unreported:
+        # judged by this process's clock, not by the writer's (whose clock may differ) nor by a slow round.
+        self._suspects: dict[str, tuple[ObjectId, float]] = {}
         # How far the tables' newest change is ahead of what the streams reported (seconds; 0 when caught up).
         self.behind_seconds = 0.0
         # The fields of an inserted document the feed reads (all when empty): only those are converted.
@@ -276,9 +300,6 @@ class ChangeSource:
         self._given = dict(tokens)
         try:
             while True:
-                if time.monotonic() - checked > self.stall_seconds / 3:
-                    await self._check_stalls()
-                    checked = time.monotonic()
                 changes: list[LinkChange] = []
                 if time.monotonic() - scanned > self.rescan_seconds or not self._streams:
                     await self._open_missing(tokens)
@@ -289,8 +310,13 @@ class ChangeSource:
                     drained = await self._drain(name, stream, tokens)
                     if len(drained) >= DRAIN_LIMIT:
                         cut.append(drained[-1].order)
+                        self._suspects.pop(name, None)  # its stream has more to say: not judged this round
                     changes += drained
+                changes = _reported_once(changes)
                 self._note_reported(changes)
+                if time.monotonic() - checked > self.stall_seconds / 3:  # after the streams were read
+                    await self._check_stalls()
+                    checked = time.monotonic()
                 changes, round_tokens = self._in_commit_order(changes, cut)
                 yield changes, round_tokens
                 # MongoDB holds an idle getMore for max_await_time_ms; the embedded server answers at once, so
@@ -348,25 +374,28 @@ class ChangeSource:
         return oid if isinstance(oid, ObjectId) else None
 
     async def _check_stalls(self) -> None:
-        """Raise StreamStalled where a table's newest document is newer than anything its stream reported and
-        was written over `stall_seconds` ago (documents carry their writing time in an ObjectId `_id`)."""
-        now = time.time()
+        """Raise StreamStalled where a table's newest document stayed newer than anything its stream reported
+        for `stall_seconds`, while the stream was read to its end (documents carry their writing time in an
+        ObjectId `_id`, which gives how far behind the feed is)."""
+        now, clock = time.time(), time.monotonic()
         behind = 0.0
         for table in await self.store.link_tables():
             if (table if self.per_table else "*") not in self._streams:
                 continue  # not followed yet: a table new to the feed is read whole when its stream opens
             oid = await self._newest_id(table)
-            if oid is None:
-                continue
             known = self._known.get(table)
-            if known is None:  # first sight of the table (one stream for the database): what is there is known
-                self._known[table] = oid
+            if oid is None or known is None:  # first sight of the table (one stream for the database)
+                if oid is not None:
+                    self._known[table] = oid
                 continue
             if oid <= known:
+                self._suspects.pop(table, None)
                 continue
-            age = now - oid.generation_time.timestamp()
-            behind = max(behind, age)
-            if age > self.stall_seconds:
+            behind = max(behind, now - oid.generation_time.timestamp())
+            suspect = self._suspects.get(table)
+            if suspect is None or suspect[0] <= known:  # a new one: judged at a later check
+                self._suspects[table] = (oid, clock)
+            elif clock - suspect[1] > self.stall_seconds:
                 self.behind_seconds = behind
                 raise StreamStalled(table)
         self.behind_seconds = behind
@@ -380,11 +409,16 @@ class ChangeSource:
         self._scanned = True
         for name in names:
             if name not in self._streams:
-                self._streams[name] = await self._open(name, tokens.get(name))
+                new = name not in tokens and (bool(tokens) or not first_scan)
+                # A table new to the feed, on the embedded server: from the first change it recorded (its writers
+                # have it recorded before their first link, see `track_changes`).
+                start = EMBEDDED_START if new and self.per_table else tokens.get(name)
+                self._streams[name] = await self._open(name, start)
                 if self.per_table and (newest := await self._newest_id(name)) is not None:
                     self._known.setdefault(name, newest)
                 # New to a feed that ran before (now, or before a restart): the very first start begins at now.
-                if name not in tokens and (tokens or not first_scan):
+                # Its links already there are read too: those its stream never recorded (written before it was).
+                if new or name in self.reread:
                     self._backfill[name] = None
 
     async def _backfill_round(self) -> list[LinkChange]:
@@ -401,9 +435,17 @@ class ChangeSource:
                 changes.append(LinkChange("insert", table, str(doc.get("_id")), self._document(doc), sec, inc))
             if len(docs) < DRAIN_LIMIT:
                 del self._backfill[table]
+                if table in self.reread:
+                    self._reread_done.add(table)
             else:
                 self._backfill[table] = docs[-1]["_id"]
         return changes
+
+    def reread_done(self) -> set[str]:
+        """The tables of `reread` read whole since the last call."""
+        done, self._reread_done = self._reread_done, set()
+        self.reread -= done
+        return done
 
     async def _open(self, name: str, token: Any, *, back: bool = False) -> Any:
         """A stream on one table (or `*`, the database) after `token`, from now without one, or a minute back
@@ -476,6 +518,27 @@ class ChangeSource:
         return second, count
 
 
+def _reported_once(changes: list[LinkChange]) -> list[LinkChange]:
+    """The changes without the links read from a table that its stream reported in the same round: the stream's
+    report carries the link's place in the commit order."""
+    streamed = {(change.table, change.oid) for change in changes if change.token is not None}
+    return [change for change in changes if change.token is not None or (change.table, change.oid) not in streamed]
+
+
+async def track_changes(mongo: MongoConnection, table: str) -> None:
+    """Have the embedded server record `table`'s changes from now on: it records a collection's changes only once
+    a change stream was opened on it (and keeps doing so after it closed). Nothing to do on MongoDB."""
+    await mongo.supports_transactions()  # identifies the server
+    if not mongo.embedded:
+        return
+    with translate_errors(write=False):
+        stream = await _opened(mongo.db[table].watch(max_await_time_ms=1))
+        try:
+            await stream.try_next()  # motor opens its stream only when first asked for a change
+        finally:
+            await _closed(stream)
+
+
 def _embedded_row(token: Any) -> int:
     data = token.get("_data") if isinstance(token, dict) else None
     if isinstance(data, str) and data.startswith("nx:") and data[3:].isdigit():
@@ -505,4 +568,4 @@ def _token_lost(exc: BaseException) -> bool:
     return exc.code in _TOKEN_LOST_CODES or any(text in str(exc) for text in _TOKEN_LOST_TEXTS)
 
 
-__all__ = ["ChangeSource", "LinkChange", "WatchStore"]
+__all__ = ["ChangeSource", "LinkChange", "WatchStore", "track_changes"]

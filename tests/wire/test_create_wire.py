@@ -218,6 +218,8 @@ async def test_folded_reads_answer_like_separate_reads_in_one_aggregate(
     )
     client = await aiohttp_client(create_app(settings, mongo=wire_mongo))
     assert (await create(client, link_body("app_run_host", 41, 21))).code == 0
+    # The first write to a table readies it for the event feed first (on this server, a stream opened once).
+    assert (await create(client, link_body("bk_router_connect_bk_switch", 31, 15))).code == 0
     before = dict(wire_mongo.commands.by_name)
 
     codes = [

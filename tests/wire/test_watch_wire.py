@@ -26,9 +26,10 @@ from cmdb_asso.service.permission import StaticPolicy, UserGrants
 from cmdb_asso.service.watch import NO_EVENT_CURSOR, EventFeed
 from cmdb_asso.storage.client import MongoConnection
 from cmdb_asso.storage.documents import archive_document, stored_link_from
-from cmdb_asso.storage.watch import CHAIN, ChangeSource
+from cmdb_asso.storage.schema import seed_demo
+from cmdb_asso.storage.watch import CHAIN, ChangeSource, StreamStalled
 from tests.conftest import AiohttpClient
-from tests.helpers import Answer, call, create, link_body
+from tests.helpers import Answer, add_definition, call, create, link_body
 from tests.wire.conftest import add_instances
 
 pytestmark = pytest.mark.wire
@@ -76,10 +77,12 @@ async def watch(client: Client, spelling: str = "native", user: str = "admin", *
     return await call(client, "watch", {"bk_resource": "inst_asst", **body}, spelling=spelling, user=user)
 
 
-async def _events_until(client: Client, cursor: str, count: int, **body: Any) -> tuple[list[dict[str, Any]], str]:
-    """Follow the stream from `cursor` until `count` events came (each call a long poll)."""
+async def _events_until(
+    client: Client, cursor: str, count: int, rounds: int = 100, **body: Any
+) -> tuple[list[dict[str, Any]], str]:
+    """Follow the stream from `cursor` until `count` events came (each call a long poll, at most `rounds`)."""
     events: list[dict[str, Any]] = []
-    for _ in range(100):
+    for _ in range(rounds):
         answer = await watch(client, bk_cursor=cursor, **body)
         assert answer.code == 0, answer
         if answer.data["bk_watched"]:
@@ -322,6 +325,123 @@ async def test_batches_and_delete_many_appear_once_each_in_commit_order(watcher:
         ("create", created[0]), ("create", created[1]), ("create", created[2]), ("create", single),
         ("delete", created[0]), ("delete", created[1]),
     ]  # fmt: skip
+
+
+async def test_links_created_and_deleted_before_the_feed_opens_their_new_tables_still_give_their_events(
+    watcher: Client, wire_mongo: MongoConnection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The embedded server records a table's changes only while it is tracked: tables a writer made and changed
+    before the feeder looked at them (a busy feeder, a slow rescan) still give every create and delete."""
+    await seed_demo(wire_mongo, "tenant2")  # a second supplier, whose link tables do not exist yet
+    tenant = {"X-Bkcmdb-Supplier-Account": "tenant2"}
+    writes_done = asyncio.Event()
+    open_missing = ChangeSource._open_missing
+
+    async def after_the_writes(source: ChangeSource, tokens: dict[str, Any]) -> None:
+        await writes_done.wait()
+        await open_missing(source, tokens)
+
+    monkeypatch.setattr(ChangeSource, "_open_missing", after_the_writes)
+    batch = await call(watcher, "create_many", {
+        "bk_obj_id": "bk_router", "bk_asst_obj_id": "bk_switch", "bk_obj_asst_id": "bk_router_connect_bk_switch",
+        "details": [{"bk_inst_id": 31, "bk_asst_inst_id": switch} for switch in (11, 12, 13)]},
+        headers=tenant)  # fmt: skip
+    assert batch.code == 0, batch
+    assert len(batch.data["success_created"]) == 3, batch.body
+    created = [batch.data["success_created"][str(index)] for index in range(3)]
+    removed = await call(watcher, "delete_many", {"bk_obj_id": "bk_switch", "id": created[:2]}, headers=tenant)
+    assert (removed.code, removed.data) == (0, 2)
+    writes_done.set()
+
+    events = await _tenant_events_until(watcher, tenant, 5)
+
+    assert [(event["bk_event_type"], event["bk_detail"]["id"]) for event in events] == [
+        ("create", created[0]), ("create", created[1]), ("create", created[2]),
+        ("delete", created[0]), ("delete", created[1]),
+    ]  # fmt: skip
+
+
+async def _tenant_events_until(client: Client, headers: dict[str, str], count: int) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    cursor = NO_EVENT_CURSOR
+    for _ in range(20):
+        answer = await call(client, "watch", {"bk_resource": "inst_asst", "bk_cursor": cursor}, headers=headers)
+        assert answer.code == 0, answer
+        if answer.data["bk_watched"]:
+            events += answer.data["bk_events"]
+        cursor = answer.data["bk_events"][-1]["bk_cursor"]
+        if len(events) >= count:
+            return events
+    raise AssertionError(f"only {len(events)} events came: {events}")
+
+
+async def test_a_slow_round_is_no_stalled_stream(watcher: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A link written while the feeder spends longer than `stall_seconds` on a round is reported by the next
+    round's read of its stream: the feed does not start again (which replays, and once lost removals)."""
+    assert watcher.app is not None
+    feed = watcher.app[WATCH].feed
+    assert feed is not None
+    slow, rows = asyncio.Event(), EventFeed._rows
+
+    async def slow_rows(self: EventFeed, changes: list[Any]) -> list[dict[str, Any]]:
+        found = await rows(self, changes)
+        if changes and not slow.is_set():
+            slow.set()
+            await asyncio.sleep(3 * feed.stall_seconds)  # the second link is written meanwhile
+        return found
+
+    monkeypatch.setattr(EventFeed, "_rows", slow_rows)
+    first = (await create(watcher, link_body("bk_switch_belong_bk_host", 11, 21))).data["id"]
+    await slow.wait()
+    second = (await create(watcher, link_body("bk_switch_belong_bk_host", 12, 22))).data["id"]
+
+    events, _ = await _events_until(watcher, NO_EVENT_CURSOR, 2, rounds=30)
+
+    assert [event["bk_detail"]["id"] for event in events] == [first, second]
+    assert feed.restarts == 0
+
+
+async def test_after_a_stalled_stream_the_changes_it_recorded_are_replayed_with_its_table(
+    watcher: Client, wire_mongo: MongoConnection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A link created and deleted while its table's stream did not deliver: the feed starts again from the
+    stream's saved token (and reads the table whole), so neither change is lost. (A link between hosts: one table,
+    whose stream alone records it.)"""
+    await add_definition(wire_mongo, "host_connect_host", "host", "connect", "host", "n:n")
+    assert watcher.app is not None
+    feed = watcher.app[WATCH].feed
+    assert feed is not None
+    await create(watcher, link_body("bk_switch_belong_bk_host", 11, 21))
+    await _events_until(watcher, NO_EVENT_CURSOR, 1)
+    silent, stall = asyncio.Event(), asyncio.Event()
+    drain, check = ChangeSource._drain, ChangeSource._check_stalls
+
+    async def maybe_silent(source: ChangeSource, name: str, stream: Any, tokens: dict[str, Any]) -> list[Any]:
+        # Silent until the feed started again (with new streams, which a driver opens at their first read).
+        return [] if silent.is_set() and feed.restarts == 0 else await drain(source, name, stream, tokens)
+
+    async def stalled_when_told(source: ChangeSource) -> None:
+        if stall.is_set():
+            stall.clear()
+            raise StreamStalled("cc_InstAsst_0_pub_host")
+        await check(source)
+
+    monkeypatch.setattr(ChangeSource, "_drain", maybe_silent)
+    monkeypatch.setattr(ChangeSource, "_check_stalls", stalled_when_told)
+    silent.set()
+    made = await create(watcher, link_body("host_connect_host", 21, 22))
+    assert made.code == 0, made
+    link_id = made.data["id"]
+    removed = await call(watcher, "delete", {"bk_obj_id": "host", "id": link_id})
+    assert removed.code == 0, removed
+    stall.set()
+
+    events, _ = await _events_until(watcher, NO_EVENT_CURSOR, 3, rounds=30)
+
+    assert [(event["bk_event_type"], event["bk_detail"]["id"]) for event in events[1:]] == [
+        ("create", link_id),
+        ("delete", link_id),
+    ]
 
 
 async def test_a_cursor_resumes_after_a_restart_with_nothing_lost_or_repeated(
