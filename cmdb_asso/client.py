@@ -258,6 +258,14 @@ class AssociationClient:
         groups: list[dict[str, Any]] = await self.call("topo", {"bk_obj_id": obj_id, "bk_inst_id": inst_id})
         return groups
 
+    async def association_tab(self, obj_id: str, inst_id: int, *, start: int = 0, limit: int = 200) -> dict[str, Any]:
+        """A page of one instance's links, both directions, with the instances at their ends (the Association
+        tab's graph; served natively only)."""
+        page: dict[str, Any] = await self.call(
+            "association_tab", {"bk_obj_id": obj_id, "id": inst_id, "start": start, "limit": limit}
+        )
+        return page
+
     async def links_with_instances(
         self,
         obj_id: str,
@@ -381,7 +389,7 @@ class AssociationClient:
         described = BY_NAME[operation]
         method, path, esb_name = described.method, described.native_path, described.esb_name
         headers = {"Content-Type": "application/json"}
-        if self.spelling == "esb":
+        if self.spelling == "esb" and described.esb:
             body = {**params, "bk_app_code": self.app_code, "bk_app_secret": self.app_secret, "bk_username": self.user}
             if self.supplier_account:
                 body["bk_supplier_account"] = self.supplier_account

@@ -27,6 +27,10 @@ class Operation:
     idempotent: bool = False
     # Holds the request open while it waits for something new (the watch's long poll).
     long_poll: bool = False
+    # Reachable by its ESB name too (bk-cmdb's frontend-only routes are not: they are served natively only).
+    esb: bool = True
+    # Whether the body is read at all (bk-cmdb ignores the body of some routes: any body, even malformed, is fine).
+    reads_body: bool = True
     # For the API document: what it does, a body that works on the demo data, and the business codes it may
     # answer beyond those every operation may (invalid input, permission, the store unavailable).
     summary: str = ""
@@ -103,5 +107,11 @@ OPERATIONS: tuple[Operation, ...] = (
               summary="Link create and delete events after a cursor or a time, waiting a while for new ones",
               example={"bk_resource": "inst_asst", "bk_event_types": ["create", "delete"], "bk_start_from": 0},
               codes=(1103007,)),
+    Operation("association_tab", "POST",
+              "/api/v3/findmany/inst/association/object/{bk_obj_id}/inst_id/{id}/offset/{start}/limit/{limit}/web",
+              "find_instance_associations_web", False, esb=False, reads_body=False,
+              summary="A page of one instance's links, both directions, with the instances at their ends (what the "
+                      "Association tab's graph draws); native only, the body is not read",
+              example={"bk_obj_id": "bk_switch", "id": 11, "start": 0, "limit": 200}, codes=(1199059,)),
 )  # fmt: skip
 BY_NAME = {operation.name: operation for operation in OPERATIONS}

@@ -109,6 +109,10 @@ class Graph:
 # Models whose instances bk-cmdb's topology and base info name by another field (GetInstNameFieldName).
 _DETAIL_NAME_FIELDS = {"host": "bk_host_innerip"}
 # Models bk-cmdb's topology never asks view permission for: mainline levels and these (CONTRACT 11).
+# Models whose instances the Association tab shows without a view check (bk-cmdb's HasFindModelInstAuth).
+_TAB_NEVER_DENIED = frozenset({"set", "module", "process"})
+# Fields the Association tab reads besides an instance's id and name (CONTRACT-ui 19, read c).
+_TAB_EXTRA_FIELDS = {"host": ("bk_host_innerip_v6",), "biz": ("default",), "set": ("default",), "module": ("default",)}
 _TOPO_EXEMPT = frozenset({"biz", "set", "module", "process", "plat", "bk_biz_set_obj", "bk_project"})
 
 
@@ -389,6 +393,58 @@ class QueryService:
                 entry = _topo_entry(target, model, "", 0, "", 0)
                 groups.append({**entry, "count": len(children), "children": children})
         return groups
+
+    async def association_tab(
+        self, caller: Caller, obj_id: str, inst_id: int, *, start: int, limit: int
+    ) -> dict[str, Any]:
+        """A page of one instance's links in `obj_id`'s table, both directions, in id order: those whose source
+        model is `obj_id` under `src`, the others under `dst`, with the id and name of every instance at their
+        ends by model, and the count of all its links (CONTRACT-ui 19)."""
+        supplier = caller.supplier_account
+        if obj_id not in await self.store.find_models([obj_id], supplier):
+            raise ParamEmpty("bk_obj_id")
+        if obj_id not in _TAB_NEVER_DENIED:
+            await self.authorize_view(caller, obj_id)
+        limit = limit or BASE_INFO_DEFAULT_LIMIT
+        if limit > BASE_INFO_PAGE_LIMIT and limit != UNBOUNDED_LIMIT:
+            raise PageLimitExceeded()
+        query = {"$or": [{"bk_obj_id": obj_id, "bk_inst_id": inst_id},
+                         {"bk_asst_obj_id": obj_id, "bk_asst_inst_id": inst_id}]}  # fmt: skip
+        count = await self.store.count_links(obj_id, supplier, query)
+        unbounded = limit == UNBOUNDED_LIMIT
+        if unbounded and count - start > self.max_unbounded:
+            raise PageLimitExceeded()
+        links = await self.store.find_links(
+            obj_id, supplier, query, sort=[("id", 1)], skip=start, limit=self.max_unbounded if unbounded else limit
+        )
+        ends: dict[str, dict[int, None]] = {}
+        for link in links:
+            for side_obj, side_id in ((link["bk_obj_id"], link["bk_inst_id"]),
+                                      (link["bk_asst_obj_id"], link["bk_asst_inst_id"])):  # fmt: skip
+                if is_int64(side_id):
+                    ends.setdefault(str(side_obj), {})[side_id] = None
+        instances = await asyncio.gather(
+            *(self._tab_instances(supplier, model, list(ids)) for model, ids in ends.items())
+        )
+        return {
+            "association_count": count,
+            "data": {
+                "association": {
+                    "src": [_link_item(link, ()) for link in links if link["bk_obj_id"] == obj_id],
+                    "dst": [_link_item(link, ()) for link in links if link["bk_obj_id"] != obj_id],
+                },
+                "instance": dict(sorted(zip(ends, instances, strict=True))),
+            },
+            "page": {"limit": limit, "start": start},
+        }
+
+    async def _tab_instances(self, supplier: str, obj_id: str, ids: list[int]) -> list[dict[str, Any]]:
+        """The instances of `obj_id` with these ids that exist, in this order: their id and name fields only."""
+        table = instance_table(obj_id, supplier)
+        name_field = _DETAIL_NAME_FIELDS.get(obj_id, table.name_field)
+        fields = [table.id_field, name_field, *_TAB_EXTRA_FIELDS.get(obj_id, ())]
+        docs = await self.store.find_instances(obj_id, supplier, ids, fields)
+        return [_instance_detail(obj_id, docs[inst_id], fields) for inst_id in ids if inst_id in docs]
 
     async def base_info(self, caller: Caller, request: BaseInfoRequest) -> dict[str, Any]:
         """A page of the links between one instance and another model's instances, in one direction, as the

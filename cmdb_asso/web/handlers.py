@@ -40,6 +40,7 @@ from cmdb_asso.web.envelope import request_language, success
 from cmdb_asso.web.graph_page import GRAPH_PAGE
 from cmdb_asso.web.identity import esb_caller, native_caller
 from cmdb_asso.web.schemas import (
+    AssociationTabSchema,
     CreateAssociationSchema,
     CreateManySchema,
     DeleteManySchema,
@@ -81,6 +82,7 @@ _SEARCH = SearchSchema()
 _PAGE = PageSchema()
 _GRAPH = GraphSchema()
 _TOPO = TopoSchema()
+_ASSOCIATION_TAB = AssociationTabSchema()
 
 
 # How deeply a body may nest. No operation needs more than a few levels; the cap keeps every accepted body
@@ -134,15 +136,16 @@ async def _answer(
 
 
 def native_view(
-    operation: OperationHandler, *, writes: bool, name: str = "", idempotent: bool = False
+    operation: OperationHandler, *, writes: bool, name: str = "", idempotent: bool = False, reads_body: bool = True
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
-    """An aiohttp handler for the native spelling: identity from headers, path parameters over the body."""
+    """An aiohttp handler for the native spelling: identity from headers, path parameters over the body (which
+    is not read at all unless `reads_body`)."""
 
     async def view(request: web.Request) -> web.Response:
         request[OPERATION_WRITES] = writes
         settings = request.app[SETTINGS]
         caller = native_caller(request, request[REQUEST_ID], settings.supplier_account)
-        body = await _read_body(request)
+        body = await _read_body(request) if reads_body else {}
         if request.match_info:
             body = {**(body or {}), **request.match_info}
         return await _answer(request, operation, Call(caller, body), name, idempotent)
@@ -283,6 +286,14 @@ async def instance_base_info(request: web.Request, call: Call) -> dict[str, Any]
         parse_contract_sort(body["sort"]),
     )  # fmt: skip
     return await request.app[QUERIES].base_info(call.caller, checked)
+
+
+async def association_tab(request: web.Request, call: Call) -> dict[str, Any]:
+    """A page of one instance's links, both directions, with the instances at their ends (CONTRACT-ui 19)."""
+    path = load_body(_ASSOCIATION_TAB, call.params)
+    return await request.app[QUERIES].association_tab(
+        call.caller, path["bk_obj_id"], path["id"], start=path["start"], limit=path["limit"]
+    )
 
 
 async def links_with_instance_details(request: web.Request, call: Call) -> dict[str, Any]:

@@ -35,6 +35,7 @@ REQUEST_SCHEMAS: dict[str, type[Schema]] = {
     "search_inst_asst_object_inst_base_info": schemas.BaseInfoSchema,
     "search_inst_association_graph": schemas.GraphSchema,
     "resource_watch": schemas.WatchSchema,
+    "find_instance_associations_web": schemas.AssociationTabSchema,
 }
 
 _LINK: dict[str, Any] = {
@@ -51,6 +52,29 @@ _LINK: dict[str, Any] = {
 _LINKS = {"type": "array", "items": {"$ref": "#/components/schemas/Link"}}
 # The `data` of a successful answer, by ESB name.
 RESPONSE_DATA: dict[str, dict[str, Any]] = {
+    "find_instance_associations_web": {
+        "type": "object",
+        "properties": {
+            "association_count": {"type": "integer", "format": "int64"},
+            "data": {
+                "type": "object",
+                "properties": {
+                    "association": {
+                        "type": "object",
+                        "properties": {
+                            side: {"type": "array", "items": {"$ref": "#/components/schemas/Link"}}
+                            for side in ("src", "dst")
+                        },
+                    },
+                    "instance": {
+                        "type": "object",
+                        "additionalProperties": {"type": "array", "items": {"type": "object"}},
+                    },
+                },
+            },
+            "page": {"type": "object", "properties": {"limit": {"type": "integer"}, "start": {"type": "integer"}}},
+        },
+    },
     "add_instance_association": {
         "type": "object",
         "properties": {"id": {"type": "integer", "format": "int64", "nullable": True}, "dry_run": {"type": "boolean"}},
@@ -321,6 +345,7 @@ def _links(spelling: str, esb_name: str) -> dict[str, Any]:
 def _native_operation(route: Operation, schema_name: str) -> dict[str, Any]:
     path_names = [part[1:-1] for part in route.native_path.split("/") if part.startswith("{")]
     path_schemas = {"bk_obj_id": _MODEL_ID, "id": {**_INT64, "minimum": 0}, "bk_inst_id": _INT64,
+                    "start": {**_INT64, "minimum": 0}, "limit": {**_INT64, "minimum": 0},
                     "bk_resource": {"type": "string", "enum": ["inst_asst"]}}  # fmt: skip
     parameters: list[dict[str, Any]] = [
         {"name": name, "in": "path", "required": True, "schema": path_schemas[name]} for name in path_names
@@ -362,11 +387,12 @@ _EVERY_OPERATION = (1199000, 1199006, 1199010, 1199027, 1199017, 1199998, 119999
 def _description(route: Operation, spelling: str) -> str:
     """What the operation does, how it is reached in the other spelling, and the codes it may answer."""
     meanings = error_codes()
-    other = (
-        f"The ESB spelling: `POST {route.esb_path}`, the same body plus the ESB credentials."
-        if spelling == "native"
-        else f"The native spelling: `{route.method} {route.native_path}`."
-    )
+    if not route.esb:
+        other = "bk-cmdb serves it to its own frontend only: no ESB spelling."
+    elif spelling == "native":
+        other = f"The ESB spelling: `POST {route.esb_path}`, the same body plus the ESB credentials."
+    else:
+        other = f"The native spelling: `{route.method} {route.native_path}`."
     codes = [*route.codes, *(code for code in _EVERY_OPERATION if code not in route.codes)]
     if route.writes:
         codes.append(1199035)
@@ -457,9 +483,11 @@ def build_spec() -> dict[str, Any]:
             spec.components.schema(schema_name, schema=schema_class)
             registered.add(schema_name)
         spec.components.schema(f"Native_{route.esb_name}", _native_envelope(RESPONSE_DATA[route.esb_name]))
-        spec.components.schema(f"Esb_{route.esb_name}", _esb_envelope(RESPONSE_DATA[route.esb_name]))
         spec.path(path=route.native_path, operations={route.method.lower(): _native_operation(route, schema_name)})
-        spec.path(path=f"{ESB_PREFIXES[0]}{route.esb_name}/", operations={"post": _esb_operation(route, schema_name)})
+        if route.esb:
+            spec.components.schema(f"Esb_{route.esb_name}", _esb_envelope(RESPONSE_DATA[route.esb_name]))
+            path = f"{ESB_PREFIXES[0]}{route.esb_name}/"
+            spec.path(path=path, operations={"post": _esb_operation(route, schema_name)})
     for path, description in (
         ("/healthz", "the process is alive"),
         ("/readyz", "MongoDB answers a ping"),

@@ -28,6 +28,7 @@ HANDLERS: dict[str, handlers.OperationHandler] = {
     "base_info": handlers.instance_base_info,
     "graph": handlers.graph_of_instance_associations,
     "watch": handlers.watch_link_events,
+    "association_tab": handlers.association_tab,
 }
 
 
@@ -36,12 +37,14 @@ def setup_routes(app: web.Application) -> None:
     for operation in OPERATIONS:
         run = HANDLERS[operation.name]
         writes, name, idempotent = operation.writes, operation.esb_name, operation.idempotent
-        native = handlers.native_view(run, writes=writes, name=name, idempotent=idempotent)
+        native = handlers.native_view(
+            run, writes=writes, name=name, idempotent=idempotent, reads_body=operation.reads_body
+        )
         esb = handlers.esb_view(run, writes=writes, name=name, idempotent=idempotent)
         for view in (native, esb):
             setattr(view, LONG_POLL_MARK, operation.long_poll)
         app.router.add_route(operation.method, operation.native_path, native)
-        for prefix in ESB_PREFIXES:
+        for prefix in ESB_PREFIXES if operation.esb else ():
             app.router.add_post(f"{prefix}{operation.esb_name}/", esb)
             app.router.add_post(f"{prefix}{operation.esb_name}", esb)
     app.router.add_get("/healthz", handlers.healthz)

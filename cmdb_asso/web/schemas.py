@@ -277,6 +277,15 @@ class TopoSchema(_Schema):
     bk_inst_id = SignedIntegerId(required=True)
 
 
+class AssociationTabSchema(_Schema):
+    """The Association tab's page: the instance, the page's start and limit, then the model, all from the path."""
+
+    id = IntegerId(required=True)
+    start = IntegerId(required=True)
+    limit = IntegerId(required=True)
+    bk_obj_id = model_id_field(required=True, error_messages=EMPTY | {"invalid": "empty"})
+
+
 class GraphSchema(_Schema):
     """The graph of many hops: the root instance, which way to walk, how far, along which definitions, and
     how many instances at most."""

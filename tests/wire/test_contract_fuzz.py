@@ -84,7 +84,8 @@ def test_every_operation_answers_what_its_document_says_and_never_a_5xx(
         response_headers_conformance,
     ]
     operations = [result.ok() for result in api_schema.get_all_operations()]  # type: ignore[union-attr]
-    assert len([op for op in operations if op.path.startswith("/api/")]) == 2 * len(OPERATIONS)  # 2 spellings
+    spellings = sum(2 if operation.esb else 1 for operation in OPERATIONS)  # native, and ESB where bk-cmdb has it
+    assert len([op for op in operations if op.path.startswith("/api/")]) == spellings
 
     for operation in operations:
         if mode is GenerationMode.NEGATIVE and not operation.path.startswith("/api/"):
