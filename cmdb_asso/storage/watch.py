@@ -527,16 +527,19 @@ def _reported_once(changes: list[LinkChange]) -> list[LinkChange]:
 
 async def track_changes(mongo: MongoConnection, table: str) -> None:
     """Have the embedded server record `table`'s changes from now on: it records a collection's changes only once
-    a change stream was opened on it (and keeps doing so after it closed). Nothing to do on MongoDB."""
+    a change stream was opened on it (and keeps doing so after it closed). Nothing to do on MongoDB. Best effort:
+    a server that serves no change streams has no feed to miss anything, and a write never fails for this."""
     await mongo.supports_transactions()  # identifies the server
     if not mongo.embedded:
         return
-    with translate_errors(write=False):
+    try:
         stream = await _opened(mongo.db[table].watch(max_await_time_ms=1))
         try:
             await stream.try_next()  # motor opens its stream only when first asked for a change
         finally:
             await _closed(stream)
+    except (PyMongoError, NotImplementedError, TypeError) as exc:
+        log.info("change_tracking_not_started", table=table, error=type(exc).__name__)
 
 
 def _embedded_row(token: Any) -> int:

@@ -281,13 +281,16 @@ async def test_a_server_without_union_with_falls_back_to_separate_reads(
 ) -> None:
     folded = replace(wire_settings, mongodb=replace(wire_settings.mongodb, fold_reads="on"))
     client, _mongo = await _app(aiohttp_client, folded, proxy)
+    # The tables' first write readies them for the event feed (a change stream opened once, an aggregate too).
+    assert (await create(client, link_body("bk_switch_belong_bk_host", 13, 23))).code == 0
+    before = proxy.seen.count("aggregate")
     proxy.fail("aggregate", command_error(40324, "Location40324", "Unrecognized pipeline stage name: '$unionWith'"))
 
     first = await create(client, link_body("bk_switch_belong_bk_host", 11, 21))
     second = await create(client, link_body("bk_switch_belong_bk_host", 12, 22))
 
     assert (first.code, second.code) == (0, 0)
-    assert proxy.seen.count("aggregate") == 1  # refused once, then separate finds from then on
+    assert proxy.seen.count("aggregate") - before == 1  # refused once, then separate finds from then on
 
 
 async def test_sharded_association_tables_are_refused_with_a_clear_message(
