@@ -103,6 +103,17 @@ class BodyUndecodable(CmdbError):
     code = 1199000
 
 
+class BodyNotDecoded(CmdbError):
+    """The body does not decode, where bk-cmdb wraps the decoder's failure as 1199006 (`New(1199006, err.Error())`):
+    code 1199006 with 1199000's text."""
+
+    code = 1199006
+
+    def message(self, language: Language) -> str:
+        """1199000's text in `language`, as bk-cmdb's wrapping gives it."""
+        return message(BodyUndecodable.code, language, ())
+
+
 class BodyInvalid(CmdbError):
     """The body, or one of its fields, has the wrong type or value (1199006)."""
 

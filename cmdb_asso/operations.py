@@ -113,5 +113,11 @@ OPERATIONS: tuple[Operation, ...] = (
               summary="A page of one instance's links, both directions, with the instances at their ends (what the "
                       "Association tab's graph draws); native only, the body is not read",
               example={"bk_obj_id": "bk_switch", "id": 11, "start": 0, "limit": 200}, codes=(1199059,)),
+    Operation("business_host_links", "POST", "/api/v3/find/instassociation/biz/{bk_biz_id}",
+              "find_instance_association_with_biz", False, esb=False, reads_body=False,
+              summary="Host links matching a Find condition, for a caller with access to the business (the host "
+                      "details' Association list inside a business); native only",
+              example={"bk_biz_id": 2, "bk_obj_id": "host", "condition": {"bk_asst_obj_id": "host",
+                       "bk_asst_inst_id": 21}}, codes=(1199059,)),
 )  # fmt: skip
 BY_NAME = {operation.name: operation for operation in OPERATIONS}

@@ -220,6 +220,15 @@ def view_permission_payload(obj_id: str, model_row_id: int | None, model_name: s
     }
 
 
+def business_access_payload(biz_id: int, biz_name: str) -> dict[str, Any]:
+    """The `permission` object of a business-access denial, as bk-cmdb's GenBizBatchNoPermissionResp builds it."""
+    instance = {"type": "biz", "type_name": "业务", "id": str(biz_id), "name": biz_name}
+    resource = {"system_id": SYSTEM_ID, "system_name": SYSTEM_NAME, "type": "biz", "type_name": "业务",
+                "instances": [[instance]]}  # fmt: skip
+    action = {"id": "find_business_resource", "name": "业务访问", "related_resource_types": [resource]}
+    return {"system_id": SYSTEM_ID, "system_name": SYSTEM_NAME, "actions": [action]}
+
+
 def view_model_payload(model_row_id: int | None, model_name: str, obj_id: str) -> dict[str, Any]:
     """The `permission` object of a topology denial: `view_sys_model` on the model's `cc_ObjDes` row."""
     row = str(model_row_id if model_row_id is not None else obj_id)

@@ -12,6 +12,7 @@ import structlog
 
 from cmdb_asso.domain import ModelInfo, StoredLink
 from cmdb_asso.errors import (
+    BodyInvalid,
     PageLimitExceeded,
     ParamEmpty,
     ParamMissing,
@@ -35,6 +36,7 @@ from cmdb_asso.service.filters import (
 from cmdb_asso.service.permission import (
     VIEW_UNCHECKED,
     Authorizer,
+    business_access_payload,
     denied_instances,
     view_instances_payload,
     view_model_payload,
@@ -220,6 +222,30 @@ class QueryService:
         """
         query = check_condition(condition)
         await self.authorize_view(caller, obj_id)
+        return await self._find(caller, obj_id, query)
+
+    async def authorize_business(self, caller: Caller, biz_id: int) -> None:
+        """Access to a business (bk-cmdb's `find_business_resource`), which the static policy grants as view
+        permission on model `biz`; the resource-pool business and an id with no business are not checked."""
+        if await self.authorizer.can_view(caller, "biz"):
+            return
+        found = await self.store.find_instances("biz", caller.supplier_account, [biz_id], ["bk_biz_name", "default"])
+        business = found.get(biz_id)
+        if business is None or business.get("default") == 1:
+            return
+        name = str(business.get("bk_biz_name") or biz_id)
+        raise PermissionDenied(permission=business_access_payload(biz_id, name))
+
+    async def business_host_links(self, caller: Caller, obj_id: str, condition: Any) -> list[dict[str, Any]]:
+        """Host links matching a Find condition, once the caller's access to a business was checked
+        (CONTRACT-ui 20): the business does not filter the links."""
+        if not obj_id:
+            raise ParamMissing("bk_obj_id")
+        if obj_id != "host":
+            raise BodyInvalid("bk_obj_id")
+        return await self._find(caller, obj_id, check_condition(condition))
+
+    async def _find(self, caller: Caller, obj_id: str, query: dict[str, Any]) -> list[dict[str, Any]]:
         if not await self.store.has_model(obj_id, caller.supplier_account):
             return []
         links = await self.store.find_links(

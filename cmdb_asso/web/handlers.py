@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from cmdb_asso.errors import BodyInvalid, CmdbError, ParamEmpty
+from cmdb_asso.errors import BodyInvalid, BodyNotDecoded, CmdbError, ParamEmpty
 from cmdb_asso.keys import (
     APP_AUTHENTICATOR,
     DRAINING,
@@ -41,6 +41,8 @@ from cmdb_asso.web.graph_page import GRAPH_PAGE
 from cmdb_asso.web.identity import esb_caller, native_caller
 from cmdb_asso.web.schemas import (
     AssociationTabSchema,
+    BusinessHostLinksSchema,
+    BusinessPathSchema,
     CreateAssociationSchema,
     CreateManySchema,
     DeleteManySchema,
@@ -83,6 +85,8 @@ _PAGE = PageSchema()
 _GRAPH = GraphSchema()
 _TOPO = TopoSchema()
 _ASSOCIATION_TAB = AssociationTabSchema()
+_BUSINESS_PATH = BusinessPathSchema()
+_BUSINESS_HOST_LINKS = BusinessHostLinksSchema()
 
 
 # How deeply a body may nest. No operation needs more than a few levels; the cap keeps every accepted body
@@ -104,19 +108,23 @@ def _depth_exceeds(value: Any, limit: int) -> bool:
     return False
 
 
-async def _read_body(request: web.Request) -> dict[str, Any] | None:
+async def _read_body(request: web.Request, invalid: Callable[[], CmdbError] | None = None) -> dict[str, Any] | None:
     """The body as a JSON object; None when it is empty. Anything else (not JSON, not an object, bad UTF-8,
-    nested deeper than any operation needs) answers 1199006 on every operation."""
+    nested deeper than any operation needs) answers `invalid()`, by default 1199006 'body'."""
     raw = await request.read()
     if not raw.strip():
         return None
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        raise BodyInvalid("body") from None
+        raise (invalid or _invalid_body)() from None
     if not isinstance(body, dict) or _depth_exceeds(body, MAX_BODY_DEPTH):
-        raise BodyInvalid("body")
+        raise (invalid or _invalid_body)()
     return body
+
+
+def _invalid_body() -> CmdbError:
+    return BodyInvalid("body")
 
 
 async def _answer(
@@ -294,6 +302,16 @@ async def association_tab(request: web.Request, call: Call) -> dict[str, Any]:
     return await request.app[QUERIES].association_tab(
         call.caller, path["bk_obj_id"], path["id"], start=path["start"], limit=path["limit"]
     )
+
+
+async def business_host_links(request: web.Request, call: Call) -> list[dict[str, Any]]:
+    """Host links matching a Find condition, gated by access to a business (CONTRACT-ui 20): the business is
+    checked before the body is read."""
+    path = load_body(_BUSINESS_PATH, call.params)
+    queries = request.app[QUERIES]
+    await queries.authorize_business(call.caller, path["bk_biz_id"])
+    body = load_body(_BUSINESS_HOST_LINKS, await _read_body(request, BodyNotDecoded) or {})
+    return await queries.business_host_links(call.caller, body["bk_obj_id"] or "", body["condition"])
 
 
 async def links_with_instance_details(request: web.Request, call: Call) -> dict[str, Any]:

@@ -36,6 +36,7 @@ REQUEST_SCHEMAS: dict[str, type[Schema]] = {
     "search_inst_association_graph": schemas.GraphSchema,
     "resource_watch": schemas.WatchSchema,
     "find_instance_associations_web": schemas.AssociationTabSchema,
+    "find_instance_association_with_biz": schemas.BusinessHostLinksSchema,
 }
 
 _LINK: dict[str, Any] = {
@@ -52,6 +53,7 @@ _LINK: dict[str, Any] = {
 _LINKS = {"type": "array", "items": {"$ref": "#/components/schemas/Link"}}
 # The `data` of a successful answer, by ESB name.
 RESPONSE_DATA: dict[str, dict[str, Any]] = {
+    "find_instance_association_with_biz": {"type": "array", "items": {"$ref": "#/components/schemas/Link"}},
     "find_instance_associations_web": {
         "type": "object",
         "properties": {
@@ -346,6 +348,7 @@ def _native_operation(route: Operation, schema_name: str) -> dict[str, Any]:
     path_names = [part[1:-1] for part in route.native_path.split("/") if part.startswith("{")]
     path_schemas = {"bk_obj_id": _MODEL_ID, "id": {**_INT64, "minimum": 0}, "bk_inst_id": _INT64,
                     "start": {**_INT64, "minimum": 0}, "limit": {**_INT64, "minimum": 0},
+                    "bk_biz_id": {**_INT64, "minimum": 1},
                     "bk_resource": {"type": "string", "enum": ["inst_asst"]}}  # fmt: skip
     parameters: list[dict[str, Any]] = [
         {"name": name, "in": "path", "required": True, "schema": path_schemas[name]} for name in path_names

@@ -29,6 +29,7 @@ HANDLERS: dict[str, handlers.OperationHandler] = {
     "graph": handlers.graph_of_instance_associations,
     "watch": handlers.watch_link_events,
     "association_tab": handlers.association_tab,
+    "business_host_links": handlers.business_host_links,
 }
 
 

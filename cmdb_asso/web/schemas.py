@@ -14,6 +14,7 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 from cmdb_asso.errors import (
     BodyInvalid,
+    BodyNotDecoded,
     BodyUndecodable,
     CmdbError,
     DataEmpty,
@@ -39,6 +40,7 @@ _KINDS: dict[str, Callable[[str], CmdbError]] = {
     "no_data": DataEmpty,
     "input_invalid": lambda _name: InputInvalid(),
     "page_limit": lambda _name: PageLimitExceeded(),
+    "not_decoded": lambda _name: BodyNotDecoded(),
 }
 MISSING: ErrorMessages = {"required": "missing", "null": "missing", "invalid": "invalid", "blank": "missing"}
 EMPTY: ErrorMessages = {"required": "empty", "null": "empty", "invalid": "invalid", "blank": "empty"}
@@ -284,6 +286,20 @@ class AssociationTabSchema(_Schema):
     start = IntegerId(required=True)
     limit = IntegerId(required=True)
     bk_obj_id = model_id_field(required=True, error_messages=EMPTY | {"invalid": "empty"})
+
+
+class BusinessPathSchema(_Schema):
+    """The business of a business-gated read, from the path: a positive int64 (else 1199006)."""
+
+    bk_biz_id = IntegerId(required=True, error_messages=MISSING, validate=validate.Range(min=1, error="invalid"))
+
+
+class BusinessHostLinksSchema(_Schema):
+    """Host links gated by a business: the model (which must be `host`) and a Find condition; a value of the
+    wrong JSON type does not decode."""
+
+    bk_obj_id = fields.String(load_default="", allow_none=True, error_messages={"invalid": "not_decoded"})
+    condition = fields.Dict(load_default=None, allow_none=True, error_messages={"invalid": "not_decoded"})
 
 
 class GraphSchema(_Schema):
