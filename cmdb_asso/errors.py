@@ -104,8 +104,8 @@ class BodyUndecodable(CmdbError):
 
 
 class BodyNotDecoded(CmdbError):
-    """The body does not decode, where bk-cmdb wraps the decoder's failure as 1199006 (`New(1199006, err.Error())`):
-    code 1199006 with 1199000's text."""
+    """The body does not decode, on a route where bk-cmdb wraps the decoder's failure: 1199000's text, as
+    1199006."""
 
     code = 1199006
 
