@@ -19,6 +19,11 @@ from cmdb_asso.service.patterns import is_cheap
 INT_FIELDS = frozenset({"id", "bk_inst_id", "bk_asst_inst_id", "bk_biz_id"})
 STRING_FIELDS = frozenset({"bk_obj_id", "bk_asst_obj_id", "bk_obj_asst_id", "bk_asst_id", "bk_supplier_account"})
 ASSOCIATION_FIELDS = INT_FIELDS | STRING_FIELDS
+# The type of each field a condition may name: a link's, and a definition's (`cc_ObjAsst`).
+LINK_FIELD_TYPES: dict[str, type] = {**dict.fromkeys(INT_FIELDS, int), **dict.fromkeys(STRING_FIELDS, str)}
+_DEFINITION_TEXT_FIELDS = ("bk_supplier_account", "bk_obj_asst_id", "bk_obj_asst_name", "bk_obj_id",
+                           "bk_asst_obj_id", "bk_asst_id", "mapping", "on_delete")  # fmt: skip
+DEFINITION_FIELD_TYPES: dict[str, type] = {"id": int, **dict.fromkeys(_DEFINITION_TEXT_FIELDS, str), "ispre": bool}
 COMPARISONS = frozenset({"$eq", "$ne", "$gt", "$gte", "$lt", "$lte"})
 LIST_OPERATORS = frozenset({"$in", "$nin"})
 LOGICAL = frozenset({"$and", "$or"})
@@ -49,12 +54,15 @@ def _is_scalar(value: Any) -> bool:
     return value is None or isinstance(value, str | int | float | bool)
 
 
-def _check_value(field: str, value: Any, where: str) -> None:
+def _check_value(field: str, value: Any, where: str, types: dict[str, type]) -> None:
     """A comparison value must be a scalar of the field's type (None is allowed, as MongoDB allows it);
     an integer must fit int64, or BSON could not encode the query."""
     if value is None:
         return
-    if field in INT_FIELDS:
+    if types[field] is bool:
+        if not isinstance(value, bool):
+            raise BodyInvalid(where)
+    elif types[field] is int:
         # orjson reads an integer past 64 bits as a float: bounded the same way, a number means one thing.
         in_range = isinstance(value, float) and INT64_MIN <= value <= INT64_MAX
         if not (is_int64(value) or in_range):
@@ -63,18 +71,18 @@ def _check_value(field: str, value: Any, where: str) -> None:
         raise BodyInvalid(where)
 
 
-def _check_field_condition(field: str, condition: Any) -> dict[str, Any] | Any:
+def _check_field_condition(field: str, condition: Any, types: dict[str, type]) -> dict[str, Any] | Any:
     if not isinstance(condition, dict):
         if not _is_scalar(condition):
             raise BodyInvalid(field)
-        _check_value(field, condition, field)
+        _check_value(field, condition, field, types)
         return condition
     if not condition:
         raise BodyInvalid(field)
     checked: dict[str, Any] = {}
     for operator, value in condition.items():
         if operator in COMPARISONS:
-            _check_value(field, value, operator)
+            _check_value(field, value, operator, types)
         elif operator in LIST_OPERATORS:
             if not isinstance(value, list):
                 raise BodyInvalid(operator)
@@ -83,7 +91,7 @@ def _check_field_condition(field: str, condition: Any) -> dict[str, Any] | Any:
             for item in value:
                 if not _is_scalar(item):
                     raise BodyInvalid(operator)
-                _check_value(field, item, operator)
+                _check_value(field, item, operator, types)
         elif operator == "$exists":
             if not isinstance(value, bool):
                 raise BodyInvalid(operator)
@@ -93,8 +101,9 @@ def _check_field_condition(field: str, condition: Any) -> dict[str, Any] | Any:
     return checked
 
 
-def check_condition(condition: Any, depth: int = 0) -> dict[str, Any]:
-    """Check a find `condition` against the allow-list and return it as a MongoDB filter; else 1199006."""
+def check_condition(condition: Any, depth: int = 0, types: dict[str, type] = LINK_FIELD_TYPES) -> dict[str, Any]:
+    """Check a find `condition` against the allow-list (the fields of `types`, links' by default) and return it
+    as a MongoDB filter; else 1199006."""
     if condition is None and depth == 0:
         return {}
     if not isinstance(condition, dict):
@@ -108,9 +117,9 @@ def check_condition(condition: Any, depth: int = 0) -> dict[str, Any]:
                 raise BodyInvalid(key)
             if len(value) > MAX_VALUES:
                 raise LimitExceeded(key, MAX_VALUES)
-            checked[key] = [check_condition(item, depth + 1) for item in value]
-        elif key in ASSOCIATION_FIELDS:
-            checked[key] = _check_field_condition(key, value)
+            checked[key] = [check_condition(item, depth + 1, types) for item in value]
+        elif key in types:
+            checked[key] = _check_field_condition(key, value, types)
         else:
             raise BodyInvalid(str(key))
     return checked
@@ -133,11 +142,11 @@ def _builder_rule(rule: dict[str, Any]) -> dict[str, Any]:
         for item in value:
             if item is None or not _is_scalar(item):
                 raise BodyInvalid("value")
-            _check_value(field, item, "value")
+            _check_value(field, item, "value", LINK_FIELD_TYPES)
     else:
         if value is None or not _is_scalar(value):
             raise BodyInvalid("value")
-        _check_value(field, value, "value")
+        _check_value(field, value, "value", LINK_FIELD_TYPES)
     return {field: {mongo_operator: value}}
 
 

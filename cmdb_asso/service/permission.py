@@ -231,8 +231,16 @@ def business_access_payload(biz_id: int, biz_name: str) -> dict[str, Any]:
 
 def view_model_payload(model_row_id: int | None, model_name: str, obj_id: str) -> dict[str, Any]:
     """The `permission` object of a topology denial: `view_sys_model` on the model's `cc_ObjDes` row."""
-    row = str(model_row_id if model_row_id is not None else obj_id)
-    instance = {"type": "sys_model", "type_name": "模型", "id": row, "name": model_name}
+    return view_models_payload([(model_row_id, model_name, obj_id)])
+
+
+def view_models_payload(models: list[tuple[int | None, str, str]]) -> dict[str, Any]:
+    """The `permission` object of a denial of `view_sys_model` on these models (row id, name, model id): one
+    inner list of instances per model."""
+    instances = [
+        [{"type": "sys_model", "type_name": "模型", "id": str(row if row is not None else obj_id), "name": name}]
+        for row, name, obj_id in models
+    ]
     return {
         "system_id": SYSTEM_ID,
         "system_name": SYSTEM_NAME,
@@ -246,7 +254,7 @@ def view_model_payload(model_row_id: int | None, model_name: str, obj_id: str) -
                         "system_name": SYSTEM_NAME,
                         "type": "sys_model",
                         "type_name": "模型",
-                        "instances": [[instance]],
+                        "instances": instances,
                     }
                 ],
             }

@@ -26,6 +26,7 @@ from cmdb_asso.service.context import Caller
 from cmdb_asso.service.filters import (
     ASSOCIATION_FIELDS,
     ASST_FILTER,
+    DEFINITION_FIELD_TYPES,
     CombinedRule,
     check_condition,
     check_rule_tree,
@@ -40,6 +41,7 @@ from cmdb_asso.service.permission import (
     denied_instances,
     view_instances_payload,
     view_model_payload,
+    view_models_payload,
     view_permission_payload,
 )
 from cmdb_asso.storage.associations import AssociationStore
@@ -244,6 +246,40 @@ class QueryService:
         if obj_id != "host":
             raise BodyInvalid("bk_obj_id")
         return await self._find(caller, obj_id, check_condition(condition))
+
+    async def model_associations(self, caller: Caller, condition: Any) -> dict[str, Any]:
+        """The association definitions (`cc_ObjAsst` rows) matching an allow-listed condition, in id order, with
+        their count, once the caller may view every source model among them (CONTRACT-ui 21)."""
+        rows = await self.store.definition_rows(
+            check_condition(condition, types=DEFINITION_FIELD_TYPES), caller.supplier_account
+        )
+        await self._authorize_models_view(caller, sorted({str(row.get("bk_obj_id", "")) for row in rows}))
+        return {"count": len(rows), "info": [_definition_row(row) for row in rows]}
+
+    async def definitions_by_ids(self, caller: Caller, obj_id: str, obj_asst_ids: list[str]) -> list[dict[str, Any]]:
+        """The definitions with these ids in which `obj_id` is the source or the target, in id order, once the
+        caller may view the model (CONTRACT-ui 22)."""
+        await self._authorize_models_view(caller, [obj_id])
+        if not obj_asst_ids:
+            return []
+        query = {"$or": [{"bk_obj_id": obj_id}, {"bk_asst_obj_id": obj_id}],
+                 "bk_obj_asst_id": {"$in": sorted(set(obj_asst_ids))}}  # fmt: skip
+        return [_definition_row(row) for row in await self.store.definition_rows(query, caller.supplier_account)]
+
+    async def _authorize_models_view(self, caller: Caller, obj_ids: list[str]) -> None:
+        """`view_sys_model` on each of these models but the exempt ones and those without a `cc_ObjDes` row; one
+        denial names every model denied."""
+        checked = [obj_id for obj_id in obj_ids if obj_id not in _TOPO_EXEMPT]
+        if not checked:
+            return
+        models = await self.store.find_models(checked, caller.supplier_account)
+        denied = [
+            (models[obj_id].row_id, models[obj_id].name or obj_id, obj_id)
+            for obj_id in checked
+            if obj_id in models and not await self.authorizer.can_view(caller, obj_id)
+        ]
+        if denied:
+            raise PermissionDenied(permission=view_models_payload(denied))
 
     async def _find(self, caller: Caller, obj_id: str, query: dict[str, Any]) -> list[dict[str, Any]]:
         if not await self.store.has_model(obj_id, caller.supplier_account):
@@ -582,6 +618,18 @@ class QueryService:
         if obj_id in _TOPO_EXEMPT or await self.authorizer.can_view(caller, obj_id):
             return
         raise PermissionDenied(permission=view_model_payload(model.row_id, model.name or obj_id, obj_id))
+
+
+# bk-cmdb's Association struct: a definition's keys in order, none left out.
+DEFINITION_KEYS = ("id", "bk_supplier_account", "bk_obj_asst_id", "bk_obj_asst_name", "bk_obj_id", "bk_asst_obj_id",
+                   "bk_asst_id", "mapping", "on_delete", "ispre")  # fmt: skip
+
+
+def _definition_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A `cc_ObjAsst` row as bk-cmdb's Association struct renders it: every key, in order; `ispre` null when not
+    stored, the others their Go zero values."""
+    zero: dict[str, Any] = {"id": 0, "ispre": None}
+    return {key: row.get(key, zero.get(key, "")) for key in DEFINITION_KEYS}
 
 
 def _topo_entry(obj_id: str, model: ModelInfo, entry_id: str, inst_id: int, name: str, asso_id: int) -> dict[str, Any]:

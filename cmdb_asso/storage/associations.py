@@ -264,6 +264,13 @@ class AssociationStore:
             for doc in docs
         }
 
+    async def definition_rows(self, query: dict[str, Any], supplier_account: str) -> list[dict[str, Any]]:
+        """The `cc_ObjAsst` rows matching an already checked `query` that the supplier may see, in id order, as
+        stored (without `_id`, as plain JSON values)."""
+        with translate_errors(write=False):
+            cursor = self.mongo.db[OBJ_ASST].find(_owned(query, supplier_account), {"_id": 0}).sort("id", 1)
+            return [plain_document(doc) for doc in await cursor.to_list(None)]
+
     async def has_model(self, obj_id: str, supplier_account: str) -> bool:
         """Whether `obj_id` is a model the caller's supplier may see (its own or the shared supplier's): no table
         is named from a model id before this holds. Cached like definitions."""

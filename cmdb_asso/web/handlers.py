@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from cmdb_asso.errors import BodyInvalid, BodyNotDecoded, CmdbError, ParamEmpty
+from cmdb_asso.errors import BodyInvalid, BodyNotDecoded, BodyUndecodable, CmdbError, ParamEmpty
 from cmdb_asso.keys import (
     APP_AUTHENTICATOR,
     DRAINING,
@@ -57,8 +57,10 @@ from cmdb_asso.web.schemas import (
     check_batch_shape,
     load_base_info,
     load_body,
+    load_definitions_by_ids,
     load_detail,
     load_detail_request,
+    load_model_associations,
     load_watch_request,
 )
 
@@ -312,6 +314,18 @@ async def business_host_links(request: web.Request, call: Call) -> list[dict[str
     await queries.authorize_business(call.caller, path["bk_biz_id"])
     body = load_body(_BUSINESS_HOST_LINKS, await _read_body(request, BodyNotDecoded) or {})
     return await queries.business_host_links(call.caller, body["bk_obj_id"] or "", body["condition"])
+
+
+async def model_associations(request: web.Request, call: Call) -> dict[str, Any]:
+    """Association definitions matching a condition, with their count (CONTRACT-ui 21)."""
+    condition = load_model_associations(await _read_body(request, BodyUndecodable) or {})
+    return await request.app[QUERIES].model_associations(call.caller, condition)
+
+
+async def definitions_by_ids(request: web.Request, call: Call) -> list[dict[str, Any]]:
+    """The definitions with these ids in which a model is the source or the target (CONTRACT-ui 22)."""
+    obj_asst_ids = load_definitions_by_ids(await _read_body(request, BodyNotDecoded) or {})
+    return await request.app[QUERIES].definitions_by_ids(call.caller, str(call.params["bk_obj_id"]), obj_asst_ids)
 
 
 async def links_with_instance_details(request: web.Request, call: Call) -> dict[str, Any]:

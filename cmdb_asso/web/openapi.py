@@ -37,6 +37,8 @@ REQUEST_SCHEMAS: dict[str, type[Schema]] = {
     "resource_watch": schemas.WatchSchema,
     "find_instance_associations_web": schemas.AssociationTabSchema,
     "find_instance_association_with_biz": schemas.BusinessHostLinksSchema,
+    "find_model_associations_by_condition": schemas.ModelAssociationsSchema,
+    "find_association_by_object_association_id": schemas.DefinitionsByIdsSchema,
 }
 
 _LINK: dict[str, Any] = {
@@ -53,6 +55,11 @@ _LINK: dict[str, Any] = {
 _LINKS = {"type": "array", "items": {"$ref": "#/components/schemas/Link"}}
 # The `data` of a successful answer, by ESB name.
 RESPONSE_DATA: dict[str, dict[str, Any]] = {
+    "find_model_associations_by_condition": {
+        "type": "object",
+        "properties": {"count": {"type": "integer"}, "info": {"type": "array", "items": {"type": "object"}}},
+    },
+    "find_association_by_object_association_id": {"type": "array", "items": {"type": "object"}},
     "find_instance_association_with_biz": {"type": "array", "items": {"$ref": "#/components/schemas/Link"}},
     "find_instance_associations_web": {
         "type": "object",

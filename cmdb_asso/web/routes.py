@@ -30,6 +30,8 @@ HANDLERS: dict[str, handlers.OperationHandler] = {
     "watch": handlers.watch_link_events,
     "association_tab": handlers.association_tab,
     "business_host_links": handlers.business_host_links,
+    "model_associations": handlers.model_associations,
+    "definitions_by_ids": handlers.definitions_by_ids,
 }
 
 

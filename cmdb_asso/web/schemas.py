@@ -409,6 +409,48 @@ def load_detail_request(body: Any) -> DetailRequest:
     )  # fmt: skip
 
 
+class ModelAssociationsSchema(_Schema):
+    """Model associations by condition (for the API document; `load_model_associations` decodes the body): only
+    `condition` is used, on the fields of `cc_ObjAsst`."""
+
+    condition = fields.Dict(load_default=None)
+    fields_ = StringList(load_default=None, data_key="fields")
+    page = fields.Dict(load_default=None)
+    time_condition = fields.Dict(load_default=None)
+    disable_counter = StrictBoolean(load_default=False)
+
+
+def load_model_associations(body: Any) -> Any:
+    """Model associations' body decoded as bk-cmdb decodes its QueryCondition (a value of the wrong type answers
+    1199000): the condition."""
+    if not isinstance(body, dict):
+        raise BodyUndecodable()
+    _decoded_strings(body.get("fields"))
+    for name in ("page", "time_condition"):
+        _decoded(body.get(name), dict)
+    _decoded(body.get("disable_counter"), bool)
+    return _decoded(body.get("condition"), dict)
+
+
+class DefinitionsByIdsSchema(_Schema):
+    """Definitions of a model by their ids: the model (from the path) and the ids (for the API document;
+    `load_definitions_by_ids` decodes the body)."""
+
+    bk_obj_id = fields.String(required=True)
+    bk_obj_asst_ids = StringList(load_default=None)
+
+
+def load_definitions_by_ids(body: Any) -> list[str]:
+    """The ids of definitions-by-ids' body; a value of the wrong type answers 1199006 with 1199000's text, as
+    bk-cmdb wraps its decoder's failure there."""
+    if not isinstance(body, dict):
+        raise BodyNotDecoded()
+    try:
+        return _decoded_strings(body.get("bk_obj_asst_ids"))
+    except BodyUndecodable:
+        raise BodyNotDecoded() from None
+
+
 class WatchFilterSchema(_Schema):
     """Which model's links to watch."""
 
