@@ -113,11 +113,14 @@ class Graph:
 # Models whose instances bk-cmdb's topology and base info name by another field (GetInstNameFieldName).
 _DETAIL_NAME_FIELDS = {"host": "bk_host_innerip"}
 # Models bk-cmdb's topology never asks view permission for: mainline levels and these (CONTRACT 11).
-# Models whose instances the Association tab shows without a view check (bk-cmdb's HasFindModelInstAuth).
+# Models whose instances the Association tab shows without a view check (bk-cmdb's HasFindModelInstAuth), with
+# the custom mainline levels.
 _TAB_NEVER_DENIED = frozenset({"set", "module", "process"})
 # Fields the Association tab reads besides an instance's id and name (CONTRACT-ui 19, read c).
 _TAB_EXTRA_FIELDS = {"host": ("bk_host_innerip_v6",), "biz": ("default",), "set": ("default",), "module": ("default",)}
-_TOPO_EXEMPT = frozenset({"biz", "set", "module", "process", "plat", "bk_biz_set_obj", "bk_project"})
+# Models exempt from `view_sys_model` whatever the data says; the mainline models (read from the `bk_mainline`
+# definitions on every check, as bk-cmdb does: biz, set, module and host in a standard database) are too.
+_VIEW_MODEL_EXEMPT = frozenset({"process", "plat", "bk_biz_set_obj", "bk_project"})
 
 
 # bk-cmdb's "no limit" page size for base info (CONTRACT 13), and its largest page otherwise.
@@ -269,7 +272,8 @@ class QueryService:
     async def _authorize_models_view(self, caller: Caller, obj_ids: list[str]) -> None:
         """`view_sys_model` on each of these models but the exempt ones and those without a `cc_ObjDes` row; one
         denial names every model denied."""
-        checked = [obj_id for obj_id in obj_ids if obj_id not in _TOPO_EXEMPT]
+        exempt = await self._view_model_exempt(caller)
+        checked = [obj_id for obj_id in obj_ids if obj_id not in exempt]
         if not checked:
             return
         models = await self.store.find_models(checked, caller.supplier_account)
@@ -420,7 +424,8 @@ class QueryService:
         id_field = instance_table(obj_id, supplier).id_field
         if inst_id == 0 or inst_id not in await self.store.find_instance_names(obj_id, supplier, [inst_id]):
             raise ParamEmpty(id_field)
-        await self._authorize_model_view(caller, obj_id, models[obj_id])
+        exempt = await self._view_model_exempt(caller)
+        await self._authorize_model_view(caller, obj_id, models[obj_id], exempt)
         suppliers = visible_suppliers(supplier)
         definitions = await self.store.find_definitions_from(obj_id, suppliers)
         targets = await self.store.find_models(sorted({d.asst_obj_id for d in definitions}), supplier)
@@ -436,7 +441,7 @@ class QueryService:
         for link in links:
             by_target.setdefault(str(link["bk_asst_obj_id"]), []).append(link)
         for target in sorted(by_target):
-            await self._authorize_model_view(caller, target, targets[target])
+            await self._authorize_model_view(caller, target, targets[target], exempt)
         found = await self.store.find_names(
             supplier, [(str(link["bk_asst_obj_id"]), int(link["bk_asst_inst_id"])) for link in links],
             name_fields=_DETAIL_NAME_FIELDS,
@@ -465,7 +470,7 @@ class QueryService:
         supplier = caller.supplier_account
         if obj_id not in await self.store.find_models([obj_id], supplier):
             raise ParamEmpty("bk_obj_id")
-        if obj_id not in _TAB_NEVER_DENIED:
+        if obj_id not in _TAB_NEVER_DENIED | (await self.store.mainline_models(supplier) - {"biz", "host"}):
             await self.authorize_view(caller, obj_id)
         limit = limit or BASE_INFO_DEFAULT_LIMIT
         if limit > BASE_INFO_PAGE_LIMIT and limit != UNBOUNDED_LIMIT:
@@ -614,8 +619,14 @@ class QueryService:
             if inst_id in docs
         ]
 
-    async def _authorize_model_view(self, caller: Caller, obj_id: str, model: ModelInfo) -> None:
-        if obj_id in _TOPO_EXEMPT or await self.authorizer.can_view(caller, obj_id):
+    async def _view_model_exempt(self, caller: Caller) -> frozenset[str]:
+        """The models exempt from `view_sys_model` (CONTRACT-ui Correction b); no mainline row, no mainline model."""
+        return _VIEW_MODEL_EXEMPT | await self.store.mainline_models(caller.supplier_account)
+
+    async def _authorize_model_view(
+        self, caller: Caller, obj_id: str, model: ModelInfo, exempt: frozenset[str]
+    ) -> None:
+        if obj_id in exempt or await self.authorizer.can_view(caller, obj_id):
             return
         raise PermissionDenied(permission=view_model_payload(model.row_id, model.name or obj_id, obj_id))
 

@@ -271,6 +271,11 @@ class AssociationStore:
             cursor = self.mongo.db[OBJ_ASST].find(_owned(query, supplier_account), {"_id": 0}).sort("id", 1)
             return [plain_document(doc) for doc in await cursor.to_list(None)]
 
+    async def mainline_models(self, supplier_account: str) -> frozenset[str]:
+        """bk-cmdb's mainline set: every model at either end of a `bk_mainline` definition the supplier may see."""
+        rows = await self.definition_rows({"bk_asst_id": "bk_mainline"}, supplier_account)
+        return frozenset(str(row[end]) for row in rows for end in ("bk_obj_id", "bk_asst_obj_id") if row.get(end))
+
     async def has_model(self, obj_id: str, supplier_account: str) -> bool:
         """Whether `obj_id` is a model the caller's supplier may see (its own or the shared supplier's): no table
         is named from a model id before this holds. Cached like definitions."""

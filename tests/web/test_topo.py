@@ -151,3 +151,25 @@ async def test_a_self_associated_model_is_its_own_target_group(client: Client, m
         ("host", [link_id])
     ]
     assert answer.data[0]["children"][0]["bk_inst_name"] == "10.0.0.22"
+
+
+async def test_every_model_of_a_mainline_definition_is_exempt_from_the_model_view(
+    make_client: MakeClient, mock_mongo: MongoConnection
+) -> None:
+    """bk-cmdb reads the mainline set from the `bk_mainline` definitions on every check: in a standard database
+    `host` is in it (host -> module), so a caller who may view switches sees their hosts."""
+    admin = await make_client()
+    await link(admin, "bk_switch_belong_bk_host", 11, 21)
+    client = await make_client(authorizer=StaticPolicy({"eve": UserGrants(view=frozenset({"bk_switch"}))}))
+    before = await topo(client, "bk_switch", 11, user="eve")
+    await mock_mongo.db["cc_ObjAsst"].insert_many([
+        {"id": 80 + row, "bk_obj_asst_id": f"{src}_bk_mainline_{dst}", "bk_obj_id": src, "bk_asst_obj_id": dst,
+         "bk_asst_id": "bk_mainline", "bk_supplier_account": "0"}
+        for row, (src, dst) in enumerate([("set", "biz"), ("module", "set"), ("host", "module")])
+    ])  # fmt: skip
+
+    after = await topo(client, "bk_switch", 11, user="eve")
+
+    assert before.code == 9900403  # no mainline row: no mainline model, host is checked
+    assert after.code == 0, after
+    assert [group["bk_obj_id"] for group in after.data] == ["host"]
