@@ -125,6 +125,12 @@ _VIEW_ACTIONS: dict[str, tuple[str, str, str]] = {
     "plat": ("view_cloud_area", "管控区域查看", "sys_cloud_area"),
 }
 VIEW_UNCHECKED = frozenset({"set", "module", "process"})
+# The built-in models whose type-level view denial names a resource type (bk-cmdb's gen_id.go), with its name.
+_VIEW_RESOURCE_TYPES: dict[str, tuple[str, str]] = {
+    "biz": ("biz", "业务"),
+    "bk_biz_set_obj": ("business_set", "业务集"),
+    "bk_project": ("project", "项目"),
+}
 
 
 async def denied_instances(
@@ -196,27 +202,28 @@ def _instances_payload(
 
 
 def view_permission_payload(obj_id: str, model_row_id: int | None, model_name: str) -> dict[str, Any]:
-    """The `permission` object of a query denial: the view action on the model."""
-    suffix = model_row_id if model_row_id is not None else obj_id
-    resource_type = f"comobj_{suffix}"
+    """The `permission` object of a type-level denial of the view of a model's instances, as bk-cmdb's
+    GetPermissionToApply builds it (CONTRACT-ui Correction a): a custom model's `view_comobj_<row>` named
+    `<name>实例查询` and the built-in models' own actions; only biz, business sets and projects name their resource
+    type (without instances), the others none."""
+    builtin = _VIEW_ACTIONS.get(obj_id)
+    if builtin is None:
+        suffix = model_row_id if model_row_id is not None else obj_id
+        action: dict[str, Any] = {"id": f"view_comobj_{suffix}", "name": f"{model_name}实例查询"}
+        types: list[dict[str, Any]] = []
+    else:
+        action_id, action_name, _ = builtin
+        action = {"id": action_id, "name": action_name}
+        named = _VIEW_RESOURCE_TYPES.get(obj_id)
+        types = (
+            [{"system_id": SYSTEM_ID, "system_name": SYSTEM_NAME, "type": named[0], "type_name": named[1]}]
+            if named
+            else []
+        )
     return {
         "system_id": SYSTEM_ID,
         "system_name": SYSTEM_NAME,
-        "actions": [
-            {
-                "id": f"find_comobj_{suffix}",
-                "name": f"{model_name}实例查看",
-                "related_resource_types": [
-                    {
-                        "system_id": SYSTEM_ID,
-                        "system_name": SYSTEM_NAME,
-                        "type": resource_type,
-                        "type_name": model_name,
-                        "instances": [],
-                    }
-                ],
-            }
-        ],
+        "actions": [{**action, "related_resource_types": types}],
     }
 
 

@@ -139,7 +139,10 @@ async def test_models_the_caller_may_not_view_are_left_out_and_not_walked_throug
     assert all("bk_router" not in (e["from"]["bk_obj_id"], e["to"]["bk_obj_id"]) for e in answer.data["edges"])
     denied = await graph(client, user="eve", bk_obj_id="app", bk_inst_id=41)
     assert denied.code == 9900403
-    assert denied.permission["actions"][0]["related_resource_types"]
+    action = denied.permission["actions"][0]
+    assert (action["id"].startswith("view_comobj_"), action["name"], action["related_resource_types"]) == (
+        True, "应用实例查询", []
+    )  # fmt: skip
 
 
 async def test_a_root_that_does_not_exist_answers_1101073(client: Client) -> None:
