@@ -113,9 +113,6 @@ class Graph:
 # Models whose instances bk-cmdb's topology and base info name by another field (GetInstNameFieldName).
 _DETAIL_NAME_FIELDS = {"host": "bk_host_innerip"}
 # Models bk-cmdb's topology never asks view permission for: mainline levels and these (CONTRACT 11).
-# Models whose instances the Association tab shows without a view check (bk-cmdb's HasFindModelInstAuth), with
-# the custom mainline levels.
-_TAB_NEVER_DENIED = frozenset({"set", "module", "process"})
 # Fields the Association tab reads besides an instance's id and name (CONTRACT-ui 19, read c).
 _TAB_EXTRA_FIELDS = {"host": ("bk_host_innerip_v6",), "biz": ("default",), "set": ("default",), "module": ("default",)}
 # Models exempt from `view_sys_model` whatever the data says; the mainline models (read from the `bk_mainline`
@@ -212,8 +209,11 @@ class QueryService:
         self.max_unbounded = max_unbounded
 
     async def authorize_view(self, caller: Caller, obj_id: str) -> None:
-        """View permission on `obj_id`, or 9900403 with the payload naming the model."""
-        if await self.authorizer.can_view(caller, obj_id):
+        """View permission on `obj_id`'s instances, or 9900403 with the payload naming the model; never denied
+        for set, module, process and the custom mainline levels (bk-cmdb skips them, CONTRACT-ui Correction a)."""
+        if obj_id in VIEW_UNCHECKED or await self.authorizer.can_view(caller, obj_id):
+            return
+        if obj_id in await self.store.mainline_models(caller.supplier_account) - {"biz", "host"}:
             return
         model = (await self.store.find_models([obj_id], caller.supplier_account)).get(obj_id)
         row_id, name = (model.row_id, model.name) if model else (None, obj_id)
@@ -470,8 +470,7 @@ class QueryService:
         supplier = caller.supplier_account
         if obj_id not in await self.store.find_models([obj_id], supplier):
             raise ParamEmpty("bk_obj_id")
-        if obj_id not in _TAB_NEVER_DENIED | (await self.store.mainline_models(supplier) - {"biz", "host"}):
-            await self.authorize_view(caller, obj_id)
+        await self.authorize_view(caller, obj_id)
         limit = limit or BASE_INFO_DEFAULT_LIMIT
         if limit > BASE_INFO_PAGE_LIMIT and limit != UNBOUNDED_LIMIT:
             raise PageLimitExceeded()

@@ -376,3 +376,24 @@ async def test_a_links_claim_by_a_running_delete_is_never_shown(linked: Client, 
         links = answer.data["info"] if isinstance(answer.data, dict) else answer.data
         assert links
         assert not [key for link in links for key in link if key.startswith("cmdb_asso")], (operation, links)
+
+
+async def test_set_module_process_and_custom_mainline_levels_are_never_denied_a_view(
+    make_client: MakeClient, mock_mongo: MongoConnection
+) -> None:
+    client = await make_client(authorizer=StaticPolicy({"eve": UserGrants()}))
+    before = await call(client, "find", {"bk_obj_id": "app", "condition": {}}, user="eve")
+    await mock_mongo.db["cc_ObjAsst"].insert_one({"id": 90, "bk_obj_asst_id": "app_bk_mainline_biz", "bk_obj_id": "app",
+                                                  "bk_asst_obj_id": "biz", "bk_asst_id": "bk_mainline",
+                                                  "bk_supplier_account": "0"})  # fmt: skip
+
+    level = await call(client, "find", {"bk_obj_id": "app", "condition": {}}, user="eve")
+    builtin = [await call(client, "find", {"bk_obj_id": obj_id, "condition": {}}, user="eve")
+               for obj_id in ("set", "module", "process")]  # fmt: skip
+    business = await call(client, "find", {"bk_obj_id": "biz", "condition": {}}, user="eve")
+
+    assert before.code == 9900403
+    assert level.code == 0, level  # app is now a custom mainline level
+    assert [answer.code for answer in builtin] == [0, 0, 0]
+    assert business.code == 9900403  # the mainline's business is checked (find_business)
+    assert business.permission["actions"][0]["id"] == "find_business"
