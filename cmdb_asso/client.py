@@ -66,6 +66,11 @@ class BatchResult:
     retried: bool = False
 
 
+# A link's keys, asked for when a find-related caller names no fields (the service requires them, as bk-cmdb does).
+LINK_FIELDS = ("id", "bk_inst_id", "bk_obj_id", "bk_asst_inst_id", "bk_asst_obj_id", "bk_supplier_account",
+               "bk_obj_asst_id", "bk_asst_id", "bk_biz_id")  # fmt: skip
+
+
 class AssociationClient:
     """Calls the service by its native or ESB spelling over one aiohttp session."""
 
@@ -219,10 +224,9 @@ class AssociationClient:
         """Links where the instance is the source or the target."""
         params: dict[str, Any] = {
             "condition": {"bk_obj_id": obj_id, "bk_inst_id": inst_id},
+            "fields": fields or list(LINK_FIELDS),
             "page": {"start": start, "limit": limit},
         }
-        if fields:
-            params["fields"] = fields
         found: list[dict[str, Any]] = await self.call("find_related", params)
         return found
 

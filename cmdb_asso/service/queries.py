@@ -296,10 +296,15 @@ class QueryService:
         return [_link_item(link, ()) for link in links]
 
     async def find_related(
-        self, caller: Caller, obj_id: str, inst_id: int, fields: list[str] | None, page: Page
+        self, caller: Caller, obj_id: str, inst_id: int, fields: list[str] | None, *, start: int, limit: int
     ) -> list[dict[str, Any]]:
-        """The links where the instance is the source or the target, sorted by id."""
-        check_page_limit(page.limit)
+        """The links where the instance is the source or the target, sorted by id, cut to `fields` (required);
+        without a limit every link, up to `query.max_unbounded` (1199059 beyond)."""
+        if not obj_id or not inst_id:
+            raise ParamMissing("'bk_inst_id' & 'bk_obj_id'")
+        if not fields:
+            raise ParamMissing("fields")
+        check_page_limit(limit)
         await self.authorize_view(caller, obj_id)
         if not await self.store.has_model(obj_id, caller.supplier_account):
             return []
@@ -311,8 +316,11 @@ class QueryService:
         }
         shown = visible_fields(fields)
         links = await self.store.find_links(
-            obj_id, caller.supplier_account, query, fields=shown, sort=[("id", 1)], skip=page.start, limit=page.limit
-        )
+            obj_id, caller.supplier_account, query, fields=shown, sort=[("id", 1)], skip=start,
+            limit=limit or self.max_unbounded + 1,
+        )  # fmt: skip
+        if not limit and len(links) > self.max_unbounded:
+            raise PageLimitExceeded()
         return [_link_item(link, tuple(shown or ())) for link in links]
 
     async def search(

@@ -52,6 +52,7 @@ from cmdb_asso.web.schemas import (
     GraphSchema,
     PageSchema,
     RelatedConditionSchema,
+    RelatedPageSchema,
     SearchSchema,
     TopoSchema,
     check_batch_shape,
@@ -82,6 +83,7 @@ _DELETE_MANY = DeleteManySchema()
 _FIND = FindSchema()
 _FIND_RELATED = FindRelatedSchema()
 _RELATED_CONDITION = RelatedConditionSchema()
+_RELATED_PAGE = RelatedPageSchema()
 _SEARCH = SearchSchema()
 _PAGE = PageSchema()
 _GRAPH = GraphSchema()
@@ -259,12 +261,14 @@ async def find_instance_associations(request: web.Request, call: Call) -> list[d
 
 
 async def find_related_instance_associations(request: web.Request, call: Call) -> list[dict[str, Any]]:
-    """Links where one instance is the source or the target, one page of them."""
+    """Links where one instance is the source or the target, one page of them (CONTRACT-ui Correction c)."""
     body = load_body(_FIND_RELATED, call.params)
-    condition = load_body(_RELATED_CONDITION, body["condition"], prefix="condition.")
+    condition = load_body(_RELATED_CONDITION, body["condition"] or {}, prefix="condition.")
+    page = load_body(_RELATED_PAGE, body["page"] or {}, prefix="page.")
     return await request.app[QUERIES].find_related(
-        call.caller, condition["bk_obj_id"], condition["bk_inst_id"], body["fields_"], _page(body["page"])
-    )
+        call.caller, condition["bk_obj_id"] or "", condition["bk_inst_id"] or 0, body["fields_"],
+        start=page["start"] or 0, limit=page["limit"] or 0,
+    )  # fmt: skip
 
 
 async def search_instance_associations(request: web.Request, call: Call) -> dict[str, Any]:

@@ -236,16 +236,23 @@ class PageSchema(_Schema):
 
 
 class RelatedConditionSchema(_Schema):
-    """The instance whose links find-related returns."""
+    """The instance whose links find-related returns (absent or null: its zero value, which the service refuses)."""
 
-    bk_obj_id = model_id_field(required=True, error_messages=MISSING)
-    bk_inst_id = PositiveInt64(required=True, error_messages=MISSING)
+    bk_obj_id = model_id_field(load_default="", allow_none=True, error_messages=MISSING)
+    bk_inst_id = PageNumber(load_default=0, allow_none=True)
+
+
+class RelatedPageSchema(_Schema):
+    """Find related's page: start and limit, non-negative (else 1199011); no limit means every link."""
+
+    start = PageNumber(load_default=0, allow_none=True, error_messages={"invalid": "empty"})
+    limit = PageNumber(load_default=0, allow_none=True, error_messages={"invalid": "empty"})
 
 
 class FindRelatedSchema(_Schema):
-    """Find related: the instance, the fields to return and a page."""
+    """Find related: the instance, the fields to return (required) and a page (sorted by id whatever it says)."""
 
-    condition = fields.Raw(required=True, error_messages=MISSING)
+    condition = fields.Raw(load_default=None)
     fields_ = StringList(data_key="fields", load_default=None)
     page = fields.Raw(load_default=None)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -9,6 +10,7 @@ from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cmdb_asso.config import QuerySettings
 from cmdb_asso.service.filters import BUILDER_FIELDS
 from cmdb_asso.service.permission import StaticPolicy, UserGrants
 from cmdb_asso.storage.client import MongoConnection
@@ -125,10 +127,13 @@ async def test_find_needs_a_model(linked: Client) -> None:
 
 # --- find related -------------------------------------------------------------------------------------------------
 
+# bk-cmdb requires `fields` (1199010 without): the link's keys.
+FIELDS = {"fields": ["id", "bk_inst_id", "bk_obj_id", "bk_asst_inst_id", "bk_asst_obj_id", "bk_obj_asst_id"]}
+
 
 @pytest.mark.parametrize("spelling", SPELLINGS)
 async def test_find_related_returns_both_directions_sorted_by_id(linked: Client, spelling: str) -> None:
-    params = {"condition": {"bk_obj_id": "bk_switch", "bk_inst_id": 11}, "page": {"start": 0, "limit": 10}}
+    params = {"condition": {"bk_obj_id": "bk_switch", "bk_inst_id": 11}, "page": {"start": 0, "limit": 10}, **FIELDS}
 
     answer = await call(linked, "find_related", params, spelling=spelling)
 
@@ -153,11 +158,15 @@ async def test_find_related_pages_and_projects(linked: Client) -> None:
 @pytest.mark.parametrize(
     ("params", "code"),
     [
-        ({"condition": {"bk_obj_id": "host", "bk_inst_id": 21}, "page": {"limit": 501}}, 1199059),
-        ({"condition": {"bk_obj_id": "host", "bk_inst_id": "21"}}, 1199006),
-        ({"condition": {"bk_inst_id": 21}}, 1199010),
-        ({"page": {"limit": 1}}, 1199010),
-        ({"condition": {"bk_obj_id": "host", "bk_inst_id": 21}, "page": {"start": -1}}, 1199006),
+        ({"condition": {"bk_obj_id": "host", "bk_inst_id": 21}, "page": {"limit": 501}, **FIELDS}, 1199059),
+        ({"condition": {"bk_obj_id": "host", "bk_inst_id": "21"}, **FIELDS}, 1199006),
+        ({"condition": {"bk_inst_id": 21}, **FIELDS}, 1199010),
+        ({"condition": {"bk_obj_id": "host", "bk_inst_id": 0}, **FIELDS}, 1199010),
+        ({"page": {"limit": 1}, **FIELDS}, 1199010),
+        ({"condition": {"bk_obj_id": "host", "bk_inst_id": 21}}, 1199010),
+        ({"condition": {"bk_obj_id": "host", "bk_inst_id": 21}, "fields": []}, 1199010),
+        ({"condition": {"bk_obj_id": "host", "bk_inst_id": 21}, "page": {"start": -1}, **FIELDS}, 1199011),
+        ({"condition": {"bk_obj_id": "host", "bk_inst_id": 21}, "page": {"limit": -1}, **FIELDS}, 1199011),
     ],
 )
 async def test_find_related_refuses_bad_requests(
@@ -166,6 +175,30 @@ async def test_find_related_refuses_bad_requests(
     answer = await call(linked, "find_related", params, spelling=spelling)
 
     assert (answer.result, answer.code) == (False, code)
+
+
+async def test_find_related_names_both_condition_fields_and_then_fields_as_bk_cmdb_does(linked: Client) -> None:
+    no_instance = await call(linked, "find_related", {"condition": {"bk_obj_id": "host"}})
+    no_fields = await call(linked, "find_related", {"condition": {"bk_obj_id": "host", "bk_inst_id": 21}})
+
+    assert no_instance.message == "''bk_inst_id' & 'bk_obj_id'' unassigned"
+    assert no_fields.message == "'fields' unassigned"
+
+
+async def test_find_related_without_a_page_returns_every_link_up_to_the_setting(
+    make_client: MakeClient, request: pytest.FixtureRequest, linked: Client
+) -> None:
+    params = {"condition": {"bk_obj_id": "bk_switch", "bk_inst_id": 11}, **FIELDS}
+    app_settings = replace(request.getfixturevalue("settings"), query=QuerySettings(max_unbounded=2))
+    bounded = await make_client(app_settings=app_settings)
+
+    everything = await call(linked, "find_related", params)
+    zero = await call(linked, "find_related", {**params, "page": {"start": 1, "limit": 0}})
+    too_many = await call(bounded, "find_related", params)
+
+    assert ends(everything.data) == [(11, 21), (11, 22), (31, 11)]  # not cut at 500, nor at any page size
+    assert ends(zero.data) == [(11, 22), (31, 11)]
+    assert too_many.code == 1199059
 
 
 # --- search and count ---------------------------------------------------------------------------------------------
@@ -338,7 +371,7 @@ async def test_count_equals_an_unpaged_search_and_both_match_the_conditions(
     ("operation", "params"),
     [
         ("find", {"bk_obj_id": "host", "condition": {}}),
-        ("find_related", {"condition": {"bk_obj_id": "host", "bk_inst_id": 21}}),
+        ("find_related", {"condition": {"bk_obj_id": "host", "bk_inst_id": 21}, **FIELDS}),
         ("search", {"bk_obj_id": "host"}),
         ("count", {"bk_obj_id": "host"}),
     ],
@@ -367,7 +400,7 @@ async def test_a_links_claim_by_a_running_delete_is_never_shown(linked: Client, 
         await mock_mongo.db[table].update_many({}, {"$set": {"cmdb_asso_deleting": "t", "cmdb_asso_deleting_at": 1.0}})
     reads: list[tuple[str, dict[str, Any]]] = [
         ("find", {"bk_obj_id": "host", "condition": {}}),
-        ("find_related", {"condition": {"bk_obj_id": "bk_switch", "bk_inst_id": 11}, "page": {"limit": 10}}),
+        ("find_related", {"condition": {"bk_obj_id": "bk_switch", "bk_inst_id": 11}, "page": {"limit": 10}, **FIELDS}),
         ("search", {"bk_obj_id": "bk_switch", "conditions": None, "page": {"limit": 10}}),
     ]
     for operation, params in reads:

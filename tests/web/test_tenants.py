@@ -66,7 +66,8 @@ async def test_another_suppliers_links_and_instances_are_invisible_to_every_read
     assert (await create(client, link_body("bk_switch_belong_bk_host", 11, 21))).code == 0
     reads: dict[str, dict[str, Any]] = {
         "find": {"bk_obj_id": "host", "condition": {"bk_obj_asst_id": "bk_switch_belong_bk_host"}},
-        "find_related": {"condition": {"bk_obj_id": "host", "bk_inst_id": 121}, "page": {"start": 0, "limit": 10}},
+        "find_related": {"condition": {"bk_obj_id": "host", "bk_inst_id": 121}, "page": {"start": 0, "limit": 10},
+                         "fields": ["id"]},
         "search": {"bk_obj_id": "host", "conditions": {"condition": "AND", "rules": [RULE]},
                    "page": {"start": 0, "limit": 10}},
     }  # fmt: skip
