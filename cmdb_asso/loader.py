@@ -315,6 +315,7 @@ class Loader:
         pending: dict[BatchKey, list[Row]] = {}
         batches: list[tuple[BatchKey, list[Row]]] = []
         seen: set[tuple[str, int, int]] = set()
+        models_of: dict[str, tuple[str, str]] = {}  # each definition's two models, once known
         for number, raw in rows:
             if number in state.done:
                 summary.skipped += 1
@@ -332,6 +333,7 @@ class Loader:
                     continue
                 if models is not None:
                     seen.add(pair)
+                    models_of[parsed.obj_asst_id] = (models[0], models[1])
                     key = (models[0], models[1], parsed.obj_asst_id)
                     group = pending.setdefault(key, [])
                     group.append(parsed)
@@ -340,7 +342,8 @@ class Loader:
                     continue
                 # A repeat within the file is refused here: batches run concurrently, and the first row in the
                 # file must be the one that wins, as in one batch.
-                repeated = f"the associations {parsed.inst_id}->{parsed.asst_inst_id} already exist"
+                src_model, dst_model = models_of.get(parsed.obj_asst_id, ("", ""))
+                repeated = f"the associations {src_model}->{dst_model} already exist"  # as bk-cmdb words it
                 parsed = (
                     Rejected(number, raw, 1101038, repeated)
                     if pair in seen

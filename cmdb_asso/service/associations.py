@@ -75,6 +75,7 @@ class MappingRules:
 
     def __init__(self, definition: Definition, existing: Iterable[LinkEnds]) -> None:
         self.mapping = definition.mapping
+        self.obj_id, self.asst_obj_id = definition.obj_id, definition.asst_obj_id
         self.sources: set[int] = set()
         self.targets: set[int] = set()
         self.pairs: set[tuple[int, int]] = set()
@@ -105,14 +106,15 @@ class MappingRules:
         return True
 
     def check(self, inst_id: int, asst_inst_id: int, duplicate: Literal["item", "batch"] = "item") -> None:
-        """Steps 4 and 5: the mapping limits of the definition, then the exact duplicate."""
+        """Steps 4 and 5: the mapping limits of the definition, then the exact duplicate (a batch detail's
+        duplicate first: bk-cmdb's core judges it before anything else)."""
+        if duplicate == "batch" and (inst_id, asst_inst_id) in self.pairs:
+            raise AssociationExists(self.obj_id, self.asst_obj_id)
         if self.mapping == "1:1" and (inst_id in self.sources or asst_inst_id in self.targets):
             raise OneToOneViolated()
         if self.mapping == "1:n" and asst_inst_id in self.targets:
             raise OneToManyViolated()
         if (inst_id, asst_inst_id) in self.pairs:
-            if duplicate == "batch":
-                raise AssociationExists(inst_id, asst_inst_id)
             raise DuplicateItem("association")
 
 
@@ -268,19 +270,34 @@ class AssociationService:
         stored_only = MappingRules(definition, existing) if refused_by_call is not None else None
         accepted: dict[int, AuditRecord] = {}
         failed: dict[int, CmdbError] = {}
+
+        def judge_limits(index: int, src: int, dst: int) -> None:
+            try:
+                limits.check(src, dst, duplicate)
+            except CmdbError:
+                if refused_by_call is not None and stored_only is not None and stored_only.allows(src, dst):
+                    refused_by_call.add(index)  # refused only because of a pair accepted before it
+                raise
+
+        def judge_instances(src: int, dst: int) -> None:
+            if src not in src_names:
+                raise SourceInstanceMissing()
+            if dst not in dst_names:
+                raise TargetInstanceMissing()
+
         for index in sorted(pairs):
             src, dst = pairs[index]
             try:
-                try:
-                    limits.check(src, dst, duplicate)
-                except CmdbError:
-                    if refused_by_call is not None and stored_only is not None and stored_only.allows(src, dst):
-                        refused_by_call.add(index)  # refused only because of a pair accepted before it
-                    raise
-                if src not in src_names:
-                    raise SourceInstanceMissing()
-                if dst not in dst_names:
-                    raise TargetInstanceMissing()
+                if duplicate == "batch":
+                    # bk-cmdb's core judges a batch detail's duplicate first, then its instances, then the mapping
+                    # (CONTRACT-ui Correction e); create one keeps the mapping first.
+                    if (src, dst) in limits.pairs:
+                        judge_limits(index, src, dst)
+                    judge_instances(src, dst)
+                    judge_limits(index, src, dst)
+                else:
+                    judge_limits(index, src, dst)
+                    judge_instances(src, dst)
             except CmdbError as error:
                 failed[index] = error
                 continue

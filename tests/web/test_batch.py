@@ -50,10 +50,10 @@ async def test_a_mixed_batch_reports_each_index_and_writes_exactly_the_successfu
     created = answer.data["success_created"]
     assert sorted(created) == ["0", "4"]
     assert answer.data["error_msg"] == {
-        "1": "the associations 11->21 already exist",
+        "1": "the associations bk_switch->host already exist",
         "2": "the association inst is not exist",
         "3": "the  inst to asst  is not exist",
-        "5": "the associations 13->22 already exist",
+        "5": "the associations bk_switch->host already exist",
         "6": "'bk_inst_id' data parameter verification does not pass",
         "7": "'bk_inst_id' unassigned",
     }
@@ -96,7 +96,8 @@ async def test_under_one_to_many_a_second_source_for_a_target_is_refused(
 
     assert sorted(answer.data["success_created"]) == ["0", "2"]
     text = "The relationship is 1:n, and multiple source model instances cannot be associated at the same time."
-    assert answer.data["error_msg"] == {"1": text, "3": text}
+    # Index 3 repeats index 0: a duplicate first, as bk-cmdb's core judges a batch detail.
+    assert answer.data["error_msg"] == {"1": text, "3": "the associations bk_router->bk_switch already exist"}
     assert len(await links_in(mock_mongo, "bk_router")) == 2
 
 
@@ -218,3 +219,27 @@ async def test_a_batch_needs_edit_permission_on_both_models(
     instances = action["related_resource_types"][0]["instances"]
     assert [item[0]["id"] for item in instances] == ["11", "12"]
     assert await links_in(mock_mongo, "bk_switch") == []
+
+
+async def test_a_detail_is_judged_duplicate_first_then_its_instances_then_the_mapping(client: Client) -> None:
+    """bk-cmdb's core order for create many (CONTRACT-ui Correction e), unlike create one's mapping first."""
+    assert (await create(client, link_body("app_run_host", 41, 21))).code == 0
+    pairs: list[Any] = [
+        (41, 21),  # 0: repeats the link: its duplicate, though 1:1 is broken too
+        (99, 21),  # 1: no such source, though host 21 is taken under 1:1
+        (42, 98),  # 2: no such target
+        (42, 21),  # 3: host 21 is taken under 1:1
+    ]
+
+    answer = await call(client, "create_many", batch(*APP_HOST, pairs))
+    single = await create(client, link_body("app_run_host", 41, 21))
+
+    assert answer.code == 0, answer
+    assert answer.data["error_msg"] == {
+        "0": "the associations app->host already exist",
+        "1": "the association inst is not exist",
+        "2": "the  inst to asst  is not exist",
+        "3": answer.data["error_msg"]["3"],
+    }
+    assert "1:1" in answer.data["error_msg"]["3"] or "one to one" in answer.data["error_msg"]["3"].lower()
+    assert single.code == 1101052  # create one: the mapping first

@@ -57,7 +57,7 @@ async def test_concurrent_overlapping_one_to_one_batches_never_break_the_mapping
     created = [link_id for answer in answers for link_id in answer.data["success_created"].values()]
     messages = {message for answer in answers for message in answer.data["error_msg"].values()}
     stored = await links_in(wire_mongo, "app")
-    assert messages <= {ONE_TO_ONE}
+    assert messages <= {ONE_TO_ONE, "the associations app->host already exist"}  # a repeat is judged first
     assert sorted(doc["id"] for doc in stored) == sorted(created)
     assert len({doc["bk_inst_id"] for doc in stored}) == len(stored)
     assert len({doc["bk_asst_inst_id"] for doc in stored}) == len(stored)
