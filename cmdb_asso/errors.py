@@ -16,6 +16,7 @@ MESSAGES: dict[int, tuple[str, str]] = {
     1199006: ("'%s' data parameter verification does not pass", "'%s' 数据参数校验不通过"),
     1199009: ("'%s' parameters must be integral", "'%s' 参数必须是整型"),
     1199010: ("'%s' unassigned", "'%s' 未赋值"),
+    1199019: ("No relevant data found", "未找到相关数据"),
     1199011: ("'%s' the parameter is invalid or does not exist", "'%s' 参数无效或不存在"),
     1199014: ("duplicated instances exist, fields [%s] duplicated", "数据唯一性校验失败， %s 重复"),
     1199017: ("Failed to query data", "查询数据失败"),
@@ -207,6 +208,17 @@ class AppAuthFailed(CmdbError):
 
     code = 1199046
     http_status = 401
+
+
+class ModelNotFound(CmdbError):
+    """No model has this id, as the full instance topology answers it: 1101016 with the text of 1199019, which is
+    how bk-cmdb builds it."""
+
+    code = 1101016
+
+    def message(self, language: Language) -> str:
+        """1199019's text in `language`."""
+        return message(1199019, language, ())
 
 
 class PermissionDenied(CmdbError):

@@ -107,6 +107,11 @@ OPERATIONS: tuple[Operation, ...] = (
               summary="Link create and delete events after a cursor or a time, waiting a while for new ones",
               example={"bk_resource": "inst_asst", "bk_event_types": ["create", "delete"], "bk_start_from": 0},
               codes=(1103007,)),
+    Operation("full_topo", "POST", "/api/v3/find/instassttopo/object/{bk_obj_id}/inst/{bk_inst_id}",
+              "search_inst_full_association_topo", False, esb=False, reads_body=False,
+              summary="An instance with the instances that point to it and those it points to, grouped by model "
+                      "(bk-cmdb's full instance topology); native only, the body is not read",
+              example={"bk_obj_id": "bk_switch", "bk_inst_id": 11}, codes=(1101016, 1199059)),
     Operation("association_tab", "POST",
               "/api/v3/findmany/inst/association/object/{bk_obj_id}/inst_id/{id}/offset/{start}/limit/{limit}/web",
               "find_instance_associations_web", False, esb=False, reads_body=False,

@@ -13,6 +13,7 @@ import structlog
 from cmdb_asso.domain import ModelInfo, StoredLink
 from cmdb_asso.errors import (
     BodyInvalid,
+    ModelNotFound,
     PageLimitExceeded,
     ParamEmpty,
     ParamMissing,
@@ -434,38 +435,71 @@ class QueryService:
             raise ParamEmpty(id_field)
         exempt = await self._view_model_exempt(caller)
         await self._authorize_model_view(caller, obj_id, models[obj_id], exempt)
-        suppliers = visible_suppliers(supplier)
-        definitions = await self.store.find_definitions_from(obj_id, suppliers)
-        targets = await self.store.find_models(sorted({d.asst_obj_id for d in definitions}), supplier)
-        names = sorted({d.obj_asst_id for d in definitions if d.asst_obj_id in targets})
+        side = await self._topo_side(supplier, obj_id, inst_id, as_target=False, limit=self.topo_max_links)
+        for target in side.models:
+            await self._authorize_model_view(caller, target, side.models[target], exempt)
+        return await self._topo_groups(supplier, side)
+
+    async def full_topo(self, caller: Caller, obj_id: str, inst_id: int) -> list[dict[str, Any]]:
+        """One instance (`curr`), the instances that point to it (`prev`, by source model) and those it points to
+        (`next`, by target model), once the caller may view every model among them (CONTRACT-ui 18)."""
+        supplier = caller.supplier_account
+        models = await self.store.find_models([obj_id], supplier)
+        if obj_id not in models:
+            raise ModelNotFound()
+        id_field = instance_table(obj_id, supplier).id_field
+        if inst_id == 0:
+            raise ParamEmpty(id_field)
+        name_field = _DETAIL_NAME_FIELDS.get(obj_id)
+        names = await self.store.find_instance_names(obj_id, supplier, [inst_id], name_field=name_field)
+        if inst_id not in names:
+            raise ParamEmpty(id_field)
+        after = await self._topo_side(supplier, obj_id, inst_id, as_target=False, limit=self.topo_max_links)
+        before = await self._topo_side(
+            supplier, obj_id, inst_id, as_target=True, limit=self.topo_max_links - len(after.links)
+        )
+        await self._authorize_models_view(caller, list(dict.fromkeys([obj_id, *before.models, *after.models])))
+        curr = _topo_entry(obj_id, models[obj_id], str(inst_id), inst_id, names[inst_id], 0)
+        prev, next_ = await self._topo_groups(supplier, before), await self._topo_groups(supplier, after)
+        return [{"prev": prev, "next": next_, "curr": curr}]
+
+    async def _topo_side(self, supplier: str, obj_id: str, inst_id: int, *, as_target: bool, limit: int) -> _TopoSide:
+        """The links of one instance in one direction (as source: its targets; `as_target`: its sources) of
+        definitions still stored and models that exist, in id order, bounded by `limit` (1199059 beyond)."""
+        definitions = await self.store.find_definitions_from(obj_id, visible_suppliers(supplier), as_target=as_target)
+        ends = {d.obj_id if as_target else d.asst_obj_id for d in definitions}
+        others = await self.store.find_models(sorted(ends), supplier) if ends else {}
+        names = sorted({d.obj_asst_id for d in definitions if (d.obj_id if as_target else d.asst_obj_id) in others})
+        other_model, other_id = ("bk_obj_id", "bk_inst_id") if as_target else ("bk_asst_obj_id", "bk_asst_inst_id")
         if not names:
-            return []
-        query = {"bk_obj_id": obj_id, "bk_inst_id": inst_id, "bk_asst_obj_id": {"$in": sorted(targets)},
+            return _TopoSide(other_model, other_id, [], {})
+        this_model, this_id = ("bk_asst_obj_id", "bk_asst_inst_id") if as_target else ("bk_obj_id", "bk_inst_id")
+        query = {this_model: obj_id, this_id: inst_id, other_model: {"$in": sorted(others)},
                  "bk_obj_asst_id": {"$in": names}}  # fmt: skip
-        links = await self.store.find_links(obj_id, supplier, query, sort=[("id", 1)], limit=self.topo_max_links + 1)
-        if len(links) > self.topo_max_links:
+        links = await self.store.find_links(obj_id, supplier, query, sort=[("id", 1)], limit=max(limit, 0) + 1)
+        if len(links) > limit:
             raise PageLimitExceeded()
-        by_target: dict[str, list[dict[str, Any]]] = {}
-        for link in links:
-            by_target.setdefault(str(link["bk_asst_obj_id"]), []).append(link)
-        for target in sorted(by_target):
-            await self._authorize_model_view(caller, target, targets[target], exempt)
-        found = await self.store.find_names(
-            supplier, [(str(link["bk_asst_obj_id"]), int(link["bk_asst_inst_id"])) for link in links],
-            name_fields=_DETAIL_NAME_FIELDS,
-        )  # fmt: skip
+        linked = sorted({str(link[other_model]) for link in links})
+        return _TopoSide(other_model, other_id, links, {model: others[model] for model in linked})
+
+    async def _topo_groups(self, supplier: str, side: _TopoSide) -> list[dict[str, Any]]:
+        """One direction's groups, by model id, each with its instances in link order; a link whose instance is
+        gone is skipped and logged."""
+        ends = [(str(link[side.model_key]), int(link[side.id_key])) for link in side.links]
+        found = await self.store.find_names(supplier, ends, name_fields=_DETAIL_NAME_FIELDS)
         groups = []
-        for target in sorted(by_target):
-            model = targets[target]
+        for model_id, model in side.models.items():
             children = []
-            for link in by_target[target]:
-                child = (target, int(link["bk_asst_inst_id"]))
-                if child not in found:
-                    log.warning("topo_link_dangling", link_id=link["id"], bk_obj_id=target, bk_inst_id=child[1])
+            for link in side.links:
+                end = (str(link[side.model_key]), int(link[side.id_key]))
+                if end[0] != model_id:
                     continue
-                children.append(_topo_entry(target, model, str(child[1]), child[1], found[child], int(link["id"])))
+                if end not in found:
+                    log.warning("topo_link_dangling", link_id=link["id"], bk_obj_id=end[0], bk_inst_id=end[1])
+                    continue
+                children.append(_topo_entry(model_id, model, str(end[1]), end[1], found[end], int(link["id"])))
             if children:
-                entry = _topo_entry(target, model, "", 0, "", 0)
+                entry = _topo_entry(model_id, model, "", 0, "", 0)
                 groups.append({**entry, "count": len(children), "children": children})
         return groups
 
@@ -648,6 +682,17 @@ def _definition_row(row: dict[str, Any]) -> dict[str, Any]:
     stored, the others their Go zero values."""
     zero: dict[str, Any] = {"id": 0, "ispre": None}
     return {key: row.get(key, zero.get(key, "")) for key in DEFINITION_KEYS}
+
+
+@dataclass(frozen=True, slots=True)
+class _TopoSide:
+    """One direction of an instance's topology: where the other end is in a link, the links, and the other ends'
+    models (by id, sorted) that have links."""
+
+    model_key: str
+    id_key: str
+    links: list[dict[str, Any]]
+    models: dict[str, ModelInfo]
 
 
 def _topo_entry(obj_id: str, model: ModelInfo, entry_id: str, inst_id: int, name: str, asso_id: int) -> dict[str, Any]:

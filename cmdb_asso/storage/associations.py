@@ -214,9 +214,15 @@ class AssociationStore:
             cursor = self.mongo.db[table.collection].find(table.filter_for(ids), projection).batch_size(len(ids) + 1)
             return list(await cursor.to_list(None))
 
-    async def find_definitions_from(self, obj_id: str, suppliers: tuple[str, ...]) -> list[Definition]:
-        """The definitions whose source model is `obj_id`, under any of `suppliers`."""
-        query = {"bk_obj_id": obj_id, "bk_supplier_account": {"$in": list(suppliers)}}
+    async def find_definitions_from(
+        self, obj_id: str, suppliers: tuple[str, ...], *, as_target: bool = False
+    ) -> list[Definition]:
+        """The definitions whose source model (or target model, `as_target`) is `obj_id`, under any of
+        `suppliers`."""
+        query = {
+            "bk_asst_obj_id" if as_target else "bk_obj_id": obj_id,
+            "bk_supplier_account": {"$in": list(suppliers)},
+        }
         with translate_errors(write=False):
             docs = await self.mongo.db[OBJ_ASST].find(query, {"_id": 0}).to_list(None)
         return [definition_from(doc) for doc in docs]

@@ -11,6 +11,7 @@ import orjson
 from aiohttp import web
 
 from cmdb_asso.errors import BodyInvalid, BodyNotDecoded, BodyUndecodable, CmdbError, ParamEmpty
+from cmdb_asso.inputs import int64_or_none
 from cmdb_asso.keys import (
     APP_AUTHENTICATOR,
     DRAINING,
@@ -300,6 +301,14 @@ async def instance_base_info(request: web.Request, call: Call) -> dict[str, Any]
         parse_contract_sort(body["sort"]),
     )  # fmt: skip
     return await request.app[QUERIES].base_info(call.caller, checked)
+
+
+async def full_instance_topology(request: web.Request, call: Call) -> list[dict[str, Any]]:
+    """An instance, the instances that point to it and those it points to (CONTRACT-ui 18); the body is not read."""
+    inst_id = int64_or_none(call.params["bk_inst_id"], from_text=True)
+    if inst_id is None:
+        raise ParamEmpty("inst_id")  # bk-cmdb's name for it
+    return await request.app[QUERIES].full_topo(call.caller, str(call.params["bk_obj_id"]), inst_id)
 
 
 async def association_tab(request: web.Request, call: Call) -> dict[str, Any]:

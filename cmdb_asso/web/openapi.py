@@ -36,6 +36,7 @@ REQUEST_SCHEMAS: dict[str, type[Schema]] = {
     "search_inst_association_graph": schemas.GraphSchema,
     "resource_watch": schemas.WatchSchema,
     "find_instance_associations_web": schemas.AssociationTabSchema,
+    "search_inst_full_association_topo": schemas.TopoSchema,
     "find_instance_association_with_biz": schemas.BusinessHostLinksSchema,
     "find_model_associations_by_condition": schemas.ModelAssociationsSchema,
     "find_association_by_object_association_id": schemas.DefinitionsByIdsSchema,
@@ -55,6 +56,17 @@ _LINK: dict[str, Any] = {
 _LINKS = {"type": "array", "items": {"$ref": "#/components/schemas/Link"}}
 # The `data` of a successful answer, by ESB name.
 RESPONSE_DATA: dict[str, dict[str, Any]] = {
+    "search_inst_full_association_topo": {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "properties": {
+                "prev": {"type": "array", "items": {"type": "object"}},
+                "next": {"type": "array", "items": {"type": "object"}},
+                "curr": {"type": "object"},
+            },
+        },
+    },
     "find_model_associations_by_condition": {
         "type": "object",
         "properties": {"count": {"type": "integer"}, "info": {"type": "array", "items": {"type": "object"}}},

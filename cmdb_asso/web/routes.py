@@ -29,6 +29,7 @@ HANDLERS: dict[str, handlers.OperationHandler] = {
     "graph": handlers.graph_of_instance_associations,
     "watch": handlers.watch_link_events,
     "association_tab": handlers.association_tab,
+    "full_topo": handlers.full_instance_topology,
     "business_host_links": handlers.business_host_links,
     "model_associations": handlers.model_associations,
     "definitions_by_ids": handlers.definitions_by_ids,
