@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import socket
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
@@ -31,10 +32,13 @@ def _closed_port() -> int:
 
 
 @pytest.fixture
-async def unreachable_mongo() -> MongoConnection:
-    """A real driver client pointed at a port where nothing listens."""
+async def unreachable_mongo() -> AsyncIterator[MongoConnection]:
+    """A real driver client pointed at a port where nothing listens; closed after the test (left to the garbage
+    collector, its warning failed whatever run collected it last)."""
     settings = MongoSettings(server_selection_timeout_ms=200, transactions="never")
-    return await connect(settings, f"mongodb://127.0.0.1:{_closed_port()}/?directConnection=true")
+    mongo = await connect(settings, f"mongodb://127.0.0.1:{_closed_port()}/?directConnection=true")
+    yield mongo
+    await mongo.close()
 
 
 @pytest.mark.parametrize("spelling", ["native", "esb"])
