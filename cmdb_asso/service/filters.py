@@ -7,11 +7,12 @@ included, so that nothing but association fields and plain comparison operators 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from cmdb_asso.errors import BodyInvalid, BodyUndecodable, LimitExceeded, ParamEmpty
+from cmdb_asso.errors import BodyInvalid, BodyUndecodable, CmdbError, LimitExceeded, ParamEmpty
 from cmdb_asso.inputs import INT64_MAX, INT64_MIN, is_int64
 from cmdb_asso.service.patterns import is_cheap
 
@@ -125,57 +126,6 @@ def check_condition(condition: Any, depth: int = 0, types: dict[str, type] = LIN
     return checked
 
 
-def _builder_rule(rule: dict[str, Any]) -> dict[str, Any]:
-    field, operator, value = rule.get("field"), rule.get("operator"), rule.get("value")
-    if not isinstance(field, str) or field not in BUILDER_FIELDS:
-        raise BodyInvalid("field")
-    if not isinstance(operator, str) or operator not in BUILDER_OPERATORS:
-        raise BodyInvalid("operator")
-    mongo_operator = BUILDER_OPERATORS[operator]
-    if operator in ("exist", "not_exist"):
-        return {field: {"$exists": operator == "exist"}}
-    if operator in ("in", "not_in"):
-        if not isinstance(value, list):
-            raise BodyInvalid("value")
-        if len(value) > MAX_VALUES:
-            raise LimitExceeded("value", MAX_VALUES)
-        for item in value:
-            if item is None or not _is_scalar(item):
-                raise BodyInvalid("value")
-            _check_value(field, item, "value", LINK_FIELD_TYPES)
-    else:
-        if value is None or not _is_scalar(value):
-            raise BodyInvalid("value")
-        _check_value(field, value, "value", LINK_FIELD_TYPES)
-    return {field: {mongo_operator: value}}
-
-
-def translate_query(conditions: Any, depth: int = 1) -> dict[str, Any]:
-    """Turn query-builder `conditions` into a MongoDB filter (search and count share it); else 1199006."""
-    if conditions is None and depth == 1:
-        return {}
-    if not isinstance(conditions, dict):
-        raise BodyInvalid("conditions")
-    if depth > BUILDER_MAX_DEPTH:
-        raise LimitExceeded("conditions depth", BUILDER_MAX_DEPTH)
-    combinator = conditions.get("condition")
-    rules = conditions.get("rules")
-    if combinator not in ("AND", "OR"):
-        raise BodyInvalid("condition")
-    if not isinstance(rules, list) or not rules:
-        raise BodyInvalid("rules")
-    if combinator == "OR" and len(rules) > BUILDER_MAX_OR_RULES:
-        raise LimitExceeded("rules", BUILDER_MAX_OR_RULES)
-    parts = []
-    for rule in rules:
-        if not isinstance(rule, dict):
-            raise BodyInvalid("rules")
-        parts.append(translate_query(rule, depth + 1) if "condition" in rule else _builder_rule(rule))
-    if combinator == "AND":
-        return _merge_and(parts)
-    return {"$or": parts}
-
-
 def _merge_and(parts: list[dict[str, Any]]) -> dict[str, Any]:
     """An AND of parts on distinct fields as one plain filter (the same query, and one that simpler query
     planners, the embedded server's among them, can serve from an index); `$and` otherwise."""
@@ -271,32 +221,53 @@ def check_rule_tree(rule: Rule | None) -> CombinedRule:
     """The checks of CONTRACT-reads 12 step 3 on a decoded tree, each failure 1199011 with the rule's path."""
     if rule is None or not isinstance(rule, CombinedRule):
         raise ParamEmpty(ASST_FILTER)
-    _check_combined(rule, f"{ASST_FILTER}.", 1)
+    _check_combined(rule, f"{ASST_FILTER}.", 1, ParamEmpty)
     return rule
 
 
-def _check_combined(rule: CombinedRule, path: str, depth: int) -> None:
-    if depth > BUILDER_MAX_DEPTH - 1:  # a combined rule this deep would put its rules past the depth bound
-        raise ParamEmpty(path.rstrip("."))
+def query_builder_filter(tree: Rule | None) -> dict[str, Any]:
+    """Search's and count's decoded `conditions` (`parse_rule_tree`, 1199000) as a MongoDB filter (CONTRACT-ui
+    Correction d): every rule checked with its path under `conditions.` (1199006), a tree deeper than 3 checked last
+    (1199006 'conditions.rules'), translated as links with details translate theirs; none matches everything."""
+    if tree is None:
+        return {}
+    if not isinstance(tree, CombinedRule):
+        raise BodyInvalid("conditions.")
+    _check_combined(tree, "conditions.", 1, BodyInvalid, bounded=False)
+    if _depth(tree) > BUILDER_MAX_DEPTH:
+        raise BodyInvalid("conditions.rules")
+    return rule_tree_filter(tree, "conditions.")
+
+
+def _depth(rule: Rule) -> int:
+    """bk-cmdb's depth of a rule (QB GetDeep): 1 for a rule, one more than its deepest rule for a group."""
+    return 1 + max(map(_depth, rule.rules), default=0) if isinstance(rule, CombinedRule) else 1
+
+
+def _check_combined(
+    rule: CombinedRule, path: str, depth: int, error: Callable[[str], CmdbError], *, bounded: bool = True
+) -> None:
+    if bounded and depth > BUILDER_MAX_DEPTH - 1:  # a combined rule this deep would put its rules past the bound
+        raise error(path.rstrip("."))
     if rule.condition not in ("AND", "OR"):
-        raise ParamEmpty(f"{path}condition")
+        raise error(f"{path}condition")
     if not rule.rules or (rule.condition == "OR" and len(rule.rules) > BUILDER_MAX_OR_RULES):
-        raise ParamEmpty(f"{path}rules")
+        raise error(f"{path}rules")
     for index, child in enumerate(rule.rules):
         where = f"{path}rules[{index}]."
         if isinstance(child, CombinedRule):
-            _check_combined(child, where, depth + 1)
+            _check_combined(child, where, depth + 1, error, bounded=bounded)
         else:
-            _check_atom(child, where)
+            _check_atom(child, where, error)
 
 
-def _check_atom(rule: AtomRule, path: str) -> None:
+def _check_atom(rule: AtomRule, path: str, error: Callable[[str], CmdbError]) -> None:
     if rule.operator not in RULE_OPERATORS:
-        raise ParamEmpty(f"{path}operator")
+        raise error(f"{path}operator")
     if not _RULE_FIELD.fullmatch(rule.field) or rule.field not in ASSOCIATION_FIELDS:
-        raise ParamEmpty(f"{path}field")
+        raise error(f"{path}field")
     if not _value_fits(rule.operator, rule.value):
-        raise ParamEmpty(f"{path}value")
+        raise error(f"{path}value")
 
 
 def _kind(value: Any) -> str | None:

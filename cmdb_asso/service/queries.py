@@ -32,8 +32,8 @@ from cmdb_asso.service.filters import (
     check_condition,
     check_rule_tree,
     parse_rule_tree,
+    query_builder_filter,
     rule_tree_filter,
-    translate_query,
 )
 from cmdb_asso.service.permission import (
     VIEW_UNCHECKED,
@@ -81,6 +81,15 @@ def check_page_limit(limit: int) -> None:
     """A page may hold at most 500 items (1199059)."""
     if limit > PAGE_LIMIT:
         raise PageLimitExceeded()
+
+
+def check_search_page(page: Page) -> None:
+    """Search's page (CONTRACT-ui Correction d): a limit of 1 to 500 and a start that is not negative, else 1199006
+    naming it."""
+    if not 1 <= page.limit <= PAGE_LIMIT:
+        raise BodyInvalid("page.limit")
+    if page.start < 0:
+        raise BodyInvalid("page.start")
 
 
 def visible_fields(fields: list[str] | None) -> list[str] | None:
@@ -328,8 +337,9 @@ class QueryService:
         self, caller: Caller, obj_id: str, conditions: Any, fields: list[str] | None, page: Page
     ) -> list[dict[str, Any]]:
         """Links of `obj_id`'s table matching query-builder conditions, one page of them."""
-        check_page_limit(page.limit)
-        query = translate_query(conditions)
+        tree = parse_rule_tree(conditions)  # a body that does not decode answers before the page
+        check_search_page(page)
+        query = query_builder_filter(tree)
         await self.authorize_view(caller, obj_id)
         if not await self.store.has_model(obj_id, caller.supplier_account):
             return []
@@ -347,7 +357,7 @@ class QueryService:
 
     async def count(self, caller: Caller, obj_id: str, conditions: Any) -> int:
         """How many links search would find without paging (view permission checked, unlike bk-cmdb)."""
-        query = translate_query(conditions)
+        query = query_builder_filter(parse_rule_tree(conditions))
         await self.authorize_view(caller, obj_id)
         if not await self.store.has_model(obj_id, caller.supplier_account):
             return 0

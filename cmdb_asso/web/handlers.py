@@ -187,12 +187,15 @@ def esb_view(
     return view
 
 
-def _page(raw: Any) -> Page:
+def _page(raw: Any, *, limit_required: bool = False) -> Page:
+    """The body's page; no limit is the largest page, or, where a limit is required (search), 0 for the service
+    to refuse."""
     if raw is None:
-        return Page()
+        return Page(limit=0) if limit_required else Page()
     page = load_body(_PAGE, raw, prefix="page.")
     sort = parse_sort(page["sort"]) if page["sort"] else Page().sort
-    return Page(start=page["start"], limit=page["limit"] or PAGE_LIMIT, sort=sort)
+    limit = page["limit"] if limit_required else page["limit"] or PAGE_LIMIT
+    return Page(start=page["start"], limit=limit, sort=sort)
 
 
 DRY_RUN_WORDS = {"": False, "0": False, "false": False, "no": False, "1": True, "true": True, "yes": True}
@@ -276,7 +279,7 @@ async def search_instance_associations(request: web.Request, call: Call) -> dict
     """Links of a model matching query-builder conditions, one page of them."""
     body = load_body(_SEARCH, call.params)
     info = await request.app[QUERIES].search(
-        call.caller, body["bk_obj_id"], body["conditions"], body["fields_"], _page(body["page"])
+        call.caller, body["bk_obj_id"], body["conditions"], body["fields_"], _page(body["page"], limit_required=True)
     )
     return {"info": info}
 

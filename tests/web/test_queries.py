@@ -228,7 +228,7 @@ async def test_search_and_count_agree_on_query_builder_conditions(linked: Client
 
 
 async def test_count_counts_links_where_the_model_is_the_target_too(linked: Client) -> None:
-    searched = await call(linked, "search", {"bk_obj_id": "bk_switch"})
+    searched = await call(linked, "search", {"bk_obj_id": "bk_switch", "page": {"limit": 500}})
     counted = await call(linked, "count", {"bk_obj_id": "bk_switch"})
 
     assert counted.data["count"] == len(searched.data["info"]) == len(PAIRS) + 1
@@ -264,11 +264,13 @@ NESTED_4 = {"condition": "AND", "rules": [{"condition": "AND", "rules": [{"condi
         ({"condition": "AND", "rules": [rule("id", "regex", ".*")]}, 1199006),
         ({"condition": "AND", "rules": [rule("id", "equal", {"$gt": 0})]}, 1199006),
         ({"condition": "AND", "rules": [rule("id", "in", 5)]}, 1199006),
-        ({"condition": "AND", "rules": [rule("bk_obj_id", "equal", 5)]}, 1199006),
-        ({"condition": "AND", "rules": [rule("id", "in", list(range(501)))]}, 1199035),
-        ({"condition": "OR", "rules": [rule("id", "equal", n) for n in range(21)]}, 1199035),
-        (NESTED_4, 1199035),
-        ("AND", 1199006),
+        ({"condition": "AND", "rules": [rule("id", "in", list(range(501)))]}, 1199006),
+        ({"condition": "OR", "rules": [rule("id", "equal", n) for n in range(21)]}, 1199006),
+        ({"condition": "AND", "rules": [rule("bk_obj_id", "less", "x")]}, 1199006),
+        ({"condition": "AND", "rules": [rule("id", "in", [1, "x"])]}, 1199006),
+        (NESTED_4, 1199006),
+        ("AND", 1199000),  # not a rule tree: bk-cmdb's decoder refuses it
+        ({"condition": "AND", "rules": [5]}, 1199000),
     ],
 )
 async def test_search_and_count_refuse_bad_conditions(
@@ -279,10 +281,57 @@ async def test_search_and_count_refuse_bad_conditions(
     assert (answer.result, answer.code) == (False, code)
 
 
-async def test_search_refuses_a_page_over_500(linked: Client) -> None:
-    answer = await call(linked, "search", {"bk_obj_id": "host", "page": {"limit": 501}}, spelling="esb")
+async def test_search_takes_a_limit_of_1_to_500_and_names_what_is_wrong(linked: Client) -> None:
+    over = await call(linked, "search", {"bk_obj_id": "host", "page": {"limit": 501}}, spelling="esb")
+    missing = await call(linked, "search", {"bk_obj_id": "host"})
+    negative = await call(linked, "search", {"bk_obj_id": "host", "page": {"start": -1, "limit": 5}})
 
-    assert answer.code == 1199059
+    assert (over.code, over.message) == (1199006, "'page.limit' data parameter verification does not pass")
+    assert (missing.code, missing.message) == (1199006, "'page.limit' data parameter verification does not pass")
+    assert (negative.code, negative.message) == (1199006, "'page.start' data parameter verification does not pass")
+
+
+@pytest.mark.parametrize("operation", ["search", "count"])
+async def test_bad_rules_are_named_by_their_path_under_conditions(linked: Client, operation: str) -> None:
+    """CONTRACT-ui Correction d: each failure answers 1199006 with the rule's path."""
+    page = {"page": {"limit": 10}}
+    cases = [
+        ({"condition": "AND", "rules": [rule("id", "equal", 1), rule("id", "bogus", 1)]},
+         "conditions.rules[1].operator"),
+        ({"condition": "AND", "rules": [{"condition": "OR", "rules": [rule("-x", "equal", 1)]}]},
+         "conditions.rules[0].rules[0].field"),
+        ({"condition": "AND", "rules": [rule("id", "greater", "x")]}, "conditions.rules[0].value"),
+        ({"condition": "OR", "rules": [rule("id", "equal", n) for n in range(21)]}, "conditions.rules"),
+        (NESTED_4, "conditions.rules"),
+    ]  # fmt: skip
+    for conditions, path in cases:
+        answer = await call(linked, operation, {"bk_obj_id": "host", "conditions": conditions, **page})
+        assert (answer.code, answer.message) == (1199006, f"'{path}' data parameter verification does not pass"), (
+            conditions
+        )
+
+
+async def test_bk_cmdbs_documented_example_and_every_operator_are_served(linked: Client) -> None:
+    """bk-cmdb's own search example compares bk_asst_id with a number (no link matches, but it is no error), and
+    all 24 operators of its query builder are taken."""
+    example = {"condition": "AND", "rules": [rule("bk_asst_id", "equal", 3)]}
+    operators = [
+        rule("bk_obj_asst_id", "begins_with", "bk_switch"), rule("bk_obj_asst_id", "not_ends_with", "_app"),
+        rule("bk_asst_id", "contains", "LONG"), rule("bk_asst_id", "not_contains", "run"),
+        rule("bk_obj_id", "not_begins_with", "app"), rule("bk_asst_obj_id", "ends_with", "host"),
+        rule("bk_biz_id", "is_null"), rule("bk_biz_id", "is_not_empty"),
+    ]  # fmt: skip
+
+    counted = await call(linked, "count", {"bk_obj_id": "host", "conditions": example})
+    found = {
+        (one["field"], one["operator"]): await call(linked, "search", {
+            "bk_obj_id": "host", "page": {"limit": 500}, "conditions": {"condition": "AND", "rules": [one]}})
+        for one in operators
+    }  # fmt: skip
+
+    assert (counted.code, counted.data) == (0, {"count": 0})
+    assert {key: answer.code for key, answer in found.items()} == dict.fromkeys(found, 0)
+    assert found[("bk_asst_id", "contains")].data["info"]  # "belong", case aside
 
 
 # Values drawn from what the store holds, plus some it does not.
@@ -299,8 +348,8 @@ def rules(draw: st.DrawFn) -> dict[str, Any]:
     is_int = draw(st.booleans())
     field = draw(st.sampled_from(INT_BUILDER_FIELDS if is_int else STRING_BUILDER_FIELDS))
     values = INT_VALUES if is_int else STRING_VALUES
-    operator = draw(st.sampled_from(["equal", "not_equal", "in", "not_in", "less", "less_or_equal", "greater",
-                                     "greater_or_equal", "exist", "not_exist"]))  # fmt: skip
+    comparisons = ["less", "less_or_equal", "greater", "greater_or_equal"] if is_int else []  # numbers only
+    operator = draw(st.sampled_from(["equal", "not_equal", "in", "not_in", *comparisons, "exist", "not_exist"]))
     if operator in ("in", "not_in"):
         return rule(field, operator, draw(st.lists(values, max_size=4)))
     if operator in ("exist", "not_exist"):
@@ -309,8 +358,8 @@ def rules(draw: st.DrawFn) -> dict[str, Any]:
 
 
 def groups(depth: int = 1) -> st.SearchStrategy[dict[str, Any]]:
-    """Random, valid query-builder conditions up to depth 3."""
-    children: st.SearchStrategy[Any] = rules() if depth == 3 else st.one_of(rules(), groups(depth + 1))
+    """Random, valid query-builder conditions up to bk-cmdb's depth 3 (two levels of groups, then rules)."""
+    children: st.SearchStrategy[Any] = rules() if depth == 2 else st.one_of(rules(), groups(depth + 1))
     return st.builds(
         lambda combinator, items: {"condition": combinator, "rules": items},
         st.sampled_from(["AND", "OR"]),
@@ -372,7 +421,7 @@ async def test_count_equals_an_unpaged_search_and_both_match_the_conditions(
     [
         ("find", {"bk_obj_id": "host", "condition": {}}),
         ("find_related", {"condition": {"bk_obj_id": "host", "bk_inst_id": 21}, **FIELDS}),
-        ("search", {"bk_obj_id": "host"}),
+        ("search", {"bk_obj_id": "host", "page": {"limit": 10}}),
         ("count", {"bk_obj_id": "host"}),
     ],
 )

@@ -55,7 +55,7 @@ async def test_a_delete_by_an_id_that_is_not_ascii_digits_is_refused_and_deletes
         ("search", {"bk_obj_id": "host", "conditions": {"condition": "AND", "rules": [
             {"field": "id", "operator": "equal", "value": BIG}]}}),
         ("count", {"bk_obj_id": "host", "conditions": {"condition": "OR", "rules": [
-            {"field": "bk_inst_id", "operator": "in", "value": [BIG * 4]}]}}),
+            {"field": "bk_inst_id", "operator": "in", "value": [BIG]}]}}),
         ("search", {"bk_obj_id": "host", "page": {"start": BIG, "limit": 10}}),
         ("search", {"bk_obj_id": "host", "page": {"start": 0, "limit": BIG}}),
         ("find_related", {"condition": {"bk_obj_id": "host", "bk_inst_id": 21}, "page": {"start": BIG},
@@ -71,7 +71,7 @@ async def test_integers_outside_int64_are_refused_before_bson_sees_them(
     answer = await call(wire_client, operation, params, spelling=spelling)
 
     assert answer.status == 200
-    assert answer.code in (1199006, 1199059), answer.body
+    assert answer.code in (1199006, 1199059, 1199011), answer.body  # 1199011: find related's page (Correction c)
     assert answer.data is None
 
 
@@ -161,7 +161,7 @@ async def test_reads_on_a_model_with_no_table_create_nothing(
 ) -> None:
     every: dict[str, dict[str, Any]] = {
         "count": {"bk_obj_id": "nothing_here"},
-        "search": {"bk_obj_id": "nothing_here"},
+        "search": {"bk_obj_id": "nothing_here", "page": {"limit": 10}},
         "find": {"bk_obj_id": "nothing_here", "condition": {}},
         "find_related": {"condition": {"bk_obj_id": "nothing_here", "bk_inst_id": 1}, "fields": ["id"]},
     }

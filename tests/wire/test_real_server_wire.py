@@ -249,7 +249,7 @@ async def test_a_failover_during_a_write_answers_503_and_leaves_nothing_half_don
 
 ROOT = {"bk_obj_id": "host", "bk_inst_id": 21}
 READS = [
-    ("search", {"bk_obj_id": "host", "condition": {}}),
+    ("search", {"bk_obj_id": "host", "page": {"limit": 10}}),
     ("count", {"bk_obj_id": "host", "condition": {}}),
     ("find", {"bk_obj_id": "host", "condition": {}}),
     ("topo", ROOT),
