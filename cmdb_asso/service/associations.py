@@ -28,7 +28,7 @@ from cmdb_asso.errors import (
 )
 from cmdb_asso.service.coalescing import Coalescer
 from cmdb_asso.service.context import Caller
-from cmdb_asso.service.permission import Authorizer, denied_instances, edit_permission_payload
+from cmdb_asso.service.permission import Authorizer, edit_permission_payload
 from cmdb_asso.storage.associations import AssociationStore
 from cmdb_asso.storage.idempotency import Reservation, current_reservation, earlier_attempt_ids, reservations_to
 from cmdb_asso.storage.tables import visible_suppliers
@@ -230,8 +230,9 @@ class AssociationService:
         if not denied_models:
             return
         denied_ends = list(dict.fromkeys(end for end in ends if end[0] in denied_models))
-        denied = await denied_instances(self.store, caller.supplier_account, denied_ends)
-        raise PermissionDenied(permission=edit_permission_payload(denied))
+        raise PermissionDenied(
+            permission=await edit_permission_payload(self.store, caller.supplier_account, denied_ends)
+        )
 
     async def _check_rules(
         self,

@@ -6,23 +6,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from cmdb_asso.inputs import is_int64
 from cmdb_asso.service.context import Caller
 from cmdb_asso.storage.associations import AssociationStore
 
 SYSTEM_ID = "bk_cmdb"
 SYSTEM_NAME = "配置平台"
-
-# Built-in models have their own IAM actions and resource types in bk-cmdb.
-_BUILTIN_ACTIONS: dict[str, tuple[str, str, str]] = {
-    # obj_id: (action id, action name, resource type)
-    "host": ("edit_biz_host", "业务主机编辑", "host"),
-    "biz": ("edit_business", "业务编辑", "biz"),
-    "set": ("edit_business_set_topology", "集群编辑", "set"),
-    "module": ("edit_business_module_topology", "模块编辑", "module"),
-    "bk_biz_set_obj": ("edit_business_set", "业务集编辑", "business_set"),
-    "bk_project": ("edit_project", "项目编辑", "project"),
-    "plat": ("edit_cloud_area", "云区域编辑", "sys_cloud_area"),
-}
 
 
 class Authorizer(Protocol):
@@ -152,9 +141,74 @@ async def denied_instances(
     return denied
 
 
-def edit_permission_payload(denied: list[DeniedInstance]) -> dict[str, Any]:
-    """The `permission` object of a denial, one action per denied model, as bk-cmdb's IAM answers it."""
-    return _instances_payload(denied, _BUILTIN_ACTIONS, ("edit_comobj_{}", "{}实例编辑"))
+# The edit actions of built-in models whose resource is the instance itself (CONTRACT-ui Correction a):
+# action id, action name, resource type, its name.
+_EDIT_ACTIONS: dict[str, tuple[str, str, str, str]] = {
+    "biz": ("edit_business", "业务编辑", "biz", "业务"),
+    "bk_biz_set_obj": ("edit_business_set", "业务集编辑", "business_set", "业务集"),
+    "bk_project": ("edit_project", "项目编辑", "project", "项目"),
+    "plat": ("edit_cloud_area", "管控区域编辑", "sys_cloud_area", "管控区域"),
+}
+# Models whose instances bk-cmdb authorizes through their business: set, module and custom mainline levels as the
+# business topology, processes as service instances.
+_BY_BUSINESS = {"process": ("edit_biz_service_instance", "服务实例编辑")}
+_TOPOLOGY_EDIT = ("edit_biz_topology", "业务拓扑编辑")
+
+
+async def edit_permission_payload(
+    store: AssociationStore, supplier_account: str, ends: list[tuple[str, int]]
+) -> dict[str, Any]:
+    """The `permission` object of an edit denial of these instances, as bk-cmdb's GetPermissionToApply builds it
+    (CONTRACT-ui Correction a): one action per action id, one inner list per instance (its IAM ancestors, then
+    itself); a host is edited in its business (`edit_biz_host`) or in the resource pool's directory
+    (`edit_resource_pool_host`), set, module, process and custom mainline levels through their business."""
+    denied = await denied_instances(store, supplier_account, ends, name_fields={"host": "bk_host_innerip"})
+    mainline = await store.mainline_models(supplier_account) - {"biz", "host"}
+    by_business = [d for d in denied if d.obj_id in {"set", "module", "process"} | mainline]
+    placements = await store.host_placements(supplier_account, [d.inst_id for d in denied if d.obj_id == "host"])
+    business_of: dict[tuple[str, int], int] = {("host", host): biz for host, (biz, _) in placements.items()}
+    for obj_id in sorted({d.obj_id for d in by_business}):
+        ids = [d.inst_id for d in by_business if d.obj_id == obj_id]
+        for inst_id, doc in (await store.find_instances(obj_id, supplier_account, ids, ["bk_biz_id"])).items():
+            if is_int64(doc.get("bk_biz_id")):
+                business_of[(obj_id, inst_id)] = int(doc["bk_biz_id"])
+    businesses = await store.find_instances(
+        "biz", supplier_account, sorted(set(business_of.values())), ["bk_biz_name", "default"]
+    )
+    pool_modules = sorted({module for host, (biz, module) in placements.items()
+                           if businesses.get(biz, {}).get("default") == 1})  # fmt: skip
+    modules = await store.find_instances("module", supplier_account, pool_modules, ["bk_module_name"])
+    actions: dict[str, dict[str, Any]] = {}
+    for item in denied:
+        business = business_of.get((item.obj_id, item.inst_id))
+        biz = {"type": "biz", "type_name": "业务", "id": str(business if business is not None else ""),
+               "name": str(businesses.get(business or 0, {}).get("bk_biz_name", ""))}  # fmt: skip
+        this = {"id": str(item.inst_id), "name": item.inst_name}
+        if item.obj_id == "host":
+            host = {"type": "host", "type_name": "主机", **this}
+            placement = placements.get(item.inst_id)
+            if placement is not None and businesses.get(placement[0], {}).get("default") == 1:
+                module = str(modules.get(placement[1], {}).get("bk_module_name", ""))
+                directory = {"type": "sys_host_rsc_pool_directory", "type_name": "主机池主机",
+                             "id": str(placement[1]), "name": module}  # fmt: skip
+                action, path = ("edit_resource_pool_host", "主机池主机编辑", "host", "主机"), [directory, host]
+            else:  # a host without a placement (not seen in bk-cmdb's own data) is named alone
+                action, path = ("edit_biz_host", "业务主机编辑", "host", "主机"), [biz, host] if placement else [host]
+        elif item in by_business:
+            action_id, action_name = _BY_BUSINESS.get(item.obj_id, _TOPOLOGY_EDIT)
+            action, path = (action_id, action_name, "biz", "业务"), [biz]
+        elif item.obj_id in _EDIT_ACTIONS:
+            action = _EDIT_ACTIONS[item.obj_id]
+            path = [{"type": action[2], "type_name": action[3], **this}]
+        else:
+            suffix = item.model_row_id if item.model_row_id is not None else item.obj_id
+            action = (f"edit_comobj_{suffix}", f"{item.model_name}实例编辑", f"comobj_{suffix}", item.model_name)
+            path = [{"type": action[2], "type_name": action[3], **this}]
+        entry = actions.setdefault(action[0], {"id": action[0], "name": action[1], "related_resource_types": [
+            {"system_id": SYSTEM_ID, "system_name": SYSTEM_NAME, "type": action[2], "type_name": action[3],
+             "instances": []}]})  # fmt: skip
+        entry["related_resource_types"][0]["instances"].append(path)
+    return {"system_id": SYSTEM_ID, "system_name": SYSTEM_NAME, "actions": list(actions.values())}
 
 
 def view_instances_payload(denied: list[DeniedInstance]) -> dict[str, Any]:

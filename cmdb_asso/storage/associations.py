@@ -37,6 +37,7 @@ from cmdb_asso.storage.tables import (
     AUDIT_SEQUENCE,
     DEL_ARCHIVE,
     INST_ASST_SEQUENCE,
+    MODULE_HOST,
     OBJ_ASST,
     OBJ_DES,
     InstanceTable,
@@ -276,6 +277,21 @@ class AssociationStore:
         with translate_errors(write=False):
             cursor = self.mongo.db[OBJ_ASST].find(_owned(query, supplier_account), {"_id": 0}).sort("id", 1)
             return [plain_document(doc) for doc in await cursor.to_list(None)]
+
+    async def host_placements(self, supplier_account: str, host_ids: list[int]) -> dict[int, tuple[int, int]]:
+        """Each host's business and module, from its first `cc_ModuleHostConfig` row (as bk-cmdb reads them)."""
+        if not host_ids:
+            return {}
+        query = {"bk_host_id": one_or_in(host_ids), **owner_filter(supplier_account)}
+        projection = {"_id": 0, "bk_host_id": 1, "bk_biz_id": 1, "bk_module_id": 1}
+        with translate_errors(write=False):
+            rows = await self.mongo.db[MODULE_HOST].find(query, projection).sort("_id", 1).to_list(None)
+        placements: dict[int, tuple[int, int]] = {}
+        for row in rows:
+            host, biz, module = row.get("bk_host_id"), row.get("bk_biz_id"), row.get("bk_module_id")
+            if is_int64(host) and is_int64(biz) and is_int64(module):
+                placements.setdefault(int(host), (int(biz), int(module)))
+        return placements
 
     async def mainline_models(self, supplier_account: str) -> frozenset[str]:
         """bk-cmdb's mainline set: every model at either end of a `bk_mainline` definition the supplier may see."""

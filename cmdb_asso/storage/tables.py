@@ -12,6 +12,7 @@ OBJ_DES = "cc_ObjDes"
 ID_GENERATOR = "cc_idgenerator"
 AUDIT_LOG = "cc_AuditLog"
 DEL_ARCHIVE = "cc_DelArchive"
+MODULE_HOST = "cc_ModuleHostConfig"
 SYSTEM = "cc_System"
 
 SUPPLIER_FIELD = "bk_supplier_account"

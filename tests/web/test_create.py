@@ -316,11 +316,17 @@ async def test_a_user_without_edit_permission_on_the_target_is_denied_with_the_p
 ) -> None:
     policy = StaticPolicy({"bob": UserGrants(edit=frozenset({"bk_switch"}))})
     client = await make_client(authorizer=policy)
+    await mock_mongo.db["cc_ApplicationBase"].insert_one({"bk_biz_id": 2, "bk_biz_name": "demo", "default": 0,
+                                                          "bk_supplier_account": "0"})  # fmt: skip
+    await mock_mongo.db["cc_ModuleHostConfig"].insert_one({"bk_host_id": 21, "bk_biz_id": 2, "bk_set_id": 3,
+                                                           "bk_module_id": 4, "bk_supplier_account": "0"})  # fmt: skip
+    await mock_mongo.db["cc_HostBase"].update_one({"bk_host_id": 21}, {"$set": {"bk_host_innerip": ["10.0.0.21"]}})
 
     answer = await create(client, SEED, spelling=spelling, user="bob")
 
     assert (answer.status, answer.result, answer.code, answer.data) == (200, False, 9900403, None)
     assert answer.message == "Do not have access permission."
+    # A host in a business: the business, then the host named by its inner IPs (CONTRACT-ui Correction a).
     assert answer.permission == {
         "system_id": "bk_cmdb",
         "system_name": "配置平台",
@@ -334,7 +340,12 @@ async def test_a_user_without_edit_permission_on_the_target_is_denied_with_the_p
                         "system_name": "配置平台",
                         "type": "host",
                         "type_name": "主机",
-                        "instances": [[{"type": "host", "type_name": "主机", "id": "21", "name": "host-21"}]],
+                        "instances": [
+                            [
+                                {"type": "biz", "type_name": "业务", "id": "2", "name": "demo"},
+                                {"type": "host", "type_name": "主机", "id": "21", "name": "10.0.0.21"},
+                            ]
+                        ],
                     }
                 ],
             }
@@ -468,3 +479,34 @@ async def test_a_null_bk_username_is_a_missing_user_as_the_readme_says(client: C
     answer = await response.json()
     assert response.status == 401
     assert (answer["result"], answer["code"]) == (False, 1199027)
+
+
+async def test_a_resource_pool_host_and_a_module_are_denied_with_bk_cmdbs_actions(
+    make_client: MakeClient, mock_mongo: MongoConnection
+) -> None:
+    """CONTRACT-ui Correction a: a host of the resource pool is edited in its directory, a set, module or custom
+    mainline level through its business's topology."""
+    await add_definition(mock_mongo, "host_run_module", "host", "run", "module", "n:n")
+    await mock_mongo.db["cc_ApplicationBase"].insert_many([
+        {"bk_biz_id": 1, "bk_biz_name": "资源池", "default": 1, "bk_supplier_account": "0"},
+        {"bk_biz_id": 2, "bk_biz_name": "demo", "default": 0, "bk_supplier_account": "0"},
+    ])  # fmt: skip
+    await mock_mongo.db["cc_ModuleBase"].insert_many([
+        {"bk_module_id": 7, "bk_module_name": "空闲机", "bk_biz_id": 1, "bk_supplier_account": "0"},
+        {"bk_module_id": 8, "bk_module_name": "web", "bk_biz_id": 2, "bk_supplier_account": "0"},
+    ])  # fmt: skip
+    await mock_mongo.db["cc_ModuleHostConfig"].insert_one({"bk_host_id": 22, "bk_biz_id": 1, "bk_module_id": 7,
+                                                           "bk_supplier_account": "0"})  # fmt: skip
+    client = await make_client(authorizer=StaticPolicy({"bob": UserGrants()}))
+
+    answer = await create(client, link_body("host_run_module", 22, 8), user="bob")
+
+    assert answer.code == 9900403
+    assert [(action["id"], action["name"], action["related_resource_types"][0]["type"],
+             action["related_resource_types"][0]["instances"]) for action in answer.permission["actions"]] == [
+        ("edit_resource_pool_host", "主机池主机编辑", "host", [[
+            {"type": "sys_host_rsc_pool_directory", "type_name": "主机池主机", "id": "7", "name": "空闲机"},
+            {"type": "host", "type_name": "主机", "id": "22", "name": ""}]]),
+        ("edit_biz_topology", "业务拓扑编辑", "biz",
+         [[{"type": "biz", "type_name": "业务", "id": "2", "name": "demo"}]]),
+    ]  # fmt: skip
