@@ -115,6 +115,16 @@ class BodyNotDecoded(CmdbError):
         return message(BodyUndecodable.code, language, ())
 
 
+class BodyNotDecodedNamed(CmdbError):
+    """The body does not decode, on find related, where bk-cmdb passes the decoder's text as 1199006's argument."""
+
+    code = 1199006
+
+    def message(self, language: Language) -> str:
+        """1199006's template around 1199000's text, both in `language`."""
+        return message(self.code, language, (message(BodyUndecodable.code, language, ()),))
+
+
 class BodyInvalid(CmdbError):
     """The body, or one of its fields, has the wrong type or value (1199006)."""
 

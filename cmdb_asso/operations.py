@@ -31,6 +31,10 @@ class Operation:
     esb: bool = True
     # Whether the body is read at all (bk-cmdb ignores the body of some routes: any body, even malformed, is fine).
     reads_body: bool = True
+    # What a body that does not decode answers (CONTRACT-ui Correction g): "body" 1199006 'body' (create one, and
+    # our own operations), "raw" 1199006 with 1199000's text, "undecodable" 1199000, "named" 1199006 naming
+    # 1199000's text. Where it is not "body", a zero-length body and a top-level null are `{}`.
+    body_error: str = "body"
     # For the API document: what it does, a body that works on the demo data, and the business codes it may
     # answer beyond those every operation may (invalid input, permission, the store unavailable).
     summary: str = ""
@@ -61,29 +65,30 @@ OPERATIONS: tuple[Operation, ...] = (
               example={"bk_obj_id": "bk_switch", "bk_asst_obj_id": "host", "bk_obj_asst_id": "bk_switch_belong_bk_host",
                        "details": [{"bk_inst_id": 12, "bk_asst_inst_id": 22},
                                    {"bk_inst_id": 12, "bk_asst_inst_id": 23}]},
-              codes=(1101046, 1101062, 1101038, 1101073, 1101074, 1101052, 1101061, 1199038, 1199035)),
+              codes=(1101046, 1101062, 1101038, 1101073, 1101074, 1101052, 1101061, 1199038, 1199035),
+              body_error="undecodable"),
     Operation("delete", "DELETE", "/api/v3/delete/instassociation/{bk_obj_id}/{id}", "delete_instance_association",
               True, summary="Delete one link by its model and id (a missing id is no error)",
               example={"bk_obj_id": "bk_switch", "id": 999999}),
     Operation("delete_many", "DELETE", "/api/v3/delete/instassociation/batch", "delete_related_inst_asso", True,
               summary="Delete links by their ids in one model's table; answers how many were removed",
-              example={"bk_obj_id": "bk_switch", "id": [999998, 999999]}, codes=(1199038, 1199035)),
+              example={"bk_obj_id": "bk_switch", "id": [999998, 999999]}, codes=(1199038, 1199035), body_error="raw"),
     Operation("find", "POST", "/api/v3/find/instassociation", "find_instance_association", False,
               summary="The links of a model matching a MongoDB-style condition (a checked subset of operators)",
               example={"bk_obj_id": "bk_switch", "condition": {"bk_obj_asst_id": "bk_switch_belong_bk_host"}},
-              codes=(1199059,)),
+              codes=(1199059,), body_error="raw"),
     Operation("find_related", "POST", "/api/v3/find/instassociation/related", "search_related_inst_asso", False,
               summary="The links where one instance is the source or the target, a page at a time",
               example={"condition": {"bk_obj_id": "bk_switch", "bk_inst_id": 11}, "fields": ["id", "bk_asst_inst_id"],
-                       "page": {"start": 0, "limit": 50}}, codes=(1199059,)),
+                       "page": {"start": 0, "limit": 50}}, codes=(1199059,), body_error="named"),
     Operation("search", "POST", "/api/v3/search/instance_associations/object/{bk_obj_id}",
               "search_instance_associations", False,
               summary="A page of a model's links matching query-builder rules, sorted as asked",
               example={"bk_obj_id": "bk_switch", "conditions": _RULE, "page": {"start": 0, "limit": 10, "sort": "id"}},
-              codes=(1199059,)),
+              codes=(1199059,), body_error="undecodable"),
     Operation("count", "POST", "/api/v3/count/instance_associations/object/{bk_obj_id}",
               "count_instance_associations", False, summary="How many of a model's links match query-builder rules",
-              example={"bk_obj_id": "bk_switch", "conditions": _RULE}),
+              example={"bk_obj_id": "bk_switch", "conditions": _RULE}, body_error="undecodable"),
     Operation("topo", "POST", "/api/v3/find/insttopo/object/{bk_obj_id}/inst/{bk_inst_id}",
               "search_inst_association_topo", False,
               summary="The instances one instance is linked to, grouped by model and direction (bk-cmdb's topology)",
@@ -92,12 +97,13 @@ OPERATIONS: tuple[Operation, ...] = (
               "find_instassociation_with_inst", False,
               summary="A page of links with the instances at either end (what the Association tab lists)",
               example={"bk_obj_id": "bk_switch", "condition": {"asst_filter": _RULE, "src_detail": True,
-                       "dst_detail": True}, "page": {"start": 0, "limit": 20}}, codes=(1199059,)),
+                       "dst_detail": True}, "page": {"start": 0, "limit": 20}}, codes=(1199059,),
+              body_error="undecodable"),
     Operation("base_info", "POST", "/api/v3/findmany/inst/association/association_object/inst_base_info",
               "search_inst_asst_object_inst_base_info", False,
               summary="The id and name of the instances of one model linked to an instance",
               example={"condition": {"bk_obj_id": "bk_switch", "bk_inst_id": 11, "association_obj_id": "host"},
-                       "page": {"start": 0, "limit": 20}}, codes=(1199059,)),
+                       "page": {"start": 0, "limit": 20}}, codes=(1199059,), body_error="undecodable"),
     Operation("graph", "POST", "/api/v3/find/instassociation/graph", "search_inst_association_graph", False,
               summary="The instances and links within a few hops of an instance, for drawing",
               example={"bk_obj_id": "bk_switch", "bk_inst_id": 11, "direction": "both", "depth": 2},
@@ -106,7 +112,7 @@ OPERATIONS: tuple[Operation, ...] = (
               long_poll=True,
               summary="Link create and delete events after a cursor or a time, waiting a while for new ones",
               example={"bk_resource": "inst_asst", "bk_event_types": ["create", "delete"], "bk_start_from": 0},
-              codes=(1103007,)),
+              codes=(1103007,), body_error="undecodable"),
     Operation("full_topo", "POST", "/api/v3/find/instassttopo/object/{bk_obj_id}/inst/{bk_inst_id}",
               "search_inst_full_association_topo", False, esb=False, reads_body=False,
               summary="An instance with the instances that point to it and those it points to, grouped by model "

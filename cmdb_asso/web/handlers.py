@@ -10,7 +10,14 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from cmdb_asso.errors import BodyInvalid, BodyNotDecoded, BodyUndecodable, CmdbError, ParamEmpty
+from cmdb_asso.errors import (
+    BodyInvalid,
+    BodyNotDecoded,
+    BodyNotDecodedNamed,
+    BodyUndecodable,
+    CmdbError,
+    ParamEmpty,
+)
 from cmdb_asso.inputs import int64_or_none
 from cmdb_asso.keys import (
     APP_AUTHENTICATOR,
@@ -115,14 +122,18 @@ def _depth_exceeds(value: Any, limit: int) -> bool:
 
 async def _read_body(request: web.Request, invalid: Callable[[], CmdbError] | None = None) -> dict[str, Any] | None:
     """The body as a JSON object; None when it is empty. Anything else (not JSON, not an object, bad UTF-8,
-    nested deeper than any operation needs) answers `invalid()`, by default 1199006 'body'."""
+    nested deeper than any operation needs) answers `invalid()`, by default 1199006 'body'. With `invalid` given
+    the body decodes as bk-cmdb decodes it (CONTRACT-ui Correction g): only a zero-length body is empty, and a
+    top-level null is too."""
     raw = await request.read()
-    if not raw.strip():
+    if not (raw if invalid else raw.strip()):
         return None
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise (invalid or _invalid_body)() from None
+    if body is None and invalid is not None:
+        return None
     if not isinstance(body, dict) or _depth_exceeds(body, MAX_BODY_DEPTH):
         raise (invalid or _invalid_body)()
     return body
@@ -130,6 +141,15 @@ async def _read_body(request: web.Request, invalid: Callable[[], CmdbError] | No
 
 def _invalid_body() -> CmdbError:
     return BodyInvalid("body")
+
+
+# What a body that does not decode answers, by the operation's `body_error` (cmdb_asso.operations).
+BODY_ERRORS: dict[str, Callable[[], CmdbError] | None] = {
+    "body": None,
+    "raw": BodyNotDecoded,
+    "undecodable": BodyUndecodable,
+    "named": BodyNotDecodedNamed,
+}
 
 
 async def _answer(
@@ -149,16 +169,22 @@ async def _answer(
 
 
 def native_view(
-    operation: OperationHandler, *, writes: bool, name: str = "", idempotent: bool = False, reads_body: bool = True
+    operation: OperationHandler,
+    *,
+    writes: bool,
+    name: str = "",
+    idempotent: bool = False,
+    reads_body: bool = True,
+    body_error: str = "body",
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
     """An aiohttp handler for the native spelling: identity from headers, path parameters over the body (which
-    is not read at all unless `reads_body`)."""
+    is not read at all unless `reads_body`; one that does not decode answers as `body_error` says)."""
 
     async def view(request: web.Request) -> web.Response:
         request[OPERATION_WRITES] = writes
         settings = request.app[SETTINGS]
         caller = native_caller(request, request[REQUEST_ID], settings.supplier_account)
-        body = await _read_body(request) if reads_body else {}
+        body = await _read_body(request, BODY_ERRORS[body_error]) if reads_body else {}
         if request.match_info:
             body = {**(body or {}), **request.match_info}
         return await _answer(request, operation, Call(caller, body), name, idempotent)
@@ -167,7 +193,7 @@ def native_view(
 
 
 def esb_view(
-    operation: OperationHandler, *, writes: bool, name: str = "", idempotent: bool = False
+    operation: OperationHandler, *, writes: bool, name: str = "", idempotent: bool = False, body_error: str = "body"
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
     """An aiohttp handler for the ESB spelling: everything, credentials included, in the JSON body."""
 
@@ -176,8 +202,8 @@ def esb_view(
         settings = request.app[SETTINGS]
         authenticator = request.app[APP_AUTHENTICATOR]
         try:
-            body = await _read_body(request)
-        except BodyInvalid:
+            body = await _read_body(request, BODY_ERRORS[body_error])
+        except CmdbError:
             # The application is authenticated first (its credentials may come in a header), then the body.
             await esb_caller(request, {}, request[REQUEST_ID], settings.supplier_account, authenticator)
             raise

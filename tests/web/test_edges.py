@@ -19,6 +19,7 @@ from cmdb_asso.config import AppCredential, AuthSettings, LimitSettings, Setting
 from cmdb_asso.credentials import hash_secret
 from cmdb_asso.errors import AppAuthFailed
 from cmdb_asso.loader import Loader, Rejected, Row, State, parse_row
+from cmdb_asso.operations import BY_NAME
 from cmdb_asso.service import apps
 from cmdb_asso.service.apps import AppAuthenticator
 from cmdb_asso.storage.associations import AssociationStore
@@ -316,3 +317,37 @@ async def test_a_definition_look_up_the_service_could_not_answer_leaves_its_rows
     assert failures_left == 98  # one look-up for the definition, not one per row
     assert (second.created, second.rejected, second.unsent, second.skipped) == (2, 0, 0, 0)
     assert [pair for sent in down.sent for pair in sent if pair != (1, 1)] == [(11, 21), (12, 22)]
+
+
+@pytest.mark.parametrize(
+    ("operation", "code", "message"),
+    [
+        ("create", 1199006, "'body' data parameter verification does not pass"),  # section 5's, kept (Deviation)
+        ("create_many", 1199000, "Deserializing JSON data failed"),
+        ("delete_many", 1199006, "Deserializing JSON data failed"),
+        ("find", 1199006, "Deserializing JSON data failed"),
+        ("find_related", 1199006, "'Deserializing JSON data failed' data parameter verification does not pass"),
+        ("search", 1199000, "Deserializing JSON data failed"),
+        ("count", 1199000, "Deserializing JSON data failed"),
+        ("base_info", 1199000, "Deserializing JSON data failed"),
+    ],
+)
+async def test_a_body_that_does_not_decode_answers_each_operations_own_code(
+    client: Client, operation: str, code: int, message: str
+) -> None:
+    """CONTRACT-ui Correction g: bk-cmdb's handlers answer a decode failure each their own way; a zero-length body
+    and a top-level null are an empty object (whose missing fields each operation then names)."""
+    described = BY_NAME[operation]
+    path = described.native_path.format(bk_obj_id="host", id=1)
+    headers = {"X-Bkcmdb-User": "admin", "Content-Type": "application/json"}
+
+    answers = []
+    for raw in (b"{not json", b"[1]", b" "):
+        response = await client.request(described.method, path, data=raw, headers=headers)
+        answers.append(await response.json())
+    empty = await (await client.request(described.method, path, data=b"null", headers=headers)).json()
+
+    for answer in answers:
+        assert (answer["bk_error_code"], answer["bk_error_msg"]) == (code, message), answer
+    if operation != "create":  # decoded as {}: whatever the operation says of what is missing, not a decode error
+        assert "Deserializing" not in empty["bk_error_msg"], empty
