@@ -220,7 +220,11 @@ class EmbeddedMongo:
     def _started(self) -> str:
         assert self._process is not None
         state = {"pid": self._process.pid, "port": self.port, "parent": os.getpid()}
-        self._state_path.write_text(json.dumps(state), encoding="utf-8")
+        # Written aside and renamed: a reader (another process looking for this directory's server, a restart
+        # after the server died) sees the old state or the new one, never an empty file.
+        written = self._state_path.with_name(f"{STATE_FILE}.{os.getpid()}.tmp")
+        written.write_text(json.dumps(state), encoding="utf-8")
+        os.replace(written, self._state_path)
         log.info("embedded_mongodb_started", port=self.port, data_dir=str(self.data_dir / "mongo"))
         return self.uri
 
