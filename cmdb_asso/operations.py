@@ -131,12 +131,12 @@ OPERATIONS: tuple[Operation, ...] = (
               example={"bk_biz_id": 2, "bk_obj_id": "host", "condition": {"bk_asst_obj_id": "host",
                        "bk_asst_inst_id": 21}}, codes=(1199059,)),
     Operation("model_associations", "POST", "/api/v3/find/instassociation/model",
-              "find_model_associations_by_condition", False, esb=False, reads_body=False,
+              "find_model_associations_by_condition", False, esb=False, body_error="undecodable",
               summary="Association definitions (cc_ObjAsst rows) matching a condition, with their count (what "
                       "bk-cmdb's web server asks for the mainline levels); native only",
               example={"condition": {"bk_asst_id": "bk_mainline"}}),
     Operation("definitions_by_ids", "POST", "/api/v3/topo/find/object/{bk_obj_id}/association/by/bk_obj_asst_id",
-              "find_association_by_object_association_id", False, esb=False, reads_body=False,
+              "find_association_by_object_association_id", False, esb=False, body_error="raw",
               summary="The definitions with these ids in which a model is the source or the target (what bk-cmdb's "
                       "web server asks for an Excel import); native only",
               example={"bk_obj_id": "bk_switch", "bk_obj_asst_ids": ["bk_switch_belong_bk_host"]}),

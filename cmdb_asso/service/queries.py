@@ -83,6 +83,15 @@ def check_page_limit(limit: int) -> None:
         raise PageLimitExceeded()
 
 
+def _bk_page_limit(limit: int) -> int:
+    """A page limit as bk-cmdb's BasePage reads it: 0 is 20, over 1,000 answers 1199059 unless it is its "no
+    limit" (999999999)."""
+    limit = limit or BASE_INFO_DEFAULT_LIMIT
+    if limit > BASE_INFO_PAGE_LIMIT and limit != UNBOUNDED_LIMIT:
+        raise PageLimitExceeded()
+    return limit
+
+
 def check_search_page(page: Page) -> None:
     """Search's page (CONTRACT-ui Correction d): a limit of 1 to 500 and a start that is not negative, else 1199006
     naming it."""
@@ -486,7 +495,7 @@ class QueryService:
         this_model, this_id = ("bk_asst_obj_id", "bk_asst_inst_id") if as_target else ("bk_obj_id", "bk_inst_id")
         query = {this_model: obj_id, this_id: inst_id, other_model: {"$in": sorted(others)},
                  "bk_obj_asst_id": {"$in": names}}  # fmt: skip
-        links = await self.store.find_links(obj_id, supplier, query, sort=[("id", 1)], limit=max(limit, 0) + 1)
+        links = await self.store.find_links(obj_id, supplier, query, sort=[("id", 1)], limit=limit + 1)
         if len(links) > limit:
             raise PageLimitExceeded()
         linked = sorted({str(link[other_model]) for link in links})
@@ -523,18 +532,10 @@ class QueryService:
         if obj_id not in await self.store.find_models([obj_id], supplier):
             raise ParamEmpty("bk_obj_id")
         await self.authorize_view(caller, obj_id)
-        limit = limit or BASE_INFO_DEFAULT_LIMIT
-        if limit > BASE_INFO_PAGE_LIMIT and limit != UNBOUNDED_LIMIT:
-            raise PageLimitExceeded()
+        limit = _bk_page_limit(limit)
         query = {"$or": [{"bk_obj_id": obj_id, "bk_inst_id": inst_id},
                          {"bk_asst_obj_id": obj_id, "bk_asst_inst_id": inst_id}]}  # fmt: skip
-        count = await self.store.count_links(obj_id, supplier, query)
-        unbounded = limit == UNBOUNDED_LIMIT
-        if unbounded and count - start > self.max_unbounded:
-            raise PageLimitExceeded()
-        links = await self.store.find_links(
-            obj_id, supplier, query, sort=[("id", 1)], skip=start, limit=self.max_unbounded if unbounded else limit
-        )
+        count, links = await self._counted_page(obj_id, supplier, query, sort=[("id", 1)], start=start, limit=limit)
         ends: dict[str, dict[int, None]] = {}
         for link in links:
             for side_obj, side_id in ((link["bk_obj_id"], link["bk_inst_id"]),
@@ -556,6 +557,20 @@ class QueryService:
             "page": {"limit": limit, "start": start},
         }
 
+    async def _counted_page(
+        self, obj_id: str, supplier: str, query: dict[str, Any], *, sort: list[tuple[str, int]], start: int, limit: int
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """How many links of `obj_id`'s table match `query`, and the page of them at `start`: bk-cmdb's "no limit"
+        (999999999) returns all of them up to `query.max_unbounded` (1199059 beyond)."""
+        count = await self.store.count_links(obj_id, supplier, query)
+        unbounded = limit == UNBOUNDED_LIMIT
+        if unbounded and count - start > self.max_unbounded:
+            raise PageLimitExceeded()
+        links = await self.store.find_links(
+            obj_id, supplier, query, sort=sort, skip=start, limit=self.max_unbounded if unbounded else limit
+        )
+        return count, links
+
     async def _tab_instances(self, supplier: str, obj_id: str, ids: list[int]) -> list[dict[str, Any]]:
         """The instances of `obj_id` with these ids that exist, in this order: their id and name fields only."""
         table = instance_table(obj_id, supplier)
@@ -567,9 +582,7 @@ class QueryService:
     async def base_info(self, caller: Caller, request: BaseInfoRequest) -> dict[str, Any]:
         """A page of the links between one instance and another model's instances, in one direction, as the
         other side's (id, name) in link order (CONTRACT 13), with the true count of links."""
-        limit = request.limit or BASE_INFO_DEFAULT_LIMIT
-        if limit > BASE_INFO_PAGE_LIMIT and limit != UNBOUNDED_LIMIT:
-            raise PageLimitExceeded()
+        limit = _bk_page_limit(request.limit)
         models = await self.store.find_models([request.obj_id, request.other_obj_id], caller.supplier_account)
         if request.obj_id not in models:
             raise ParamEmpty("bk_obj_id")
@@ -586,14 +599,9 @@ class QueryService:
                      "bk_asst_obj_id": request.other_obj_id}  # fmt: skip
             other_side = "bk_asst_inst_id"
         supplier = caller.supplier_account
-        count = await self.store.count_links(request.other_obj_id, supplier, query)
-        unbounded = limit == UNBOUNDED_LIMIT
-        if unbounded and count - request.start > self.max_unbounded:
-            raise PageLimitExceeded()
-        links = await self.store.find_links(
-            request.other_obj_id, supplier, query, sort=list(request.sort), skip=request.start,
-            limit=self.max_unbounded if unbounded else limit,
-        )  # fmt: skip
+        count, links = await self._counted_page(
+            request.other_obj_id, supplier, query, sort=list(request.sort), start=request.start, limit=limit
+        )
         others = list(dict.fromkeys((request.other_obj_id, int(link[other_side])) for link in links))
         names = await self.store.find_names(supplier, others, name_fields=_DETAIL_NAME_FIELDS)
         info = [{"bk_inst_id": other[1], "bk_inst_name": names[other]} for other in others if other in names]

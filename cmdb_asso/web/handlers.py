@@ -179,12 +179,13 @@ def native_view(
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
     """An aiohttp handler for the native spelling: identity from headers, path parameters over the body (which
     is not read at all unless `reads_body`; one that does not decode answers as `body_error` says)."""
+    invalid = BODY_ERRORS[body_error]  # an unknown name fails at start-up, not in a request
 
     async def view(request: web.Request) -> web.Response:
         request[OPERATION_WRITES] = writes
         settings = request.app[SETTINGS]
         caller = native_caller(request, request[REQUEST_ID], settings.supplier_account)
-        body = await _read_body(request, BODY_ERRORS[body_error]) if reads_body else {}
+        body = await _read_body(request, invalid) if reads_body else {}
         if request.match_info:
             body = {**(body or {}), **request.match_info}
         return await _answer(request, operation, Call(caller, body), name, idempotent)
@@ -197,12 +198,14 @@ def esb_view(
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
     """An aiohttp handler for the ESB spelling: everything, credentials included, in the JSON body."""
 
+    invalid = BODY_ERRORS[body_error]  # an unknown name fails at start-up, not in a request
+
     async def view(request: web.Request) -> web.Response:
         request[OPERATION_WRITES] = writes
         settings = request.app[SETTINGS]
         authenticator = request.app[APP_AUTHENTICATOR]
         try:
-            body = await _read_body(request, BODY_ERRORS[body_error])
+            body = await _read_body(request, invalid)
         except CmdbError:
             # The application is authenticated first (its credentials may come in a header), then the body.
             await esb_caller(request, {}, request[REQUEST_ID], settings.supplier_account, authenticator)
@@ -360,13 +363,13 @@ async def business_host_links(request: web.Request, call: Call) -> list[dict[str
 
 async def model_associations(request: web.Request, call: Call) -> dict[str, Any]:
     """Association definitions matching a condition, with their count (CONTRACT-ui 21)."""
-    condition = load_model_associations(await _read_body(request, BodyUndecodable) or {})
+    condition = load_model_associations(call.params or {})  # a zero-length body is {}
     return await request.app[QUERIES].model_associations(call.caller, condition)
 
 
 async def definitions_by_ids(request: web.Request, call: Call) -> list[dict[str, Any]]:
     """The definitions with these ids in which a model is the source or the target (CONTRACT-ui 22)."""
-    obj_asst_ids = load_definitions_by_ids(await _read_body(request, BodyNotDecoded) or {})
+    obj_asst_ids = load_definitions_by_ids(call.params)
     return await request.app[QUERIES].definitions_by_ids(call.caller, str(call.params["bk_obj_id"]), obj_asst_ids)
 
 
