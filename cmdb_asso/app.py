@@ -21,6 +21,7 @@ from cmdb_asso.keys import (
     DRAINING,
     EMBEDDED_RESTARTING,
     IDEMPOTENCY,
+    IMPORTER,
     METRICS,
     MONGO,
     OPENAPI,
@@ -34,6 +35,7 @@ from cmdb_asso.service.admission import Gate
 from cmdb_asso.service.apps import AppAuthenticator
 from cmdb_asso.service.associations import AssociationService
 from cmdb_asso.service.idempotency import Idempotency
+from cmdb_asso.service.importing import AssociationImporter
 from cmdb_asso.service.permission import AllowAll, Authorizer, StaticPolicy, UserGrants
 from cmdb_asso.service.queries import QueryService
 from cmdb_asso.service.readiness import Readiness
@@ -301,6 +303,7 @@ def _install_services(
         group_limit=settings.limits.create_many_max,
         groups_in_flight=settings.limits.create_groups_in_flight,
     )
+    app[IMPORTER] = AssociationImporter(store, app[SERVICE], authorizer)
     app[QUERIES] = QueryService(
         store,
         authorizer,

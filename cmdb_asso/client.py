@@ -89,8 +89,11 @@ class AssociationClient:
         max_backoff: float = 5.0,
         timeout: float = 60.0,
         session: aiohttp.ClientSession | None = None,
+        language: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        # The language of the service's messages (and of the display names an Excel import reads): en or zh.
+        self.language = language
         self.user = user
         self.supplier_account = supplier_account
         self.spelling = spelling
@@ -270,6 +273,41 @@ class AssociationClient:
         )
         return page
 
+    async def full_topo(self, obj_id: str, inst_id: int) -> list[dict[str, Any]]:
+        """The instance with those pointing to it and those it points to, by model (served natively only)."""
+        topo: list[dict[str, Any]] = await self.call("full_topo", {"bk_obj_id": obj_id, "bk_inst_id": inst_id})
+        return topo
+
+    async def business_host_links(
+        self, biz_id: int, condition: dict[str, Any], obj_id: str = "host"
+    ) -> list[dict[str, Any]]:
+        """Host links matching a Find condition, for a caller with access to the business (natively only)."""
+        params = {"bk_biz_id": biz_id, "bk_obj_id": obj_id, "condition": condition}
+        found: list[dict[str, Any]] = await self.call("business_host_links", params)
+        return found
+
+    async def model_associations(self, condition: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Association definitions matching a condition, with their count (natively only)."""
+        answer: dict[str, Any] = await self.call("model_associations", {"condition": condition or {}})
+        return answer
+
+    async def definitions_by_ids(self, obj_id: str, obj_asst_ids: list[str]) -> list[dict[str, Any]]:
+        """The definitions with these ids in which the model is the source or the target (natively only)."""
+        found: list[dict[str, Any]] = await self.call(
+            "definitions_by_ids", {"bk_obj_id": obj_id, "bk_obj_asst_ids": obj_asst_ids}
+        )
+        return found
+
+    async def import_associations(
+        self, obj_id: str, rows: dict[int, dict[str, Any]], object_unique_id: int, other_unique_ids: dict[str, int]
+    ) -> dict[int, str]:
+        """Import an Excel sheet's rows (by row number: bk_obj_asst_id, operate, src_primary_key, dst_primary_key),
+        instances named by these unique rules; the message of each row that failed (natively only)."""
+        params = {"bk_obj_id": obj_id, "association_info": {str(number): row for number, row in rows.items()},
+                  "object_unique_id": object_unique_id, "asst_object_unique_id_info": other_unique_ids}  # fmt: skip
+        answer: dict[str, Any] = await self.call("import", params)
+        return {int(item["row"]): str(item["message"]) for item in answer.get("err_msg") or []}
+
     async def links_with_instances(
         self,
         obj_id: str,
@@ -393,6 +431,8 @@ class AssociationClient:
         described = BY_NAME[operation]
         method, path, esb_name = described.method, described.native_path, described.esb_name
         headers = {"Content-Type": "application/json"}
+        if self.language:
+            headers["X-Bkcmdb-Language"] = self.language
         if self.spelling == "esb" and described.esb:
             body = {**params, "bk_app_code": self.app_code, "bk_app_secret": self.app_secret, "bk_username": self.user}
             if self.supplier_account:

@@ -114,6 +114,8 @@ class LimitSettings:
     heavy_reads_in_flight: int = setting(2, _integer(0, 100_000))
     long_polls_in_flight: int = setting(1000, _integer(0, 1_000_000))
     definition_cache_entries: int = setting(10000, _integer(1, 1_000_000))
+    # Rows of one Excel import (bk-cmdb's web server imports at most 1,000 rows of a sheet).
+    import_rows_max: int = setting(1000, _integer(1, 100_000))
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,8 @@ class CmdbError(Exception):
 
     code: ClassVar[int] = 1199999
     http_status: int = 200
+    # False for an error that only ever words a row of an answer, never the answer's code.
+    answers: ClassVar[bool] = True
 
     def __init__(self, *args: Any, permission: dict[str, Any] | None = None, http_status: int | None = None) -> None:
         super().__init__(*args)
@@ -237,6 +239,47 @@ class PermissionDenied(CmdbError):
     code = 9900403
 
 
+# The row messages of an Excel import (CONTRACT-ui 23.2), by bk-cmdb's i18n key: (English, Chinese), from its
+# resources/language/{en,default}/import_instance.json; printf-style placeholders.
+IMPORT_MESSAGES: dict[str, tuple[str, str]] = {
+    "import_asstid_not_found": ("association [%s]  does not exists", "关联关系[%s] 不存在"),
+    "import_asst_obj_property_str_primary_format_error": (
+        "[%s] association primary Key [%s] data format error",
+        "[%s]关联对象唯一键[%s]数据格式错误",
+    ),
+    "import_asst_obj_primary_property_str_not_found": (
+        "[%s] object unique rule does not contain 'rule: [%s]'",
+        "[%s]唯一校验中不存在“规则：[%s]”",
+    ),
+    "import_asst_obj_property_str_primary_type_error": (
+        "[%s] association primary Key [%s] data transform type  error",
+        "[%s]关联对象唯一键[%s]数据类型错误",
+    ),
+    "import_asst_obj_property_str_primary_count_len": (
+        " [%s] Object [%s] primary Key  count error",
+        "[%s]关联对象[%s]唯一键个数错误",
+    ),
+    "import_instance_not_found": ("[%s] model [%s]  does not exists", "[%s] 模型 [%s] 不存在"),
+    "import_association_operate_not_found": ("operate not found", "操作类型不存在"),
+}
+
+
+class ImportRowRefused(CmdbError):
+    """One row of an Excel import was refused: a row's message, never an answer's code."""
+
+    answers = False
+
+    def __init__(self, key: str, *args: Any) -> None:
+        super().__init__(*args)
+        self.key = key
+
+    def message(self, language: Language) -> str:
+        """The row's message in `language`, as bk-cmdb words it."""
+        english, chinese = IMPORT_MESSAGES[self.key]
+        template = chinese if language == "zh" else english
+        return template % self.args_for_message if self.args_for_message else template
+
+
 class AssociationExists(CmdbError):
     """A batch detail repeats an existing link (1101038)."""
 
@@ -357,6 +400,8 @@ def error_codes() -> dict[int, list[str]]:
     the table the API document prints."""
     found: dict[int, list[str]] = {}
     for cls in error_classes():
+        if not cls.answers:
+            continue
         meaning = re.sub(r"\s*\(\d{7}[^)]*\)", "", " ".join((cls.__doc__ or "").split())).rstrip(".")
         found.setdefault(cls.code, [])
         if meaning and meaning not in found[cls.code]:

@@ -12,6 +12,7 @@ if TYPE_CHECKING:  # the keys need only the types: no import runs back up the la
     from cmdb_asso.service.apps import AppAuthenticator
     from cmdb_asso.service.associations import AssociationService
     from cmdb_asso.service.idempotency import Idempotency
+    from cmdb_asso.service.importing import AssociationImporter
     from cmdb_asso.service.queries import QueryService
     from cmdb_asso.service.readiness import Readiness
     from cmdb_asso.service.watch import WatchService
@@ -23,6 +24,7 @@ SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 MONGO: web.AppKey[MongoConnection] = web.AppKey("mongo")
 SERVICE: web.AppKey[AssociationService] = web.AppKey("service")
 QUERIES: web.AppKey[QueryService] = web.AppKey("queries")
+IMPORTER: web.AppKey[AssociationImporter] = web.AppKey("importer")
 READINESS: web.AppKey[Readiness] = web.AppKey("readiness")
 IDEMPOTENCY: web.AppKey[Idempotency] = web.AppKey("idempotency")
 WATCH: web.AppKey[WatchService] = web.AppKey("watch")
@@ -49,6 +51,7 @@ __all__ = [
     "DRAINING",
     "EMBEDDED_RESTARTING",
     "IDEMPOTENCY",
+    "IMPORTER",
     "LANGUAGE",
     "METRICS",
     "MONGO",

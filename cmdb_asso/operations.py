@@ -140,5 +140,14 @@ OPERATIONS: tuple[Operation, ...] = (
               summary="The definitions with these ids in which a model is the source or the target (what bk-cmdb's "
                       "web server asks for an Excel import); native only",
               example={"bk_obj_id": "bk_switch", "bk_obj_asst_ids": ["bk_switch_belong_bk_host"]}),
+    Operation("import", "POST", "/api/v3/import/instassociation/{bk_obj_id}", "import_instance_associations", True,
+              esb=False, body_error="raw",
+              summary="Add and delete links named by their instances' unique keys, rows keyed by their Excel row "
+                      "number (what bk-cmdb's web server calls for an Excel import); answers the rows that failed; "
+                      "native only",
+              example={"bk_obj_id": "bk_switch", "association_info": {"3": {
+                  "bk_obj_asst_id": "bk_switch_belong_bk_host", "operate": 2, "src_primary_key": "Name=switch-11",
+                  "dst_primary_key": "Host name=host-21"}}, "object_unique_id": 1,
+                  "asst_object_unique_id_info": {"host": 2}}, codes=(1199035,)),
 )  # fmt: skip
 BY_NAME = {operation.name: operation for operation in OPERATIONS}

@@ -122,7 +122,7 @@ class MappingRules:
 _End = tuple[str, int, str]
 
 
-def _audit(
+def link_audit(
     caller: Caller, action: Literal["create", "delete"], obj_asst_id: str, asst_id: str, src: _End, dst: _End
 ) -> AuditRecord:
     return AuditRecord(
@@ -146,7 +146,7 @@ def _audit(
 def _delete_audit(caller: Caller, link: StoredLink, names: dict[tuple[str, int], str]) -> AuditRecord:
     src = (link.obj_id, link.inst_id, names.get((link.obj_id, link.inst_id), ""))
     dst = (link.asst_obj_id, link.asst_inst_id, names.get((link.asst_obj_id, link.asst_inst_id), ""))
-    return _audit(caller, "delete", link.obj_asst_id, link.asst_id, src, dst)
+    return link_audit(caller, "delete", link.obj_asst_id, link.asst_id, src, dst)
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,7 +303,7 @@ class AssociationService:
                 failed[index] = error
                 continue
             limits.accept(src, dst)
-            accepted[index] = _audit(
+            accepted[index] = link_audit(
                 caller_of(index),
                 "create",
                 definition.obj_asst_id,
@@ -326,6 +326,10 @@ class AssociationService:
             if failed:
                 raise failed[0]
             return None
+        return await self.create_authorized(caller, definition, pair)
+
+    async def create_authorized(self, caller: Caller, definition: Definition, pair: tuple[int, int]) -> int:
+        """Steps 4 to 6 and the write of one link whose edit permission was checked; its id."""
         # Concurrent creates of one definition go together (one round of reads, one write); alone, at once.
         member = _GroupMember(caller, definition, pair, current_reservation())
         return await self._creates.submit((caller.supplier_account, definition), member)

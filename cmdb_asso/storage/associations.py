@@ -33,6 +33,7 @@ from cmdb_asso.storage.ids import IdAllocator
 from cmdb_asso.storage.indexes import CLAIM, CLAIMED_AT, IndexManager
 from cmdb_asso.storage.journal import Journal, new_token
 from cmdb_asso.storage.tables import (
+    ATTRIBUTES,
     AUDIT_LOG,
     AUDIT_SEQUENCE,
     DEL_ARCHIVE,
@@ -40,6 +41,7 @@ from cmdb_asso.storage.tables import (
     MODULE_HOST,
     OBJ_ASST,
     OBJ_DES,
+    OBJECT_UNIQUE,
     InstanceTable,
     inst_asst_table,
     instance_table,
@@ -49,6 +51,9 @@ from cmdb_asso.storage.tables import (
 from cmdb_asso.storage.watch import track_changes
 
 log = structlog.get_logger(__name__)
+
+# Key conditions of an Excel import sent in one `$or` (a sheet has up to 1,000 rows, two ends each).
+_KEY_CONDITIONS_PER_READ = 500
 
 
 class AssociationStore:
@@ -277,6 +282,53 @@ class AssociationStore:
         with translate_errors(write=False):
             cursor = self.mongo.db[OBJ_ASST].find(_owned(query, supplier_account), {"_id": 0}).sort("id", 1)
             return [plain_document(doc) for doc in await cursor.to_list(None)]
+
+    async def key_attributes(
+        self, supplier_account: str, unique_ids: list[int], obj_ids: list[str]
+    ) -> list[dict[str, Any]]:
+        """The attributes of these models that any of these unique rules (`cc_ObjectUnique` ids) names as a key, as
+        stored (id, model, attribute id, display name, type and options): what an Excel import names instances by."""
+        if not unique_ids or not obj_ids:
+            return []
+        with translate_errors(write=False):
+            uniques = (
+                await self.mongo.db[OBJECT_UNIQUE]
+                .find(
+                    {"id": one_or_in(sorted(set(unique_ids))), **owner_filter(supplier_account)}, {"_id": 0, "keys": 1}
+                )
+                .to_list(None)
+            )
+            key_ids = sorted(
+                {
+                    int(key["key_id"])
+                    for unique in uniques
+                    for key in (unique.get("keys") if isinstance(unique.get("keys"), list) else [])
+                    if isinstance(key, dict) and is_int64(key.get("key_id"))
+                }
+            )
+            if not key_ids:
+                return []
+            query = {"bk_obj_id": one_or_in(sorted(set(obj_ids))), "id": one_or_in(key_ids)}
+            projection = {"_id": 0, "id": 1, "bk_obj_id": 1, "bk_property_id": 1, "bk_property_name": 1,
+                          "bk_property_type": 1, "option": 1}  # fmt: skip
+            cursor = self.mongo.db[ATTRIBUTES].find(_owned(query, supplier_account), projection).sort("id", 1)
+            return [plain_document(doc) for doc in await cursor.to_list(None)]
+
+    async def find_instances_by_keys(
+        self, obj_id: str, supplier_account: str, conditions: list[dict[str, Any]], fields: list[str]
+    ) -> list[dict[str, Any]]:
+        """The instances of `obj_id` the caller's supplier may see that match any of these equality conditions on
+        their key attributes, cut to `fields` and the id field (as plain JSON values)."""
+        table = instance_table(obj_id, supplier_account)
+        projection = dict.fromkeys([*fields, table.id_field], 1) | {"_id": 0}
+        found: list[dict[str, Any]] = []
+        with translate_errors(write=False):
+            for start in range(0, len(conditions), _KEY_CONDITIONS_PER_READ):
+                chunk = conditions[start : start + _KEY_CONDITIONS_PER_READ]
+                query = table.scoped(chunk[0] if len(chunk) == 1 else {"$or": chunk})
+                cursor = self.mongo.db[table.collection].find(query, projection).batch_size(LARGE_BATCH)
+                found += [plain_document(doc) for doc in await cursor.to_list(None)]
+        return found
 
     async def host_placements(self, supplier_account: str, host_ids: list[int]) -> dict[int, tuple[int, int]]:
         """Each host's business and module, from its first `cc_ModuleHostConfig` row (as bk-cmdb reads them)."""

@@ -14,7 +14,15 @@ from cmdb_asso.errors import CmdbError, StoreReadUnavailable
 from cmdb_asso.storage.client import MongoConnection
 from cmdb_asso.storage.failures import translate_errors
 from cmdb_asso.storage.indexes import IndexManager, TableIndexes, create_indexes
-from cmdb_asso.storage.tables import ASST_DES, OBJ_ASST, OBJ_DES, inst_asst_table, instance_table
+from cmdb_asso.storage.tables import (
+    ASST_DES,
+    ATTRIBUTES,
+    OBJ_ASST,
+    OBJ_DES,
+    OBJECT_UNIQUE,
+    inst_asst_table,
+    instance_table,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -199,9 +207,28 @@ async def seed(mongo: MongoConnection, data: SeedData, supplier_account: str = "
         }
         for row, (obj_asst_id, src, kind, dest, mapping) in enumerate(data.definitions, start=1)
     ]
+    # Each model's name attribute, and a unique rule on it: what an Excel import names instances by.
+    attributes, uniques = [], []
+    for row, (obj_id, _name) in enumerate(data.models, start=1):
+        table = instance_table(obj_id, supplier_account)
+        attributes.append(
+            {
+                "id": Int64(row),
+                "bk_obj_id": obj_id,
+                "bk_property_id": table.name_field,
+                "bk_property_name": "Name",
+                "bk_property_type": "singlechar",
+                "ispre": True,
+                **common,
+            }
+        )
+        uniques.append({"id": Int64(row), "bk_obj_id": obj_id, "keys": [{"key_kind": "property", "key_id": Int64(row)}],
+                        "ispre": False, **common})  # fmt: skip
     with translate_errors(write=True):
         await _insert_missing(mongo.db[ASST_DES], "bk_asst_id", kinds, {})
         await _insert_missing(mongo.db[OBJ_DES], "bk_obj_id", models, {})
+        await _insert_missing(mongo.db[ATTRIBUTES], "id", attributes, {})
+        await _insert_missing(mongo.db[OBJECT_UNIQUE], "id", uniques, {})
         await _insert_missing(mongo.db[OBJ_ASST], "bk_obj_asst_id", definitions, {})
         for obj_id, instances in data.instances.items():
             table = instance_table(obj_id, supplier_account)

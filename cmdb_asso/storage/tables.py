@@ -14,6 +14,8 @@ AUDIT_LOG = "cc_AuditLog"
 DEL_ARCHIVE = "cc_DelArchive"
 MODULE_HOST = "cc_ModuleHostConfig"
 SYSTEM = "cc_System"
+OBJECT_UNIQUE = "cc_ObjectUnique"
+ATTRIBUTES = "cc_ObjAttDes"
 
 SUPPLIER_FIELD = "bk_supplier_account"
 # The supplier whose models, definitions and instances every supplier shares.
@@ -37,11 +39,14 @@ class InstanceTable:
 
     def filter_for(self, ids: list[int]) -> dict[str, Any]:
         """A filter matching the instances with these ids that the caller's supplier may see."""
-        query: dict[str, Any] = dict(self.base_filter)
-        query[self.id_field] = ids[0] if len(ids) == 1 else {"$in": ids}
+        return self.scoped({self.id_field: ids[0] if len(ids) == 1 else {"$in": ids}})
+
+    def scoped(self, query: dict[str, Any]) -> dict[str, Any]:
+        """`query` limited to this model's instances that the caller's supplier may see."""
+        scoped: dict[str, Any] = {**dict(self.base_filter), **query}
         if self.owners:
-            query[SUPPLIER_FIELD] = one_or_in(self.owners)
-        return query
+            scoped[SUPPLIER_FIELD] = one_or_in(self.owners)
+        return scoped
 
 
 def visible_suppliers(supplier_account: str) -> tuple[str, ...]:

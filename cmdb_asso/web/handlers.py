@@ -24,6 +24,7 @@ from cmdb_asso.keys import (
     DRAINING,
     EMBEDDED_RESTARTING,
     IDEMPOTENCY,
+    IMPORTER,
     METRICS,
     OPENAPI,
     OPERATION_WRITES,
@@ -69,6 +70,7 @@ from cmdb_asso.web.schemas import (
     load_definitions_by_ids,
     load_detail,
     load_detail_request,
+    load_import_request,
     load_model_associations,
     load_watch_request,
 )
@@ -365,6 +367,17 @@ async def model_associations(request: web.Request, call: Call) -> dict[str, Any]
     """Association definitions matching a condition, with their count (CONTRACT-ui 21)."""
     condition = load_model_associations(call.params or {})  # a zero-length body is {}
     return await request.app[QUERIES].model_associations(call.caller, condition)
+
+
+async def import_associations(request: web.Request, call: Call) -> dict[str, Any]:
+    """Import an Excel sheet's association rows (CONTRACT-ui 23.2); answers each failed row with its message, in row
+    order (null when none failed)."""
+    rows = load_import_request(call.params, request.app[SETTINGS].limits.import_rows_max)
+    language = request_language(request)
+    failed = await request.app[IMPORTER].import_rows(call.caller, rows, language)
+    return {
+        "err_msg": [{"row": number, "message": error.message(language)} for number, error in failed.items()] or None
+    }
 
 
 async def definitions_by_ids(request: web.Request, call: Call) -> list[dict[str, Any]]:

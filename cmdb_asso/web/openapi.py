@@ -40,6 +40,7 @@ REQUEST_SCHEMAS: dict[str, type[Schema]] = {
     "find_instance_association_with_biz": schemas.BusinessHostLinksSchema,
     "find_model_associations_by_condition": schemas.ModelAssociationsSchema,
     "find_association_by_object_association_id": schemas.DefinitionsByIdsSchema,
+    "import_instance_associations": schemas.ImportSchema,
 }
 
 _LINK: dict[str, Any] = {
@@ -72,6 +73,19 @@ RESPONSE_DATA: dict[str, dict[str, Any]] = {
         "properties": {"count": {"type": "integer"}, "info": {"type": "array", "items": {"type": "object"}}},
     },
     "find_association_by_object_association_id": {"type": "array", "items": {"type": "object"}},
+    "import_instance_associations": {
+        "type": "object",
+        "properties": {
+            "err_msg": {
+                "type": "array",
+                "nullable": True,
+                "items": {
+                    "type": "object",
+                    "properties": {"row": {"type": "integer", "format": "int64"}, "message": {"type": "string"}},
+                },
+            }
+        },
+    },
     "find_instance_association_with_biz": {"type": "array", "items": {"$ref": "#/components/schemas/Link"}},
     "find_instance_associations_web": {
         "type": "object",

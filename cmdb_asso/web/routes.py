@@ -33,6 +33,7 @@ HANDLERS: dict[str, handlers.OperationHandler] = {
     "business_host_links": handlers.business_host_links,
     "model_associations": handlers.model_associations,
     "definitions_by_ids": handlers.definitions_by_ids,
+    "import": handlers.import_associations,
 }
 
 

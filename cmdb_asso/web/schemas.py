@@ -26,6 +26,7 @@ from cmdb_asso.errors import (
     ParamNotInteger,
 )
 from cmdb_asso.inputs import MODEL_ID, int64_or_none, is_int64
+from cmdb_asso.service.importing import ImportRequest, ImportRow
 from cmdb_asso.service.queries import DetailRequest
 from cmdb_asso.service.watch import WatchRequest
 
@@ -456,6 +457,53 @@ def load_definitions_by_ids(body: Any) -> list[str]:
         return _decoded_strings(body.get("bk_obj_asst_ids"))
     except BodyUndecodable:
         raise BodyNotDecoded() from None
+
+
+class ImportRowSchema(_Schema):
+    """One row of an Excel import."""
+
+    bk_obj_asst_id = fields.String(load_default="")
+    operate = fields.Integer(load_default=0, metadata={"description": "2 add, 3 delete, 1 any other text"})
+    src_primary_key = fields.String(load_default="", metadata={"description": "<display name>=<value>[,...]"})
+    dst_primary_key = fields.String(load_default="")
+
+
+class ImportSchema(_Schema):
+    """An Excel import's rows by row number, and the unique rules naming each model's instances (for the API
+    document; `load_import_request` decodes the body)."""
+
+    bk_obj_id = fields.String(required=True)
+    association_info = fields.Dict(keys=fields.String(), values=fields.Nested(ImportRowSchema), load_default=None)
+    asst_object_unique_id_info = fields.Dict(keys=fields.String(), values=fields.Integer(), load_default=None)
+    object_unique_id = fields.Integer(load_default=0)
+
+
+_ROW_NUMBER = re.compile(r"[+-]?[0-9]+")
+
+
+def load_import_request(body: Any, max_rows: int) -> ImportRequest:
+    """An import's body decoded as bk-cmdb decodes it (a value of the wrong type, or a row key that is not a decimal
+    integer, answers 1199006 with 1199000's text); more rows than `max_rows` answer 1199035."""
+    try:
+        if not isinstance(body, dict):
+            raise BodyUndecodable()
+        rows: dict[int, ImportRow] = {}
+        for key, row in (_decoded(body.get("association_info"), dict) or {}).items():
+            number = int(key) if _ROW_NUMBER.fullmatch(key) else None
+            if number is None or not is_int64(number):
+                raise BodyUndecodable()
+            fields_ = _decoded(row, dict) or {}
+            texts = [_decoded(fields_.get(name), str) or "" for name in ("bk_obj_asst_id", "src_primary_key",
+                                                                         "dst_primary_key")]  # fmt: skip
+            rows[number] = ImportRow(texts[0], _decoded_int(fields_.get("operate")), texts[1], texts[2])
+        others = _decoded(body.get("asst_object_unique_id_info"), dict) or {}
+        other_unique_ids = {str(obj_id): _decoded_int(unique_id) for obj_id, unique_id in others.items()}
+        unique_id = _decoded_int(body.get("object_unique_id"))
+    except BodyUndecodable:
+        raise BodyNotDecoded() from None
+    if len(rows) > max_rows:
+        raise LimitExceeded("association_info", max_rows)
+    return ImportRequest(str(body.get("bk_obj_id", "")), rows, unique_id, other_unique_ids)
 
 
 class WatchFilterSchema(_Schema):

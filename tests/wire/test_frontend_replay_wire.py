@@ -75,6 +75,13 @@ def association_tab_read(answer: Answer) -> None:
     assert {"bk_inst_id": 11, "bk_inst_name": "switch-11"} in instance["bk_switch"]
 
 
+def import_read(answer: Answer) -> None:
+    """`err_msg`: the failed rows, each `row` and `message` (the web server's importAssociation, importer.go:958)."""
+    assert answer.code == 0, answer
+    assert answer.data == {"err_msg": [{"row": 4, "message": "[bk_switch] model [Instance Name=switch-99]  does not "
+                                                               "exists"}]}, answer  # fmt: skip
+
+
 def count_read(answer: Answer) -> None:
     """`count`, destructured from the data (association.js:109)."""
     assert answer.code == 0, answer
@@ -218,14 +225,24 @@ REPLAYS: dict[str, tuple[list[Sent], Check]] = {
         links_read,
     ),
 }
+REPLAYS["src/web_server/service/excel/core/asst_func.go:98 POST"] = (
+    [
+        Sent("POST", "/api/v3/import/instassociation/bk_switch", {
+            "association_info": {
+                "3": {"bk_obj_asst_id": "bk_switch_belong_bk_host", "operate": 2,
+                      "src_primary_key": "Instance Name=switch-13", "dst_primary_key": "Hostname=host-23"},
+                "4": {"bk_obj_asst_id": "bk_switch_belong_bk_host", "operate": 2,
+                      "src_primary_key": "Instance Name=switch-99", "dst_primary_key": "Hostname=host-23"}},
+            "asst_object_unique_id_info": {"host": 1}, "object_unique_id": 2}),
+    ],
+    import_read,
+)  # fmt: skip
 # Live calls this service does not answer, each with the reason.
 SET_ASIDE: dict[str, str] = {
     "src/ui/src/service/instance/import.js:19 POST": "bk-cmdb's web server route (a multipart Excel upload), not an "
     "API of this service: the calls it makes to us are the web server's, replayed above",
     "src/ui/src/service/host/import.js:23 POST": "bk-cmdb's web server routes (host Excel import and update): the "
     "calls they make to us are the web server's, replayed above",
-    "src/web_server/service/excel/core/asst_func.go:98 POST": "the association Excel import (CONTRACT-ui 23.2) is "
-    "not built yet: open work of the frontend issue",
 }
 
 
@@ -266,10 +283,3 @@ async def test_every_live_call_answers_what_the_ui_reads(wire_client: Client, wi
                 check(answer)
             except AssertionError as exc:
                 raise AssertionError(f"{key}: {sent.method} {sent.path}: {exc}") from exc
-
-
-async def test_the_import_route_set_aside_is_not_served_yet(wire_client: Client) -> None:
-    """Set aside above: once it is built, this fails, and the replay table must take it."""
-    response = await wire_client.post("/api/v3/import/instassociation/bk_switch", json={})
-
-    assert response.status == 404
