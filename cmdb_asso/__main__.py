@@ -42,6 +42,8 @@ from cmdb_asso.storage.embedded import EMBEDDED, EmbeddedMongo, EmbeddedStartFai
 from cmdb_asso.storage.repair import find_problems, repair
 from cmdb_asso.storage.schema import DEMO_LINKS, ShardedTables, ensure_indexes, has_definitions, seed_demo
 from cmdb_asso.web.server import port_in_use, run
+from cmdb_asso.workbook import SUFFIXES as WORKBOOK_SUFFIXES
+from cmdb_asso.workbook import WorkbookLoader
 from cmdb_asso.workers import ServiceProcesses
 
 log = structlog.get_logger("cmdb_asso")
@@ -88,8 +90,12 @@ def _parser() -> argparse.ArgumentParser:
         "auth.apps as the app's secret_hash; the secret itself is never stored.",
     )
     hash_secret_command.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS, help=argparse.SUPPRESS)
-    load = commands.add_parser("load", help="load links from a CSV or JSON Lines file through the API")
-    load.add_argument("file", type=Path, help="CSV with a header, or JSON Lines (.jsonl, .ndjson, .json)")
+    load = commands.add_parser(
+        "load",
+        help="load links from a CSV or JSON Lines file, or an Excel workbook's association sheet, through the API",
+    )
+    load.add_argument("file", type=Path, help="CSV with a header, JSON Lines (.jsonl, .ndjson, .json), or an Excel "
+                      "workbook (.xlsx) in bk-cmdb's export layout")  # fmt: skip
     load.add_argument("--url", default=None, help="the service (default: http://<http.host>:<http.port>)")
     load.add_argument("--user", default="admin", help="the user the links are written as (default admin)")
     load.add_argument("--spelling", choices=["native", "esb"], default="native",
@@ -105,6 +111,12 @@ def _parser() -> argparse.ArgumentParser:
                       "would refuse go to the rejects file)")  # fmt: skip
     load.add_argument("--state", type=Path, help="state file (default: FILE.state)")
     load.add_argument("--rejects", type=Path, help="rejected rows (default: FILE.rejects.csv)")
+    load.add_argument("--object", default="", help="a workbook's model: the one whose instances it was exported with")
+    load.add_argument("--unique", action="append", default=[], metavar="MODEL=ID", type=_unique_rule,
+                      help="a workbook's unique rule (cc_ObjectUnique id) naming a model's instances; one for --object "
+                      "and one per other model (repeat)")  # fmt: skip
+    load.add_argument("--language", choices=["en", "zh"], default="en",
+                      help="the language of a workbook's attribute names and of the messages (default en)")  # fmt: skip
     export = commands.add_parser(
         "export", help="write a model's links, filtered as search filters them, as CSV or JSON Lines that load reads"
     )
@@ -249,6 +261,36 @@ async def follow_events(client: AssociationClient, args: argparse.Namespace, sto
     finally:
         stopped.cancel()
         await events.aclose()
+
+
+async def _load_workbook(args: argparse.Namespace, settings: Settings) -> int:
+    source: Path = args.file
+    state = State(args.state or source.with_name(source.name + ".state"), source)
+    if args.resume:
+        state.load()
+    elif state.path.exists() and not args.dry_run:
+        state.path.unlink()
+    rejects = args.rejects or source.with_name(source.name + ".rejects.csv")
+    url = args.url or f"http://{settings.http.host}:{settings.http.port}"
+    async with AssociationClient(url, user=args.user, language=args.language) as client:
+        loader = WorkbookLoader(client, args.object, dict(args.unique), batch_size=args.batch_size,
+                                language=args.language)  # fmt: skip
+        _stop_on_signals(loader.stop)
+        try:
+            if args.dry_run:
+                print(json.dumps(await loader.preview(source), ensure_ascii=False))
+                return 0
+            summary = await loader.run(source, state, rejects)
+        except LoadFileInvalid as exc:
+            print(f"cmdb-asso load: {exc}", file=sys.stderr)
+            return 2
+    print(summary.text())
+    print(f"rejected rows: {rejects}" if summary.rejected else "no rejected rows")
+    if summary.interrupted:
+        return 130
+    if summary.unsent:
+        return 75
+    return 1 if summary.rejected else 0
 
 
 async def _load(args: argparse.Namespace, settings: Settings) -> int:
@@ -412,6 +454,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+def _unique_rule(text: str) -> tuple[str, int]:
+    model, _, unique = text.partition("=")
+    if not model or not unique.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected MODEL=ID, for example host=1")
+    return model, int(unique)
+
+
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "hash-secret":
         secret = _read_secret()
@@ -424,6 +473,12 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         if not args.file.is_file():
             print(f"cmdb-asso load: no such file: {args.file}", file=sys.stderr)
             return 2
+        if args.file.suffix.lower() in WORKBOOK_SUFFIXES:
+            if not args.object or args.object not in dict(args.unique):
+                print("cmdb-asso load: a workbook needs --object MODEL and --unique MODEL=ID for it (and one per "
+                      "other model)", file=sys.stderr)  # fmt: skip
+                return 2
+            return asyncio.run(_load_workbook(args, settings))
         return asyncio.run(_load(args, settings))
     if args.command == "watch":
         return asyncio.run(_watch(args, settings))

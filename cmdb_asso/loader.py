@@ -70,12 +70,14 @@ class Summary:
     rejects: list[Rejected] = field(default_factory=list)
     # A dry run: every row judged by the service, nothing written, no progress kept.
     dry_run: bool = False
+    # What a row that passed did (a workbook's rows add and delete: they are imported).
+    done_word: str = "created"
 
     def text(self) -> str:
         """One line for the end of the run."""
         rate = (self.created + self.rejected) / self.seconds if self.seconds else 0.0
         state = "interrupted" if self.interrupted else "dry run, nothing written" if self.dry_run else "done"
-        created, rejected = ("would be created", "would be rejected") if self.dry_run else ("created", "rejected")
+        created, rejected = ("would be created", "would be rejected") if self.dry_run else (self.done_word, "rejected")
         unsent = f", {self.unsent} not sent ({self.unsent_reason}: run again with --resume)" if self.unsent else ""
         return (
             f"{state}: {self.total} rows, {self.created} {created}, {self.rejected} {rejected}, "

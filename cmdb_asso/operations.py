@@ -146,8 +146,8 @@ OPERATIONS: tuple[Operation, ...] = (
                       "number (what bk-cmdb's web server calls for an Excel import); answers the rows that failed; "
                       "native only",
               example={"bk_obj_id": "bk_switch", "association_info": {"3": {
-                  "bk_obj_asst_id": "bk_switch_belong_bk_host", "operate": 2, "src_primary_key": "Name=switch-11",
-                  "dst_primary_key": "Host name=host-21"}}, "object_unique_id": 1,
-                  "asst_object_unique_id_info": {"host": 2}}, codes=(1199035,)),
+                  "bk_obj_asst_id": "bk_switch_belong_bk_host", "operate": 2,
+                  "src_primary_key": "Instance Name=switch-11", "dst_primary_key": "Hostname=host-21"}},
+                  "object_unique_id": 2, "asst_object_unique_id_info": {"host": 1}}, codes=(1199035,)),
 )  # fmt: skip
 BY_NAME = {operation.name: operation for operation in OPERATIONS}

@@ -133,7 +133,8 @@ def _run(example: Example, base: str, tmp_path: Path) -> str:
     if example.command == "python":
         script = tmp_path / "example.py"
         script.write_text(example.shown.replace(SHOWN_URL, base), encoding="utf-8")
-        done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False)
+        done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False,
+                              cwd=tmp_path)  # fmt: skip
         return done.stdout if done.returncode == 0 else f"FAILED: {done.stderr[-1500:]}"
     command = example.command.replace(SHOWN_URL, base)
     prelude = f"H='-H X-Bkcmdb-User:admin -H Content-Type:application/json'; B={base}\n"
