@@ -67,3 +67,37 @@ def is_plain_text(value: str, *, max_length: int = 256) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+# A Go type as bk-cmdb's JSON decoder reads it: "string", "int" (int64), "bool", "object" (a map), "any"; a struct
+# (members by name; others ignored); a list of one type ([type]). A null is the zero value of any of them.
+GoType = str | dict[str, "GoType"] | list["GoType"]
+
+
+def decodes_as(value: Any, go_type: GoType) -> bool:
+    """Whether bk-cmdb's decoder reads `value` into `go_type` without error (a number with a fraction or an
+    exponent, or out of range, is no int; a string is no number; iteratively: no recursion limit to hit)."""
+    pending: list[tuple[Any, GoType]] = [(value, go_type)]
+    while pending:
+        item, kind = pending.pop()
+        if item is None or kind == "any":
+            continue
+        if isinstance(kind, dict):
+            if not isinstance(item, dict):
+                return False
+            pending += [(item[name], member) for name, member in kind.items() if name in item]
+        elif isinstance(kind, list):
+            if not isinstance(item, list):
+                return False
+            pending += [(element, kind[0]) for element in item]
+        elif not _SCALARS[kind](item):
+            return False
+    return True
+
+
+_SCALARS = {
+    "string": lambda item: isinstance(item, str),
+    "int": lambda item: not isinstance(item, bool) and isinstance(item, int) and INT64_MIN <= item <= INT64_MAX,
+    "bool": lambda item: isinstance(item, bool),
+    "object": lambda item: isinstance(item, dict),
+}

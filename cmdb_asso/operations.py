@@ -9,6 +9,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from cmdb_asso.inputs import GoType
+
 ESB_PATH = "/api/c/compapi/v2/cc/{esb_name}/"
 # The attribute that marks a long-poll operation's aiohttp handlers (the deadline middleware reads it).
 LONG_POLL_MARK = "cmdb_asso_long_poll"
@@ -35,6 +37,9 @@ class Operation:
     # our own operations), "raw" 1199006 with 1199000's text, "undecodable" 1199000, "named" 1199006 naming
     # 1199000's text. Where it is not "body", a zero-length body and a top-level null are `{}`.
     body_error: str = "body"
+    # The Go struct bk-cmdb decodes the body into (CONTRACT-ui Correction g), as `GoType`s by member: a member of
+    # another JSON type anywhere fails the decode and answers as `body_error` says. None: not checked so.
+    go_body: dict[str, GoType] | None = None
     # For the API document: what it does, a body that works on the demo data, and the business codes it may
     # answer beyond those every operation may (invalid input, permission, the store unavailable).
     summary: str = ""
@@ -52,6 +57,15 @@ class Operation:
         return ESB_PATH.format(esb_name=self.esb_name)
 
 
+_PAGE: dict[str, GoType] = {"sort": "string", "limit": "int", "start": "int", "enable_count": "bool"}
+# bk-cmdb's InstAsst struct, a create-many detail (common/metadata/association.go).
+_INST_ASST: dict[str, GoType] = {
+    "id": "int", "bk_inst_id": "int", "bk_obj_id": "string", "bk_asst_inst_id": "int", "bk_asst_obj_id": "string",
+    "bk_supplier_account": "string", "bk_obj_asst_id": "string", "bk_asst_id": "string", "bk_biz_id": "int",
+}  # fmt: skip
+_SEARCH: dict[str, GoType] = {"bk_obj_id": "string", "conditions": "any", "time_condition": "object",
+                              "fields": ["string"], "page": _PAGE}  # fmt: skip
+
 _RULE = {"condition": "AND", "rules": [{"field": "bk_asst_id", "operator": "equal", "value": "belong"}]}
 
 OPERATIONS: tuple[Operation, ...] = (
@@ -66,29 +80,32 @@ OPERATIONS: tuple[Operation, ...] = (
                        "details": [{"bk_inst_id": 12, "bk_asst_inst_id": 22},
                                    {"bk_inst_id": 12, "bk_asst_inst_id": 23}]},
               codes=(1101046, 1101062, 1101038, 1101073, 1101074, 1101052, 1101061, 1199038, 1199035),
-              body_error="undecodable"),
+              body_error="undecodable", go_body={"bk_obj_id": "string", "bk_asst_obj_id": "string",
+                                                 "bk_obj_asst_id": "string", "details": [_INST_ASST]}),
     Operation("delete", "DELETE", "/api/v3/delete/instassociation/{bk_obj_id}/{id}", "delete_instance_association",
               True, summary="Delete one link by its model and id (a missing id is no error)",
               example={"bk_obj_id": "bk_switch", "id": 999999}),
     Operation("delete_many", "DELETE", "/api/v3/delete/instassociation/batch", "delete_related_inst_asso", True,
               summary="Delete links by their ids in one model's table; answers how many were removed",
-              example={"bk_obj_id": "bk_switch", "id": [999998, 999999]}, codes=(1199038, 1199035), body_error="raw"),
+              example={"bk_obj_id": "bk_switch", "id": [999998, 999999]}, codes=(1199038, 1199035), body_error="raw",
+              go_body={"bk_obj_id": "string", "id": ["int"]}),
     Operation("find", "POST", "/api/v3/find/instassociation", "find_instance_association", False,
               summary="The links of a model matching a MongoDB-style condition (a checked subset of operators)",
               example={"bk_obj_id": "bk_switch", "condition": {"bk_obj_asst_id": "bk_switch_belong_bk_host"}},
-              codes=(1199059,), body_error="raw"),
+              codes=(1199059,), body_error="raw", go_body={"condition": "object", "bk_obj_id": "string"}),
     Operation("find_related", "POST", "/api/v3/find/instassociation/related", "search_related_inst_asso", False,
               summary="The links where one instance is the source or the target, a page at a time",
               example={"condition": {"bk_obj_id": "bk_switch", "bk_inst_id": 11}, "fields": ["id", "bk_asst_inst_id"],
-                       "page": {"start": 0, "limit": 50}}, codes=(1199059,), body_error="named"),
+                       "page": {"start": 0, "limit": 50}}, codes=(1199059,), body_error="named",
+              go_body={"fields": ["string"], "page": _PAGE, "condition": {"bk_obj_id": "string", "bk_inst_id": "int"}}),
     Operation("search", "POST", "/api/v3/search/instance_associations/object/{bk_obj_id}",
               "search_instance_associations", False,
               summary="A page of a model's links matching query-builder rules, sorted as asked",
               example={"bk_obj_id": "bk_switch", "conditions": _RULE, "page": {"start": 0, "limit": 10, "sort": "id"}},
-              codes=(1199059,), body_error="undecodable"),
+              codes=(1199059,), body_error="undecodable", go_body=_SEARCH),
     Operation("count", "POST", "/api/v3/count/instance_associations/object/{bk_obj_id}",
               "count_instance_associations", False, summary="How many of a model's links match query-builder rules",
-              example={"bk_obj_id": "bk_switch", "conditions": _RULE}, body_error="undecodable"),
+              example={"bk_obj_id": "bk_switch", "conditions": _RULE}, body_error="undecodable", go_body=_SEARCH),
     Operation("topo", "POST", "/api/v3/find/insttopo/object/{bk_obj_id}/inst/{bk_inst_id}",
               "search_inst_association_topo", False,
               summary="The instances one instance is linked to, grouped by model and direction (bk-cmdb's topology)",
@@ -103,7 +120,9 @@ OPERATIONS: tuple[Operation, ...] = (
               "search_inst_asst_object_inst_base_info", False,
               summary="The id and name of the instances of one model linked to an instance",
               example={"condition": {"bk_obj_id": "bk_switch", "bk_inst_id": 11, "association_obj_id": "host"},
-                       "page": {"start": 0, "limit": 20}}, codes=(1199059,), body_error="undecodable"),
+                       "page": {"start": 0, "limit": 20}}, codes=(1199059,), body_error="undecodable",
+              go_body={"condition": {"bk_obj_id": "string", "bk_inst_id": "int", "is_target_object": "bool",
+                                     "association_obj_id": "string"}, "page": _PAGE}),
     Operation("graph", "POST", "/api/v3/find/instassociation/graph", "search_inst_association_graph", False,
               summary="The instances and links within a few hops of an instance, for drawing",
               example={"bk_obj_id": "bk_switch", "bk_inst_id": 11, "direction": "both", "depth": 2},
@@ -129,7 +148,9 @@ OPERATIONS: tuple[Operation, ...] = (
               summary="Host links matching a Find condition, for a caller with access to the business (the host "
                       "details' Association list inside a business); native only",
               example={"bk_biz_id": 2, "bk_obj_id": "host", "condition": {"bk_asst_obj_id": "host",
-                       "bk_asst_inst_id": 21}}, codes=(1199059,)),
+                       "bk_asst_inst_id": 21}}, codes=(1199059,),
+              # Read by the handler after the business is checked (the route reads no body before it).
+              go_body={"bk_obj_id": "string", "condition": "object"}),
     Operation("model_associations", "POST", "/api/v3/find/instassociation/model",
               "find_model_associations_by_condition", False, esb=False, body_error="undecodable",
               summary="Association definitions (cc_ObjAsst rows) matching a condition, with their count (what "

@@ -18,7 +18,7 @@ from cmdb_asso.errors import (
     CmdbError,
     ParamEmpty,
 )
-from cmdb_asso.inputs import int64_or_none
+from cmdb_asso.inputs import GoType, decodes_as, int64_or_none
 from cmdb_asso.keys import (
     APP_AUTHENTICATOR,
     DRAINING,
@@ -35,6 +35,7 @@ from cmdb_asso.keys import (
     SETTINGS,
     WATCH,
 )
+from cmdb_asso.operations import BY_NAME
 from cmdb_asso.service.associations import BatchRequest, CreateRequest
 from cmdb_asso.service.context import Caller
 from cmdb_asso.service.queries import (
@@ -170,6 +171,12 @@ async def _answer(
     return response
 
 
+def _check_go_body(body: Any, go_body: dict[str, GoType] | None, invalid: Callable[[], CmdbError] | None) -> None:
+    """A body bk-cmdb's decoder would refuse (a member of another JSON type) answers the operation's decode error."""
+    if go_body is not None and body is not None and not decodes_as(body, go_body):
+        raise (invalid or _invalid_body)()
+
+
 def native_view(
     operation: OperationHandler,
     *,
@@ -178,6 +185,7 @@ def native_view(
     idempotent: bool = False,
     reads_body: bool = True,
     body_error: str = "body",
+    go_body: dict[str, GoType] | None = None,
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
     """An aiohttp handler for the native spelling: identity from headers, path parameters over the body (which
     is not read at all unless `reads_body`; one that does not decode answers as `body_error` says)."""
@@ -188,6 +196,7 @@ def native_view(
         settings = request.app[SETTINGS]
         caller = native_caller(request, request[REQUEST_ID], settings.supplier_account)
         body = await _read_body(request, invalid) if reads_body else {}
+        _check_go_body(body, go_body, invalid)
         if request.match_info:
             body = {**(body or {}), **request.match_info}
         return await _answer(request, operation, Call(caller, body), name, idempotent)
@@ -196,7 +205,13 @@ def native_view(
 
 
 def esb_view(
-    operation: OperationHandler, *, writes: bool, name: str = "", idempotent: bool = False, body_error: str = "body"
+    operation: OperationHandler,
+    *,
+    writes: bool,
+    name: str = "",
+    idempotent: bool = False,
+    body_error: str = "body",
+    go_body: dict[str, GoType] | None = None,
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
     """An aiohttp handler for the ESB spelling: everything, credentials included, in the JSON body."""
 
@@ -213,6 +228,7 @@ def esb_view(
             await esb_caller(request, {}, request[REQUEST_ID], settings.supplier_account, authenticator)
             raise
         caller = await esb_caller(request, body or {}, request[REQUEST_ID], settings.supplier_account, authenticator)
+        _check_go_body(body, go_body, invalid)
         return await _answer(request, operation, Call(caller, body), name, idempotent)
 
     return view
@@ -359,7 +375,9 @@ async def business_host_links(request: web.Request, call: Call) -> list[dict[str
     path = load_body(_BUSINESS_PATH, call.params)
     queries = request.app[QUERIES]
     await queries.authorize_business(call.caller, path["bk_biz_id"])
-    body = load_body(_BUSINESS_HOST_LINKS, await _read_body(request, BodyNotDecoded) or {})
+    raw = await _read_body(request, BodyNotDecoded)
+    _check_go_body(raw, BY_NAME["business_host_links"].go_body, BodyNotDecoded)
+    body = load_body(_BUSINESS_HOST_LINKS, raw or {})
     return await queries.business_host_links(call.caller, body["bk_obj_id"] or "", body["condition"])
 
 

@@ -43,10 +43,12 @@ def setup_routes(app: web.Application) -> None:
         run = HANDLERS[operation.name]
         writes, name, idempotent = operation.writes, operation.esb_name, operation.idempotent
         decode = operation.body_error
-        native = handlers.native_view(
-            run, writes=writes, name=name, idempotent=idempotent, reads_body=operation.reads_body, body_error=decode
+        go_body = operation.go_body
+        native = handlers.native_view(run, writes=writes, name=name, idempotent=idempotent,
+                                      reads_body=operation.reads_body, body_error=decode, go_body=go_body)  # fmt: skip
+        esb = handlers.esb_view(
+            run, writes=writes, name=name, idempotent=idempotent, body_error=decode, go_body=go_body
         )
-        esb = handlers.esb_view(run, writes=writes, name=name, idempotent=idempotent, body_error=decode)
         for view in (native, esb):
             setattr(view, LONG_POLL_MARK, operation.long_poll)
         app.router.add_route(operation.method, operation.native_path, native)

@@ -40,7 +40,7 @@ async def test_a_mixed_batch_reports_each_index_and_writes_exactly_the_successfu
         (12, 98),  # 3: no such target
         (13, 22),  # 4: created
         (13, 22),  # 5: repeats index 4
-        {"bk_inst_id": "x", "bk_asst_inst_id": 21},  # 6: a bad detail
+        {"bk_inst_id": -1, "bk_asst_inst_id": 21},  # 6: a bad detail
         {"bk_asst_inst_id": 21},  # 7: a missing field
     ]
 
@@ -124,7 +124,7 @@ async def test_an_atomic_batch_with_one_bad_detail_writes_nothing(
 
 
 async def test_an_atomic_batch_answers_the_first_failing_index(client: Client) -> None:
-    pairs: list[Any] = [(11, 21), {"bk_inst_id": True, "bk_asst_inst_id": 1}, (99, 21)]
+    pairs: list[Any] = [(11, 21), {"bk_inst_id": -1, "bk_asst_inst_id": 1}, (99, 21)]
 
     answer = await call(client, "create_many", batch(*SWITCH_HOST, pairs, atomic=True))
 
@@ -179,11 +179,24 @@ REQUEST_ERRORS: list[tuple[dict[str, Any], int, str]] = [
         1199006,
         "'bk_asst_obj_id' data parameter verification does not pass",
     ),
+    # A member of another JSON type fails bk-cmdb's decode of the whole body (CONTRACT-ui Correction g).
+    ({**batch(*SWITCH_HOST, [(11, 21)]), "details": {"0": 1}}, 1199000, "Deserializing JSON data failed"),
     (
-        {**batch(*SWITCH_HOST, [(11, 21)]), "details": {"0": 1}},
-        1199006,
-        "'details' data parameter verification does not pass",
+        batch(*SWITCH_HOST, [(11, 21), {"bk_inst_id": "12", "bk_asst_inst_id": 22}]),
+        1199000,
+        "Deserializing JSON data failed",
     ),
+    (
+        batch(*SWITCH_HOST, [(11, 21), {"bk_inst_id": True, "bk_asst_inst_id": 22}]),
+        1199000,
+        "Deserializing JSON data failed",
+    ),
+    (
+        batch(*SWITCH_HOST, [(11, 21), {"bk_inst_id": 12.0, "bk_asst_inst_id": 22}]),
+        1199000,
+        "Deserializing JSON data failed",
+    ),
+    ({**batch(*SWITCH_HOST, [(11, 21)]), "bk_obj_id": 1}, 1199000, "Deserializing JSON data failed"),
 ]
 
 

@@ -118,13 +118,22 @@ async def test_deleting_many_answers_the_number_deleted(
 
 
 @pytest.mark.parametrize("spelling", SPELLINGS)
-@pytest.mark.parametrize(
-    ("ids", "code"), [([], 1199003), (list(range(1, 502)), 1199059), ([1, "x"], 1199009), ("1", 1199009)]
-)
+@pytest.mark.parametrize(("ids", "code"), [([], 1199003), (list(range(1, 502)), 1199059), ([1, -5], 1199009)])
 async def test_delete_many_refuses_bad_id_lists(client: Client, spelling: str, ids: Any, code: int) -> None:
     answer = await call(client, "delete_many", {"bk_obj_id": "host", "id": ids}, spelling=spelling)
 
     assert (answer.result, answer.code) == (False, code)
+
+
+@pytest.mark.parametrize("spelling", SPELLINGS)
+@pytest.mark.parametrize("body", [{"bk_obj_id": "host", "id": [1, "x"]}, {"bk_obj_id": "host", "id": "1"},
+                                  {"bk_obj_id": "host", "id": [1.5]}, {"bk_obj_id": 7, "id": [1]}])  # fmt: skip
+async def test_delete_many_answers_a_member_of_another_type_as_bk_cmdbs_decoder_fails(
+    client: Client, spelling: str, body: dict[str, Any]
+) -> None:
+    answer = await call(client, "delete_many", body, spelling=spelling)
+
+    assert (answer.result, answer.code, answer.message) == (False, 1199006, "Deserializing JSON data failed")
 
 
 async def test_deleting_needs_edit_permission_on_both_instances(

@@ -104,7 +104,6 @@ INJECTIONS: list[tuple[Any, str]] = [
     ({"bk_inst_id": "eleven"}, "bk_inst_id"),
     ({"bk_obj_id": {"nested": "document"}}, "nested"),
     ({"$nor": [{"bk_inst_id": 1}]}, "$nor"),
-    (["bk_inst_id"], "condition"),
 ]
 
 
@@ -117,6 +116,17 @@ async def test_find_refuses_anything_off_the_allow_list_naming_the_key(
 
     assert (answer.status, answer.result, answer.code, answer.data) == (200, False, 1199006, None)
     assert answer.message == f"'{named}' data parameter verification does not pass"
+
+
+@pytest.mark.parametrize("spelling", SPELLINGS)
+@pytest.mark.parametrize("body", [{"bk_obj_id": "host", "condition": ["bk_inst_id"]}, {"bk_obj_id": 5, "condition": {}},
+                                  {"bk_obj_id": ["host"]}])  # fmt: skip
+async def test_find_answers_a_member_of_another_type_as_bk_cmdbs_decoder_fails(
+    linked: Client, spelling: str, body: dict[str, Any]
+) -> None:
+    answer = await call(linked, "find", body, spelling=spelling)
+
+    assert (answer.result, answer.code, answer.message) == (False, 1199006, "Deserializing JSON data failed")
 
 
 async def test_find_needs_a_model(linked: Client) -> None:

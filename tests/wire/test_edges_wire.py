@@ -39,8 +39,10 @@ async def test_a_delete_by_an_id_that_is_not_ascii_digits_is_refused_and_deletes
     many = await call(wire_client, "delete_many", {"bk_obj_id": "bk_switch", "id": [digits]})
     esb = await call(wire_client, "delete", {"bk_obj_id": "bk_switch", "id": digits}, spelling="esb")
 
-    for answer in (one, many, esb):
+    for answer in (one, esb):
         assert (answer.status, answer.code) == (200, 1199009), answer.body
+    # A string among delete many's int64 ids fails bk-cmdb's decoder (CONTRACT-ui Correction g).
+    assert (many.status, many.code, many.message) == (200, 1199006, "Deserializing JSON data failed"), many.body
     assert [link["id"] for link in await links_in(wire_mongo, "bk_switch")] == [1, 2]
     assert [record["action"] for record in await audit_records(wire_mongo)] == ["create", "create"]
 
@@ -71,7 +73,8 @@ async def test_integers_outside_int64_are_refused_before_bson_sees_them(
     answer = await call(wire_client, operation, params, spelling=spelling)
 
     assert answer.status == 200
-    assert answer.code in (1199006, 1199059, 1199011), answer.body  # 1199011: find related's page (Correction c)
+    # 1199011: find related's page (Correction c); 1199000: search's page, a Go int that does not decode (g)
+    assert answer.code in (1199006, 1199059, 1199011, 1199000), answer.body
     assert answer.data is None
 
 
