@@ -5,17 +5,23 @@ know fails until it is served (a replay) or set aside with a reason."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
-from collections.abc import Callable
+import os
+import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
 from cmdb_asso.storage.client import MongoConnection
-from tests.helpers import Answer, read_envelope
+from cmdb_asso.storage.embedded import free_port
+from tests.helpers import Answer, read_envelope, wait_ready
 
 pytestmark = pytest.mark.wire
 Client = TestClient[Any, Any]
@@ -42,12 +48,13 @@ class Sent:
     body: Any  # None: no body at all
 
 
-async def send(client: Client, sent: Sent) -> Answer:
-    """Send it with the frontend's identity header and read the envelope."""
+async def send(client: Client | aiohttp.ClientSession, sent: Sent, base: str = "") -> Answer:
+    """Send it with the frontend's identity header and read the envelope (`base`: the service's URL, for a
+    session)."""
     data = None if sent.body is None else json.dumps(sent.body)
-    response = await client.request(sent.method, sent.path, data=data,
-                                    headers={"X-Bkcmdb-User": "admin", "Content-Type": "application/json"})  # fmt: skip
-    return read_envelope(response.status, await response.json(), response.headers.copy())
+    headers = {"X-Bkcmdb-User": "admin", "Content-Type": "application/json"}
+    async with client.request(sent.method, base + sent.path, data=data, headers=headers) as response:
+        return read_envelope(response.status, await response.json(), response.headers.copy())
 
 
 def is_link(item: Any) -> bool:
@@ -265,20 +272,45 @@ def test_every_live_call_is_replayed_or_set_aside_with_a_reason() -> None:
 
 
 async def test_every_live_call_answers_what_the_ui_reads(wire_client: Client, wire_mongo: MongoConnection) -> None:
+    """The service reaching a separate nx-27017 server by its URI."""
     await wire_mongo.db["cc_ApplicationBase"].insert_one(
         {"bk_biz_id": 2, "bk_biz_name": "demo", "default": 0, "bk_supplier_account": "0"}
     )
+    await replay_every_call(functools.partial(send, wire_client))
+
+
+async def test_every_live_call_answers_what_the_ui_reads_from_a_service_in_embedded_mode(tmp_path: Path) -> None:
+    """The service as `make run` starts it: its own embedded server, an empty database seeded with the demo."""
+    port = free_port()
+    env = {**os.environ, "CMDB_ASSO_HTTP_PORT": str(port), "CMDB_ASSO_DATA_DIR": str(tmp_path / "var")}
+    base = f"http://127.0.0.1:{port}"
+    with (tmp_path / "service.log").open("wb") as log:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "cmdb_asso", "serve", "--seed-demo-if-empty",
+            env=env, stdout=log, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        async with aiohttp.ClientSession() as session:
+            await wait_ready(session, base, seconds=60)
+            await replay_every_call(functools.partial(send, session, base=base))
+    finally:
+        process.terminate()
+        await process.wait()
+
+
+async def replay_every_call(sender: Callable[[Sent], Awaitable[Answer]]) -> None:
+    """Create three links, then send every replayed call and check what the UI reads of its answer."""
     links = {}
     for name, (src, dst) in {"to_keep": (11, 21), "to_delete": (12, 22), "to_delete_too": (14, 23)}.items():
-        made = await send(wire_client, Sent("POST", "/api/v3/create/instassociation",
-                                            {"bk_obj_asst_id": "bk_switch_belong_bk_host", "bk_inst_id": src,
-                                             "bk_asst_inst_id": dst}))  # fmt: skip
+        made = await sender(Sent("POST", "/api/v3/create/instassociation",
+                                 {"bk_obj_asst_id": "bk_switch_belong_bk_host", "bk_inst_id": src,
+                                  "bk_asst_inst_id": dst}))  # fmt: skip
         assert made.code == 0, made
         links[name] = made.data["id"]
 
     for key, (requests, check) in REPLAYS.items():
         for sent in requests:
-            answer = await send(wire_client, Sent(sent.method, sent.path.format(**links), sent.body))
+            answer = await sender(Sent(sent.method, sent.path.format(**links), sent.body))
             try:
                 check(answer)
             except AssertionError as exc:
