@@ -12,7 +12,7 @@ from bson.int64 import Int64
 
 from cmdb_asso.keys import SERVICE
 from cmdb_asso.storage.client import MongoConnection
-from tests.helpers import audit_records, call, create, link_body, links_in, tables
+from tests.helpers import add_definition, audit_records, call, create, link_body, links_in, post, tables
 
 Client = TestClient[Any, Any]
 ACME = {"X-Bkcmdb-Supplier-Account": "acme"}
@@ -182,3 +182,78 @@ async def test_an_empty_supplier_header_is_the_default_supplier_as_the_api_docum
 
     assert answer.code == 0
     assert [link["id"] for link in await links_in(mock_mongo, "host")] == [answer.data["id"]]
+
+
+async def test_the_frontends_routes_show_a_supplier_only_its_own_links_and_instances(
+    client: Client, mock_mongo: MongoConnection, acme_link: int
+) -> None:
+    assert (await create(client, link_body("bk_switch_belong_bk_host", 11, 21))).code == 0
+    ours = await post(client, "/api/v3/find/instassttopo/object/bk_switch/inst/11", None)
+    acme_switch_for_us = await post(client, "/api/v3/find/instassttopo/object/bk_switch/inst/111", None)
+    acme_topo = await post(client, "/api/v3/find/instassttopo/object/bk_switch/inst/111", None, headers=ACME)
+    tab_path = "/api/v3/findmany/inst/association/object/host/inst_id/{}/offset/0/limit/10/web"
+    acme_host_tab_for_us = await post(client, tab_path.format(121), None)
+    acme_tab = await post(client, tab_path.format(121), None, headers=ACME)
+    business = {"bk_obj_id": "host", "condition": {"bk_asst_obj_id": "host", "bk_asst_inst_id": 121}}
+    acme_host_links_for_us = await post(client, "/api/v3/find/instassociation/biz/2", business)
+
+    assert [entry["bk_inst_id"] for group in ours.data[0]["next"] for entry in group["children"]] == [21]
+    assert acme_switch_for_us.code == 1199011  # acme's switch is no instance of supplier "0"
+    assert [entry["bk_inst_id"] for group in acme_topo.data[0]["next"] for entry in group["children"]] == [121]
+    assert acme_host_tab_for_us.data["association_count"] == 0
+    assert acme_host_tab_for_us.data["data"]["association"] == {"src": [], "dst": []}
+    assert [link["id"] for link in acme_tab.data["data"]["association"]["dst"]] == [acme_link]
+    assert acme_host_links_for_us.data == []
+
+
+async def test_a_suppliers_own_definitions_and_unique_rules_are_not_another_suppliers(
+    client: Client, mock_mongo: MongoConnection
+) -> None:
+    await add_acme(mock_mongo)
+    await add_definition(mock_mongo, "bk_switch_watch_host", "bk_switch", "connect", "host", "n:n", supplier="acme")
+    await mock_mongo.db["cc_ObjAttDes"].insert_one(
+        {
+            "id": 70,
+            "bk_obj_id": "host",
+            "bk_property_id": "secret",
+            "bk_property_name": "Secret",
+            "bk_supplier_account": "acme",
+        }
+    )
+    await mock_mongo.db["cc_ObjectUnique"].insert_one({"id": 70, "bk_obj_id": "host", "bk_supplier_account": "acme",
+                                                       "keys": [{"key_kind": "property", "key_id": 70}]})  # fmt: skip
+    model_rows = {"condition": {"bk_obj_asst_id": "bk_switch_watch_host"}}
+    by_ids = {"bk_obj_asst_ids": ["bk_switch_watch_host"]}
+    by_ids_path = "/api/v3/topo/find/object/bk_switch/association/by/bk_obj_asst_id"
+
+    ours = [
+        await post(client, "/api/v3/find/instassociation/model", model_rows),
+        await post(client, by_ids_path, by_ids),
+    ]
+    acme = [await post(client, "/api/v3/find/instassociation/model", model_rows, headers=ACME),
+            await post(client, by_ids_path, by_ids, headers=ACME)]  # fmt: skip
+    rows = {
+        "3": {"bk_obj_asst_id": "bk_switch_watch_host", "operate": 2, "src_primary_key": "Instance Name=acme-switch",
+              "dst_primary_key": "Secret=acme only"},
+        "4": {"bk_obj_asst_id": "bk_switch_belong_bk_host", "operate": 2,
+              "src_primary_key": "Instance Name=acme-switch", "dst_primary_key": "Hostname=acme-host"},
+    }  # fmt: skip
+    sheet = {"association_info": rows, "object_unique_id": 2, "asst_object_unique_id_info": {"host": 70}}
+    imported_by_us = await post(client, "/api/v3/import/instassociation/bk_switch", sheet)
+    imported_by_acme = await post(client, "/api/v3/import/instassociation/bk_switch", sheet, headers=ACME)
+
+    assert (ours[0].data, ours[1].data) == ({"count": 0, "info": []}, [])
+    assert (acme[0].data["count"], [row["bk_obj_asst_id"] for row in acme[1].data]) == (1, ["bk_switch_watch_host"])
+    assert imported_by_us.data == {"err_msg": [
+        {"row": 3, "message": "association [bk_switch_watch_host]  does not exists"},
+        {"row": 4, "message": "[host] object unique rule does not contain 'rule: [Hostname]'"},  # acme's rule: unseen
+    ]}  # fmt: skip
+    # Acme names its host by its own rule; row 4 by the shared rule's Hostname, which acme's rule 70 is not.
+    assert imported_by_acme.data == {
+        "err_msg": [{"row": 4, "message": "[host] object unique rule does not contain 'rule: [Hostname]'"}]
+    }
+    assert [
+        (link["bk_obj_asst_id"], link["bk_inst_id"], link["bk_asst_inst_id"])
+        for link in await links_in(mock_mongo, "host", supplier="acme")
+    ] == [("bk_switch_watch_host", 111, 121)]
+    assert await links_in(mock_mongo, "host") == []
