@@ -20,6 +20,7 @@ from cmdb_asso.keys import (
     APP_AUTHENTICATOR,
     DRAINING,
     EMBEDDED_RESTARTING,
+    GATEWAY,
     IDEMPOTENCY,
     IMPORTER,
     METRICS,
@@ -34,6 +35,7 @@ from cmdb_asso.keys import (
 from cmdb_asso.service.admission import Gate
 from cmdb_asso.service.apps import AppAuthenticator
 from cmdb_asso.service.associations import AssociationService
+from cmdb_asso.service.gateway import GatewayVerifier
 from cmdb_asso.service.idempotency import Idempotency
 from cmdb_asso.service.importing import AssociationImporter
 from cmdb_asso.service.permission import AllowAll, Authorizer, StaticPolicy, UserGrants
@@ -340,6 +342,19 @@ def _install_services(
     app[METRICS].watch_groups(app[SERVICE])
 
 
+def gateway_verifier(settings: Settings) -> GatewayVerifier | None:
+    """The gateway's token check from the settings; None when no gateway key is configured."""
+    gateway = settings.auth.gateway
+    if not gateway.public_key:
+        return None
+    return GatewayVerifier(
+        gateway.public_key, algorithms=gateway.algorithms, issuer=gateway.issuer, leeway_seconds=gateway.leeway_seconds,
+        require_exp=gateway.require_exp, require_verified_user=gateway.require_verified_user,
+        cache_entries=gateway.token_cache_entries, jwt_required=gateway.jwt_required,
+        trusted_networks=gateway.trusted_networks,
+    )  # fmt: skip
+
+
 def create_app(
     settings: Settings,
     *,
@@ -360,6 +375,7 @@ def create_app(
     app[EMBEDDED_RESTARTING] = asyncio.Event()
     app[OPENAPI] = orjson.dumps(build_spec())
     app[APP_AUTHENTICATOR] = AppAuthenticator({app.code: app.secret_hash for app in settings.auth.apps})
+    app[GATEWAY] = gateway_verifier(settings)
     chosen_authorizer = authorizer or authorizer_from(settings.auth)
 
     app.cleanup_ctx.append(functools.partial(_services_context, settings, mongo, chosen_authorizer))

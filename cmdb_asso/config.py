@@ -3,8 +3,10 @@ default and the marshmallow field that checks it, and the schema is built from t
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import difflib
+import ipaddress
 import json
 import os
 from collections.abc import Mapping
@@ -13,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from marshmallow import Schema, ValidationError, fields, validate
 
 from cmdb_asso.inputs import SUPPLIER_ACCOUNT
@@ -185,13 +189,90 @@ class _Policy(fields.Field[dict[str, Grant]]):
         return policy
 
 
+class _PublicKeys(fields.Field[dict[str, str]]):
+    """The gateway's public keys: one key, or a mapping of the JWT `kid` to a key; each key as PEM text or as the
+    base64 of the PEM (bk-cmdb's `apiServer.jwt.publicKey`), or JSON of a mapping from the environment. Loaded as
+    PEM; a key that does not parse as an RSA public key stops start-up."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dict[str, str]:
+        if isinstance(value, str) and value.strip().startswith("{"):
+            try:
+                value = json.loads(value)
+            except ValueError as exc:
+                raise ValidationError("must be a key, or a JSON object of keys by kid") from exc
+        keys = {"": value} if isinstance(value, str) else value
+        if not isinstance(keys, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in keys.items()):
+            raise ValidationError("must be a key (PEM or base64 of PEM), or a mapping of kid to key")
+        loaded = {}
+        for kid, text in keys.items():
+            pem = rsa_public_key_pem(text)
+            if pem is None:
+                raise ValidationError(f"key '{kid or 'default'}' is not an RSA public key in PEM or base64 of PEM")
+            loaded[kid] = pem
+        return loaded
+
+
+class _Networks(_CommaList):
+    """Networks in CIDR notation (`10.0.0.0/8`, `127.0.0.1/32`, `::1/128`)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> tuple[str, ...]:
+        networks = super()._deserialize(value, attr, data, **kwargs)
+        for network in networks:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError as exc:
+                raise ValidationError(f"'{network}' is not a network (CIDR)") from exc
+        return networks
+
+
+def rsa_public_key_pem(text: str) -> str | None:
+    """The PEM of an RSA public key given as PEM (SubjectPublicKeyInfo or PKCS#1) or as base64 of the PEM; None
+    when it is neither."""
+    candidate = text.strip()
+    if "-----BEGIN" not in candidate:
+        try:
+            candidate = base64.b64decode(candidate, validate=True).decode("ascii").strip()
+        except (ValueError, UnicodeDecodeError):
+            return None
+    try:
+        key = serialization.load_pem_public_key(candidate.encode("ascii"))
+    except (ValueError, UnicodeEncodeError, TypeError):
+        return None
+    if not isinstance(key, rsa.RSAPublicKey):
+        return None
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """BlueKing's API gateway: the keys its `X-Bkapi-JWT` is signed with, and what a request must carry."""
+
+    # One key, or keys by the token's `kid` (the gateway's, the web server's, a rotated one).
+    public_key: Mapping[str, str] = setting(MISSING, _PublicKeys(), factory=dict)
+    # A file holding the key (PEM or base64 of PEM), read at start-up, beside or instead of public_key.
+    public_key_file: str = setting("", fields.String())
+    # The gateway's issuer (`iss`), checked when set.
+    issuer: str = setting("", fields.String())
+    algorithms: tuple[str, ...] = setting(("RS512",), _CommaList(validate=validate.ContainsOnly(
+        ["RS256", "RS384", "RS512"])))  # fmt: skip
+    leeway_seconds: float = setting(60.0, _number(0, 3600))
+    # false only for the web server's own tokens (bk-cmdb's independent deployment signs them without `exp`).
+    require_exp: bool = setting(True, fields.Boolean())
+    require_verified_user: bool = setting(False, fields.Boolean())
+    # true: a request without X-Bkapi-JWT answers 401 (1100004), but from the trusted networks.
+    jwt_required: bool = setting(False, fields.Boolean())
+    trusted_networks: tuple[str, ...] = setting((), _Networks())
+    token_cache_entries: int = setting(10000, _integer(1, 1_000_000))
+
+
 @dataclass(frozen=True)
 class AuthSettings:
-    """Who may come in (ESB apps) and what users may do (the authorizer and its policy)."""
+    """Who may come in (ESB apps, the gateway's tokens) and what users may do (the authorizer and its policy)."""
 
     apps: tuple[AppCredential, ...] = setting((), _Apps())
     authorizer: str = setting("allow_all", _one_of("allow_all", "static"))
     policy: Mapping[str, Grant] = setting(MISSING, _Policy(), factory=dict)
+    gateway: GatewaySettings = section(GatewaySettings)
 
 
 @dataclass(frozen=True)
@@ -263,9 +344,30 @@ def _schema_of(cls: type[Any]) -> type[Schema]:
 
 
 _SETTINGS_SCHEMA = _schema_of(Settings)
-_SECTIONS: dict[str, Any] = {
-    member.name: member.metadata["section"] for member in dataclasses.fields(Settings) if "section" in member.metadata
-}
+
+
+def _section_of(member: dataclasses.Field[Any]) -> Any:
+    return member.metadata.get("section")
+
+
+def _paths(cls: type[Any], prefix: tuple[str, ...] = ()) -> tuple[dict[str, tuple[str, ...]], set[str]]:
+    """The settings under `cls`, by dotted name, with their paths; and the dotted names of its sections."""
+    names: dict[str, tuple[str, ...]] = {}
+    sections: set[str] = set()
+    for member in dataclasses.fields(cls):
+        path = (*prefix, member.name)
+        inner = _section_of(member)
+        if inner:
+            sections.add(".".join(path))
+            inner_names, inner_sections = _paths(inner, path)
+            names |= inner_names
+            sections |= inner_sections
+        else:
+            names[".".join(path)] = path
+    return names, sections
+
+
+_NAMES, _SECTION_NAMES = _paths(Settings)
 
 
 # Variables of ours that are no settings: the file's path, and what the service tells its embedded server.
@@ -273,12 +375,8 @@ _NOT_SETTINGS = frozenset({CONFIG_ENV, "CMDB_ASSO_PARENT_PID"})
 
 
 def setting_names() -> dict[str, tuple[str, ...]]:
-    """Every setting, by its dotted name: its path in the settings tree."""
-    names: dict[str, tuple[str, ...]] = {}
-    for section, cls in _SECTIONS.items():
-        names |= {f"{section}.{name}": (section, name) for name in cls.__dataclass_fields__}
-    names |= {(member.name): (member.name,) for member in dataclasses.fields(Settings) if member.name not in _SECTIONS}
-    return names
+    """Every setting, by its dotted name: its path in the settings tree (sections may nest: `auth.gateway.x`)."""
+    return dict(_NAMES)
 
 
 def _unknown(name: str, known: list[str], where: str) -> ConfigError:
@@ -288,16 +386,17 @@ def _unknown(name: str, known: list[str], where: str) -> ConfigError:
     return ConfigError(f"{where} '{name}' is not a setting{hint}")
 
 
-def _refuse_unknown_keys(raw: Mapping[str, Any]) -> None:
-    """Every key of the file must name a setting (a misspelled one would be silently ignored)."""
-    known = setting_names()
+def _refuse_unknown_keys(raw: Mapping[str, Any], prefix: str = "") -> None:
+    """Every key of the file must name a setting (a misspelled one would be silently ignored), and every section
+    must be a mapping."""
     for key, value in raw.items():
-        if key in _SECTIONS and isinstance(value, Mapping):
-            for name in value:
-                if f"{key}.{name}" not in known:
-                    raise _unknown(f"{key}.{name}", list(known), "setting")
-        elif str(key) not in known:
-            raise _unknown(str(key), [*known, *_SECTIONS], "setting")
+        name = f"{prefix}{key}"
+        if name in _SECTION_NAMES:
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"setting '{name}': must be a mapping")
+            _refuse_unknown_keys(value, f"{name}.")
+        elif name not in _NAMES:
+            raise _unknown(name, [*_NAMES, *_SECTION_NAMES], "setting")
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -311,11 +410,23 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         path = by_variable.get(variable)
         if path is None:
             raise _unknown(variable, [*by_variable, *_NOT_SETTINGS], "environment variable")
-        if len(path) == 2:
-            tree.setdefault(path[0], {})[path[1]] = value
-        else:
-            tree[path[0]] = value
+        branch = tree
+        for name in path[:-1]:
+            branch = branch.setdefault(name, {})
+        branch[path[-1]] = value
     return tree
+
+
+def _built(cls: type[Any], data: Mapping[str, Any]) -> Any:
+    """The settings dataclass `cls` from loaded data, each section built the same way."""
+    values = {}
+    for member in dataclasses.fields(cls):
+        inner = _section_of(member)
+        if inner:
+            values[member.name] = _built(inner, data.get(member.name) or {})
+        elif member.name in data:
+            values[member.name] = data[member.name]
+    return cls(**values)
 
 
 def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -352,17 +463,14 @@ def load_settings(path: str | os.PathLike[str] | None = None, environ: Mapping[s
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file '{path}' must hold a mapping of settings")
         raw = loaded or {}
-    for section in _SECTIONS:
-        if section in raw and not isinstance(raw[section], Mapping):
-            raise ConfigError(f"setting '{section}': must be a mapping")
     _refuse_unknown_keys(raw)
     raw = _merge(raw, _env_overrides(environ))
     try:
         data: dict[str, Any] = _SETTINGS_SCHEMA().load(raw)
     except ValidationError as exc:
         raise ConfigError(_first_error(exc.normalized_messages())) from exc  # type: ignore[no-untyped-call]
-    sections = {name: cls(**data.pop(name, {})) for name, cls in _SECTIONS.items()}
-    mongodb: MongoSettings = sections["mongodb"]
+    settings: Settings = _built(Settings, data)
+    mongodb = settings.mongodb
     if mongodb.recovery_grace_seconds <= mongodb.request_deadline_seconds + UNDO_SECONDS:
         # Recovery must only settle writes no request is still making, nor undoing: older than any request and
         # its undo can last.
@@ -370,4 +478,18 @@ def load_settings(path: str | os.PathLike[str] | None = None, environ: Mapping[s
             "setting 'mongodb.recovery_grace_seconds': must be greater than mongodb.request_deadline_seconds "
             f"({mongodb.request_deadline_seconds}) plus the {UNDO_SECONDS:g} s an undo may take"
         )
-    return Settings(**sections, **data)
+    gateway = settings.auth.gateway
+    if gateway.public_key_file:
+        try:
+            pem = rsa_public_key_pem(Path(gateway.public_key_file).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"setting 'auth.gateway.public_key_file': {exc.strerror}") from exc
+        if pem is None:
+            raise ConfigError("setting 'auth.gateway.public_key_file': not an RSA public key in PEM or base64 of PEM")
+        keys = {"": pem, **gateway.public_key}
+        settings = dataclasses.replace(
+            settings, auth=dataclasses.replace(settings.auth, gateway=dataclasses.replace(gateway, public_key=keys))
+        )
+    if settings.auth.gateway.jwt_required and not settings.auth.gateway.public_key:
+        raise ConfigError("setting 'auth.gateway.jwt_required': needs auth.gateway.public_key (or public_key_file)")
+    return settings

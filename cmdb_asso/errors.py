@@ -28,6 +28,7 @@ MESSAGES: dict[int, tuple[str, str]] = {
     1199059: ("page limit is exceeded. suggestion 200", "分页查询数量超过限制的最大值, 建议值200"),
     1199998: ("Unknown or unrecognized error", "未知或未能识别的异常"),
     1199999: ("'%s' Internal Server Error", "'%s' 服务器内部错误"),
+    1100004: ("call source authentication failed.", "调用来源认证失败"),
     1101038: ("the associations %s->%s already exist", "关联关系 %s->%s 重复"),
     1103007: ("Event chain node not exist", "事件节点不存在"),
     1103008: ("Event detail not exist", "事件详情不存在"),
@@ -219,6 +220,14 @@ class AppAuthFailed(CmdbError):
     """An ESB application failed authentication (1199046, HTTP 401)."""
 
     code = 1199046
+    http_status = 401
+
+
+class GatewayAuthFailed(CmdbError):
+    """A request's gateway token (X-Bkapi-JWT) did not verify, or a request without one came where one is required
+    (1100004, HTTP 401)."""
+
+    code = 1100004
     http_status = 401
 
 

@@ -11,6 +11,7 @@ if TYPE_CHECKING:  # the keys need only the types: no import runs back up the la
     from cmdb_asso.config import Settings
     from cmdb_asso.service.apps import AppAuthenticator
     from cmdb_asso.service.associations import AssociationService
+    from cmdb_asso.service.gateway import GatewayVerifier
     from cmdb_asso.service.idempotency import Idempotency
     from cmdb_asso.service.importing import AssociationImporter
     from cmdb_asso.service.queries import QueryService
@@ -25,6 +26,8 @@ MONGO: web.AppKey[MongoConnection] = web.AppKey("mongo")
 SERVICE: web.AppKey[AssociationService] = web.AppKey("service")
 QUERIES: web.AppKey[QueryService] = web.AppKey("queries")
 IMPORTER: web.AppKey[AssociationImporter] = web.AppKey("importer")
+# The gateway's token check; None when no gateway key is configured (the X-Bkapi-JWT header is then ignored).
+GATEWAY: web.AppKey[GatewayVerifier | None] = web.AppKey("gateway")
 READINESS: web.AppKey[Readiness] = web.AppKey("readiness")
 IDEMPOTENCY: web.AppKey[Idempotency] = web.AppKey("idempotency")
 WATCH: web.AppKey[WatchService] = web.AppKey("watch")
@@ -50,6 +53,7 @@ __all__ = [
     "APP_AUTHENTICATOR",
     "DRAINING",
     "EMBEDDED_RESTARTING",
+    "GATEWAY",
     "IDEMPOTENCY",
     "IMPORTER",
     "LANGUAGE",

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from cmdb_asso.errors import CmdbError, Language
 from cmdb_asso.keys import LANGUAGE, REQUEST_ID, RESPONSE_CODE
+from cmdb_asso.web.identity import on_gateway_path
 
 ESB_PREFIX = "/api/c/compapi/"
 
@@ -42,6 +43,8 @@ def _render(
             "permission": permission,
             "request_id": request.get(REQUEST_ID, ""),
         }
+    elif on_gateway_path(request):
+        body = {"result": code == 0, "code": code, "message": message, "permission": permission, "data": data}
     else:
         body = {
             "result": code == 0,

@@ -23,6 +23,7 @@ from cmdb_asso.keys import (
     APP_AUTHENTICATOR,
     DRAINING,
     EMBEDDED_RESTARTING,
+    GATEWAY,
     IDEMPOTENCY,
     IMPORTER,
     METRICS,
@@ -48,7 +49,7 @@ from cmdb_asso.service.queries import (
 from cmdb_asso.service.watch import RESOURCE
 from cmdb_asso.web.envelope import request_language, success
 from cmdb_asso.web.graph_page import GRAPH_PAGE
-from cmdb_asso.web.identity import esb_caller, native_caller
+from cmdb_asso.web.identity import esb_caller, gateway_caller, native_caller
 from cmdb_asso.web.schemas import (
     AssociationTabSchema,
     BusinessHostLinksSchema,
@@ -194,7 +195,8 @@ def native_view(
     async def view(request: web.Request) -> web.Response:
         request[OPERATION_WRITES] = writes
         settings = request.app[SETTINGS]
-        caller = native_caller(request, request[REQUEST_ID], settings.supplier_account)
+        caller = gateway_caller(request, request[REQUEST_ID], settings.supplier_account, request.app[GATEWAY])
+        caller = caller or native_caller(request, request[REQUEST_ID], settings.supplier_account)
         body = await _read_body(request, invalid) if reads_body else {}
         _check_go_body(body, go_body, invalid)
         if request.match_info:
@@ -221,13 +223,18 @@ def esb_view(
         request[OPERATION_WRITES] = writes
         settings = request.app[SETTINGS]
         authenticator = request.app[APP_AUTHENTICATOR]
+        # A gateway token, where the gateway is configured, names the caller; its app was authenticated there.
+        gateway = gateway_caller(request, request[REQUEST_ID], settings.supplier_account, request.app[GATEWAY])
         try:
             body = await _read_body(request, invalid)
         except CmdbError:
             # The application is authenticated first (its credentials may come in a header), then the body.
-            await esb_caller(request, {}, request[REQUEST_ID], settings.supplier_account, authenticator)
+            if gateway is None:
+                await esb_caller(request, {}, request[REQUEST_ID], settings.supplier_account, authenticator)
             raise
-        caller = await esb_caller(request, body or {}, request[REQUEST_ID], settings.supplier_account, authenticator)
+        caller = gateway or await esb_caller(
+            request, body or {}, request[REQUEST_ID], settings.supplier_account, authenticator
+        )
         _check_go_body(body, go_body, invalid)
         return await _answer(request, operation, Call(caller, body), name, idempotent)
 

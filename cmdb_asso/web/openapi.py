@@ -329,7 +329,8 @@ def _errors(envelope: str) -> dict[str, Any]:
     return {
         "400": {"description": "a request the HTTP parser refuses, or a body that cannot be decoded as its "
                 "headers say (1199003, 1199006)", **error},
-        "401": {"description": "the caller was not identified or authenticated (1199027, 1199046)", **error},
+        "401": {"description": "the caller was not identified or authenticated (1199027, 1199046; 1100004: the "
+                "gateway's X-Bkapi-JWT did not verify, or none came where one is required)", **error},
         "404": {"description": "no such route (1199003)", **error},
         "405": {"description": "the path does not answer this method (1199003)", **error,
                 "headers": {**_RESPONSE_HEADERS, "Allow": _ALLOW}},
@@ -353,6 +354,14 @@ def _identity_headers() -> list[dict[str, Any]]:
             "schema": {"type": "string", "pattern": f"^({SUPPLIER_ACCOUNT.pattern})?$"},
         },
         {"name": LANGUAGE_HEADERS[0], "in": "header", "required": False, "schema": language},
+        {
+            "name": "X-Bkapi-JWT",
+            "in": "header",
+            "required": False,
+            "description": "BlueKing API gateway's token (RS512); where a gateway key is configured it names the "
+            "caller, and the answer is spelled code/message (README: Deploying inside BlueKing)",
+            "schema": {"type": "string"},
+        },
     ]
 
 

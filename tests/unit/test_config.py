@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dataclasses import is_dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from cmdb_asso.__main__ import main
-from cmdb_asso.config import ConfigError, Settings, load_settings, setting_names
+from cmdb_asso.config import ConfigError, load_settings, setting_names
 
 
 def test_defaults_apply_without_a_file_or_environment() -> None:
@@ -167,13 +168,21 @@ def test_the_example_file_names_every_setting_and_nothing_else() -> None:
 
     settings = load_settings(example, {})  # an unknown key would stop it
 
-    named = {f"{section}.{key}" for section, keys in loaded.items() if isinstance(keys, dict) for key in keys}
-    named |= {key for key, value in loaded.items() if not isinstance(value, dict)}
-    declared = set()
-    for name in Settings.__dataclass_fields__:
-        value = getattr(settings, name)
-        declared |= {f"{name}.{key}" for key in value.__dataclass_fields__} if is_dataclass(value) else {name}
-    assert named == declared
+    def flattened(tree: dict[str, Any], prefix: str = "") -> set[str]:
+        names: set[str] = set()
+        for key, value in tree.items():
+            is_section = isinstance(value, dict) and f"{prefix}{key}" not in setting_names()
+            names |= flattened(value, f"{prefix}{key}.") if is_section else {f"{prefix}{key}"}
+        return names
+
+    def declared(value: Any, prefix: str = "") -> set[str]:
+        names: set[str] = set()
+        for key in value.__dataclass_fields__:
+            member = getattr(value, key)
+            names |= declared(member, f"{prefix}{key}.") if is_dataclass(member) else {f"{prefix}{key}"}
+        return names
+
+    assert flattened(loaded) == declared(settings)
 
 
 @pytest.mark.parametrize("command", [["init-db"], ["serve"], ["serve", "--workers", "2"], ["check-links"]])
