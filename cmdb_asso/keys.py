@@ -42,6 +42,8 @@ OPENAPI = web.AppKey("openapi", bytes)
 
 REQUEST_ID = web.RequestKey("request_id", str)
 LANGUAGE = web.RequestKey("language", str)
+# Whether the request came through the API gateway: its answers are spelled code/message (CONTRACT-blueking 2.6).
+GATEWAY_SPELLING = web.RequestKey("gateway_spelling", bool)
 
 # Whether the request's operation writes (a deadline then answers 1199998 rather than 1199017).
 OPERATION_WRITES = web.RequestKey("writes", bool)
@@ -54,6 +56,7 @@ __all__ = [
     "DRAINING",
     "EMBEDDED_RESTARTING",
     "GATEWAY",
+    "GATEWAY_SPELLING",
     "IDEMPOTENCY",
     "IMPORTER",
     "LANGUAGE",

@@ -8,8 +8,7 @@ import orjson
 from aiohttp import web
 
 from cmdb_asso.errors import CmdbError, Language
-from cmdb_asso.keys import LANGUAGE, REQUEST_ID, RESPONSE_CODE
-from cmdb_asso.web.identity import on_gateway_path
+from cmdb_asso.keys import GATEWAY_SPELLING, LANGUAGE, REQUEST_ID, RESPONSE_CODE
 
 ESB_PREFIX = "/api/c/compapi/"
 
@@ -43,7 +42,7 @@ def _render(
             "permission": permission,
             "request_id": request.get(REQUEST_ID, ""),
         }
-    elif on_gateway_path(request):
+    elif request.get(GATEWAY_SPELLING):  # set on the way in; a request the HTTP parser refused has none
         body = {"result": code == 0, "code": code, "message": message, "permission": permission, "data": data}
     else:
         body = {

@@ -27,6 +27,7 @@ from cmdb_asso.errors import (
 )
 from cmdb_asso.keys import (
     DRAINING,
+    GATEWAY_SPELLING,
     LANGUAGE,
     METRICS,
     OPERATION_WRITES,
@@ -38,7 +39,7 @@ from cmdb_asso.keys import (
 from cmdb_asso.operations import LONG_POLL_MARK
 from cmdb_asso.service.context import time_budget
 from cmdb_asso.web.envelope import failure, is_esb
-from cmdb_asso.web.identity import language_of, request_id_of
+from cmdb_asso.web.identity import language_of, on_gateway_path, request_id_of
 
 log = structlog.get_logger("cmdb_asso.access")
 # The driver notices its own time budget is spent only when its server selection wakes (every half second):
@@ -54,6 +55,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     default_language: Language = "zh" if request.app[SETTINGS].language == "zh" else "en"
     request[REQUEST_ID] = request_id
     request[LANGUAGE] = language_of(request, default_language) or default_language
+    request[GATEWAY_SPELLING] = on_gateway_path(request)
     structlog.contextvars.bind_contextvars(request_id=request_id)
     try:
         response = await handler(request)
