@@ -224,12 +224,9 @@ class AssociationService:
 
     async def authorize_edit(self, caller: Caller, ends: list[tuple[str, int]]) -> None:
         """Step 3: edit permission on every (model, instance) end; a denial names the denied instances."""
-        obj_ids = sorted({obj_id for obj_id, _ in ends})
-        allowed = await asyncio.gather(*(self.authorizer.can_edit(caller, obj_id) for obj_id in obj_ids))
-        denied_models = {obj_id for obj_id, ok in zip(obj_ids, allowed, strict=True) if not ok}
-        if not denied_models:
+        denied_ends = await self.authorizer.denied_edits(caller, ends)
+        if not denied_ends:
             return
-        denied_ends = list(dict.fromkeys(end for end in ends if end[0] in denied_models))
         raise PermissionDenied(
             permission=await edit_permission_payload(self.store, caller.supplier_account, denied_ends)
         )

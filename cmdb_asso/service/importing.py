@@ -146,16 +146,29 @@ class AssociationImporter:
             if number not in failed:
                 ends[number] = (definition, src, dst)
         found = await self._instances(supplier, [end for _, *pair in ends.values() for end in pair])
+        resolved: dict[int, tuple[int, int] | CmdbError] = {}
+        for number, (_definition, src, dst) in ends.items():
+            try:
+                resolved[number] = (found.resolve(src), found.resolve(dst))
+            except CmdbError as error:
+                resolved[number] = error
+        # One permission decision for every instance the rows name (one IAM call, where IAM decides).
+        instances = [
+            (end.obj_id, inst_id)
+            for number, (_d, *pair) in ends.items()
+            if isinstance(ids := resolved[number], tuple)
+            for end, inst_id in zip(pair, ids, strict=True)
+        ]
+        denied = set(await self.authorizer.denied_edits(caller, list(dict.fromkeys(instances)))) if instances else set()
         steps: list[_Step] = []
-        may_edit: dict[str, bool] = {}
         for number, (definition, src, dst) in ends.items():
             try:
-                pair = (found.resolve(src), found.resolve(dst))
-                for obj_id in (definition.obj_id, definition.asst_obj_id):
-                    if obj_id not in may_edit:
-                        may_edit[obj_id] = await self.authorizer.can_edit(caller, obj_id)
-                    if not may_edit[obj_id]:
-                        raise PermissionDenied()
+                pair_or_error = resolved[number]
+                if isinstance(pair_or_error, CmdbError):
+                    raise pair_or_error
+                pair = pair_or_error
+                if (src.obj_id, pair[0]) in denied or (dst.obj_id, pair[1]) in denied:
+                    raise PermissionDenied()
                 operate = request.rows[number].operate
                 if operate not in (ADD, DELETE):
                     raise ImportRowRefused("import_association_operate_not_found")

@@ -21,6 +21,10 @@ class Authorizer(Protocol):
         """Whether `caller` may edit instances of `obj_id`."""
         ...
 
+    async def denied_edits(self, caller: Caller, ends: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        """Those of these (model, instance) ends that `caller` may not edit, in order (one decision per request)."""
+        ...
+
     async def can_view(self, caller: Caller, obj_id: str) -> bool:
         """Whether `caller` may view instances of `obj_id`."""
         ...
@@ -40,6 +44,10 @@ class AllowAll:
     async def can_edit(self, caller: Caller, obj_id: str) -> bool:
         """Always yes."""
         return True
+
+    async def denied_edits(self, caller: Caller, ends: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        """None."""
+        return []
 
     async def can_view(self, caller: Caller, obj_id: str) -> bool:
         """Always yes."""
@@ -77,6 +85,11 @@ class StaticPolicy:
         """Whether the user's edit list names the model or `*`."""
         edit = self._grant(caller).edit
         return obj_id in edit or "*" in edit
+
+    async def denied_edits(self, caller: Caller, ends: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        """The ends of models the user's edit list does not name."""
+        edit = self._grant(caller).edit
+        return [] if "*" in edit else list(dict.fromkeys(end for end in ends if end[0] not in edit))
 
     async def can_view(self, caller: Caller, obj_id: str) -> bool:
         """Whether the user may view (or edit) the model."""
@@ -155,13 +168,46 @@ _BY_BUSINESS = {"process": ("edit_biz_service_instance", "服务实例编辑")}
 _TOPOLOGY_EDIT = ("edit_biz_topology", "业务拓扑编辑")
 
 
+@dataclass(frozen=True)
+class EditTarget:
+    """What editing one instance means to BlueKing IAM: the action (id, name, resource type and its name) and the
+    resource's path of nodes (its IAM ancestors, then the resource itself; each with type, type name, id, name)."""
+
+    end: tuple[str, int]
+    action: tuple[str, str, str, str]
+    path: list[dict[str, str]]
+
+    def iam_object(self) -> dict[str, dict[str, Any]]:
+        """The object set IAM's conditions are evaluated against: the resource's type with its id and, where it has
+        ancestors, its `_bk_iam_path_` ("/biz,2/")."""
+        resource = self.path[-1]
+        attributes: dict[str, Any] = {"id": resource["id"]}
+        if len(self.path) > 1:
+            attributes["_bk_iam_path_"] = ["/" + "".join(f"{node['type']},{node['id']}/" for node in self.path[:-1])]
+        return {resource["type"]: attributes}
+
+
 async def edit_permission_payload(
     store: AssociationStore, supplier_account: str, ends: list[tuple[str, int]]
 ) -> dict[str, Any]:
     """The `permission` object of an edit denial of these instances, as bk-cmdb's GetPermissionToApply builds it
     (CONTRACT-ui Correction a): one action per action id, one inner list per instance (its IAM ancestors, then
-    itself); a host is edited in its business (`edit_biz_host`) or in the resource pool's directory
-    (`edit_resource_pool_host`), set, module, process and custom mainline levels through their business."""
+    itself)."""
+    actions: dict[str, dict[str, Any]] = {}
+    for target in await edit_targets(store, supplier_account, ends):
+        action = target.action
+        entry = actions.setdefault(action[0], {"id": action[0], "name": action[1], "related_resource_types": [
+            {"system_id": SYSTEM_ID, "system_name": SYSTEM_NAME, "type": action[2], "type_name": action[3],
+             "instances": []}]})  # fmt: skip
+        entry["related_resource_types"][0]["instances"].append(target.path)
+    return {"system_id": SYSTEM_ID, "system_name": SYSTEM_NAME, "actions": list(actions.values())}
+
+
+async def edit_targets(store: AssociationStore, supplier_account: str, ends: list[tuple[str, int]]) -> list[EditTarget]:
+    """What editing each of these instances means to IAM (CONTRACT-blueking 4.6): a host is edited in its business
+    (`edit_biz_host`) or in the resource pool's directory (`edit_resource_pool_host`); set, module, process and
+    custom mainline levels through their business; the other built-in models and custom models as themselves.
+    A fixed number of reads, whatever the number of instances."""
     denied = await denied_instances(store, supplier_account, ends, name_fields={"host": "bk_host_innerip"})
     mainline = await store.mainline_models(supplier_account) - {"biz", "host"}
     by_business = [d for d in denied if d.obj_id in {"set", "module", "process"} | mainline]
@@ -178,7 +224,7 @@ async def edit_permission_payload(
     pool_modules = sorted({module for host, (biz, module) in placements.items()
                            if businesses.get(biz, {}).get("default") == 1})  # fmt: skip
     modules = await store.find_instances("module", supplier_account, pool_modules, ["bk_module_name"])
-    actions: dict[str, dict[str, Any]] = {}
+    targets: list[EditTarget] = []
     for item in denied:
         business = business_of.get((item.obj_id, item.inst_id))
         biz = {"type": "biz", "type_name": "业务", "id": str(business if business is not None else ""),
@@ -204,11 +250,8 @@ async def edit_permission_payload(
             suffix = item.model_row_id if item.model_row_id is not None else item.obj_id
             action = (f"edit_comobj_{suffix}", f"{item.model_name}实例编辑", f"comobj_{suffix}", item.model_name)
             path = [{"type": action[2], "type_name": action[3], **this}]
-        entry = actions.setdefault(action[0], {"id": action[0], "name": action[1], "related_resource_types": [
-            {"system_id": SYSTEM_ID, "system_name": SYSTEM_NAME, "type": action[2], "type_name": action[3],
-             "instances": []}]})  # fmt: skip
-        entry["related_resource_types"][0]["instances"].append(path)
-    return {"system_id": SYSTEM_ID, "system_name": SYSTEM_NAME, "actions": list(actions.values())}
+        targets.append(EditTarget((item.obj_id, item.inst_id), action, path))
+    return targets
 
 
 def view_instances_payload(denied: list[DeniedInstance]) -> dict[str, Any]:
