@@ -36,6 +36,7 @@ from cmdb_asso.service.admission import Gate
 from cmdb_asso.service.apps import AppAuthenticator
 from cmdb_asso.service.associations import AssociationService
 from cmdb_asso.service.gateway import GatewayVerifier
+from cmdb_asso.service.iam import IamAuthorizer, IamClient
 from cmdb_asso.service.idempotency import Idempotency
 from cmdb_asso.service.importing import AssociationImporter
 from cmdb_asso.service.permission import AllowAll, Authorizer, StaticPolicy, UserGrants
@@ -98,8 +99,11 @@ def handler_args(settings: Settings) -> dict[str, Any]:
     }
 
 
-def authorizer_from(auth: AuthSettings) -> Authorizer:
-    """The authorizer the settings name: allow-all, or the static policy."""
+def authorizer_from(auth: AuthSettings) -> Authorizer | None:
+    """The authorizer the settings name: allow-all, or the static policy; None for IAM's, which is built over the
+    store, for the application's lifetime."""
+    if auth.authorizer == "iam":
+        return None
     if auth.authorizer == "static":
         return StaticPolicy(
             {
@@ -227,15 +231,25 @@ def _setup_cors(app: web.Application, origins: tuple[str, ...]) -> None:
 
 
 async def _services_context(
-    settings: Settings, mongo: MongoConnection | None, authorizer: Authorizer, app: web.Application
+    settings: Settings, mongo: MongoConnection | None, authorizer: Authorizer | None, app: web.Application
 ) -> AsyncIterator[None]:
     """For the application's lifetime: the MongoDB connection (and embedded server), the services over it,
     and the background tasks (table preparation, recovery, the embedded server's watch)."""
     connection, embedded = (mongo, None) if mongo is not None else await open_mongo(settings)
     tasks: list[asyncio.Task[None]] = []
     store: AssociationStore | None = None
+    iam: IamClient | None = None
     try:
         store = _store(connection, settings)
+        if authorizer is None:
+            iam_settings = settings.auth.iam
+            iam = IamClient(
+                iam_settings.url, iam_settings.app_code, iam_settings.app_secret,
+                timeout_seconds=iam_settings.timeout_seconds, cache_seconds=iam_settings.policy_cache_seconds,
+                cache_entries=iam_settings.policy_cache_entries,
+            )  # fmt: skip
+            app[METRICS].watch_iam(iam)
+            authorizer = IamAuthorizer(iam, store)
         _install_services(app, connection, store, authorizer, settings)
         try:
             await refuse_sharded_tables(connection, settings.supplier_account)
@@ -258,6 +272,8 @@ async def _services_context(
             await app[WATCH].newest.close()
         if store is not None:
             await store.indexes.close()
+        if iam is not None:
+            await iam.close()
         if mongo is None:
             await connection.close()
         if embedded is not None:

@@ -266,13 +266,30 @@ class GatewaySettings:
 
 
 @dataclass(frozen=True)
+class IamSettings:
+    """BlueKing IAM, for `auth.authorizer: iam`: where it is and bk-cmdb's own client credentials."""
+
+    # The IAM backend: POST {url}/api/v1/policy/query_by_actions.
+    url: str = setting("", fields.String())
+    # bk-cmdb's own app code and secret: IAM answers system bk_cmdb's policies to its registered client only.
+    app_code: str = setting("bk_cmdb", fields.String(validate=validate.Length(min=1)))
+    app_secret: str = setting("", fields.String())
+    timeout_seconds: float = setting(3.0, _number(0.05, 60))
+    # How long a user's policy for an action is reused (0: asked for every request); a grant or a revoke in IAM
+    # is seen within this time.
+    policy_cache_seconds: float = setting(10.0, _number(0, 3600))
+    policy_cache_entries: int = setting(10000, _integer(1, 1_000_000))
+
+
+@dataclass(frozen=True)
 class AuthSettings:
     """Who may come in (ESB apps, the gateway's tokens) and what users may do (the authorizer and its policy)."""
 
     apps: tuple[AppCredential, ...] = setting((), _Apps())
-    authorizer: str = setting("allow_all", _one_of("allow_all", "static"))
+    authorizer: str = setting("allow_all", _one_of("allow_all", "static", "iam"))
     policy: Mapping[str, Grant] = setting(MISSING, _Policy(), factory=dict)
     gateway: GatewaySettings = section(GatewaySettings)
+    iam: IamSettings = section(IamSettings)
 
 
 @dataclass(frozen=True)
@@ -490,6 +507,9 @@ def load_settings(path: str | os.PathLike[str] | None = None, environ: Mapping[s
         settings = dataclasses.replace(
             settings, auth=dataclasses.replace(settings.auth, gateway=dataclasses.replace(gateway, public_key=keys))
         )
+    iam = settings.auth.iam
+    if settings.auth.authorizer == "iam" and not (iam.url and iam.app_secret):
+        raise ConfigError("setting 'auth.authorizer': iam needs auth.iam.url and auth.iam.app_secret")
     if settings.auth.gateway.jwt_required and not settings.auth.gateway.public_key:
         raise ConfigError("setting 'auth.gateway.jwt_required': needs auth.gateway.public_key (or public_key_file)")
     return settings

@@ -231,6 +231,22 @@ class GatewayAuthFailed(CmdbError):
     http_status = 401
 
 
+class IamUnavailable(CmdbError):
+    """BlueKing IAM did not answer in time, or answered that it failed: nothing is allowed; retry (1199046, HTTP
+    503)."""
+
+    code = 1199046
+    http_status = 503
+
+
+class IamFailed(CmdbError):
+    """BlueKing IAM refused the service's own call (its app code, secret or client list) or answered without a
+    policy for every action asked: nothing is allowed, and retrying cannot help (1199046, HTTP 500)."""
+
+    code = 1199046
+    http_status = 500
+
+
 class ModelNotFound(CmdbError):
     """No model has this id, as the full instance topology answers it: 1101016 with the text of 1199019, which is
     how bk-cmdb builds it."""

@@ -15,11 +15,7 @@ SYSTEM_NAME = "配置平台"
 
 
 class Authorizer(Protocol):
-    """Decides whether a caller may edit or view a model's instances."""
-
-    async def can_edit(self, caller: Caller, obj_id: str) -> bool:
-        """Whether `caller` may edit instances of `obj_id`."""
-        ...
+    """Decides whether a caller may edit instances, or view a model's instances."""
 
     async def denied_edits(self, caller: Caller, ends: list[tuple[str, int]]) -> list[tuple[str, int]]:
         """Those of these (model, instance) ends that `caller` may not edit, in order (one decision per request)."""

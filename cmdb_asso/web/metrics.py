@@ -190,6 +190,29 @@ class _GateCollector(Collector):
         yield from (running, bound, refused)
 
 
+class IamStatistics(Protocol):
+    """What the IAM client has done, as /metrics reads it."""
+
+    calls: int
+    cache_hits: int
+    cache_misses: int
+
+
+class _IamCollector(Collector):
+    def __init__(self, iam: IamStatistics) -> None:
+        self.iam = iam
+
+    def collect(self) -> Iterator[Metric]:
+        """IAM calls, and the policy cache's hits and misses (its hit rate: hits / (hits + misses))."""
+        yield CounterMetricFamily("cmdb_asso_iam_calls", "query_by_actions calls made to BlueKing IAM", self.iam.calls)
+        lookups = CounterMetricFamily(
+            "cmdb_asso_iam_policy_cache", "IAM policy look-ups by outcome", labels=["outcome"]
+        )
+        lookups.add_metric(["hit"], self.iam.cache_hits)
+        lookups.add_metric(["miss"], self.iam.cache_misses)
+        yield lookups
+
+
 class Metrics:
     """The application's metrics and their registry."""
 
@@ -222,6 +245,10 @@ class Metrics:
     def watch_feed(self, feed: FeedStatistics) -> None:
         """Expose the link event feeder's counters."""
         self.registry.register(_FeedCollector(feed))
+
+    def watch_iam(self, iam: IamStatistics) -> None:
+        """Expose the IAM client's calls and policy cache."""
+        self.registry.register(_IamCollector(iam))
 
     def watch_gates(self, gates: list[GateStatistics]) -> None:
         """Expose the bounds on concurrent heavy work."""

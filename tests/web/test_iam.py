@@ -1,0 +1,327 @@
+"""Permissions from BlueKing IAM (CONTRACT-blueking 4), over the whole request path against a fake IAM that answers
+as the real one does (6.2): one `query_by_actions` call per request, conditions evaluated per instance, failing
+closed, and a bounded cache."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from cmdb_asso.config import IamSettings, Settings
+from cmdb_asso.errors import IamFailed, IamUnavailable
+from cmdb_asso.service.iam import IamClient, allows
+from cmdb_asso.storage.client import MongoConnection
+from tests.conftest import MakeClient
+from tests.helpers import Answer, audit_records, call, links_in
+
+Client = TestClient[Any, Any]
+AiohttpServer = Callable[..., Awaitable[TestServer]]
+SECRET = "iam-test-secret"
+ANY = {"op": "any", "field": "", "value": []}
+SWITCH_HOST = "bk_switch_belong_bk_host"
+# The demo's bk_switch is cc_ObjDes row 2: its IAM type is comobj_2.
+SWITCH_EDIT, SWITCH_VIEW = "edit_comobj_2", "view_comobj_2"
+
+
+@dataclass
+class FakeIam:
+    """IAM's policy API as bk-cmdb calls it: `policies[(user, action)]` (default `{}`), a log of calls, faults."""
+
+    policies: dict[tuple[str, str], Any] = field(default_factory=dict)
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    delay: float = 0.0
+    status: int = 200
+    code: int = 0
+    omit: str = ""
+
+    async def query_by_actions(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.calls.append({"headers": request.headers.copy(), "body": body})  # names compared without case
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if (request.headers.get("X-Bk-App-Code"), request.headers.get("X-Bk-App-Secret")) != ("bk_cmdb", SECRET):
+            return web.json_response({"code": 1901401, "message": "unauthorized", "data": {}})
+        if self.status != 200 or self.code:
+            return web.json_response({"code": self.code or 1901500, "message": "fault", "data": {}}, status=self.status)
+        user = body["subject"]["id"]
+        data = [{"action": {"id": action["id"]}, "condition": self.policies.get((user, action["id"]), {})}
+                for action in body["actions"] if action["id"] != self.omit]  # fmt: skip
+        return web.json_response({"code": 0, "message": "ok", "data": data})
+
+
+@pytest.fixture
+async def fake_iam(aiohttp_server: AiohttpServer) -> tuple[FakeIam, str]:
+    """A fake IAM and its URL."""
+    iam = FakeIam()
+    app = web.Application()
+    app.router.add_post("/api/v1/policy/query_by_actions", iam.query_by_actions)
+    server = await aiohttp_server(app)
+    return iam, str(server.make_url("")).rstrip("/")
+
+
+def iam_settings(settings: Settings, url: str, **iam: Any) -> Settings:
+    """The settings with the IAM authorizer at `url`."""
+    section = IamSettings(url=url, app_secret=SECRET, **iam)
+    return replace(settings, auth=replace(settings.auth, authorizer="iam", iam=section))
+
+
+@pytest.fixture
+async def placed(mock_mongo: MongoConnection) -> None:
+    """Business 2 (blueking) holds host 21, the resource pool (business 1, directory module 5) holds host 25."""
+    await mock_mongo.db["cc_ApplicationBase"].insert_many([
+        {"bk_biz_id": 1, "bk_biz_name": "资源池", "default": 1, "bk_supplier_account": "0"},
+        {"bk_biz_id": 2, "bk_biz_name": "blueking", "default": 0, "bk_supplier_account": "0"},
+    ])  # fmt: skip
+    await mock_mongo.db["cc_ModuleBase"].insert_one(
+        {"bk_module_id": 5, "bk_module_name": "空闲机", "bk_biz_id": 1, "bk_supplier_account": "0"}
+    )
+    await mock_mongo.db["cc_ModuleHostConfig"].insert_many([
+        {"bk_host_id": 21, "bk_biz_id": 2, "bk_module_id": 7, "bk_supplier_account": "0"},
+        {"bk_host_id": 25, "bk_biz_id": 1, "bk_module_id": 5, "bk_supplier_account": "0"},
+    ])  # fmt: skip
+
+
+@pytest.fixture
+async def iam_client(
+    make_client: MakeClient, settings: Settings, fake_iam: tuple[FakeIam, str], placed: None
+) -> Client:
+    """The service deciding with the fake IAM."""
+    return await make_client(app_settings=iam_settings(settings, fake_iam[1]))
+
+
+async def create(client: Client, src: int, dst: int, user: str = "alice") -> Answer:
+    """Create one switch-host link as `user`."""
+    body = {"bk_obj_asst_id": SWITCH_HOST, "bk_inst_id": src, "bk_asst_inst_id": dst}
+    return await call(client, "create", body, user=user)
+
+
+async def test_a_create_asks_iam_once_for_both_ends_and_is_allowed_by_instance_and_business(
+    iam_client: Client, fake_iam: tuple[FakeIam, str], mock_mongo: MongoConnection
+) -> None:
+    iam, _url = fake_iam
+    iam.policies[("alice", SWITCH_EDIT)] = {"op": "in", "field": "comobj_2.id", "value": ["11", "12"]}
+    iam.policies[("alice", "edit_biz_host")] = {"op": "starts_with", "field": "host._bk_iam_path_", "value": "/biz,2/"}
+
+    answer = await create(iam_client, 11, 21)
+
+    assert answer.code == 0, answer
+    (sent,) = iam.calls
+    assert sent["body"] == {"system": "bk_cmdb", "subject": {"type": "user", "id": "alice"},
+                            "actions": [{"id": "edit_biz_host"}, {"id": SWITCH_EDIT}], "resources": []}  # fmt: skip
+    assert (sent["headers"]["X-Bk-App-Code"], sent["headers"]["X-Bk-App-Secret"]) == ("bk_cmdb", SECRET)
+    assert sent["headers"]["X-Request-Id"]
+    assert len(await links_in(mock_mongo, "host")) == 1
+
+
+async def test_a_denied_end_is_named_alone_in_bk_cmdbs_payload_and_nothing_is_written(
+    iam_client: Client, fake_iam: tuple[FakeIam, str], mock_mongo: MongoConnection
+) -> None:
+    iam, _url = fake_iam
+    iam.policies[("alice", SWITCH_EDIT)] = ANY
+    iam.policies[("alice", "edit_biz_host")] = {"op": "starts_with", "field": "host._bk_iam_path_", "value": "/biz,3/"}
+
+    answer = await create(iam_client, 11, 21)
+
+    assert answer.code == 9900403
+    assert answer.permission == {"system_id": "bk_cmdb", "system_name": "配置平台", "actions": [
+        {"id": "edit_biz_host", "name": "业务主机编辑", "related_resource_types": [
+            {"system_id": "bk_cmdb", "system_name": "配置平台", "type": "host", "type_name": "主机", "instances": [[
+                {"type": "biz", "type_name": "业务", "id": "2", "name": "blueking"},
+                {"type": "host", "type_name": "主机", "id": "21", "name": ""}]]}]}]}  # fmt: skip
+    assert await links_in(mock_mongo, "host") == []
+    assert await audit_records(mock_mongo) == []
+
+
+async def test_a_pool_host_is_checked_in_its_directory(iam_client: Client, fake_iam: tuple[FakeIam, str]) -> None:
+    iam, _url = fake_iam
+    iam.policies[("alice", SWITCH_EDIT)] = ANY
+    iam.policies[("alice", "edit_resource_pool_host")] = {
+        "op": "starts_with", "field": "host._bk_iam_path_", "value": "/sys_host_rsc_pool_directory,5/"}  # fmt: skip
+
+    allowed = await create(iam_client, 11, 25)
+    denied = await create(iam_client, 11, 21)  # in business 2: edit_biz_host, which alice lacks
+
+    assert allowed.code == 0, allowed
+    assert denied.code == 9900403
+    assert [action["id"] for action in denied.permission["actions"]] == ["edit_biz_host"]
+
+
+async def test_a_batch_is_one_iam_call_and_a_repeat_within_the_ttl_none(
+    iam_client: Client, fake_iam: tuple[FakeIam, str]
+) -> None:
+    iam, _url = fake_iam
+    iam.policies[("alice", SWITCH_EDIT)] = ANY
+    iam.policies[("alice", "edit_biz_host")] = ANY
+    details = [{"bk_inst_id": src, "bk_asst_inst_id": 21} for src in (11, 12, 13)]
+    body = {"bk_obj_id": "bk_switch", "bk_asst_obj_id": "host", "bk_obj_asst_id": SWITCH_HOST, "details": details}
+
+    first = await call(iam_client, "create_many", body, user="alice")
+    second = await call(iam_client, "create_many", body, user="alice")  # refused per detail: the links exist
+
+    assert sorted(first.data["success_created"]) == ["0", "1", "2"]
+    assert sorted(second.data["error_msg"]) == ["0", "1", "2"]
+    assert len(iam.calls) == 1
+
+
+@pytest.mark.parametrize(
+    ("fault", "status"),
+    [({"delay": 5.0}, 503), ({"code": 1901500}, 503), ({"status": 500}, 503), ({"code": 1901429}, 503),
+     ({"code": 1901401}, 500), ({"code": 1901400}, 500), ({"omit": "edit_biz_host"}, 500)],
+)  # fmt: skip
+async def test_when_iam_fails_nothing_is_allowed_and_nothing_written(
+    make_client: MakeClient, settings: Settings, fake_iam: tuple[FakeIam, str], placed: None,
+    mock_mongo: MongoConnection, fault: dict[str, Any], status: int,
+) -> None:  # fmt: skip
+    iam, url = fake_iam
+    iam.policies[("alice", SWITCH_EDIT)] = ANY
+    iam.policies[("alice", "edit_biz_host")] = ANY
+    for name, value in fault.items():
+        setattr(iam, name, value)
+    client = await make_client(app_settings=iam_settings(settings, url, timeout_seconds=0.2))
+
+    answer = await create(client, 11, 21)
+
+    assert (answer.status, answer.code, answer.result) == (status, 1199046, False)
+    assert (answer.headers.get("Retry-After") == "1") == (status == 503)
+    assert await links_in(mock_mongo, "host") == []
+
+
+async def test_iam_unreachable_answers_503(make_client: MakeClient, settings: Settings, placed: None) -> None:
+    client = await make_client(app_settings=iam_settings(settings, "http://127.0.0.1:9"))  # nothing listens
+
+    answer = await create(client, 11, 21)
+
+    assert (answer.status, answer.code) == (503, 1199046)
+
+
+async def test_a_read_needs_an_any_policy_on_the_models_view_action(
+    iam_client: Client, fake_iam: tuple[FakeIam, str]
+) -> None:
+    iam, _url = fake_iam
+    find = {"bk_obj_id": "bk_switch", "condition": {}}
+
+    denied = await call(iam_client, "find", find, user="alice")
+    iam.policies[("bob", SWITCH_VIEW)] = ANY
+    allowed = await call(iam_client, "find", find, user="bob")
+    iam.policies[("carol", SWITCH_VIEW)] = {"op": "in", "field": "comobj_2.id", "value": ["11"]}
+    by_instance = await call(iam_client, "find", find, user="carol")  # a type-level check: only `any` allows
+
+    assert denied.code == 9900403
+    assert denied.permission["actions"] == [{"id": SWITCH_VIEW, "name": "交换机实例查询", "related_resource_types": []}]
+    assert allowed.code == 0, allowed
+    assert by_instance.code == 9900403
+
+
+async def test_the_policy_cache_holds_an_answer_for_its_ttl_and_never_an_error(
+    fake_iam: tuple[FakeIam, str],
+) -> None:
+    iam, url = fake_iam
+    now = [0.0]
+    client = IamClient(url, "bk_cmdb", SECRET, cache_seconds=10, clock=lambda: now[0])
+    iam.policies[("alice", "edit_comobj_2")] = ANY
+    try:
+        granted = await client.conditions("alice", ["edit_comobj_2"])
+        iam.policies[("alice", "edit_comobj_2")] = {}  # revoked in IAM
+        still_cached = await client.conditions("alice", ["edit_comobj_2"])
+        now[0] = 10.5
+        revoked = await client.conditions("alice", ["edit_comobj_2"])
+        iam.code = 1901500
+        now[0] = 30.0
+        with pytest.raises(IamUnavailable):
+            await client.conditions("alice", ["edit_comobj_2"])
+        iam.code = 0
+        again = await client.conditions("alice", ["edit_comobj_2"])
+    finally:
+        await client.close()
+
+    assert (granted, still_cached, revoked, again) == ({"edit_comobj_2": ANY}, {"edit_comobj_2": ANY},
+                                                      {"edit_comobj_2": {}}, {"edit_comobj_2": {}})  # fmt: skip
+    assert len(iam.calls) == 4  # granted, revoked, the failure, again: the failure was not cached
+
+
+async def test_concurrent_misses_for_one_policy_share_one_call(fake_iam: tuple[FakeIam, str]) -> None:
+    iam, url = fake_iam
+    iam.delay = 0.05
+    client = IamClient(url, "bk_cmdb", SECRET)
+    try:
+        answers = await asyncio.gather(*(client.conditions("alice", ["edit_comobj_2"]) for _ in range(10)))
+    finally:
+        await client.close()
+
+    assert answers == [{"edit_comobj_2": {}}] * 10
+    assert len(iam.calls) == 1
+
+
+async def test_a_wrong_secret_is_a_failure_that_retrying_cannot_help(fake_iam: tuple[FakeIam, str]) -> None:
+    _iam, url = fake_iam
+    client = IamClient(url, "bk_cmdb", "not the secret")
+    try:
+        with pytest.raises(IamFailed):
+            await client.conditions("alice", ["edit_comobj_2"])
+    finally:
+        await client.close()
+
+
+HOST_21_IN_2 = {"host": {"id": "21", "_bk_iam_path_": ["/biz,2/"]}}
+# CONTRACT-blueking 6.2's table of conditions and the objects they are checked against.
+CONDITIONS: list[tuple[Any, dict[str, Any], bool]] = [
+    (ANY, {}, True),
+    ({}, {"comobj_7": {"id": "11"}}, False),
+    ({"op": "in", "field": "comobj_7.id", "value": ["11", "12"]}, {"comobj_7": {"id": "11"}}, True),
+    ({"op": "in", "field": "comobj_7.id", "value": ["11", "12"]}, {"comobj_7": {"id": "13"}}, False),
+    ({"op": "eq", "field": "comobj_7.id", "value": "11"}, {"comobj_7": {"id": "11"}}, True),
+    ({"op": "eq", "field": "comobj_7.id", "value": 11}, {"comobj_7": {"id": "11"}}, True),  # ids compared as text
+    ({"op": "starts_with", "field": "host._bk_iam_path_", "value": "/biz,2/"}, HOST_21_IN_2, True),
+    ({"op": "starts_with", "field": "host._bk_iam_path_", "value": "/biz,2/"},
+     {"host": {"id": "21", "_bk_iam_path_": ["/biz,3/"]}}, False),
+    ({"op": "OR", "content": [{"op": "in", "field": "host.id", "value": ["21"]},
+                              {"op": "starts_with", "field": "host._bk_iam_path_", "value": "/biz,3/"}]},
+     HOST_21_IN_2, True),
+    ({"op": "OR", "content": [{"op": "in", "field": "host.id", "value": ["21"]},
+                              {"op": "starts_with", "field": "host._bk_iam_path_", "value": "/biz,3/"}]},
+     {"host": {"id": "22", "_bk_iam_path_": ["/biz,2/"]}}, False),
+    ({"op": "AND", "content": [ANY, {}]}, HOST_21_IN_2, False),
+    ({"op": "AND", "content": []}, HOST_21_IN_2, False),
+    ({"op": "in", "field": "comobj_7.bk_vendor", "value": ["huawei"]},
+     {"comobj_7": {"id": "11", "bk_vendor": "huawei"}}, True),
+    ({"op": "not_in", "field": "comobj_7.id", "value": ["11"]}, {"host": {"id": "21"}}, False),  # rule 4.4-2
+    ({"op": "not_eq", "field": "comobj_7.id", "value": "11"}, {}, False),
+    ({"op": "gte", "field": "comobj_7.level", "value": 3}, {"comobj_7": {"level": 3}}, True),  # bk-cmdb: no
+    ({"op": "gt", "field": "comobj_7.level", "value": 3}, {"comobj_7": {"level": True}}, False),  # no bool numbers
+    ({"op": "lt", "field": "comobj_7.level", "value": "9"}, {"comobj_7": {"level": 3}}, False),
+    ({"op": "starts_with", "field": "host._bk_iam_path_", "value": "/biz,1/set,*/"},
+     {"host": {"id": "1", "_bk_iam_path_": ["/biz,1/set,2/"]}}, True),
+    ({"op": "frobnicate", "field": "comobj_7.id", "value": "11"}, {"comobj_7": {"id": "11"}}, False),
+    ({"op": "in", "field": "biz.id", "value": ["2"]}, {"biz": {"id": ""}}, False),
+    ({"op": "in", "field": "comobj_7.id", "value": "11"}, {"comobj_7": {"id": "11"}}, False),  # in needs a list
+    ({"op": "eq", "field": "comobj_7id", "value": "11"}, {"comobj_7": {"id": "11"}}, False),
+    ({"op": "not_eq", "field": "comobj_7.tags", "value": "x"}, {"comobj_7": {"tags": ["a", "b"]}}, True),
+    ({"op": "not_eq", "field": "comobj_7.tags", "value": "x"}, {"comobj_7": {"tags": ["a", "x"]}}, False),
+    ({"op": "contains", "field": "comobj_7.tags", "value": "x"}, {"comobj_7": {"tags": ["a", "x"]}}, True),
+    ({"op": "contains", "field": "comobj_7.tags", "value": "x"}, {"comobj_7": {"tags": "x"}}, False),
+    ({"op": "string_contains", "field": "comobj_7.name", "value": "sw"}, {"comobj_7": {"name": "core-sw-1"}}, True),
+    ([], {}, False),
+    ("any", {}, False),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("condition", "objects", "expected"), CONDITIONS)
+def test_the_evaluator_follows_the_contract_and_fails_closed(condition: Any, objects: Any, expected: bool) -> None:
+    assert allows(condition, objects) is expected
+
+
+def test_an_expression_too_deep_or_too_large_denies() -> None:
+    deep: dict[str, Any] = ANY
+    for _ in range(40):
+        deep = {"op": "AND", "content": [deep]}
+    wide = {"op": "OR", "content": [{"op": "eq", "field": "comobj_7.id", "value": str(i)} for i in range(20000)]
+            + [ANY]}  # fmt: skip
+
+    assert allows(deep, {}) is False
+    assert allows(wide, {"comobj_7": {"id": "x"}}) is False
