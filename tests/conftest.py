@@ -37,7 +37,8 @@ def _fresh_logging() -> Iterator[None]:
     undo that for the next test, so that every test can capture any module's log lines."""
     yield
     structlog.reset_defaults()
-    for name, module in list(sys.modules.items()):
+    # dict.copy() is one step under the GIL; iterating would fail while a thread left running imports a module.
+    for name, module in sys.modules.copy().items():
         logger = getattr(module, "log", None) if name.startswith("cmdb_asso") else None
         if isinstance(logger, BoundLoggerLazyProxy):
             logger.__dict__.pop("bind", None)  # the cached logger: assembled again from the configuration
