@@ -199,6 +199,17 @@ class IamAuthorizer:
         conditions = await self.client.conditions(caller.user, [action], caller.request_id)
         return allows(conditions[action], objects)
 
+    async def can_view_model(self, caller: Caller, obj_id: str, row_id: int | None) -> bool:
+        """Whether the user may view the model (`view_sys_model` on its `cc_ObjDes` row)."""
+        objects = {"sys_model": {"id": str(row_id if row_id is not None else obj_id)}}
+        conditions = await self.client.conditions(caller.user, ["view_sys_model"], caller.request_id)
+        return allows(conditions["view_sys_model"], objects)
+
+    async def can_access_business(self, caller: Caller, biz_id: int) -> bool:
+        """Whether the user may access the business's resources (`find_business_resource` on it)."""
+        conditions = await self.client.conditions(caller.user, ["find_business_resource"], caller.request_id)
+        return allows(conditions["find_business_resource"], {"biz": {"id": str(biz_id)}})
+
     async def can_watch(self, caller: Caller, obj_id: str | None) -> bool:
         """Whether the user may watch link events (`watch_inst_asst_event`; of one model, its `cc_ObjDes` row)."""
         objects: dict[str, dict[str, Any]] = {}

@@ -25,6 +25,14 @@ class Authorizer(Protocol):
         """Whether `caller` may view instances of `obj_id`."""
         ...
 
+    async def can_view_model(self, caller: Caller, obj_id: str, row_id: int | None) -> bool:
+        """Whether `caller` may view the model itself (`view_sys_model` on its `cc_ObjDes` row)."""
+        ...
+
+    async def can_access_business(self, caller: Caller, biz_id: int) -> bool:
+        """Whether `caller` may access the business's resources (`find_business_resource`)."""
+        ...
+
     async def can_watch(self, caller: Caller, obj_id: str | None) -> bool:
         """Whether `caller` may watch link events (of `obj_id`'s links, or of all when None)."""
         ...
@@ -46,6 +54,14 @@ class AllowAll:
         return []
 
     async def can_view(self, caller: Caller, obj_id: str) -> bool:
+        """Always yes."""
+        return True
+
+    async def can_view_model(self, caller: Caller, obj_id: str, row_id: int | None) -> bool:
+        """Always yes."""
+        return True
+
+    async def can_access_business(self, caller: Caller, biz_id: int) -> bool:
         """Always yes."""
         return True
 
@@ -91,6 +107,14 @@ class StaticPolicy:
         """Whether the user may view (or edit) the model."""
         grant = self._grant(caller)
         return bool({obj_id, "*"} & (grant.view | grant.edit))
+
+    async def can_view_model(self, caller: Caller, obj_id: str, row_id: int | None) -> bool:
+        """As viewing the model's instances (the policy has one grant per model)."""
+        return await self.can_view(caller, obj_id)
+
+    async def can_access_business(self, caller: Caller, biz_id: int) -> bool:
+        """As viewing model `biz`."""
+        return await self.can_view(caller, "biz")
 
     async def can_watch(self, caller: Caller, obj_id: str | None) -> bool:
         """Whether the user's watch list names `*`, or the model when the watch is of one model's links."""

@@ -251,7 +251,7 @@ class QueryService:
     async def authorize_business(self, caller: Caller, biz_id: int) -> None:
         """Access to a business (bk-cmdb's `find_business_resource`), which the static policy grants as view
         permission on model `biz`; the resource-pool business and an id with no business are not checked."""
-        if await self.authorizer.can_view(caller, "biz"):
+        if await self.authorizer.can_access_business(caller, biz_id):
             return
         found = await self.store.find_instances("biz", caller.supplier_account, [biz_id], ["bk_biz_name", "default"])
         business = found.get(biz_id)
@@ -299,7 +299,7 @@ class QueryService:
         denied = [
             (models[obj_id].row_id, models[obj_id].name or obj_id, obj_id)
             for obj_id in checked
-            if obj_id in models and not await self.authorizer.can_view(caller, obj_id)
+            if obj_id in models and not await self.authorizer.can_view_model(caller, obj_id, models[obj_id].row_id)
         ]
         if denied:
             raise PermissionDenied(permission=view_models_payload(denied))
@@ -685,7 +685,7 @@ class QueryService:
     async def _authorize_model_view(
         self, caller: Caller, obj_id: str, model: ModelInfo, exempt: frozenset[str]
     ) -> None:
-        if obj_id in exempt or await self.authorizer.can_view(caller, obj_id):
+        if obj_id in exempt or await self.authorizer.can_view_model(caller, obj_id, model.row_id):
             return
         raise PermissionDenied(permission=view_model_payload(model.row_id, model.name or obj_id, obj_id))
 

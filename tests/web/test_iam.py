@@ -325,3 +325,26 @@ def test_an_expression_too_deep_or_too_large_denies() -> None:
 
     assert allows(deep, {}) is False
     assert allows(wide, {"comobj_7": {"id": "x"}}) is False
+
+
+async def test_model_and_business_checks_ask_for_their_own_actions_on_their_resources(
+    iam_client: Client, fake_iam: tuple[FakeIam, str]
+) -> None:
+    iam, _url = fake_iam
+    by_ids = {"bk_obj_id": "bk_switch", "bk_obj_asst_ids": [SWITCH_HOST]}
+    business = {"bk_biz_id": 2, "bk_obj_id": "host", "condition": {"bk_asst_obj_id": "host"}}
+    iam.policies[("alice", "view_sys_model")] = {"op": "in", "field": "sys_model.id", "value": ["2"]}  # bk_switch's row
+    iam.policies[("alice", "find_business_resource")] = {"op": "eq", "field": "biz.id", "value": "2"}
+
+    model_allowed = await call(iam_client, "definitions_by_ids", by_ids, user="alice")
+    model_denied = await call(iam_client, "definitions_by_ids", {**by_ids, "bk_obj_id": "bk_router"}, user="alice")
+    business_allowed = await call(iam_client, "business_host_links", business, user="alice")
+    business_denied = await call(iam_client, "business_host_links", business, user="bob")
+
+    assert model_allowed.code == 0, model_allowed
+    assert (model_denied.code, model_denied.permission["actions"][0]["id"]) == (9900403, "view_sys_model")
+    assert business_allowed.code == 0, business_allowed
+    assert (business_denied.code, business_denied.permission["actions"][0]["id"]) == (9900403, "find_business_resource")
+    asked = [[action["id"] for action in sent["body"]["actions"]] for sent in iam.calls]
+    assert ["view_sys_model"] in asked
+    assert ["find_business_resource"] in asked
