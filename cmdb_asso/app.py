@@ -21,6 +21,7 @@ from cmdb_asso.keys import (
     DRAINING,
     EMBEDDED_RESTARTING,
     GATEWAY,
+    IAM,
     IDEMPOTENCY,
     IMPORTER,
     METRICS,
@@ -249,6 +250,7 @@ async def _services_context(
                 cache_entries=iam_settings.policy_cache_entries,
             )  # fmt: skip
             app[METRICS].watch_iam(iam)
+            app[IAM] = iam
             authorizer = IamAuthorizer(iam, store)
         _install_services(app, connection, store, authorizer, settings)
         try:

@@ -12,6 +12,7 @@ if TYPE_CHECKING:  # the keys need only the types: no import runs back up the la
     from cmdb_asso.service.apps import AppAuthenticator
     from cmdb_asso.service.associations import AssociationService
     from cmdb_asso.service.gateway import GatewayVerifier
+    from cmdb_asso.service.iam import IamClient
     from cmdb_asso.service.idempotency import Idempotency
     from cmdb_asso.service.importing import AssociationImporter
     from cmdb_asso.service.queries import QueryService
@@ -28,6 +29,8 @@ QUERIES: web.AppKey[QueryService] = web.AppKey("queries")
 IMPORTER: web.AppKey[AssociationImporter] = web.AppKey("importer")
 # The gateway's token check; None when no gateway key is configured (the X-Bkapi-JWT header is then ignored).
 GATEWAY: web.AppKey[GatewayVerifier | None] = web.AppKey("gateway")
+# The IAM client, where IAM decides permissions (for /readyz).
+IAM: web.AppKey[IamClient] = web.AppKey("iam")
 READINESS: web.AppKey[Readiness] = web.AppKey("readiness")
 IDEMPOTENCY: web.AppKey[Idempotency] = web.AppKey("idempotency")
 WATCH: web.AppKey[WatchService] = web.AppKey("watch")
@@ -57,6 +60,7 @@ __all__ = [
     "EMBEDDED_RESTARTING",
     "GATEWAY",
     "GATEWAY_SPELLING",
+    "IAM",
     "IDEMPOTENCY",
     "IMPORTER",
     "LANGUAGE",

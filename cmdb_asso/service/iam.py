@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -68,6 +69,9 @@ class IamClient:
         self.calls = 0
         self.cache_hits = 0
         self.cache_misses = 0
+        # What the last call found: "unknown" (none yet), "available", "unavailable" (IAM down or failing) or
+        # "refused" (IAM refused the service's credentials), for /readyz.
+        self.state = "unknown"
 
     async def close(self) -> None:
         """Close the connections (at shutdown)."""
@@ -115,7 +119,25 @@ class IamClient:
             found[action] = await asyncio.shield(future)
         return found
 
+    async def probe(self) -> str:
+        """Ask IAM once more (for /readyz, while the last call failed); the state it leaves."""
+        with contextlib.suppress(IamUnavailable, IamFailed):
+            await self._query("cmdb_asso_readyz", ["view_sys_model"], "")
+        return self.state
+
     async def _query(self, user: str, actions: list[str], request_id: str) -> dict[str, Any]:
+        try:
+            answered = await self._ask(user, actions, request_id)
+        except IamFailed:
+            self.state = "refused"
+            raise
+        except IamUnavailable:
+            self.state = "unavailable"
+            raise
+        self.state = "available"
+        return answered
+
+    async def _ask(self, user: str, actions: list[str], request_id: str) -> dict[str, Any]:
         body = {"system": SYSTEM, "subject": {"type": "user", "id": user},
                 "actions": [{"id": action} for action in actions], "resources": []}  # fmt: skip
         headers = {"X-Bk-App-Code": self.app_code, "X-Bk-App-Secret": self._secret, "X-Request-Id": request_id,

@@ -24,6 +24,7 @@ from cmdb_asso.keys import (
     DRAINING,
     EMBEDDED_RESTARTING,
     GATEWAY,
+    IAM,
     IDEMPOTENCY,
     IMPORTER,
     METRICS,
@@ -510,6 +511,12 @@ async def readyz(request: web.Request) -> web.Response:
     if watch and feed is not None and feed.behind_seconds > 0:
         # The link events lag the tables (this process feeds them): said, but no reason to stop serving.
         described = {"watch": "behind", "watch_behind_seconds": round(feed.behind_seconds, 1)}
+    if IAM in request.app:
+        # Where IAM decides, nothing is allowed while it is away: say so, and ask it again while it is.
+        iam = request.app[IAM]
+        described["iam"] = await iam.probe() if iam.state in ("unavailable", "refused") else iam.state
+        if problem is None and described["iam"] in ("unavailable", "refused"):
+            problem = f"iam: {described['iam']}"
     if problem is not None:
         return web.json_response({"status": "not ready", "reason": problem, **described}, status=503)
     return web.json_response({"status": "ready", **described})

@@ -348,3 +348,22 @@ async def test_model_and_business_checks_ask_for_their_own_actions_on_their_reso
     asked = [[action["id"] for action in sent["body"]["actions"]] for sent in iam.calls]
     assert ["view_sys_model"] in asked
     assert ["find_business_resource"] in asked
+
+
+async def test_readyz_says_iam_is_away_and_asks_it_again_until_it_answers(
+    iam_client: Client, fake_iam: tuple[FakeIam, str]
+) -> None:
+    iam, _url = fake_iam
+    before = await (await iam_client.get("/readyz")).json()
+    iam.code = 1901500
+    failed = await create(iam_client, 11, 21)
+    away = await iam_client.get("/readyz")
+    away_body = await away.json()
+    iam.code = 0
+    back = await (await iam_client.get("/readyz")).json()
+
+    assert before["iam"] == "unknown"
+    assert failed.status == 503
+    assert (away.status, away_body["status"], away_body["reason"], away_body["iam"]) == (
+        503, "not ready", "iam: unavailable", "unavailable")  # fmt: skip
+    assert (back["status"], back["iam"]) == ("ready", "available")
