@@ -172,8 +172,10 @@ async def seed(uri: str, instances: int) -> None:
 
 
 @contextlib.asynccontextmanager
-async def service(uri: str, driver: str, embedded: bool) -> AsyncIterator[tuple[str, int]]:
-    """The service as its own process; yields its base URL and pid."""
+async def service(
+    uri: str, driver: str, embedded: bool, extra_env: dict[str, str] | None = None
+) -> AsyncIterator[tuple[str, int]]:
+    """The service as its own process (with `extra_env` settings); yields its base URL and pid."""
     port = free_port()
     env = {
         **os.environ,
@@ -185,6 +187,7 @@ async def service(uri: str, driver: str, embedded: bool) -> AsyncIterator[tuple[
         "CMDB_ASSO_HTTP_PORT": str(port),
         "CMDB_ASSO_LOG_LEVEL": "warning",
         "CMDB_ASSO_LOG_FORMAT": "json",
+        **(extra_env or {}),
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "cmdb_asso", "serve", env=env, stdout=asyncio.subprocess.DEVNULL
@@ -210,6 +213,68 @@ async def bare_server() -> AsyncIterator[tuple[str, int]]:
     finally:
         process.terminate()
         await process.wait()
+
+
+@contextlib.asynccontextmanager
+async def fake_iam() -> AsyncIterator[str]:
+    """A fake BlueKing IAM (this script in fake-IAM mode, as its own process) that allows everything; its URL."""
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(sys.executable, __file__, "--fake-iam", str(port))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        await wait_ready(f"{base}/calls")
+        yield base
+    finally:
+        process.terminate()
+        await process.wait()
+
+
+def run_fake_iam(port: int) -> None:
+    """IAM's query_by_actions answering `any` for every action, counting its calls."""
+    calls = [0]
+
+    async def query(request: web.Request) -> web.Response:
+        calls[0] += 1
+        body = orjson.loads(await request.read())
+        data = [{"action": action, "condition": {"op": "any", "field": "", "value": []}} for action in body["actions"]]
+        return web.Response(
+            body=orjson.dumps({"code": 0, "message": "ok", "data": data}), content_type="application/json"
+        )
+
+    async def count(request: web.Request) -> web.Response:
+        return web.json_response({"calls": calls[0]})
+
+    app = web.Application()
+    app.router.add_post("/api/v1/policy/query_by_actions", query)
+    app.router.add_get("/calls", count)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+
+
+async def auth_run(args: argparse.Namespace, uri: str, embedded: bool, run: int) -> dict[str, dict[str, float]]:
+    """A single create's cost under each authorizer: the static policy, and IAM with its policy cache warm (the
+    default 10 s) and cold (asked on every request), with IAM's calls per create."""
+    half = args.instances // 2
+    pairs = Pairs(half, half, seed=100 + run)
+    rows: dict[str, dict[str, float]] = {}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session, fake_iam() as iam_url:
+        iam = {"CMDB_ASSO_AUTH_AUTHORIZER": "iam", "CMDB_ASSO_AUTH_IAM_URL": iam_url,
+               "CMDB_ASSO_AUTH_IAM_APP_SECRET": "bench"}  # fmt: skip
+        setups = {
+            "static policy": {"CMDB_ASSO_AUTH_AUTHORIZER": "static", "CMDB_ASSO_AUTH_POLICY": '{"*": {"edit": ["*"]}}'},
+            "iam, policy cache warm": iam,
+            "iam, policy cache cold": {**iam, "CMDB_ASSO_AUTH_IAM_POLICY_CACHE_SECONDS": "0"},
+        }
+        for name, env in setups.items():
+            async with service(uri, args.drivers[0], embedded, env) as (base, pid):
+                async with session.get(f"{iam_url}/calls") as response:
+                    before = (await response.json())["calls"]
+                measured = await over_http(
+                    session, base, pid, args.concurrency, args.duration, create_step(session, base, pairs)
+                )
+                async with session.get(f"{iam_url}/calls") as response:
+                    calls = (await response.json())["calls"] - before
+                rows[f"single create, {name}"] = summary(measured) | {"iam_calls_per_item": measured.per_item(calls)}
+    return rows
 
 
 async def wait_ready(url: str) -> None:
@@ -565,6 +630,7 @@ def render(table: dict[str, dict[str, float]], plan: str) -> str:
             f"{name:52s} {row['rate']:9.1f} {(f'{ratio:.2f}' if ratio else '-'):>7s} {row['p50_ms']:8.2f} "
             f"{row['p99_ms']:8.2f} {row['cpu_ms_per_item']:7.3f} {(f'{bare:.2f}' if bare else '-'):>7s} "
             f"{row['commands_per_item']:6.3f}"
+            + (f"  IAM calls per create {row['iam_calls_per_item']:.3f}" if "iam_calls_per_item" in row else "")
         )
     lines.append(f"search plan: {plan}")
     return "\n".join(lines)
@@ -609,7 +675,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             print(f"seeded {args.instances} instances in {time.monotonic() - started:.1f} s", file=sys.stderr)
             runs = []
             for run in range(args.runs):
-                runs.append(await one_run(args, uri, embedded_server is not None, run))
+                scenarios = auth_run if args.auth else one_run
+                runs.append(await scenarios(args, uri, embedded_server is not None, run))
                 print(f"run {run + 1}/{args.runs} done", file=sys.stderr)
             table = medians(runs)
             plan = await search_plan(uri)
@@ -656,14 +723,25 @@ def main() -> None:
     parser.add_argument("--drivers", default="pymongo,motor")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--memory-links", type=int, default=0, help="then create this many links, sampling RSS")
+    parser.add_argument(
+        "--auth",
+        action="store_true",
+        help="only a single create's cost under the static policy and under IAM (cache warm, cold)",
+    )
     parser.add_argument("--bare-server", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--fake-iam", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_server:
         run_bare_server(args.bare_server)
         return
+    if args.fake_iam:
+        run_fake_iam(args.fake_iam)
+        return
     args.drivers = [name for name in args.drivers.split(",") if name]
     result = asyncio.run(main_async(args))
     print(render(result["table"], result["search_plan"]))
+    if args.auth:
+        return
     for name, passed in target_checks(result).items():
         print(f"{'PASS' if passed else 'MISS'}  {name}")
     if result["memory_samples"]:
