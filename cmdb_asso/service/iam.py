@@ -207,7 +207,7 @@ class IamAuthorizer:
 
     async def denied_edits(self, caller: Caller, ends: list[tuple[str, int]]) -> list[tuple[str, int]]:
         """The ends IAM's policies do not let the user edit."""
-        targets = await edit_targets(self.store, caller.supplier_account, list(dict.fromkeys(ends)))
+        targets = await edit_targets(self.store, caller.supplier_account, list(dict.fromkeys(ends)), named=False)
         actions = sorted({target.action[0] for target in targets})
         conditions = await self.client.conditions(caller.user, actions, caller.request_id)
         return [target.end for target in targets if not allows(conditions[target.action[0]], target.iam_object())]

@@ -161,11 +161,12 @@ async def denied_instances(
     instances: list[tuple[str, int]],
     *,
     name_fields: Mapping[str, str] | None = None,
+    named: bool = True,
 ) -> list[DeniedInstance]:
     """These instances as a denial's payload names them: their model's `cc_ObjDes` row and name (its id when
-    the model has no row), and their own name ("" when gone)."""
+    the model has no row), and their own name ("" when gone, or not `named`: a decision needs no names)."""
     models = await store.find_models(sorted({obj_id for obj_id, _ in instances}), supplier_account)
-    names = await store.find_names(supplier_account, instances, name_fields=name_fields)
+    names = await store.find_names(supplier_account, instances, name_fields=name_fields) if named else {}
     denied = []
     for obj_id, inst_id in instances:
         model = models.get(obj_id)
@@ -223,12 +224,15 @@ async def edit_permission_payload(
     return {"system_id": SYSTEM_ID, "system_name": SYSTEM_NAME, "actions": list(actions.values())}
 
 
-async def edit_targets(store: AssociationStore, supplier_account: str, ends: list[tuple[str, int]]) -> list[EditTarget]:
+async def edit_targets(
+    store: AssociationStore, supplier_account: str, ends: list[tuple[str, int]], *, named: bool = True
+) -> list[EditTarget]:
     """What editing each of these instances means to IAM (CONTRACT-blueking 4.6): a host is edited in its business
     (`edit_biz_host`) or in the resource pool's directory (`edit_resource_pool_host`); set, module, process and
     custom mainline levels through their business; the other built-in models and custom models as themselves.
-    A fixed number of reads, whatever the number of instances."""
-    denied = await denied_instances(store, supplier_account, ends, name_fields={"host": "bk_host_innerip"})
+    A fixed number of reads, whatever the number of instances; none for custom models once their rows are cached,
+    when the names are not wanted (a decision, not a payload)."""
+    denied = await denied_instances(store, supplier_account, ends, name_fields={"host": "bk_host_innerip"}, named=named)
     mainline = await store.mainline_models(supplier_account) - {"biz", "host"}
     by_business = [d for d in denied if d.obj_id in {"set", "module", "process"} | mainline]
     placements = await store.host_placements(supplier_account, [d.inst_id for d in denied if d.obj_id == "host"])
@@ -243,7 +247,7 @@ async def edit_targets(store: AssociationStore, supplier_account: str, ends: lis
     )
     pool_modules = sorted({module for host, (biz, module) in placements.items()
                            if businesses.get(biz, {}).get("default") == 1})  # fmt: skip
-    modules = await store.find_instances("module", supplier_account, pool_modules, ["bk_module_name"])
+    modules = await store.find_instances("module", supplier_account, pool_modules if named else [], ["bk_module_name"])
     targets: list[EditTarget] = []
     for item in denied:
         business = business_of.get((item.obj_id, item.inst_id))

@@ -87,7 +87,14 @@ class AssociationStore:
             if definition_cache_seconds > 0
             else None
         )
-        self._models: TTLCache[tuple[str, str], bool] | None = (
+        # What `cc_ObjDes` says of a model (None: no such model), and each supplier's mainline set: cached like the
+        # definitions, since every permission decision reads them.
+        self._models: TTLCache[tuple[str, str], ModelInfo | None] | None = (
+            TTLCache(definition_cache_entries, definition_cache_seconds, timer=clock)
+            if definition_cache_seconds > 0
+            else None
+        )
+        self._mainlines: TTLCache[str, frozenset[str]] | None = (
             TTLCache(definition_cache_entries, definition_cache_seconds, timer=clock)
             if definition_cache_seconds > 0
             else None
@@ -207,6 +214,8 @@ class AssociationStore:
     ) -> dict[int, dict[str, Any]]:
         """The stored documents of those instances of `obj_id` that exist, by id, without `_id`, cut to `fields`
         when given (the id field is always read), with MongoDB's own types as plain JSON values."""
+        if not ids:
+            return {}
         table = instance_table(obj_id, supplier_account)
         projection: dict[str, Any] = {"_id": 0}
         if fields:
@@ -262,19 +271,28 @@ class AssociationStore:
         }
 
     async def find_models(self, obj_ids: list[str], supplier_account: str) -> dict[str, ModelInfo]:
-        """What `cc_ObjDes` says of each of these models that the caller's supplier may see, by `bk_obj_id`."""
-        projection = {"_id": 0, "bk_obj_id": 1, "bk_obj_name": 1, "bk_obj_icon": 1, "id": 1}
-        query = {"bk_obj_id": one_or_in(obj_ids), **owner_filter(supplier_account)}
-        with translate_errors(write=False):
-            docs = await self.mongo.db[OBJ_DES].find(query, projection).to_list(None)
-        return {
-            str(doc["bk_obj_id"]): ModelInfo(
-                int(doc["id"]) if doc.get("id") is not None else None,
-                str(doc.get("bk_obj_name", "")),
-                str(doc.get("bk_obj_icon", "")),
-            )
-            for doc in docs
-        }
+        """What `cc_ObjDes` says of each of these models that the caller's supplier may see, by `bk_obj_id`; cached
+        for the configured seconds, as definitions are."""
+        cache = self._models
+        cached = {obj_id: cache[(obj_id, supplier_account)] for obj_id in obj_ids
+                  if cache is not None and (obj_id, supplier_account) in cache}  # fmt: skip
+        missing = [obj_id for obj_id in dict.fromkeys(obj_ids) if obj_id not in cached]
+        if missing:
+            projection = {"_id": 0, "bk_obj_id": 1, "bk_obj_name": 1, "bk_obj_icon": 1, "id": 1}
+            query = {"bk_obj_id": one_or_in(missing), **owner_filter(supplier_account)}
+            with translate_errors(write=False):
+                docs = await self.mongo.db[OBJ_DES].find(query, projection).to_list(None)
+            read: dict[str, ModelInfo | None] = dict.fromkeys(missing)
+            for doc in docs:
+                read[str(doc["bk_obj_id"])] = ModelInfo(
+                    int(doc["id"]) if doc.get("id") is not None else None,
+                    str(doc.get("bk_obj_name", "")),
+                    str(doc.get("bk_obj_icon", "")),
+                )
+            if cache is not None:
+                cache.update({(obj_id, supplier_account): info for obj_id, info in read.items()})
+            cached |= read
+        return {obj_id: info for obj_id, info in cached.items() if info is not None}
 
     async def definition_rows(self, query: dict[str, Any], supplier_account: str) -> list[dict[str, Any]]:
         """The `cc_ObjAsst` rows matching an already checked `query` that the supplier may see, in id order, as
@@ -347,19 +365,18 @@ class AssociationStore:
 
     async def mainline_models(self, supplier_account: str) -> frozenset[str]:
         """bk-cmdb's mainline set: every model at either end of a `bk_mainline` definition the supplier may see."""
+        if self._mainlines is not None and supplier_account in self._mainlines:
+            return self._mainlines[supplier_account]
         rows = await self.definition_rows({"bk_asst_id": "bk_mainline"}, supplier_account)
-        return frozenset(str(row[end]) for row in rows for end in ("bk_obj_id", "bk_asst_obj_id") if row.get(end))
+        found = frozenset(str(row[end]) for row in rows for end in ("bk_obj_id", "bk_asst_obj_id") if row.get(end))
+        if self._mainlines is not None:
+            self._mainlines[supplier_account] = found
+        return found
 
     async def has_model(self, obj_id: str, supplier_account: str) -> bool:
         """Whether `obj_id` is a model the caller's supplier may see (its own or the shared supplier's): no table
         is named from a model id before this holds. Cached like definitions."""
-        key = (obj_id, supplier_account)
-        if self._models is not None and key in self._models:
-            return self._models[key]
-        exists = obj_id in await self.find_models([obj_id], supplier_account)
-        if self._models is not None:
-            self._models[key] = exists
-        return exists
+        return obj_id in await self.find_models([obj_id], supplier_account)
 
     async def create_links(self, links: list[NewLink], audits: list[AuditRecord]) -> list[int]:
         """Write links of one definition to both models' tables with their audit records, all or nothing.
