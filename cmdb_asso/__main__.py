@@ -1,4 +1,4 @@
-"""Command line: serve, init-db, seed-demo, hash-secret, check-links, load, watch."""
+"""Command line: serve, init-db, seed-demo, hash-secret, check-auth, check-links, load, export, watch."""
 
 from __future__ import annotations
 
@@ -17,13 +17,14 @@ import orjson
 import structlog
 from aiohttp import web
 
-from cmdb_asso.app import create_app, open_mongo
+from cmdb_asso.app import create_app, gateway_verifier, open_mongo
 from cmdb_asso.client import AssociationClient, CmdbApiError
 from cmdb_asso.config import ConfigError, Settings, load_settings
 from cmdb_asso.credentials import DEFAULT_ITERATIONS, hash_secret
 from cmdb_asso.errors import (
     CmdbError,
     DuplicateItem,
+    GatewayAuthFailed,
     OneToManyViolated,
     OneToOneViolated,
     StoreReadUnavailable,
@@ -35,6 +36,7 @@ from cmdb_asso.loader import Loader, LoadFileInvalid, State
 from cmdb_asso.log import setup_logging
 from cmdb_asso.service.associations import AssociationService, CreateRequest
 from cmdb_asso.service.context import Caller
+from cmdb_asso.service.iam import IamClient
 from cmdb_asso.service.permission import AllowAll
 from cmdb_asso.storage.associations import AssociationStore
 from cmdb_asso.storage.client import MongoConnection
@@ -90,6 +92,13 @@ def _parser() -> argparse.ArgumentParser:
         "auth.apps as the app's secret_hash; the secret itself is never stored.",
     )
     hash_secret_command.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS, help=argparse.SUPPRESS)
+    check_auth_help = "check the BlueKing settings: verify a gateway token, ask IAM once for a user's policy"
+    check_auth = commands.add_parser("check-auth", help=check_auth_help, description=check_auth_help.capitalize()
+                                     + ". Exit status 0 when every configured part answers, 1 otherwise.")  # fmt: skip
+    check_auth.add_argument("--token", default="", help="an X-Bkapi-JWT to verify with auth.gateway's keys")
+    check_auth.add_argument("--user", default="admin", help="the user whose IAM policy is asked for (default admin)")
+    check_auth.add_argument("--action", default="view_sys_model", help="the IAM action asked for (default "
+                            "view_sys_model)")  # fmt: skip
     load = commands.add_parser(
         "load",
         help="load links from a CSV or JSON Lines file, or an Excel workbook's association sheet, through the API",
@@ -261,6 +270,46 @@ async def follow_events(client: AssociationClient, args: argparse.Namespace, sto
     finally:
         stopped.cancel()
         await events.aclose()
+
+
+async def _check_auth(args: argparse.Namespace, settings: Settings) -> int:
+    """What an operator checks after configuring the gateway and IAM: one line per part, and its verdict."""
+    ok = True
+    gateway = gateway_verifier(settings)
+    if gateway is None:
+        print("gateway: no auth.gateway.public_key; X-Bkapi-JWT is ignored")
+    else:
+        kids = ", ".join(kid or "(any kid)" for kid in gateway.keys)
+        required = "required" if gateway.jwt_required else "optional"
+        algorithms = ", ".join(gateway.algorithms)
+        print(f"gateway: {len(gateway.keys)} key(s) [{kids}], algorithms {algorithms}, token {required}")
+    if args.token:
+        if gateway is None:
+            print("token: not checked (no gateway key)")
+            ok = False
+        else:
+            try:
+                identity = gateway.identity(args.token)
+            except GatewayAuthFailed:
+                print("token: refused (the reason is in the gateway_token_refused log line above)")
+                ok = False
+            else:
+                print(f"token: valid for user {identity.user!r}, app {identity.app_code!r}")
+    iam = settings.auth.iam
+    if settings.auth.authorizer != "iam":
+        print(f"iam: not used (auth.authorizer is {settings.auth.authorizer})")
+        return 0 if ok else 1
+    client = IamClient(iam.url, iam.app_code, iam.app_secret, timeout_seconds=iam.timeout_seconds, cache_seconds=0)
+    try:
+        condition = (await client.conditions(args.user, [args.action]))[args.action]
+    except CmdbError as error:
+        print(f"iam: {client.state} at {iam.url} as {iam.app_code} ({error.message('en')})")
+        ok = False
+    else:
+        print(f"iam: answers at {iam.url} as {iam.app_code}; {args.user}'s {args.action}: {json.dumps(condition)}")
+    finally:
+        await client.close()
+    return 0 if ok else 1
 
 
 async def _load_workbook(args: argparse.Namespace, settings: Settings) -> int:
@@ -469,6 +518,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             return 2
         print(hash_secret(secret, iterations=args.iterations))
         return 0
+    if args.command == "check-auth":
+        return asyncio.run(_check_auth(args, settings))
     if args.command == "load":
         if not args.file.is_file():
             print(f"cmdb-asso load: no such file: {args.file}", file=sys.stderr)

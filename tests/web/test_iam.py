@@ -13,6 +13,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from cmdb_asso.__main__ import main
 from cmdb_asso.config import GatewaySettings, IamSettings, Settings
 from cmdb_asso.errors import IamFailed, IamUnavailable
 from cmdb_asso.operations import OPERATIONS
@@ -417,3 +418,53 @@ async def test_with_the_gateway_and_iam_on_every_operation_serves_only_signed_an
     assert not {key for key, code in allowed.items() if code in (1100004, 9900403)}
     assert rows["alice"] == {"err_msg": [{"row": 3, "message": "Do not have access permission."}]}
     assert rows["root"] == {"err_msg": None}
+
+
+async def test_a_batch_of_200_instances_is_one_iam_call_and_a_denial_names_only_the_denied(
+    iam_client: Client, fake_iam: tuple[FakeIam, str], mock_mongo: MongoConnection
+) -> None:
+    iam, _url = fake_iam
+    await mock_mongo.db["cc_HostBase"].insert_many(
+        [{"bk_host_id": host, "bk_host_name": f"h{host}", "bk_supplier_account": "0"} for host in range(1000, 1200)]
+    )
+    allowed_hosts = [str(host) for host in range(1000, 1200) if host != 1123]
+    iam.policies[("alice", SWITCH_EDIT)] = ANY
+    iam.policies[("alice", "edit_biz_host")] = {"op": "in", "field": "host.id", "value": allowed_hosts}
+    details = [{"bk_inst_id": 11, "bk_asst_inst_id": host} for host in range(1000, 1200)]
+    body = {"bk_obj_id": "bk_switch", "bk_asst_obj_id": "host", "bk_obj_asst_id": SWITCH_HOST, "details": details}
+
+    answer = await call(iam_client, "create_many", body, user="alice")
+
+    assert len(iam.calls) == 1
+    assert answer.code == 9900403
+    (action,) = answer.permission["actions"]
+    assert action["id"] == "edit_biz_host"  # hosts without a placement are edited as business hosts
+    assert [path[-1]["id"] for path in action["related_resource_types"][0]["instances"]] == ["1123"]
+    assert await links_in(mock_mongo, "host") == []
+
+
+async def test_check_auth_says_whether_the_token_verifies_and_iam_answers(
+    fake_iam: tuple[FakeIam, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    iam, url = fake_iam
+    iam.policies[("alice", "view_sys_model")] = ANY
+    monkeypatch.setenv("CMDB_ASSO_AUTH_AUTHORIZER", "iam")
+    monkeypatch.setenv("CMDB_ASSO_AUTH_IAM_URL", url)
+    monkeypatch.setenv("CMDB_ASSO_AUTH_IAM_APP_SECRET", SECRET)
+    monkeypatch.setenv("CMDB_ASSO_AUTH_GATEWAY_PUBLIC_KEY", GATEWAY_PUBLIC)
+
+    good = await asyncio.to_thread(main, ["check-auth", "--token", token(), "--user", "alice"])
+    said = capsys.readouterr().out
+    monkeypatch.setenv("CMDB_ASSO_AUTH_IAM_APP_SECRET", "wrong")
+    bad = await asyncio.to_thread(main, ["check-auth", "--token", "not.a.token"])
+    refused = capsys.readouterr().out
+
+    assert good == 0
+    assert "token: valid for user 'alice', app 'bk_sops'" in said
+    assert (
+        f'iam: answers at {url} as bk_cmdb; alice\'s view_sys_model: {{"op": "any", "field": "", "value": []}}' in said
+    )
+    assert bad == 1
+    assert "token: refused" in refused
+    assert f"iam: refused at {url} as bk_cmdb (Authorize request failed.)" in refused
+    assert "wrong" not in refused  # the secret is never printed
