@@ -16,6 +16,16 @@ from typing import Any, TypeGuard
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
+# Past this magnitude a float no longer names one integer (orjson reads an integer beyond 64 bits as a float:
+# -9223372036854775809 would round to -2**63 and be taken for it).
+FLOAT_EXACT = 2**53
+
+
+def exact_float(value: float) -> bool:
+    """Whether a float names one number exactly enough to stand for an integer: finite, within ±2**53."""
+    return math.isfinite(value) and -FLOAT_EXACT <= value <= FLOAT_EXACT
+
+
 # At most 19 digits: int64's longest; a longer string is refused before `int()` sees it.
 _ASCII_INTEGER = re.compile(r"-?[0-9]{1,19}", re.ASCII)
 # Model ids and supplier accounts become part of table names (`cc_InstAsst_{supplier}_pub_{model}`): only a
@@ -29,7 +39,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 def int64_or_none(value: Any, *, from_text: bool = False, minimum: int = INT64_MIN) -> int | None:
     """The int64 that `value` stands for, or None.
 
-    Accepted: a JSON integer, a float with no fraction (`12.0`), and, when `from_text` is set (path
+    Accepted: a JSON integer, a float with no fraction within ±2**53 (`12.0`), and, when `from_text` is set (path
     parameters, CSV cells), a string of ASCII digits with an optional leading `-`. Refused: booleans,
     fractions, other strings, and anything outside `minimum`..2**63-1.
     """
@@ -39,7 +49,7 @@ def int64_or_none(value: Any, *, from_text: bool = False, minimum: int = INT64_M
     if isinstance(value, int):
         number = value
     elif isinstance(value, float):
-        if not math.isfinite(value) or not value.is_integer():
+        if not exact_float(value) or not value.is_integer():
             return None
         number = int(value)
     elif from_text and isinstance(value, str) and _ASCII_INTEGER.fullmatch(value):

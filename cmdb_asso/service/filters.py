@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cmdb_asso.errors import BodyInvalid, BodyUndecodable, CmdbError, LimitExceeded, ParamEmpty
-from cmdb_asso.inputs import INT64_MAX, INT64_MIN, is_int64
+from cmdb_asso.inputs import exact_float, is_int64
 from cmdb_asso.service.patterns import is_cheap
 
 # Association fields a caller may filter on, and the type each holds.
@@ -64,8 +64,8 @@ def _check_value(field: str, value: Any, where: str, types: dict[str, type]) -> 
         if not isinstance(value, bool):
             raise BodyInvalid(where)
     elif types[field] is int:
-        # orjson reads an integer past 64 bits as a float: bounded the same way, a number means one thing.
-        in_range = isinstance(value, float) and INT64_MIN <= value <= INT64_MAX
+        # orjson reads an integer past 64 bits as a float; past 2**53 a float names no one integer.
+        in_range = isinstance(value, float) and exact_float(value)
         if not (is_int64(value) or in_range):
             raise BodyInvalid(where)
     elif not isinstance(value, str):
@@ -277,7 +277,7 @@ def _kind(value: Any) -> str | None:
     if isinstance(value, int):
         return "numeric" if is_int64(value) else None
     if isinstance(value, float):
-        return "numeric"
+        return "numeric" if exact_float(value) else None
     return "string" if isinstance(value, str) else None
 
 

@@ -489,3 +489,30 @@ async def test_set_module_process_and_custom_mainline_levels_are_never_denied_a_
     assert [answer.code for answer in builtin] == [0, 0, 0]
     assert business.code == 9900403  # the mainline's business is checked (find_business)
     assert business.permission["actions"][0]["id"] == "find_business"
+
+
+@pytest.mark.parametrize(
+    ("raw", "named"),
+    [
+        (b'{"bk_obj_id": "host", "condition": {"id": -9223372036854775809}}', "id"),  # below int64: a float
+        (b'{"bk_obj_id": "host", "condition": {"bk_inst_id": {"$in": [1, 18446744073709551616]}}}', "$in"),
+        (b'{"bk_obj_id": "host", "condition": {"id": 1e300}}', "id"),
+    ],
+)
+async def test_a_number_past_what_a_float_names_exactly_is_refused_not_rounded(
+    linked: Client, raw: bytes, named: str
+) -> None:
+    response = await linked.post("/api/v3/find/instassociation", data=raw, headers={"X-Bkcmdb-User": "admin"})
+    answer = await response.json()
+
+    assert (answer["bk_error_code"], answer["bk_error_msg"]) == (
+        1199006,
+        f"'{named}' data parameter verification does not pass",
+    )
+
+
+async def test_an_integral_float_within_2_to_the_53_still_names_its_integer(linked: Client) -> None:
+    answer = await call(linked, "find", {"bk_obj_id": "host", "condition": {"bk_asst_inst_id": 21.0}})
+
+    assert answer.code == 0, answer
+    assert answer.data
