@@ -327,17 +327,10 @@ class QueryService:
         await self.authorize_view(caller, obj_id)
         if not await self.store.has_model(obj_id, caller.supplier_account):
             return []
-        query = {
-            "$or": [
-                {"bk_obj_id": obj_id, "bk_inst_id": inst_id},
-                {"bk_asst_obj_id": obj_id, "bk_asst_inst_id": inst_id},
-            ]
-        }
         shown = visible_fields(fields)
-        links = await self.store.find_links(
-            obj_id, caller.supplier_account, query, fields=shown, sort=[("id", 1)], skip=start,
-            limit=limit or self.max_unbounded + 1,
-        )  # fmt: skip
+        links = await self.store.links_of_instance(
+            obj_id, caller.supplier_account, inst_id, fields=shown, start=start, limit=limit or self.max_unbounded + 1
+        )
         if not limit and len(links) > self.max_unbounded:
             raise PageLimitExceeded()
         return [_link_item(link, tuple(shown or ())) for link in links]

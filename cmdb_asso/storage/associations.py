@@ -13,7 +13,7 @@ from cachetools import TTLCache
 
 from cmdb_asso.clock import utc_now
 from cmdb_asso.domain import AuditRecord, Definition, LinkEnds, ModelInfo, NewLink, StoredLink
-from cmdb_asso.inputs import is_int64
+from cmdb_asso.inputs import INT64_MAX, is_int64
 from cmdb_asso.storage.all_or_nothing import AllOrNothing, Insert
 from cmdb_asso.storage.client import MongoConnection
 from cmdb_asso.storage.documents import (
@@ -631,6 +631,31 @@ class AssociationStore:
             cursor = cursor.limit(limit).batch_size(limit)  # a whole page in one round trip
         with translate_errors(write=False):
             return [public_fields(doc) for doc in await cursor.to_list(None)]
+
+    async def links_of_instance(
+        self, obj_id: str, supplier_account: str, inst_id: int, *, fields: list[str] | None, start: int, limit: int
+    ) -> list[dict[str, Any]]:
+        """`limit` links from the `start`-th, in id order, of `obj_id`'s table where the instance is the source or the
+        target. Where the server evaluates a `$or` row by row over the whole table (the embedded server), one
+        indexed find per direction, merged; on MongoDB one find, whose `$or` uses both indexes."""
+        as_source = {"bk_obj_id": obj_id, "bk_inst_id": inst_id}
+        as_target = {"bk_asst_obj_id": obj_id, "bk_asst_inst_id": inst_id}
+        if not self.mongo.embedded:
+            query = {"$or": [as_source, as_target]}
+            return await self.find_links(
+                obj_id, supplier_account, query, fields=fields, sort=[("id", 1)], skip=start, limit=limit
+            )
+        first = start + limit
+        shown = fields and list(dict.fromkeys([*fields, "id"]))  # merged by id, whatever is asked for
+        sides = await asyncio.gather(
+            self.find_links(obj_id, supplier_account, as_source, fields=shown, sort=[("id", 1)], limit=first),
+            self.find_links(obj_id, supplier_account, as_target, fields=shown, sort=[("id", 1)], limit=first),
+        )
+        merged: dict[Any, dict[str, Any]] = {}
+        for link in (link for side in sides for link in side):
+            merged.setdefault(link.get("id"), link)  # a link of the instance with itself is on both sides
+        ordered = sorted(merged.values(), key=lambda link: link["id"] if is_int64(link.get("id")) else INT64_MAX)
+        return ordered[start:first]
 
     async def count_links(self, obj_id: str, supplier_account: str, query: dict[str, Any]) -> int:
         """How many links in `obj_id`'s table match `query`."""
