@@ -279,6 +279,8 @@ class IamSettings:
     # is seen within this time.
     policy_cache_seconds: float = setting(10.0, _number(0, 3600))
     policy_cache_entries: int = setting(10000, _integer(1, 1_000_000))
+    # IAM's API gateway, for the apply URL of a denial (`auth/skip_url`): POST {apply_url}/api/v1/open/application/.
+    apply_url: str = setting("", fields.String())
 
 
 @dataclass(frozen=True)

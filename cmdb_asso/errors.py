@@ -25,6 +25,7 @@ MESSAGES: dict[int, tuple[str, str]] = {
     1199038: ("need data %s is null", "数据 %s 不能为空"),
     1199046: ("Authorize request failed.", "鉴权失败"),
     1199047: ("Do not have access permission.", "没有操作的权限"),
+    1199072: ("get no-auth skip URL failed", "获取无权限跳转链接失败"),
     1199059: ("page limit is exceeded. suggestion 200", "分页查询数量超过限制的最大值, 建议值200"),
     1199998: ("Unknown or unrecognized error", "未知或未能识别的异常"),
     1199999: ("'%s' Internal Server Error", "'%s' 服务器内部错误"),
@@ -245,6 +246,14 @@ class IamFailed(CmdbError):
 
     code = 1199046
     http_status = 500
+
+
+class ApplyUrlUnavailable(CmdbError):
+    """BlueKing IAM gave no apply URL for a permission (it is away, failed, or no IAM is configured) (1199072,
+    HTTP 503)."""
+
+    code = 1199072
+    http_status = 503
 
 
 class ModelNotFound(CmdbError):

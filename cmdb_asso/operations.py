@@ -66,6 +66,13 @@ _INST_ASST: dict[str, GoType] = {
 _SEARCH: dict[str, GoType] = {"bk_obj_id": "string", "conditions": "any", "time_condition": "object",
                               "fields": ["string"], "page": _PAGE}  # fmt: skip
 
+_NODE: dict[str, GoType] = {"type": "string", "type_name": "string", "id": "string", "name": "string"}
+# bk-cmdb's IamPermission: what a 9900403 answer carries, and what its UI posts to auth/skip_url.
+_PERMISSION: dict[str, GoType] = {"system_id": "string", "system_name": "string", "actions": [{
+    "id": "string", "name": "string", "related_resource_types": [{
+        "system_id": "string", "system_name": "string", "type": "string", "type_name": "string",
+        "instances": [[_NODE]]}]}]}  # fmt: skip
+
 _RULE = {"condition": "AND", "rules": [{"field": "bk_asst_id", "operator": "equal", "value": "belong"}]}
 
 OPERATIONS: tuple[Operation, ...] = (
@@ -161,6 +168,13 @@ OPERATIONS: tuple[Operation, ...] = (
               summary="The definitions with these ids in which a model is the source or the target (what bk-cmdb's "
                       "web server asks for an Excel import); native only",
               example={"bk_obj_id": "bk_switch", "bk_obj_asst_ids": ["bk_switch_belong_bk_host"]}),
+    Operation("apply_url", "POST", "/api/v3/auth/skip_url", "get_permission_apply_url", False, esb=False,
+              body_error="undecodable", go_body=_PERMISSION,
+              summary="The BlueKing IAM URL where the caller applies for a denial's permission (the object a 9900403 "
+                      "answer carries); native only, with the IAM authorizer and auth.iam.apply_url",
+              example={"system_id": "bk_cmdb", "system_name": "配置平台", "actions": [
+                  {"id": "edit_comobj_2", "name": "交换机实例编辑", "related_resource_types": []}]},
+              codes=(1199072,)),
     Operation("import", "POST", "/api/v3/import/instassociation/{bk_obj_id}", "import_instance_associations", True,
               esb=False, body_error="raw",
               summary="Add and delete links named by their instances' unique keys, rows keyed by their Excel row "

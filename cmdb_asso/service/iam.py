@@ -14,7 +14,7 @@ import orjson
 import structlog
 from cachetools import TTLCache
 
-from cmdb_asso.errors import IamFailed, IamUnavailable
+from cmdb_asso.errors import ApplyUrlUnavailable, IamFailed, IamUnavailable
 from cmdb_asso.service.context import Caller, remaining_budget
 from cmdb_asso.service.permission import VIEW_UNCHECKED, edit_targets
 from cmdb_asso.storage.associations import AssociationStore
@@ -118,6 +118,40 @@ class IamClient:
         for action, future in waiting.items():
             found[action] = await asyncio.shield(future)
         return found
+
+    async def apply_url(self, apply_base: str, user: str, permission: dict[str, Any], request_id: str = "") -> str:
+        """The URL where `user` applies for `permission` (a 9900403 answer's object), from IAM's application API
+        (its gateway form, as the SDK calls it); ApplyUrlUnavailable when IAM gives none."""
+        if not apply_base:
+            raise ApplyUrlUnavailable()
+        authorization = orjson.dumps({"bk_app_code": self.app_code, "bk_app_secret": self._secret,
+                                      "bk_username": user}).decode()  # fmt: skip
+        headers = {"X-Bkapi-Authorization": authorization, "X-Request-Id": request_id,
+                   "Content-Type": "application/json"}  # fmt: skip
+        body = {"system_id": permission.get("system_id") or SYSTEM, "actions": permission.get("actions") or []}
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        try:
+            async with self._session.post(
+                f"{apply_base.rstrip('/')}/api/v1/open/application/", data=orjson.dumps(body), headers=headers,
+                timeout=aiohttp.ClientTimeout(total=self.timeout_seconds),
+            ) as response:  # fmt: skip
+                raw = await response.content.read(MAX_ANSWER_BYTES + 1)
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError) as error:
+            log.warning("iam_apply_url_unavailable", detail=type(error).__name__)
+            raise ApplyUrlUnavailable() from None
+        try:
+            answer = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            answer = None
+        data = answer.get("data") if isinstance(answer, dict) else None
+        url = data.get("url") if isinstance(data, dict) else None
+        if status != 200 or not isinstance(answer, dict) or answer.get("code") != 0 or not isinstance(url, str):
+            code = answer.get("code") if isinstance(answer, dict) else None
+            log.warning("iam_apply_url_unavailable", status=status, code=code)
+            raise ApplyUrlUnavailable()
+        return url
 
     async def probe(self) -> str:
         """Ask IAM once more (for /readyz, while the last call failed); the state it leaves."""

@@ -11,6 +11,7 @@ import orjson
 from aiohttp import web
 
 from cmdb_asso.errors import (
+    ApplyUrlUnavailable,
     BodyInvalid,
     BodyNotDecoded,
     BodyNotDecodedNamed,
@@ -393,6 +394,15 @@ async def model_associations(request: web.Request, call: Call) -> dict[str, Any]
     """Association definitions matching a condition, with their count (CONTRACT-ui 21)."""
     condition = load_model_associations(call.params or {})  # a zero-length body is {}
     return await request.app[QUERIES].model_associations(call.caller, condition)
+
+
+async def permission_apply_url(request: web.Request, call: Call) -> str:
+    """Where the caller applies for a denial's permission in BlueKing IAM (bk-cmdb's `auth/skip_url`)."""
+    permission = {key: value for key, value in (call.params or {}).items() if key in ("system_id", "actions")}
+    if IAM not in request.app:
+        raise ApplyUrlUnavailable()  # no IAM decides here: there is nowhere to apply
+    apply_base = request.app[SETTINGS].auth.iam.apply_url
+    return await request.app[IAM].apply_url(apply_base, call.caller.user, permission, call.caller.request_id)
 
 
 async def import_associations(request: web.Request, call: Call) -> dict[str, Any]:

@@ -41,6 +41,7 @@ REQUEST_SCHEMAS: dict[str, type[Schema]] = {
     "find_model_associations_by_condition": schemas.ModelAssociationsSchema,
     "find_association_by_object_association_id": schemas.DefinitionsByIdsSchema,
     "import_instance_associations": schemas.ImportSchema,
+    "get_permission_apply_url": schemas.PermissionSchema,
 }
 
 _LINK: dict[str, Any] = {
@@ -73,6 +74,7 @@ RESPONSE_DATA: dict[str, dict[str, Any]] = {
         "properties": {"count": {"type": "integer"}, "info": {"type": "array", "items": {"type": "object"}}},
     },
     "find_association_by_object_association_id": {"type": "array", "items": {"type": "object"}},
+    "get_permission_apply_url": {"type": "string", "description": "the apply URL"},
     "import_instance_associations": {
         "type": "object",
         "properties": {

@@ -34,6 +34,7 @@ HANDLERS: dict[str, handlers.OperationHandler] = {
     "model_associations": handlers.model_associations,
     "definitions_by_ids": handlers.definitions_by_ids,
     "import": handlers.import_associations,
+    "apply_url": handlers.permission_apply_url,
 }
 
 

@@ -459,6 +459,14 @@ def load_definitions_by_ids(body: Any) -> list[str]:
         raise BodyNotDecoded() from None
 
 
+class PermissionSchema(_Schema):
+    """A denial's permission object, as a 9900403 answer carries it (for the API document)."""
+
+    system_id = fields.String(load_default="bk_cmdb")
+    system_name = fields.String(load_default="")
+    actions = fields.List(fields.Dict(), load_default=list)
+
+
 class ImportRowSchema(_Schema):
     """One row of an Excel import."""
 

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -44,6 +45,7 @@ class FakeIam:
     omit: str = ""
     # Users IAM answers `any` for, whatever the action (its super users).
     supers: set[str] = field(default_factory=set)
+    applications: list[dict[str, Any]] = field(default_factory=list)
 
     async def query_by_actions(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -60,13 +62,29 @@ class FakeIam:
                 for action in body["actions"] if action["id"] != self.omit]  # fmt: skip
         return web.json_response({"code": 0, "message": "ok", "data": data})
 
+    async def application(self, request: web.Request) -> web.Response:
+        """IAM's application API (gateway form): the apply URL for a permission."""
+        body = await request.json()
+        self.applications.append({"headers": request.headers.copy(), "body": body})
+        if self.status != 200:
+            return web.json_response({"code": 1901500, "message": "fault", "data": {}}, status=self.status)
+        credentials = orjson.loads(request.headers.get("X-Bkapi-Authorization", "{}"))
+        if (credentials.get("bk_app_code"), credentials.get("bk_app_secret")) != ("bk_cmdb", SECRET):
+            return web.json_response({"code": 1901401, "message": "unauthorized", "data": {}}, status=401)
+        ids = [action.get("id") for action in body.get("actions", [])]
+        if body.get("system_id") != "bk_cmdb" or not ids or len(set(ids)) != len(ids):
+            return web.json_response({"code": 1901400, "message": "bad request", "data": {}}, status=400)
+        url = f"http://iam.test/apply-custom-perm?system_id=bk_cmdb&cache_id={len(self.applications)}"
+        return web.json_response({"code": 0, "message": "OK", "data": {"url": url}})
+
 
 @pytest.fixture
 async def fake_iam(aiohttp_server: AiohttpServer) -> tuple[FakeIam, str]:
-    """A fake IAM and its URL."""
+    """A fake IAM and its URL (the backend and the gateway form at one address)."""
     iam = FakeIam()
     app = web.Application()
     app.router.add_post("/api/v1/policy/query_by_actions", iam.query_by_actions)
+    app.router.add_post("/api/v1/open/application/", iam.application)
     server = await aiohttp_server(app)
     return iam, str(server.make_url("")).rstrip("/")
 
@@ -412,9 +430,10 @@ async def test_with_the_gateway_and_iam_on_every_operation_serves_only_signed_an
     assert set(unsigned.values()) == {1100004}
     # Alice is allowed nothing: every operation refuses her but those that found nothing to check (a delete of a
     # link that does not exist, definitions of the mainline, which the demo lacks), the import, whose rows each say
-    # so, and the watch, which the mock store cannot serve at all (1199998 before any check).
+    # so, the watch, which the mock store cannot serve at all (1199998 before any check), and the apply URL, which
+    # checks nothing (it is how a refused caller asks for permission; none is configured here: 1199072).
     assert {key[0] for key, code in denied.items() if code != 9900403} <= {
-        "delete", "delete_many", "import", "model_associations", "watch"}  # fmt: skip
+        "delete", "delete_many", "import", "model_associations", "watch", "apply_url"}  # fmt: skip
     assert not {key for key, code in allowed.items() if code in (1100004, 9900403)}
     assert rows["alice"] == {"err_msg": [{"row": 3, "message": "Do not have access permission."}]}
     assert rows["root"] == {"err_msg": None}
@@ -468,3 +487,30 @@ async def test_check_auth_says_whether_the_token_verifies_and_iam_answers(
     assert "token: refused" in refused
     assert f"iam: refused at {url} as bk_cmdb (Authorize request failed.)" in refused
     assert "wrong" not in refused  # the secret is never printed
+
+
+async def test_a_denials_permission_gets_its_apply_url_from_iam_and_none_when_iam_fails(
+    make_client: MakeClient, settings: Settings, fake_iam: tuple[FakeIam, str], placed: None
+) -> None:
+    iam, url = fake_iam
+    client = await make_client(app_settings=iam_settings(settings, url, apply_url=url))
+    denied = await create(client, 11, 21)  # alice may edit nothing
+
+    applied = await call(client, "apply_url", denied.permission, user="alice")
+    iam.status = 500
+    failed = await call(client, "apply_url", denied.permission, user="alice")
+    undecodable = await call(client, "apply_url", {"actions": "edit"}, user="alice")
+
+    assert denied.code == 9900403
+    assert (applied.code, applied.data) == (0, "http://iam.test/apply-custom-perm?system_id=bk_cmdb&cache_id=1")
+    sent = iam.applications[0]
+    assert sent["body"] == {"system_id": "bk_cmdb", "actions": denied.permission["actions"]}
+    assert orjson.loads(sent["headers"]["X-Bkapi-Authorization"])["bk_username"] == "alice"
+    assert (failed.status, failed.code) == (503, 1199072)
+    assert undecodable.code == 1199000
+
+
+async def test_without_iam_there_is_no_apply_url(client: Client) -> None:
+    answer = await call(client, "apply_url", {"system_id": "bk_cmdb", "actions": [{"id": "edit_comobj_2"}]})
+
+    assert (answer.status, answer.code) == (503, 1199072)
