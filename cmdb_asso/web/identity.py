@@ -24,6 +24,8 @@ log = structlog.get_logger(__name__)
 REQUEST_ID_HEADERS = ("X-Request-Id", "X-Bkapi-Request-Id", "Cc_Request_Id")
 LANGUAGE_HEADERS = ("X-Bkcmdb-Language", "Blueking-Language", "HTTP_BLUEKING_LANGUAGE")
 USER_HEADERS = ("X-Bkcmdb-User", "BK_User")
+# The app a request comes from, as bk-cmdb reads it on native routes (the legacy ESB sets Bk-App-Code).
+APP_CODE_HEADERS = ("X-Bkcmdb-App-Code", "Bk-App-Code")
 SUPPLIER_HEADERS = (
     "X-Bkcmdb-Supplier-Account",
     "X-Bkapi-Supplier-Account",
@@ -98,7 +100,10 @@ def native_caller(request: web.Request, request_id: str, default_supplier: str) 
     _refuse_unknown_language(request)
     user = _checked_user(_first_header(request, USER_HEADERS), USER_HEADERS[0])
     supplier = _checked_supplier(_first_header(request, SUPPLIER_HEADERS) or default_supplier)
-    return Caller(user=user, supplier_account=supplier, request_id=request_id)
+    app_code = _first_header(request, APP_CODE_HEADERS)
+    if app_code and not is_plain_text(app_code, max_length=128):
+        raise BodyInvalid(APP_CODE_HEADERS[0])
+    return Caller(user=user, supplier_account=supplier, app_code=app_code, request_id=request_id)
 
 
 def gateway_token(request: web.BaseRequest) -> str:

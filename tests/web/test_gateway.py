@@ -246,3 +246,13 @@ def test_a_token_longer_than_8_kib_is_refused_before_it_is_decoded() -> None:
     with pytest.raises(GatewayAuthFailed):
         verifier.identity(token(claims(pad="x" * 9 * 1024)))
     assert verifier.cache_misses == 0
+
+
+async def test_without_a_token_the_legacy_esb_headers_name_the_user_and_the_app(
+    client: Client, mock_mongo: MongoConnection
+) -> None:
+    response = await client.post(CREATE, json=LINK, headers={"BK_User": "bob", "Bk-App-Code": "bk_sops"})
+
+    assert (await response.json())["bk_error_code"] == 0
+    (record,) = await audit_records(mock_mongo)
+    assert (record["user"], record["code"]) == ("bob", "bk_sops")
