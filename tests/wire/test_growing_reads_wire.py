@@ -112,3 +112,24 @@ async def test_find_related_is_one_indexed_find_per_direction_where_or_scans_and
         assert [link["id"] for link in answer.data] == await _old_form(mongo, start, limit or 10_000)
         assert all(21 in (link["bk_inst_id"], link["bk_asst_inst_id"]) for link in answer.data)
         assert spent == (2 if kind == "embedded" else 1), reads
+
+
+async def test_count_is_the_count_command_where_an_aggregation_scans_and_counts_what_search_finds(
+    face: tuple[str, Client, MongoConnection],
+) -> None:
+    kind, client, mongo = face
+    await _seed(mongo)
+    rules = [{"field": "bk_inst_id", "operator": "in", "value": [21, 105, 120]},
+             {"field": "bk_asst_inst_id", "operator": "equal", "value": 21}]  # fmt: skip
+    for conditions in ({"condition": "OR", "rules": rules}, {"condition": "AND", "rules": rules[:1]}):
+        await call(client, "count", {"bk_obj_id": "host", "conditions": conditions})  # model rows cached
+        before = dict(mongo.commands.by_name)
+
+        counted = await call(client, "count", {"bk_obj_id": "host", "conditions": conditions})
+
+        spent = {name: n - before.get(name, 0) for name, n in mongo.commands.by_name.items() if n > before.get(name, 0)}
+        found = await call(client, "search", {"bk_obj_id": "host", "conditions": conditions,
+                                              "page": {"start": 0, "limit": 500}})  # fmt: skip
+        assert counted.code == 0, counted
+        assert counted.data == {"count": len(found.data["info"])} != {"count": 0}
+        assert spent.get("count" if kind == "embedded" else "aggregate") == 1, spent
