@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test fuzz lint typecheck check bench clean
+.PHONY: install run test fuzz lint typecheck check bench ladder clean
 
 install: $(STAMP)
 
@@ -56,6 +56,10 @@ check: lint typecheck test
 
 bench: install
 	$(BIN)/python scripts/bench.py
+
+# The growth ladder: one instance's reads at 1,000, 10,000 and 100,000 links (--sizes for more).
+ladder: install
+	$(BIN)/python -m scripts.ladder
 
 clean:
 	rm -rf $(VENV) $(VENV).lock var .mypy_cache .ruff_cache .pytest_cache .hypothesis build *.egg-info
