@@ -123,36 +123,24 @@ class AssociationImporter:
         supplier = caller.supplier_account
         definitions = await self._definitions(request, supplier)
         own_keys, other_keys = await self._keys(request, supplier, language)
-        failed: dict[int, CmdbError] = {}
-        ends: dict[int, tuple[Definition, _End, _End]] = {}
-        for number in sorted(request.rows):
-            row = request.rows[number]
-            definition = definitions.get(row.obj_asst_id)
-            if definition is None:
-                failed[number] = ImportRowRefused("import_asstid_not_found", row.obj_asst_id)
-                continue
-            if definition.obj_id == request.obj_id:
-                src_keys, dst_keys = own_keys, other_keys.get(definition.asst_obj_id, {})
-            else:
-                src_keys, dst_keys = other_keys.get(definition.obj_id, {}), own_keys
-            try:
-                src = _parsed_end(definition.obj_id, row.src_key, src_keys)
-            except ImportRowRefused as error:
-                failed[number] = error
-            try:
-                dst = _parsed_end(definition.asst_obj_id, row.dst_key, dst_keys)
-            except ImportRowRefused as error:
-                failed[number] = error  # when both ends fail, the target's message is kept
-            if number not in failed:
-                ends[number] = (definition, src, dst)
+        ends, failed = _parsed_rows(request, definitions, own_keys, other_keys)
         found = await self._instances(supplier, [end for _, *pair in ends.values() for end in pair])
+        steps, refused = await self._checked_steps(caller, request, ends, found)
+        failed |= refused
+        failed |= await self._apply(caller, steps)
+        return dict(sorted(failed.items()))
+
+    async def _checked_steps(
+        self, caller: Caller, request: ImportRequest, ends: dict[int, tuple[Definition, _End, _End]], found: _Instances
+    ) -> tuple[list[_Step], dict[int, CmdbError]]:
+        """Step 3's first checks, per row: its instances resolved, the caller's edit permission on both (one
+        decision for every instance the rows name: one IAM call, where IAM decides), a known operation."""
         resolved: dict[int, tuple[int, int] | CmdbError] = {}
         for number, (_definition, src, dst) in ends.items():
             try:
                 resolved[number] = (found.resolve(src), found.resolve(dst))
             except CmdbError as error:
                 resolved[number] = error
-        # One permission decision for every instance the rows name (one IAM call, where IAM decides).
         instances = [
             (end.obj_id, inst_id)
             for number, (_d, *pair) in ends.items()
@@ -161,23 +149,19 @@ class AssociationImporter:
         ]
         denied = set(await self.authorizer.denied_edits(caller, list(dict.fromkeys(instances)))) if instances else set()
         steps: list[_Step] = []
+        failed: dict[int, CmdbError] = {}
         for number, (definition, src, dst) in ends.items():
-            try:
-                pair_or_error = resolved[number]
-                if isinstance(pair_or_error, CmdbError):
-                    raise pair_or_error
-                pair = pair_or_error
-                if (src.obj_id, pair[0]) in denied or (dst.obj_id, pair[1]) in denied:
-                    raise PermissionDenied()
-                operate = request.rows[number].operate
-                if operate not in (ADD, DELETE):
-                    raise ImportRowRefused("import_association_operate_not_found")
-            except CmdbError as error:
-                failed[number] = error
-                continue
-            steps.append(_Step(number, definition, operate, pair))
-        failed |= await self._apply(caller, steps)
-        return dict(sorted(failed.items()))
+            pair = resolved[number]
+            operate = request.rows[number].operate
+            if isinstance(pair, CmdbError):
+                failed[number] = pair
+            elif (src.obj_id, pair[0]) in denied or (dst.obj_id, pair[1]) in denied:
+                failed[number] = PermissionDenied()
+            elif operate not in (ADD, DELETE):
+                failed[number] = ImportRowRefused("import_association_operate_not_found")
+            else:
+                steps.append(_Step(number, definition, operate, pair))
+        return steps, failed
 
     async def _definitions(self, request: ImportRequest, supplier: str) -> dict[str, Definition]:
         """Step 2a: the rows' definitions in which the model is the source or the target (CONTRACT-ui 22)."""
@@ -331,6 +315,38 @@ class _Instances:
             if all(_same(instance.get(name), value) for name, value in end.values.items()):
                 return int(instance[self.id_fields[end.obj_id]])
         raise ImportRowRefused("import_instance_not_found", end.obj_id, end.text)
+
+
+def _parsed_rows(
+    request: ImportRequest,
+    definitions: dict[str, Definition],
+    own_keys: dict[str, _Key],
+    other_keys: dict[str, dict[str, _Key]],
+) -> tuple[dict[int, tuple[Definition, _End, _End]], dict[int, CmdbError]]:
+    """Step 2d, per row in row order: its definition, and its two key texts parsed with the keys of each end's model
+    (the model of the path's keys for its own end); the rows that failed, with why."""
+    ends: dict[int, tuple[Definition, _End, _End]] = {}
+    failed: dict[int, CmdbError] = {}
+    for number in sorted(request.rows):
+        row = request.rows[number]
+        definition = definitions.get(row.obj_asst_id)
+        if definition is None:
+            failed[number] = ImportRowRefused("import_asstid_not_found", row.obj_asst_id)
+            continue
+        if definition.obj_id == request.obj_id:
+            src_keys, dst_keys = own_keys, other_keys.get(definition.asst_obj_id, {})
+        else:
+            src_keys, dst_keys = other_keys.get(definition.obj_id, {}), own_keys
+        parsed: list[_End] = []
+        for obj_id, text, keys in ((definition.obj_id, row.src_key, src_keys),
+                                   (definition.asst_obj_id, row.dst_key, dst_keys)):  # fmt: skip
+            try:
+                parsed.append(_parsed_end(obj_id, text, keys))
+            except ImportRowRefused as error:
+                failed[number] = error  # when both ends fail, the target's message is kept
+        if number not in failed:
+            ends[number] = (definition, parsed[0], parsed[1])
+    return ends, failed
 
 
 def _judge_add(definition: Definition, links: _Links, src: int, dst: int) -> bool:
