@@ -305,6 +305,7 @@ def _store(connection: MongoConnection, settings: Settings) -> AssociationStore:
         definition_cache_seconds=settings.mongodb.definition_cache_seconds,
         fold_reads=settings.mongodb.fold_reads,
         definition_cache_entries=settings.limits.definition_cache_entries,
+        track_changes=settings.watch.enabled != "off",
     )
 
 

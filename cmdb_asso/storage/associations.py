@@ -68,6 +68,7 @@ class AssociationStore:
         fold_reads: str = "auto",
         definition_cache_entries: int = 10000,
         clock: Callable[[], float] = time.monotonic,
+        track_changes: bool = True,
     ) -> None:
         self.mongo = mongo
         self.ids = IdAllocator(mongo, id_block_size)
@@ -79,6 +80,9 @@ class AssociationStore:
         self._tables_seen: set[str] = set()
         # Tables whose changes the server records (see `track_changes`), before this process writes to them.
         self._tracked: set[str] = set()
+        # Off when link events are (watch.enabled: off): the embedded server's change tracking then costs every
+        # write of a table a stream was once opened on, for nothing.
+        self.track_changes = track_changes
         self.links_created = 0
         self.links_deleted = 0
         # Keyed by a supplier the caller names: bounded, so that no caller can grow it without limit.
@@ -407,7 +411,7 @@ class AssociationStore:
             "tables": tables,
             "links": [{"link": doc, "audit": audit} for doc, audit in zip(docs, audit_docs, strict=True)],
         }
-        for table in set(tables) - self._tracked:
+        for table in set(tables) - self._tracked if self.track_changes else ():
             await track_changes(self.mongo, table)
             self._tracked.add(table)
         await self.writer.write(inserts, journal)

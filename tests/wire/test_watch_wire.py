@@ -22,8 +22,11 @@ from cmdb_asso.client import AssociationClient
 from cmdb_asso.clock import utc_now
 from cmdb_asso.config import Settings, WatchSettings
 from cmdb_asso.keys import DRAINING, SERVICE, WATCH
+from cmdb_asso.service.associations import MappingRules, link_audit
+from cmdb_asso.service.context import Caller
 from cmdb_asso.service.permission import StaticPolicy, UserGrants
 from cmdb_asso.service.watch import NO_EVENT_CURSOR, EventFeed
+from cmdb_asso.storage.associations import AssociationStore
 from cmdb_asso.storage.client import MongoConnection
 from cmdb_asso.storage.documents import archive_document, stored_link_from
 from cmdb_asso.storage.schema import seed_demo
@@ -890,3 +893,19 @@ async def test_a_feeder_paused_past_its_lease_stores_and_saves_nothing_after_ano
     assert [(event["inst_id"], event["type"]) for event in sorted(events, key=lambda e: e["id"])] == [
         (one.data["id"], "create"), (two.data["id"], "create")]  # fmt: skip
     assert first.events_stored == 0
+
+
+async def test_with_the_watch_off_no_write_has_the_embedded_server_track_a_table(wire_mongo: MongoConnection) -> None:
+    # Each table the embedded server tracks costs every later write to it a recorded change: with the event feed
+    # off (watch.enabled: off), a table's first write opens no change stream; with it on, it does.
+    async def first_write(track: bool, obj_asst_id: str, pair: tuple[int, int]) -> int:
+        store = AssociationStore(wire_mongo, id_block_size=10, definition_cache_seconds=0, track_changes=track)
+        (definition,) = await store.find_definitions(obj_asst_id, ("0",))
+        audit = link_audit(Caller("admin", "0"), "create", obj_asst_id, definition.asst_id,
+                           (definition.obj_id, pair[0], ""), (definition.asst_obj_id, pair[1], ""))  # fmt: skip
+        before = wire_mongo.commands.by_name.get("aggregate", 0)
+        await store.create_links([MappingRules.new_link(definition, *pair, "0")], [audit])
+        return wire_mongo.commands.by_name.get("aggregate", 0) - before
+
+    assert await first_write(False, "bk_switch_belong_bk_host", (11, 21)) == 0
+    assert await first_write(True, "app_run_host", (41, 22)) > 0  # the app table is new to the server
