@@ -249,11 +249,16 @@ class IamFailed(CmdbError):
 
 
 class ApplyUrlUnavailable(CmdbError):
-    """BlueKing IAM gave no apply URL for a permission (it is away, failed, or no IAM is configured) (1199072,
-    HTTP 503)."""
+    """BlueKing IAM gave no apply URL for a permission: it is away or failed; retry (1199072, HTTP 503)."""
 
     code = 1199072
     http_status = 503
+
+
+class ApplyUrlNotConfigured(CmdbError):
+    """No BlueKing IAM application API is configured (`auth.iam.apply_url`): there is nowhere to apply (1199072)."""
+
+    code = 1199072
 
 
 class ModelNotFound(CmdbError):

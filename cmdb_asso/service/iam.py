@@ -14,7 +14,7 @@ import orjson
 import structlog
 from cachetools import TTLCache
 
-from cmdb_asso.errors import ApplyUrlUnavailable, IamFailed, IamUnavailable
+from cmdb_asso.errors import ApplyUrlNotConfigured, ApplyUrlUnavailable, IamFailed, IamUnavailable
 from cmdb_asso.service.context import Caller, remaining_budget
 from cmdb_asso.service.permission import VIEW_UNCHECKED, edit_targets
 from cmdb_asso.storage.associations import AssociationStore
@@ -123,7 +123,7 @@ class IamClient:
         """The URL where `user` applies for `permission` (a 9900403 answer's object), from IAM's application API
         (its gateway form, as the SDK calls it); ApplyUrlUnavailable when IAM gives none."""
         if not apply_base:
-            raise ApplyUrlUnavailable()
+            raise ApplyUrlNotConfigured()
         authorization = orjson.dumps({"bk_app_code": self.app_code, "bk_app_secret": self._secret,
                                       "bk_username": user}).decode()  # fmt: skip
         headers = {"X-Bkapi-Authorization": authorization, "X-Request-Id": request_id,

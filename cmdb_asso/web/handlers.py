@@ -11,7 +11,7 @@ import orjson
 from aiohttp import web
 
 from cmdb_asso.errors import (
-    ApplyUrlUnavailable,
+    ApplyUrlNotConfigured,
     BodyInvalid,
     BodyNotDecoded,
     BodyNotDecodedNamed,
@@ -400,7 +400,7 @@ async def permission_apply_url(request: web.Request, call: Call) -> str:
     """Where the caller applies for a denial's permission in BlueKing IAM (bk-cmdb's `auth/skip_url`)."""
     permission = {key: value for key, value in (call.params or {}).items() if key in ("system_id", "actions")}
     if IAM not in request.app:
-        raise ApplyUrlUnavailable()  # no IAM decides here: there is nowhere to apply
+        raise ApplyUrlNotConfigured()  # no IAM decides here: there is nowhere to apply
     apply_base = request.app[SETTINGS].auth.iam.apply_url
     return await request.app[IAM].apply_url(apply_base, call.caller.user, permission, call.caller.request_id)
 
