@@ -249,11 +249,24 @@ class IamAuthorizer:
     async def can_view(self, caller: Caller, obj_id: str) -> bool:
         """Whether the user may view the model's instances (a type-level check: only an `any` policy allows it, as
         in bk-cmdb); set, module, process and custom mainline levels are not checked."""
-        if obj_id in VIEW_UNCHECKED or obj_id in await self.store.mainline_models(caller.supplier_account) - {"host"}:
-            return True
-        action, objects = _VIEW.get(obj_id) or (await self._custom_action("view", obj_id, caller), {})
-        conditions = await self.client.conditions(caller.user, [action], caller.request_id)
-        return allows(conditions[action], objects)
+        return not await self.denied_views(caller, [obj_id])
+
+    async def denied_views(self, caller: Caller, obj_ids: list[str]) -> list[str]:
+        """The models whose instances the user may not view, asked of IAM in one call for all their actions."""
+        mainline = await self.store.mainline_models(caller.supplier_account) - {"host"}
+        checked = [obj_id for obj_id in dict.fromkeys(obj_ids) if obj_id not in VIEW_UNCHECKED | mainline]
+        if not checked:
+            return []
+        models = await self.store.find_models([obj_id for obj_id in checked if obj_id not in _VIEW],
+                                              caller.supplier_account)  # fmt: skip
+        checks: dict[str, tuple[str, dict[str, dict[str, Any]]]] = {}
+        for obj_id in checked:
+            model = models.get(obj_id)
+            custom = f"view_comobj_{model.row_id if model and model.row_id is not None else obj_id}"
+            checks[obj_id] = _VIEW.get(obj_id) or (custom, {})
+        actions = sorted({action for action, _ in checks.values()})
+        conditions = await self.client.conditions(caller.user, actions, caller.request_id)
+        return [obj_id for obj_id, (action, objects) in checks.items() if not allows(conditions[action], objects)]
 
     async def can_view_model(self, caller: Caller, obj_id: str, row_id: int | None) -> bool:
         """Whether the user may view the model (`view_sys_model` on its `cc_ObjDes` row)."""
@@ -278,10 +291,6 @@ class IamAuthorizer:
     async def sees_all_suppliers(self, caller: Caller) -> bool:
         """No: IAM has no grant across suppliers."""
         return False
-
-    async def _custom_action(self, verb: str, obj_id: str, caller: Caller) -> str:
-        model = (await self.store.find_models([obj_id], caller.supplier_account)).get(obj_id)
-        return f"{verb}_comobj_{model.row_id if model and model.row_id is not None else obj_id}"
 
 
 def allows(condition: Any, objects: Mapping[str, Mapping[str, Any]]) -> bool:

@@ -29,6 +29,10 @@ class Authorizer(Protocol):
         """Whether `caller` may view the model itself (`view_sys_model` on its `cc_ObjDes` row)."""
         ...
 
+    async def denied_views(self, caller: Caller, obj_ids: list[str]) -> list[str]:
+        """Those of these models whose instances `caller` may not view, in order (one decision for all)."""
+        ...
+
     async def can_access_business(self, caller: Caller, biz_id: int) -> bool:
         """Whether `caller` may access the business's resources (`find_business_resource`)."""
         ...
@@ -60,6 +64,10 @@ class AllowAll:
     async def can_view_model(self, caller: Caller, obj_id: str, row_id: int | None) -> bool:
         """Always yes."""
         return True
+
+    async def denied_views(self, caller: Caller, obj_ids: list[str]) -> list[str]:
+        """None."""
+        return []
 
     async def can_access_business(self, caller: Caller, biz_id: int) -> bool:
         """Always yes."""
@@ -111,6 +119,10 @@ class StaticPolicy:
     async def can_view_model(self, caller: Caller, obj_id: str, row_id: int | None) -> bool:
         """As viewing the model's instances (the policy has one grant per model)."""
         return await self.can_view(caller, obj_id)
+
+    async def denied_views(self, caller: Caller, obj_ids: list[str]) -> list[str]:
+        """The models the user may neither view nor edit."""
+        return [obj_id for obj_id in dict.fromkeys(obj_ids) if not await self.can_view(caller, obj_id)]
 
     async def can_access_business(self, caller: Caller, biz_id: int) -> bool:
         """As viewing model `biz`."""

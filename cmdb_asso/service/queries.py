@@ -227,13 +227,17 @@ class QueryService:
         self.topo_max_links = topo_max_links
         self.max_unbounded = max_unbounded
 
-    async def authorize_view(self, caller: Caller, obj_id: str) -> None:
-        """View permission on `obj_id`'s instances, or 9900403 with the payload naming the model; never denied
-        for set, module, process and the custom mainline levels (bk-cmdb skips them, CONTRACT-ui Correction a)."""
-        if obj_id in VIEW_UNCHECKED or await self.authorizer.can_view(caller, obj_id):
+    async def authorize_view(self, caller: Caller, obj_id: str, *others: str) -> None:
+        """View permission on the instances of `obj_id` (and `others`: one decision for all), or 9900403 with the
+        payload naming the first model denied; never denied for set, module, process and the custom mainline levels
+        (bk-cmdb skips them, CONTRACT-ui Correction a)."""
+        checked = [model for model in dict.fromkeys([obj_id, *others]) if model not in VIEW_UNCHECKED]
+        denied = await self.authorizer.denied_views(caller, checked) if checked else []
+        mainline = await self.store.mainline_models(caller.supplier_account) - {"biz", "host"} if denied else set()
+        denied = [model for model in denied if model not in mainline]
+        if not denied:
             return
-        if obj_id in await self.store.mainline_models(caller.supplier_account) - {"biz", "host"}:
-            return
+        obj_id = denied[0]
         model = (await self.store.find_models([obj_id], caller.supplier_account)).get(obj_id)
         row_id, name = (model.row_id, model.name) if model else (None, obj_id)
         raise PermissionDenied(permission=view_permission_payload(obj_id, row_id, name or obj_id))
@@ -412,13 +416,16 @@ class QueryService:
             if links_left <= 0:
                 graph.truncated = True
                 touching = touching[: len(touching) + links_left]
+            # The models this hop meets for the first time: one decision for all of them.
+            new_models = list(dict.fromkeys(model for link in touching for model in (link.obj_id, link.asst_obj_id)
+                                            if model not in viewable))  # fmt: skip
+            denied = set(await self.authorizer.denied_views(caller, new_models)) if new_models else set()
+            viewable |= {model: model not in denied for model in new_models}
             for link in touching:
                 if link.id in graph.edges:
                     continue
                 ends = [(link.obj_id, link.inst_id), (link.asst_obj_id, link.asst_inst_id)]
                 for node in ends:
-                    if node[0] not in viewable:
-                        viewable[node[0]] = await self.authorizer.can_view(caller, node[0])
                     if not viewable[node[0]]:
                         hidden.add(node)
                     elif node not in graph.hop:
@@ -581,8 +588,7 @@ class QueryService:
             raise ParamEmpty("bk_obj_id")
         if request.other_obj_id not in models:
             raise ParamEmpty("association_obj_id")
-        await self.authorize_view(caller, request.obj_id)
-        await self.authorize_view(caller, request.other_obj_id)
+        await self.authorize_view(caller, request.obj_id, request.other_obj_id)
         if request.is_target:
             query = {"bk_asst_obj_id": request.obj_id, "bk_asst_inst_id": request.inst_id,
                      "bk_obj_id": request.other_obj_id}  # fmt: skip
@@ -645,8 +651,8 @@ class QueryService:
 
     async def _authorize_instances_view(self, caller: Caller, instances: list[NodeKey]) -> None:
         """View permission on the models of these instances; a denial names each instance of a denied model."""
-        models = list(dict.fromkeys(obj_id for obj_id, _ in instances))
-        denied = [m for m in models if m not in VIEW_UNCHECKED and not await self.authorizer.can_view(caller, m)]
+        models = [obj_id for obj_id in dict.fromkeys(obj_id for obj_id, _ in instances) if obj_id not in VIEW_UNCHECKED]
+        denied = await self.authorizer.denied_views(caller, models) if models else []
         if not denied:
             return
         named = [instance for instance in instances if instance[0] in denied]

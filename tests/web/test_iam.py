@@ -514,3 +514,21 @@ async def test_without_iam_there_is_no_apply_url(client: Client) -> None:
     answer = await call(client, "apply_url", {"system_id": "bk_cmdb", "actions": [{"id": "edit_comobj_2"}]})
 
     assert (answer.status, answer.code, answer.result) == (200, 1199072, False)  # nothing to retry: not configured
+
+
+async def test_a_read_over_several_models_asks_iam_once_per_decision_not_once_per_model(
+    iam_client: Client, fake_iam: tuple[FakeIam, str]
+) -> None:
+    iam, _url = fake_iam
+    iam.supers.add("root")
+    for src, dst in ((11, 21), (11, 22)):
+        assert (await create(iam_client, src, dst, user="root")).code == 0
+    iam.calls.clear()
+    base_info = {"condition": {"bk_obj_id": "bk_switch", "bk_inst_id": 11, "association_obj_id": "host"}}
+
+    both = await call(iam_client, "base_info", base_info, user="bob")  # bob: a fresh cache
+    asked = [[action["id"] for action in sent["body"]["actions"]] for sent in iam.calls]
+
+    assert both.code == 9900403
+    assert asked == [["view_comobj_2", "view_resource_pool_host"]]  # both models' view actions in one call
+    assert both.permission["actions"][0]["id"] == "view_comobj_2"  # the first model denied is named
