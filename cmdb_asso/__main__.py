@@ -10,7 +10,7 @@ import json
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import orjson
@@ -32,7 +32,7 @@ from cmdb_asso.errors import (
 )
 from cmdb_asso.export import FORMATS, export_links
 from cmdb_asso.keys import MONGO
-from cmdb_asso.loader import Loader, LoadFileInvalid, State
+from cmdb_asso.loader import Loader, LoadFileInvalid, State, Summary
 from cmdb_asso.log import setup_logging
 from cmdb_asso.service.associations import AssociationService, CreateRequest
 from cmdb_asso.service.context import Caller
@@ -312,7 +312,18 @@ async def _check_auth(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if ok else 1
 
 
-async def _load_workbook(args: argparse.Namespace, settings: Settings) -> int:
+@dataclass(frozen=True)
+class _LoadFiles:
+    """What a load reads and writes beside its input: its state (kept, or started afresh) and rejects, and the
+    service it calls."""
+
+    source: Path
+    state: State
+    rejects: Path
+    url: str
+
+
+def _load_files(args: argparse.Namespace, settings: Settings) -> _LoadFiles:
     source: Path = args.file
     state = State(args.state or source.with_name(source.name + ".state"), source)
     if args.resume:
@@ -320,39 +331,41 @@ async def _load_workbook(args: argparse.Namespace, settings: Settings) -> int:
     elif state.path.exists() and not args.dry_run:
         state.path.unlink()
     rejects = args.rejects or source.with_name(source.name + ".rejects.csv")
-    url = args.url or f"http://{settings.http.host}:{settings.http.port}"
-    async with AssociationClient(url, user=args.user, language=args.language) as client:
-        loader = WorkbookLoader(client, args.object, dict(args.unique), batch_size=args.batch_size,
-                                language=args.language)  # fmt: skip
-        _stop_on_signals(loader.stop)
-        try:
-            if args.dry_run:
-                print(json.dumps(await loader.preview(source), ensure_ascii=False))
-                return 0
-            summary = await loader.run(source, state, rejects)
-        except LoadFileInvalid as exc:
-            print(f"cmdb-asso load: {exc}", file=sys.stderr)
-            return 2
+    return _LoadFiles(source, state, rejects, args.url or f"http://{settings.http.host}:{settings.http.port}")
+
+
+def _load_outcome(summary: Summary, rejects: Path) -> int:
+    """Print a load's summary; its exit status."""
     print(summary.text())
     print(f"rejected rows: {rejects}" if summary.rejected else "no rejected rows")
     if summary.interrupted:
         return 130
     if summary.unsent:
-        return 75
-    return 1 if summary.rejected else 0
+        return 75  # EX_TEMPFAIL: run again with --resume
+    return 1 if summary.rejected else 0  # every row was answered; some were refused (see the rejects file)
+
+
+async def _load_workbook(args: argparse.Namespace, settings: Settings) -> int:
+    files = _load_files(args, settings)
+    async with AssociationClient(files.url, user=args.user, language=args.language) as client:
+        loader = WorkbookLoader(client, args.object, dict(args.unique), batch_size=args.batch_size,
+                                language=args.language)  # fmt: skip
+        _stop_on_signals(loader.stop)
+        try:
+            if args.dry_run:
+                print(json.dumps(await loader.preview(files.source), ensure_ascii=False))
+                return 0
+            summary = await loader.run(files.source, files.state, files.rejects)
+        except LoadFileInvalid as exc:
+            print(f"cmdb-asso load: {exc}", file=sys.stderr)
+            return 2
+    return _load_outcome(summary, files.rejects)
 
 
 async def _load(args: argparse.Namespace, settings: Settings) -> int:
-    source: Path = args.file
-    state = State(args.state or source.with_name(source.name + ".state"), source)
-    if args.resume:
-        state.load()
-    elif state.path.exists() and not args.dry_run:
-        state.path.unlink()
-    rejects = args.rejects or source.with_name(source.name + ".rejects.csv")
-    url = args.url or f"http://{settings.http.host}:{settings.http.port}"
+    files = _load_files(args, settings)
     async with AssociationClient(
-        url,
+        files.url,
         user=args.user,
         spelling=args.spelling,
         app_code=args.app_code,
@@ -362,17 +375,11 @@ async def _load(args: argparse.Namespace, settings: Settings) -> int:
         loader = Loader(client, batch_size=args.batch_size, concurrency=args.concurrency, dry_run=args.dry_run)
         _stop_on_signals(loader.stop)
         try:
-            summary = await loader.run(source, state, rejects)
+            summary = await loader.run(files.source, files.state, files.rejects)
         except LoadFileInvalid as exc:
             print(f"cmdb-asso load: {exc}", file=sys.stderr)
             return 2
-    print(summary.text())
-    print(f"rejected rows: {rejects}" if summary.rejected else "no rejected rows")
-    if summary.interrupted:
-        return 130
-    if summary.unsent:
-        return 75  # EX_TEMPFAIL: run again with --resume
-    return 1 if summary.rejected else 0  # every row was answered; some were refused (see the rejects file)
+    return _load_outcome(summary, files.rejects)
 
 
 async def _check_links(
