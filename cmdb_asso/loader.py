@@ -417,17 +417,21 @@ def batch_digest(key: BatchKey, batch: list[Row]) -> str:
 
 
 def write_rejects(path: Path, rejects: list[Rejected], *, append: bool) -> None:
-    """The rejected rows as CSV: row number, the row's fields, code and message; a fresh run without any removes
-    the file an earlier run left."""
-    if not rejects and not append:
+    """The rejected rows as CSV: row number, the row's fields, code and message."""
+    rows = [[reject.number, *(reject.raw.get(name, "") for name in FIELDS), reject.code, reject.message]
+            for reject in sorted(rejects, key=lambda item: item.number)]  # fmt: skip
+    write_rows(path, ["row", *FIELDS, "code", "message"], rows, append=append)
+
+
+def write_rows(path: Path, header: list[str], rows: list[list[Any]], *, append: bool) -> None:
+    """A rejects file: `rows` under `header`, added to the file of an earlier run when `append` (a resumed one);
+    a fresh run without any rows removes the file an earlier run left."""
+    if not rows and not append:
         path.unlink(missing_ok=True)
         return
     exists = append and path.exists()
     with path.open("a" if exists else "w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
         if not exists:
-            writer.writerow(["row", *FIELDS, "code", "message"])
-        for reject in sorted(rejects, key=lambda item: item.number):
-            writer.writerow(
-                [reject.number, *(reject.raw.get(name, "") for name in FIELDS), reject.code, reject.message]
-            )
+            writer.writerow(header)
+        writer.writerows(rows)

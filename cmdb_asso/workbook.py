@@ -5,7 +5,6 @@ progress bar, a rejects file naming each failed row by its sheet row number, and
 from __future__ import annotations
 
 import asyncio
-import csv
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -16,7 +15,7 @@ from typing import Any, TextIO
 import openpyxl
 
 from cmdb_asso.client import AssociationClient, CmdbApiError, ServiceUnavailableError
-from cmdb_asso.loader import LoadFileInvalid, Progress, State, Summary
+from cmdb_asso.loader import LoadFileInvalid, Progress, State, Summary, write_rows
 
 SHEET = "association"
 SUFFIXES = (".xlsx", ".xlsm")
@@ -178,7 +177,6 @@ class WorkbookLoader:
         summary.interrupted = self.stop.is_set()
         state.save()
         progress.show(len(state.done), final=True)
-        summary.rejects = []
         summary.rejected = len(rejects)
         summary.seconds = time.monotonic() - began
         write_sheet_rejects(rejects_path, rejects, append=summary.skipped > 0)
@@ -186,20 +184,10 @@ class WorkbookLoader:
 
 
 def write_sheet_rejects(path: Path, rejects: list[SheetReject], *, append: bool) -> None:
-    """The rows not imported as CSV: the sheet's row number, its cells and the message; a fresh run without any
-    removes the file an earlier run left."""
-    if not rejects and not append:
-        path.unlink(missing_ok=True)
-        return
-    exists = append and path.exists()
-    with path.open("a" if exists else "w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle)
-        if not exists:
-            writer.writerow(["row", "bk_obj_asst_id", "operation", "source", "target", "message"])
-        for reject in sorted(rejects, key=lambda item: item.number):
-            cells = (
-                [reject.row.obj_asst_id, reject.row.operation, reject.row.src, reject.row.dst]
-                if reject.row
-                else [""] * 4
-            )
-            writer.writerow([reject.number, *cells, reject.message])
+    """The rows not imported as CSV: the sheet's row number, its cells and the message."""
+    rows = []
+    for reject in sorted(rejects, key=lambda item: item.number):
+        row = reject.row
+        cells = [row.obj_asst_id, row.operation, row.src, row.dst] if row else [""] * 4
+        rows.append([reject.number, *cells, reject.message])
+    write_rows(path, ["row", "bk_obj_asst_id", "operation", "source", "target", "message"], rows, append=append)
