@@ -21,6 +21,7 @@ from cmdb_asso.errors import (
     OneToOneViolated,
     PermissionDenied,
 )
+from cmdb_asso.inputs import is_int64
 from cmdb_asso.service.associations import AssociationService, MappingRules, link_audit
 from cmdb_asso.service.context import Caller
 from cmdb_asso.service.permission import Authorizer
@@ -35,7 +36,6 @@ _GO_BOOLS = {"1": True, "t": True, "T": True, "TRUE": True, "true": True, "True"
              "0": False, "f": False, "F": False, "FALSE": False, "false": False, "False": False}  # fmt: skip
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 _DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
-_INT64 = (-(2**63), 2**63 - 1)
 # Links written together (one journal entry each write, as a create-many).
 _LINKS_PER_WRITE = 200
 
@@ -290,11 +290,12 @@ class AssociationImporter:
         )  # fmt: skip
 
     async def _delete(self, caller: Caller, run: list[_Step]) -> None:
-        """Delete a run of links, one delete per definition (a link gone meanwhile is no error)."""
+        """Delete a run of links, one delete per definition (a link gone meanwhile is no error); each row's edit
+        permission on both ends was decided with the others'."""
         for definition, steps in _grouped(run).items():
             found = await self.store.link_ids(definition, caller.supplier_account, [step.pair for step in steps])
             if found:
-                await self.service.delete(caller, definition.obj_id, sorted(found.values()))
+                await self.service.delete(caller, definition.obj_id, sorted(found.values()), authorized=True)
 
 
 class _Instances:
@@ -422,7 +423,7 @@ def _typed(text: str, key: _Key, obj_id: str) -> Any:
     """A key value converted by its attribute's type, as bk-cmdb's `convStrToCCType` means to (bk-cmdb itself never
     reads the type, so that a typed key never matches there)."""
     if (obj_id == "host" and key.property_id == "bk_cloud_id") or key.type == "int":
-        if not _INTEGER.fullmatch(text) or not _INT64[0] <= int(text) <= _INT64[1]:
+        if not _INTEGER.fullmatch(text) or not is_int64(int(text)):
             raise ValueError(text)
         return int(text)
     if key.type == "bool":

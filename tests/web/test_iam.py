@@ -532,3 +532,24 @@ async def test_a_read_over_several_models_asks_iam_once_per_decision_not_once_pe
     assert both.code == 9900403
     assert asked == [["view_comobj_2", "view_resource_pool_host"]]  # both models' view actions in one call
     assert both.permission["actions"][0]["id"] == "view_comobj_2"  # the first model denied is named
+
+
+async def test_an_import_with_adds_and_deletes_is_one_permission_decision(
+    make_client: MakeClient, settings: Settings, fake_iam: tuple[FakeIam, str], placed: None,
+    mock_mongo: MongoConnection,
+) -> None:  # fmt: skip
+    iam, url = fake_iam
+    iam.supers.add("root")
+    client = await make_client(app_settings=iam_settings(settings, url, policy_cache_seconds=0))  # nothing cached
+    link = {"bk_obj_asst_id": SWITCH_HOST, "src_primary_key": "Instance Name=switch-11",
+            "dst_primary_key": "Hostname=host-21"}  # fmt: skip
+    rows = {"3": {**link, "operate": 2}, "4": {**link, "operate": 3}}  # added, then deleted
+    body = {"bk_obj_id": "bk_switch", "association_info": rows, "object_unique_id": 2,
+            "asst_object_unique_id_info": {"host": 1}}  # fmt: skip
+
+    answer = await call(client, "import", body, user="root")
+
+    assert (answer.code, answer.data) == (0, {"err_msg": None})
+    assert len(iam.calls) == 1  # the rows' instances, decided once; the delete does not ask again
+    assert [record["action"] for record in await audit_records(mock_mongo)] == ["create", "delete"]
+    assert await links_in(mock_mongo, "host") == []
