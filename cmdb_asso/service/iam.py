@@ -129,10 +129,8 @@ class IamClient:
         headers = {"X-Bkapi-Authorization": authorization, "X-Request-Id": request_id,
                    "Content-Type": "application/json"}  # fmt: skip
         body = {"system_id": permission.get("system_id") or SYSTEM, "actions": permission.get("actions") or []}
-        if self._session is None:
-            self._session = aiohttp.ClientSession()
         try:
-            async with self._session.post(
+            async with self._opened_session().post(
                 f"{apply_base.rstrip('/')}/api/v1/open/application/", data=orjson.dumps(body), headers=headers,
                 timeout=aiohttp.ClientTimeout(total=self.timeout_seconds),
             ) as response:  # fmt: skip
@@ -152,6 +150,12 @@ class IamClient:
             log.warning("iam_apply_url_unavailable", status=status, code=code)
             raise ApplyUrlUnavailable()
         return url
+
+    def _opened_session(self) -> aiohttp.ClientSession:
+        """The client's connections, opened on first use (inside the event loop)."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        return self._session
 
     async def probe(self) -> str:
         """Ask IAM once more (for /readyz, while the last call failed); the state it leaves."""
@@ -195,9 +199,7 @@ class IamClient:
     async def _post(
         self, body: dict[str, Any], headers: dict[str, str], actions: list[str], seconds: float
     ) -> dict[str, Any]:
-        if self._session is None:
-            self._session = aiohttp.ClientSession()
-        async with self._session.post(
+        async with self._opened_session().post(
             f"{self.url}/api/v1/policy/query_by_actions", data=orjson.dumps(body), headers=headers,
             timeout=aiohttp.ClientTimeout(total=seconds),
         ) as response:  # fmt: skip
@@ -270,14 +272,12 @@ class IamAuthorizer:
 
     async def can_view_model(self, caller: Caller, obj_id: str, row_id: int | None) -> bool:
         """Whether the user may view the model (`view_sys_model` on its `cc_ObjDes` row)."""
-        objects = {"sys_model": {"id": str(row_id if row_id is not None else obj_id)}}
-        conditions = await self.client.conditions(caller.user, ["view_sys_model"], caller.request_id)
-        return allows(conditions["view_sys_model"], objects)
+        row = row_id if row_id is not None else obj_id
+        return await self._allows(caller, "view_sys_model", {"sys_model": {"id": str(row)}})
 
     async def can_access_business(self, caller: Caller, biz_id: int) -> bool:
         """Whether the user may access the business's resources (`find_business_resource` on it)."""
-        conditions = await self.client.conditions(caller.user, ["find_business_resource"], caller.request_id)
-        return allows(conditions["find_business_resource"], {"biz": {"id": str(biz_id)}})
+        return await self._allows(caller, "find_business_resource", {"biz": {"id": str(biz_id)}})
 
     async def can_watch(self, caller: Caller, obj_id: str | None) -> bool:
         """Whether the user may watch link events (`watch_inst_asst_event`; of one model, its `cc_ObjDes` row)."""
@@ -285,12 +285,15 @@ class IamAuthorizer:
         if obj_id is not None:
             model = (await self.store.find_models([obj_id], caller.supplier_account)).get(obj_id)
             objects = {"inst_asst_event": {"id": str(model.row_id if model and model.row_id is not None else obj_id)}}
-        conditions = await self.client.conditions(caller.user, ["watch_inst_asst_event"], caller.request_id)
-        return allows(conditions["watch_inst_asst_event"], objects)
+        return await self._allows(caller, "watch_inst_asst_event", objects)
 
     async def sees_all_suppliers(self, caller: Caller) -> bool:
         """No: IAM has no grant across suppliers."""
         return False
+
+    async def _allows(self, caller: Caller, action: str, objects: dict[str, dict[str, Any]]) -> bool:
+        conditions = await self.client.conditions(caller.user, [action], caller.request_id)
+        return allows(conditions[action], objects)
 
 
 def allows(condition: Any, objects: Mapping[str, Mapping[str, Any]]) -> bool:
