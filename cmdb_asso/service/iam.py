@@ -248,13 +248,10 @@ class IamAuthorizer:
         conditions = await self.client.conditions(caller.user, actions, caller.request_id)
         return [target.end for target in targets if not allows(conditions[target.action[0]], target.iam_object())]
 
-    async def can_view(self, caller: Caller, obj_id: str) -> bool:
-        """Whether the user may view the model's instances (a type-level check: only an `any` policy allows it, as
-        in bk-cmdb); set, module, process and custom mainline levels are not checked."""
-        return not await self.denied_views(caller, [obj_id])
-
     async def denied_views(self, caller: Caller, obj_ids: list[str]) -> list[str]:
-        """The models whose instances the user may not view, asked of IAM in one call for all their actions."""
+        """The models whose instances the user may not view, asked of IAM in one call for all their actions (a
+        type-level check: only an `any` policy allows it, as in bk-cmdb); set, module, process and custom mainline
+        levels are not checked."""
         mainline = await self.store.mainline_models(caller.supplier_account) - {"host"}
         checked = [obj_id for obj_id in dict.fromkeys(obj_ids) if obj_id not in VIEW_UNCHECKED | mainline]
         if not checked:

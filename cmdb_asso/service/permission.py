@@ -21,10 +21,6 @@ class Authorizer(Protocol):
         """Those of these (model, instance) ends that `caller` may not edit, in order (one decision per request)."""
         ...
 
-    async def can_view(self, caller: Caller, obj_id: str) -> bool:
-        """Whether `caller` may view instances of `obj_id`."""
-        ...
-
     async def can_view_model(self, caller: Caller, obj_id: str, row_id: int | None) -> bool:
         """Whether `caller` may view the model itself (`view_sys_model` on its `cc_ObjDes` row)."""
         ...
@@ -49,17 +45,9 @@ class Authorizer(Protocol):
 class AllowAll:
     """Lets every caller do everything (the default for local runs)."""
 
-    async def can_edit(self, caller: Caller, obj_id: str) -> bool:
-        """Always yes."""
-        return True
-
     async def denied_edits(self, caller: Caller, ends: list[tuple[str, int]]) -> list[tuple[str, int]]:
         """None."""
         return []
-
-    async def can_view(self, caller: Caller, obj_id: str) -> bool:
-        """Always yes."""
-        return True
 
     async def can_view_model(self, caller: Caller, obj_id: str, row_id: int | None) -> bool:
         """Always yes."""
@@ -101,32 +89,26 @@ class StaticPolicy:
     def _grant(self, caller: Caller) -> UserGrants:
         return self._grants.get(caller.user) or self._grants.get("*") or UserGrants()
 
-    async def can_edit(self, caller: Caller, obj_id: str) -> bool:
-        """Whether the user's edit list names the model or `*`."""
-        edit = self._grant(caller).edit
-        return obj_id in edit or "*" in edit
-
     async def denied_edits(self, caller: Caller, ends: list[tuple[str, int]]) -> list[tuple[str, int]]:
         """The ends of models the user's edit list does not name."""
         edit = self._grant(caller).edit
         return [] if "*" in edit else list(dict.fromkeys(end for end in ends if end[0] not in edit))
 
-    async def can_view(self, caller: Caller, obj_id: str) -> bool:
-        """Whether the user may view (or edit) the model."""
-        grant = self._grant(caller)
+    def _may_view(self, caller: Caller, obj_id: str) -> bool:
+        grant = self._grant(caller)  # editing implies viewing
         return bool({obj_id, "*"} & (grant.view | grant.edit))
 
     async def can_view_model(self, caller: Caller, obj_id: str, row_id: int | None) -> bool:
         """As viewing the model's instances (the policy has one grant per model)."""
-        return await self.can_view(caller, obj_id)
+        return self._may_view(caller, obj_id)
 
     async def denied_views(self, caller: Caller, obj_ids: list[str]) -> list[str]:
         """The models the user may neither view nor edit."""
-        return [obj_id for obj_id in dict.fromkeys(obj_ids) if not await self.can_view(caller, obj_id)]
+        return [obj_id for obj_id in dict.fromkeys(obj_ids) if not self._may_view(caller, obj_id)]
 
     async def can_access_business(self, caller: Caller, biz_id: int) -> bool:
         """As viewing model `biz`."""
-        return await self.can_view(caller, "biz")
+        return self._may_view(caller, "biz")
 
     async def can_watch(self, caller: Caller, obj_id: str | None) -> bool:
         """Whether the user's watch list names `*`, or the model when the watch is of one model's links."""
