@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import structlog
@@ -22,12 +22,13 @@ from cmdb_asso.storage.documents import (
     audit_document,
     definition_from,
     link_document,
+    link_oid,
     plain_document,
     public_fields,
     stored_link_from,
 )
 from cmdb_asso.storage.failures import translate_errors
-from cmdb_asso.storage.folded_reads import LARGE_BATCH, FoldedReads, ReadPart
+from cmdb_asso.storage.folded_reads import LARGE_BATCH, ONE_AT_A_TIME_AT_MOST, FoldedReads, ReadPart
 from cmdb_asso.storage.idempotency import report_reservation
 from cmdb_asso.storage.ids import IdAllocator
 from cmdb_asso.storage.indexes import CLAIM, CLAIMED_AT, IndexManager
@@ -43,10 +44,12 @@ from cmdb_asso.storage.tables import (
     OBJ_DES,
     OBJECT_UNIQUE,
     InstanceTable,
+    dense_runs,
     inst_asst_table,
     instance_table,
     one_or_in,
     owner_filter,
+    run_filter,
 )
 from cmdb_asso.storage.watch import track_changes
 
@@ -54,6 +57,8 @@ log = structlog.get_logger(__name__)
 
 # Key conditions of an Excel import sent in one `$or` (a sheet has up to 1,000 rows, two ends each).
 _KEY_CONDITIONS_PER_READ = 500
+# Where one read per id replaces an `$in` (the embedded server), how many are sent together.
+_READS_PER_WAVE = 64
 
 
 class AssociationStore:
@@ -122,13 +127,40 @@ class AssociationStore:
         self, definition: Definition, supplier_account: str, pairs: list[tuple[int, int]]
     ) -> list[LinkEnds]:
         """Links of the definition that share a source or target with `pairs` where the mapping limits it,
-        and (n:n) those that may repeat a pair; one query whatever the number of pairs."""
-        query = _existing_links_query(definition, supplier_account, pairs)
+        and (n:n) those that may repeat a pair; one query whatever the number of pairs (a few indexed ones on
+        the embedded server)."""
         table = inst_asst_table(definition.obj_id, supplier_account)
         projection = {"_id": 0, "bk_inst_id": 1, "bk_asst_inst_id": 1}
+        queries = self._existing_links_queries(definition, supplier_account, pairs)
         with translate_errors(write=False):
-            docs = await self.mongo.db[table].find(query, projection).batch_size(LARGE_BATCH).to_list(None)
-        return [LinkEnds(int(doc["bk_inst_id"]), int(doc["bk_asst_inst_id"])) for doc in docs]
+            found = await asyncio.gather(
+                *(
+                    self.mongo.db[table].find(query, projection).batch_size(LARGE_BATCH).to_list(None)
+                    for query in queries
+                )
+            )
+        return _link_ends(doc for docs in found for doc in docs)
+
+    def _existing_links_queries(
+        self, definition: Definition, supplier_account: str, pairs: list[tuple[int, int]]
+    ) -> list[dict[str, Any]]:
+        """The filters of the links that may conflict with `pairs`: one, or on the embedded server, which reads
+        every row for an `$or` or an `$in`, one equality per end (or pair) where there are a few."""
+        if not self.mongo.embedded or len(pairs) > ONE_AT_A_TIME_AT_MOST:
+            return [_existing_links_query(definition, supplier_account, pairs)]
+        owned = {"bk_obj_asst_id": definition.obj_asst_id, **owner_filter(supplier_account)}
+        sources = [{"bk_obj_id": definition.obj_id, "bk_inst_id": src} for src in sorted({src for src, _ in pairs})]
+        targets = [
+            {"bk_asst_obj_id": definition.asst_obj_id, "bk_asst_inst_id": dst} for dst in sorted({d for _, d in pairs})
+        ]
+        repeats = [
+            {"bk_obj_id": definition.obj_id, "bk_inst_id": src, "bk_asst_inst_id": dst}
+            for src, dst in sorted(set(pairs))
+        ]
+        clauses = {"1:1": [*sources, *targets], "1:n": targets, "n:n": repeats}.get(definition.mapping)
+        if clauses is None:
+            return [_existing_links_query(definition, supplier_account, pairs)]
+        return [{**owned, **clause} for clause in clauses]
 
     async def link_ids(
         self, definition: Definition, supplier_account: str, pairs: list[tuple[int, int]]
@@ -186,14 +218,14 @@ class AssociationStore:
         if with_links:
             links_projection = {"_id": 0, "bk_inst_id": 1, "bk_asst_inst_id": 1}
             links_table = inst_asst_table(definition.obj_id, supplier_account)
-            query = _existing_links_query(definition, supplier_account, pairs)
-            parts.append(ReadPart("link", links_table, query, links_projection))
+            for query in self._existing_links_queries(definition, supplier_account, pairs):
+                parts.append(ReadPart("link", links_table, query, links_projection))
         if src == dst:
             parts.append(ReadPart.names("both", src, sorted({*sources, *targets})))
         else:
             parts += [ReadPart.names("src", src, sources), ReadPart.names("dst", dst, targets)]
         found = await self.reads.read(parts, one_id_at_a_time=separate_requests)
-        existing = [LinkEnds(int(doc["bk_inst_id"]), int(doc["bk_asst_inst_id"])) for doc in found.get("link", [])]
+        existing = _link_ends(found.get("link", []))
 
         def names(tag: str, table: InstanceTable) -> dict[int, str]:
             return {int(doc[table.id_field]): str(doc.get(table.name_field, "")) for doc in found.get(tag, [])}
@@ -228,9 +260,24 @@ class AssociationStore:
         return {int(doc[table.id_field]): plain_document(doc) for doc in docs if is_int64(doc.get(table.id_field))}
 
     async def _read_instances(self, table: InstanceTable, ids: list[int], projection: dict[str, Any]) -> list[Any]:
+        """The instances with these ids: one read with their `$in`, or on the embedded server, whose `$in` reads
+        every row, one indexed read per run of close ids (`dense_runs`), in waves."""
+        collection = self.mongo.db[table.collection]
         with translate_errors(write=False):
+            if self.mongo.embedded and len(ids) > 1:
+                runs = dense_runs(ids)
+                found: list[Any] = []
+                for start in range(0, len(runs), _READS_PER_WAVE):
+                    reads = [
+                        collection.find(table.scoped({table.id_field: run_filter(run)}), projection)
+                        .batch_size(len(run) + 1)
+                        .to_list(None)
+                        for run in runs[start : start + _READS_PER_WAVE]
+                    ]
+                    found += [doc for docs in await asyncio.gather(*reads) for doc in docs]
+                return found
             # One round trip: the first batch holds every instance asked for.
-            cursor = self.mongo.db[table.collection].find(table.filter_for(ids), projection).batch_size(len(ids) + 1)
+            cursor = collection.find(table.filter_for(ids), projection).batch_size(len(ids) + 1)
             return list(await cursor.to_list(None))
 
     async def find_definitions_from(
@@ -401,6 +448,8 @@ class AssociationStore:
         await report_reservation(link_ids, tables[0])
         now = utc_now()
         docs = [link_document(link, link_id, now) for link, link_id in zip(links, link_ids, strict=True)]
+        if self.mongo.embedded:  # found by id through `_id` there (see `link_oid`)
+            docs = [{"_id": link_oid(int(doc["id"])), **doc} for doc in docs]
         audit_docs = [
             {"_id": ObjectId(), **audit_document(record, audit_id)}
             for record, audit_id in zip(audits, audit_ids, strict=True)
@@ -425,8 +474,32 @@ class AssociationStore:
         """The stored links with these ids in `obj_id`'s table (as source or target)."""
         table = inst_asst_table(obj_id, supplier_account)
         with translate_errors(write=False):
-            docs = await self.mongo.db[table].find(_owned({"id": one_or_in(ids)}, supplier_account)).to_list(None)
-        return [stored_link_from(doc) for doc in docs]
+            docs = await self._by_ids(table, ids, owner_filter(supplier_account))
+        return [stored_link_from(doc) for doc in sorted(docs, key=lambda doc: int(doc["id"]))]
+
+    async def _by_ids(
+        self,
+        table: str,
+        ids: list[int],
+        query: dict[str, Any] | None = None,
+        projection: dict[str, Any] | None = None,
+        session: Any = None,
+    ) -> list[dict[str, Any]]:
+        """The documents of `table` with these link ids (that also match `query`). On the embedded server, which
+        never indexes `id`, through the `_id`s this service gives links, then by `id` for the ids not found so
+        (links bk-cmdb wrote); elsewhere by `id`, which MongoDB indexes."""
+        if not ids:
+            return []
+        wanted = {**(query or {}), "id": one_or_in(ids)}
+        shown = projection and {**projection, "id": 1}
+        collection = self.mongo.db[table]
+        if not self.mongo.embedded:
+            return list(await collection.find(wanted, shown, session=session).to_list(None))
+        keyed = {**wanted, "_id": {"$in": [link_oid(link_id) for link_id in ids]}}
+        docs = list(await collection.find(keyed, shown, session=session).to_list(None))
+        if missing := sorted(set(ids) - {int(doc["id"]) for doc in docs}):
+            docs += await collection.find({**wanted, "id": one_or_in(missing)}, shown, session=session).to_list(None)
+        return docs
 
     async def links_touching(
         self,
@@ -438,13 +511,20 @@ class AssociationStore:
         limit: int = 0,
     ) -> list[StoredLink]:
         """The links whose source (`out`), target (`in`) or either end (`both`) is one of the frontier's
-        instances, limited to `obj_asst_ids` when given; one read per model table, each with the model's whole
-        frontier in one `$in`; each link once, by id. With `limit`, each read stops after `limit + 1` links
-        (so that more than `limit` in all tells the caller the bound was reached)."""
+        instances, limited to `obj_asst_ids` when given; each link once, by id. On MongoDB one read per model
+        table, each with the model's whole frontier in one `$in`; on the embedded server, whose `$in` reads every
+        row, one indexed read per run of close ids (`dense_runs`) and direction, in waves. With `limit`, each
+        read stops after `limit + 1` links, and no wave starts once more than `limit` are found (so that more
+        than `limit` in all tells the caller the bound was reached)."""
 
         def queries(obj_id: str, ids: list[int]) -> list[dict[str, Any]]:
-            as_source = {"bk_obj_id": obj_id, "bk_inst_id": one_or_in(ids)}
-            as_target = {"bk_asst_obj_id": obj_id, "bk_asst_inst_id": one_or_in(ids)}
+            if self.mongo.embedded:
+                return [query for run in dense_runs(ids) for query in queries_of(obj_id, run_filter(run))]
+            return queries_of(obj_id, one_or_in(ids))
+
+        def queries_of(obj_id: str, ends: Any) -> list[dict[str, Any]]:
+            as_source = {"bk_obj_id": obj_id, "bk_inst_id": ends}
+            as_target = {"bk_asst_obj_id": obj_id, "bk_asst_inst_id": ends}
             chosen = {"out": [as_source], "in": [as_target]}.get(direction) or [{"$or": [as_source, as_target]}]
             if self.mongo.embedded and direction == "both":
                 # nx-27017 runs an `$or` without its indexes (seconds on a large table): two finds instead.
@@ -463,15 +543,19 @@ class AssociationStore:
             for obj_id in sorted(frontier)
             for query in queries(obj_id, sorted(frontier[obj_id]))
         ]
-        with translate_errors(write=False):
-            found = await asyncio.gather(*(read(table, query) for table, query in reads))
+        wave = _READS_PER_WAVE if self.mongo.embedded else len(reads)
         links: dict[int, StoredLink] = {}
-        for doc in (doc for docs in found for doc in docs):
-            try:
-                link = stored_link_from(doc)
-            except (KeyError, TypeError, ValueError):  # a link document without its ends: nothing to walk
-                continue
-            links[link.id] = link
+        for start in range(0, len(reads), wave):
+            if limit and len(links) > limit:
+                break
+            with translate_errors(write=False):
+                found = await asyncio.gather(*(read(table, query) for table, query in reads[start : start + wave]))
+            for doc in (doc for docs in found for doc in docs):
+                try:
+                    link = stored_link_from(doc)
+                except (KeyError, TypeError, ValueError):  # a link document without its ends: nothing to walk
+                    continue
+                links[link.id] = link
         return [links[link_id] for link_id in sorted(links)]
 
     async def delete_links(
@@ -519,7 +603,7 @@ class AssociationStore:
         session: Any,
     ) -> list[dict[str, Any]]:
         """The planned items of the links this delete claimed, each with the table that holds its claim."""
-        claimed = await self._claim(named, supplier, links, token, session)
+        claimed = await self._claim(named, supplier, items, links, token, session)
         return [{**item, "claimed_in": claimed[item["link_id"]]} for item in items if item["link_id"] in claimed]
 
     async def _remove(self, items: list[dict[str, Any]], session: Any) -> None:
@@ -531,27 +615,38 @@ class AssociationStore:
         await self.writer.insert(AUDIT_LOG, [item["audit"] for item in items], session)
         await self.writer.insert(DEL_ARCHIVE, [archive for item in items for archive in item["archives"]], session)
         for claims in (False, True):
-            by_table: dict[str, list[int]] = {}
+            located: dict[str, list[Any]] = {}
+            unlocated: dict[str, list[int]] = {}
             for item in items:
+                copies = dict(item["copies"])
                 for table in item["tables"]:
-                    if (table == item["claimed_in"]) == claims:
-                        by_table.setdefault(table, []).append(item["link_id"])
-            for table, ids in sorted(by_table.items()):
-                await self.mongo.db[table].delete_many({"id": one_or_in(ids)}, session=session)
+                    if (table == item["claimed_in"]) != claims:
+                        continue
+                    if table in copies:
+                        located.setdefault(table, []).append(copies[table])
+                    else:  # not there when the delete was planned (a create half way): by id, as a last resort
+                        unlocated.setdefault(table, []).append(item["link_id"])
+            for table in sorted(located.keys() | unlocated.keys()):
+                found = [{"_id": {"$in": located[table]}}] if table in located else []
+                found += [{"id": one_or_in(unlocated[table])}] if table in unlocated else []
+                await self.mongo.db[table].delete_many(found[0] if len(found) == 1 else {"$or": found}, session=session)
 
-    async def _copy_ids(self, named: str, supplier: str, links: list[StoredLink]) -> dict[tuple[str, int], str]:
-        """The `_id`s of the links' copies in their other tables (the named table's are in the links)."""
+    async def _copy_ids(self, named: str, supplier: str, links: list[StoredLink]) -> dict[tuple[str, int], Any]:
+        """The `_id` of each copy of the links, by table and link id: the named table's from the links, the
+        other tables' read."""
         by_table: dict[str, list[int]] = {}
+        copies: dict[tuple[str, int], Any] = {}
         for link in links:
+            if "_id" in link.document:
+                copies[(named, link.id)] = link.document["_id"]
             for obj_id in (link.obj_id, link.asst_obj_id):
                 table = inst_asst_table(obj_id, supplier)
                 if table != named:
                     by_table.setdefault(table, []).append(link.id)
-        copies: dict[tuple[str, int], str] = {}
         with translate_errors(write=False):
             for table, ids in sorted(by_table.items()):
-                cursor = self.mongo.db[table].find({"id": one_or_in(sorted(set(ids)))}, {"_id": 1, "id": 1})
-                copies |= {(table, int(doc["id"])): str(doc["_id"]) for doc in await cursor.to_list(None)}
+                docs = await self._by_ids(table, sorted(set(ids)), projection={"_id": 1})
+                copies |= {(table, int(doc["id"])): doc["_id"] for doc in docs}
         return copies
 
     async def _delete_plan(
@@ -569,15 +664,21 @@ class AssociationStore:
             # Each table's copy is archived under its own `_id` (as bk-cmdb's data layer archives every removed
             # document), which is how the event feed finds a delete's detail.
             archives = [
-                {"_id": ObjectId(), **archive_document(table, link, now, copies.get((table, link.id)))}
+                {"_id": ObjectId(), **archive_document(table, link, now, str(copies[(table, link.id)]))}
+                if (table, link.id) in copies
+                else {"_id": ObjectId(), **archive_document(table, link, now)}
                 for table in tables
                 if table == named or (table, link.id) in copies
             ]
-            items.append({"link_id": link.id, "tables": tables, "audit": audit, "archives": archives})
+            # Each copy's `_id`, by which the claim and the removal find it (the embedded server indexes no `id`).
+            located = [[table, copies[(table, link.id)]] for table in tables if (table, link.id) in copies]
+            items.append(
+                {"link_id": link.id, "tables": tables, "audit": audit, "archives": archives, "copies": located}
+            )
         return items
 
     async def _claim(
-        self, named: str, supplier: str, links: list[StoredLink], token: str, session: Any
+        self, named: str, supplier: str, items: list[dict[str, Any]], links: list[StoredLink], token: str, session: Any
     ) -> dict[int, str]:
         """Mark the links as this delete's, in one canonical copy each (the source model's table, whichever
         table the caller named), so that of concurrent deletes exactly one claims each link; a link whose
@@ -586,30 +687,35 @@ class AssociationStore:
         by_source: dict[str, list[int]] = {}
         for link in links:
             by_source.setdefault(inst_asst_table(link.obj_id, supplier), []).append(link.id)
+        copies = _copies(items)
         claimed: dict[int, str] = {}
         with translate_errors(write=True):
             for table, ids in sorted(by_source.items()):
-                claimed |= dict.fromkeys(await self._mark(table, ids, token, session), table)
+                claimed |= dict.fromkeys(await self._mark(table, ids, copies, token, session), table)
             orphans = sorted({link.id for link in links} - set(claimed))
             if orphans and named not in by_source:
                 present: set[int] = set()
                 for table in sorted(by_source):
-                    found = self.mongo.db[table].find({"id": one_or_in(orphans)}, {"id": 1}, session=session)
-                    present |= {int(doc["id"]) for doc in await found.to_list(None)}
+                    found = await self._by_ids(table, orphans, projection={"_id": 1}, session=session)
+                    present |= {int(doc["id"]) for doc in found}
                 if without_source := [link_id for link_id in orphans if link_id not in present]:
-                    claimed |= dict.fromkeys(await self._mark(named, without_source, token, session), named)
+                    claimed |= dict.fromkeys(await self._mark(named, without_source, copies, token, session), named)
         return claimed
 
-    async def _mark(self, table: str, ids: list[int], token: str, session: Any) -> set[int]:
+    async def _mark(
+        self, table: str, ids: list[int], copies: dict[tuple[str, int], Any], token: str, session: Any
+    ) -> set[int]:
+        """Claim for `token` those of the links' copies in `table` that no delete has claimed; the ids claimed."""
+        located = {"_id": {"$in": [copies[(table, link_id)] for link_id in ids if (table, link_id) in copies]}}
         collection = self.mongo.db[table]
         marked = await collection.update_many(
-            {"id": one_or_in(ids), CLAIM: {"$exists": False}},
+            {**located, "id": one_or_in(ids), CLAIM: {"$exists": False}},
             {"$set": {CLAIM: token, CLAIMED_AT: time.time()}},
             session=session,
         )
         if not marked.modified_count:
             return set()
-        cursor = collection.find({CLAIM: token, "id": one_or_in(ids)}, {"id": 1}, session=session)
+        cursor = collection.find({**located, CLAIM: token, "id": one_or_in(ids)}, {"id": 1}, session=session)
         return {int(doc["id"]) for doc in await cursor.to_list(None)}
 
     async def find_links(
@@ -693,6 +799,16 @@ def _owned(query: dict[str, Any], supplier_account: str) -> dict[str, Any]:
     if "bk_supplier_account" not in query:
         return {**query, **owner_filter(supplier_account)}
     return {"$and": [query, owner_filter(supplier_account)]}
+
+
+def _link_ends(docs: Iterable[dict[str, Any]]) -> list[LinkEnds]:
+    """The ends of these links, each link once (reads split per end find a link once per end they share)."""
+    return list(dict.fromkeys(LinkEnds(int(doc["bk_inst_id"]), int(doc["bk_asst_inst_id"])) for doc in docs))
+
+
+def _copies(items: list[dict[str, Any]]) -> dict[tuple[str, int], Any]:
+    """The `_id` of each copy a delete plan located, by table and link id."""
+    return {(table, item["link_id"]): oid for item in items for table, oid in item["copies"]}
 
 
 def _existing_links_query(

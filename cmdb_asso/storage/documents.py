@@ -10,6 +10,7 @@ from typing import Any
 import structlog
 from bson import Binary, Regex, Timestamp
 from bson.int64 import Int64
+from bson.objectid import ObjectId
 
 from cmdb_asso.domain import MAPPINGS, AuditRecord, Definition, Mapping, NewLink, StoredLink
 from cmdb_asso.storage.indexes import CLAIM, CLAIMED_AT, DST_GUARD, SRC_GUARD
@@ -19,6 +20,18 @@ log = structlog.get_logger(__name__)
 RESOURCE_NAME_MAX_BYTES = 256
 # Fields of ours (and MongoDB's `_id`) that no answer shows.
 HIDDEN_FIELDS = {"_id": 0, SRC_GUARD: 0, DST_GUARD: 0, CLAIM: 0, CLAIMED_AT: 0}
+
+
+# The first four bytes of the `_id` this service gives a link's copies (an ObjectId's timestamp, here zero).
+_LINK_OID_PREFIX = bytes(4)
+
+
+def link_oid(link_id: int) -> ObjectId:
+    """The `_id` of every copy of link `link_id` that this service writes on the embedded server: the id in an
+    ObjectId's last eight bytes, so that a link is found by its id through the `_id` index there, where a field
+    named `id` is never indexed. (MongoDB indexes `id`: there `_id`s are the driver's, growing with their
+    writing time as bk-cmdb's do.)"""
+    return ObjectId(_LINK_OID_PREFIX + link_id.to_bytes(8, "big", signed=True))
 
 
 def truncate_utf8(text: str, max_bytes: int) -> str:

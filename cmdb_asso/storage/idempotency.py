@@ -26,6 +26,7 @@ from pymongo.errors import DuplicateKeyError
 
 from cmdb_asso.clock import utc_now
 from cmdb_asso.storage.client import MongoConnection
+from cmdb_asso.storage.documents import link_oid
 from cmdb_asso.storage.failures import translate_errors
 from cmdb_asso.storage.indexes import create_indexes
 
@@ -178,7 +179,11 @@ class IdempotencyStore:
         if not isinstance(ids, list) or not ids or not isinstance(table, str):
             return False
         with translate_errors(write=False):
-            return await self.mongo.db[table].find_one({"id": ids[0]}, {"_id": 1}) is not None
+            collection = self.mongo.db[table]
+            # On the embedded server, which indexes no `id`, by the `_id` this service gives a link there.
+            if self.mongo.embedded and await collection.find_one({"_id": link_oid(ids[0])}, {"_id": 1}) is not None:
+                return True
+            return await collection.find_one({"id": ids[0]}, {"_id": 1}) is not None
 
     async def abandon(self, key: str, epoch: int) -> None:
         """The holder failed ambiguously after reserving ids: let the next retry take the key over at once."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -63,6 +63,23 @@ def one_or_in(values: Sequence[Any]) -> Any:
     """A filter value matching any of `values`: the value itself when there is one (an equality every store
     serves from an index), else `$in`."""
     return values[0] if len(values) == 1 else {"$in": list(values)}
+
+
+def dense_runs(values: Iterable[int], spread: int = 4) -> list[list[int]]:
+    """`values` in order, cut into runs that each span at most `spread` times as many integers as they hold."""
+    runs: list[list[int]] = []
+    for value in sorted(set(values)):
+        if runs and value - runs[-1][0] < spread * (len(runs[-1]) + 1):
+            runs[-1].append(value)
+        else:
+            runs.append([value])
+    return runs
+
+
+def run_filter(run: list[int]) -> Any:
+    """A filter value matching a run of `dense_runs` through the field's index on the embedded server, whose `$in`
+    alone reads every row: the value itself, or the run's range narrowed by its `$in`."""
+    return run[0] if len(run) == 1 else {"$gte": run[0], "$lte": run[-1], "$in": run}
 
 
 _BUILTIN: dict[str, InstanceTable] = {

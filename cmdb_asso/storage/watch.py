@@ -92,6 +92,10 @@ class WatchStore:
                 IndexModel([("time", 1)], name="time", expireAfterSeconds=expire),
             ],
         )
+        if self.mongo.embedded:
+            # A delete's detail is looked up by its copy's `_id` (`archived`); bk-cmdb keeps its archive to seven
+            # days on MongoDB (a TTL index) and indexes nothing else there, but the embedded store keeps it all.
+            await create_indexes(self.mongo.db[DEL_ARCHIVE], [IndexModel([("oid", 1)], name="cmdb_asso_oid")])
 
     async def probe(self) -> bool:
         """Whether the server serves change streams: a stream opened and closed on a link table (or on the
@@ -271,7 +275,8 @@ class ChangeSource:
         self.rescan_seconds = rescan_seconds
         self.stall_seconds = stall_seconds
         # Per table, the newest document `_id` known to the feed: the newest when its stream opened (or the feed
-        # first looked), raised by every insert its stream reports. ObjectIds grow with their writing time.
+        # first looked), raised by every insert its stream reports. ObjectIds grow with their writing time (and
+        # on the embedded server, where this service keys a link's `_id` by its id, with the ids handed out).
         self._known: dict[str, ObjectId] = {}
         # Per table, a newer document than its stream reported, and since when (monotonic) it is unreported:
         # judged by this process's clock, not by the writer's (whose clock may differ) nor by a slow round.
@@ -367,11 +372,18 @@ class ChangeSource:
                 if known is None or oid > known:
                     self._known[change.table] = oid
 
-    async def _newest_id(self, table: str) -> ObjectId | None:
+    async def _newest(self, table: str) -> tuple[ObjectId, float] | None:
+        """The table's newest document `_id`, and when it was written (seconds since the epoch)."""
         with translate_errors(write=False):
-            newest = await self.store.mongo.db[table].find_one({}, {"_id": 1}, sort=[("_id", -1)])
+            newest = await self.store.mongo.db[table].find_one({}, {"_id": 1, "create_time": 1}, sort=[("_id", -1)])
         oid = newest.get("_id") if newest else None
-        return oid if isinstance(oid, ObjectId) else None
+        if not isinstance(oid, ObjectId) or newest is None:
+            return None
+        written = oid.generation_time.timestamp()
+        created = newest.get("create_time")
+        if not written and isinstance(created, datetime):  # an `_id` keyed by link id carries no time
+            written = created.replace(tzinfo=created.tzinfo or UTC).timestamp()
+        return oid, written
 
     async def _check_stalls(self) -> None:
         """Raise StreamStalled where a table's newest document stayed newer than anything its stream reported
@@ -382,16 +394,17 @@ class ChangeSource:
         for table in await self.store.link_tables():
             if (table if self.per_table else "*") not in self._streams:
                 continue  # not followed yet: a table new to the feed is read whole when its stream opens
-            oid = await self._newest_id(table)
+            newest = await self._newest(table)
             known = self._known.get(table)
-            if oid is None or known is None:  # first sight of the table (one stream for the database)
-                if oid is not None:
-                    self._known[table] = oid
+            if newest is None or known is None:  # first sight of the table (one stream for the database)
+                if newest is not None:
+                    self._known[table] = newest[0]
                 continue
+            oid, written = newest
             if oid <= known:
                 self._suspects.pop(table, None)
                 continue
-            behind = max(behind, now - oid.generation_time.timestamp())
+            behind = max(behind, now - written)
             suspect = self._suspects.get(table)
             if suspect is None or suspect[0] <= known:  # a new one: judged at a later check
                 self._suspects[table] = (oid, clock)
@@ -414,8 +427,8 @@ class ChangeSource:
                 # have it recorded before their first link, see `track_changes`).
                 start = EMBEDDED_START if new and self.per_table else tokens.get(name)
                 self._streams[name] = await self._open(name, start)
-                if self.per_table and (newest := await self._newest_id(name)) is not None:
-                    self._known.setdefault(name, newest)
+                if self.per_table and (newest := await self._newest(name)) is not None:
+                    self._known.setdefault(name, newest[0])
                 # New to a feed that ran before (now, or before a restart): the very first start begins at now.
                 # Its links already there are read too: those its stream never recorded (written before it was).
                 if new or name in self.reread:
