@@ -105,6 +105,8 @@ class EventFeed:
         # Rows (oid, table) that writes without a transaction inserted and undid: neither their insert nor their
         # removal is an event. Kept a while, as the removal may come in a later batch than the insert.
         self.undone: TTLCache[tuple[str, str], bool] = TTLCache(100_000, 600)
+        # The links whose creation this feeder stored lately (bounded): their other copy is read for nothing.
+        self.created: TTLCache[int, bool] = TTLCache(100_000, 600)
         # Seconds between the newest stored event's change and its storing.
         self.storing_lag_seconds = 0.0
 
@@ -197,6 +199,7 @@ class EventFeed:
                 saved, saved_at = tokens, time.monotonic()
             if stored:
                 self.events_stored += len(stored)
+                self.created.update((int(row["inst_id"]), True) for row in stored if row["type"] == "create")
                 self.storing_lag_seconds = max(0.0, time.time() - stored[-1]["cluster_time"]["sec"])
                 async with self.stored:
                     self.stored.notify_all()
@@ -208,6 +211,9 @@ class EventFeed:
         """Events for these changes: the first of each (link, operation) in the batch; the unique index drops
         the ones stored before (the other table's half, a replay). An insert that a write without a transaction
         undid gives no event."""
+        # A link is written to both its models' tables, and the two copies may come in different rounds: the
+        # second copy of a creation this feeder stored is neither looked up nor stored again.
+        changes = [change for change in changes if change.operation == "delete" or not self._announced(change)]
         for undone_row in await self._undone([change for change in changes if change.operation == "insert"]):
             self.undone[undone_row] = True
         # The removal of an undone row is no delete of a link either: no event, and no wait for its archive copy.
@@ -241,6 +247,11 @@ class EventFeed:
                 "detail": dict(sorted(detail.items())),
             })  # fmt: skip
         return rows
+
+    def _announced(self, change: LinkChange) -> bool:
+        """Whether this inserted document is a link whose creation this feeder stored lately (from its other copy)."""
+        link_id = (change.document or {}).get("id")
+        return is_int64(link_id) and int(link_id) in self.created
 
     async def _undone(self, inserts: list[LinkChange]) -> set[tuple[str, str]]:
         """The inserts (oid, table) that are not links: rows of a write without a transaction that it undid (a

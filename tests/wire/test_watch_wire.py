@@ -30,7 +30,7 @@ from cmdb_asso.storage.associations import AssociationStore
 from cmdb_asso.storage.client import MongoConnection
 from cmdb_asso.storage.documents import archive_document, stored_link_from
 from cmdb_asso.storage.schema import seed_demo
-from cmdb_asso.storage.watch import CHAIN, ChangeSource, StreamStalled
+from cmdb_asso.storage.watch import CHAIN, ChangeSource, LinkChange, StreamStalled
 from tests.conftest import AiohttpClient
 from tests.helpers import Answer, add_definition, call, create, link_body
 from tests.wire.conftest import add_instances
@@ -909,3 +909,37 @@ async def test_with_the_watch_off_no_write_has_the_embedded_server_track_a_table
 
     assert await first_write(False, "bk_switch_belong_bk_host", (11, 21)) == 0
     assert await first_write(True, "app_run_host", (41, 22)) > 0  # the app table is new to the server
+
+
+async def test_once_a_links_creation_is_stored_its_copies_read_again_are_neither_looked_up_nor_stored(
+    watcher: Client, wire_mongo: MongoConnection
+) -> None:
+    await create(watcher, link_body("bk_switch_belong_bk_host", 11, 21))
+    await _events_until(watcher, NO_EVENT_CURSOR, 1)
+    assert watcher.app is not None
+    feed = watcher.app[WATCH].feed
+    assert feed is not None
+    copies = {
+        table: await wire_mongo.db[table].find_one({"bk_inst_id": 11, "bk_asst_inst_id": 21})
+        for table in ("cc_InstAsst_0_pub_bk_switch", "cc_InstAsst_0_pub_host")
+    }
+    # Each copy as its own table's stream reports it, in a round of its own (the embedded server's streams are
+    # per table, so the two copies of a link may come in different rounds, after the first one's event is stored).
+    rounds = [[LinkChange("insert", table, str(doc["_id"]), doc, 1, 1)] for table, doc in copies.items()]
+    filters = []
+    started = wire_mongo.commands.started
+
+    def record(event: Any) -> None:
+        if event.command_name == "find":
+            filters.append((event.command["find"], event.command.get("filter")))
+        started(event)
+
+    wire_mongo.commands.started = record  # type: ignore[method-assign]
+
+    rows = [await feed._rows(changes) for changes in rounds]
+
+    assert rows == [[], []]  # before: a row each, which the chain's unique index then refused
+    assert [table for table, _ in filters if str(table).startswith("cc_InstAsst")] == []  # nor looked up again
+    # A delete's detail is looked up by its copy's `_id`: through an index, where the archive is never expired.
+    archive_keys = [index["key"] for index in (await wire_mongo.db["cc_DelArchive"].index_information()).values()]
+    assert [("oid", 1)] in [list(map(tuple, key)) for key in archive_keys], archive_keys
