@@ -3,8 +3,10 @@
     python -m scripts.ladder [--sizes 1000,10000,100000] [--runs 3] [--mongodb-uri URI] [--json FILE]
 
 For each size it seeds that many links straight into the store (in both models' tables, as the service writes
-them) around a hub instance with 20 links, starts the service as its own process, and times each read through
-the service and, beside it, the same work done with the raw driver in its best form on this server. It prints
+them): the same neighbourhood at every size (a hub instance with 20 links, and within three hops of it 621
+instances and 620 links), and the rest spread over instances outside it. It starts the service as its own
+process, and times each read through the service and, beside it, the same work done with the raw driver in its
+best form on this server. It prints
 per read the medians of `--runs` and their ratio, and the service's memory. 1,000,000 links take the embedded
 store several minutes to seed: ask for them with `--sizes 1000,10000,100000,1000000`.
 """
@@ -29,39 +31,119 @@ from pymongo import AsyncMongoClient
 
 from cmdb_asso.config import MongoSettings
 from cmdb_asso.storage.client import connect
+from cmdb_asso.storage.documents import link_oid
 from cmdb_asso.storage.embedded import EmbeddedMongo
 from cmdb_asso.storage.schema import ensure_indexes
+from cmdb_asso.storage.tables import dense_runs, run_filter
 from scripts.bench import DATABASE, DST, HEADERS, NN, SRC, rss_mib, service
 from scripts.bench import seed as seed_models
 
 HUB = 1
 HUB_LINKS = 20
+# The hub's neighbourhood, the same at every size: hub -> 20 targets <- 10 sources each -> 2 targets each.
+FIRST_SOURCES, FIRST_TARGETS = 100, 100
+OUTSIDE = 1000  # instances from this id on carry the rest of the links
+DEPTH = 3
 WARM_UP = 3
 SRC_TABLE, DST_TABLE = f"cc_InstAsst_0_pub_{SRC}", f"cc_InstAsst_0_pub_{DST}"
 OWNER = {"bk_supplier_account": "0"}
 
 
-async def seed_links(uri: str, size: int, instances: int) -> int:
-    """`size` links of the n:n definition, the hub's 20 among them, in both tables; the id of one to delete."""
+def neighbourhood() -> list[tuple[int, int]]:
+    """The (source, target) pairs within three hops of the hub: 620 links, 621 instances."""
+    pairs = [(HUB, target) for target in range(1, HUB_LINKS + 1)]
+    sources = iter(range(FIRST_SOURCES, FIRST_SOURCES + 10 * HUB_LINKS))
+    targets = iter(range(FIRST_TARGETS, FIRST_TARGETS + 20 * HUB_LINKS))
+    for target in range(1, HUB_LINKS + 1):
+        for source in (next(sources) for _ in range(10)):
+            pairs += [(source, target), (source, next(targets)), (source, next(targets))]
+    return pairs
+
+
+async def seed_links(uri: str, size: int, instances: int, runs: int) -> int:
+    """`size` links of the n:n definition, the hub's neighbourhood among them, in both tables, as the service writes
+    them on this server (`_id` keyed by id on the embedded one); the first id of those to delete."""
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri)
+    embedded = (await client.admin.command("buildInfo")).get("process") == "nx_27017"
     try:
         db = client[DATABASE]
         for table in (SRC_TABLE, DST_TABLE):
             await db[table].delete_many({})
+        pairs = neighbourhood()
+        outside = instances - OUTSIDE
+        pairs += [
+            # distinct for any size below `outside` squared: each round of sources takes targets shifted by one
+            (OUTSIDE + number % outside, OUTSIDE + (number // outside + number * 7919) % outside)
+            for number in range(size - len(pairs))
+        ]
         docs = []
-        for number in range(size):
-            src = HUB if number < HUB_LINKS else 2 + number % (instances - 1)
-            dst = 1 + (number * 7919) % instances
-            docs.append({"id": Int64(10 + number), "bk_obj_asst_id": NN, "bk_asst_id": "connect", "bk_obj_id": SRC,
-                         "bk_inst_id": Int64(src), "bk_asst_obj_id": DST, "bk_asst_inst_id": Int64(dst),
-                         "bk_biz_id": Int64(0), **OWNER})  # fmt: skip
+        for number, (src, dst) in enumerate(pairs):
+            doc = {"id": Int64(10 + number), "bk_obj_asst_id": NN, "bk_asst_id": "connect", "bk_obj_id": SRC,
+                   "bk_inst_id": Int64(src), "bk_asst_obj_id": DST, "bk_asst_inst_id": Int64(dst),
+                   "bk_biz_id": Int64(0), **OWNER}  # fmt: skip
+            docs.append({"_id": link_oid(10 + number), **doc} if embedded else doc)
         for start in range(0, size, 5000):
             chunk = docs[start : start + 5000]
             for table in (SRC_TABLE, DST_TABLE):
                 await db[table].insert_many([dict(doc) for doc in chunk])
-        return 10 + size // 2
+        return 10 + size - 4 * (runs + WARM_UP)
     finally:
         await client.close()
+
+
+# The Association tab's page: 200 links of the definition with both ends' instances.
+DETAILS_PAGE = {
+    "bk_obj_id": SRC,
+    "condition": {"asst_filter": {"condition": "AND", "rules": [{"field": "bk_obj_asst_id", "operator": "equal",
+                                                                  "value": NN}]},
+                  "src_detail": True, "dst_detail": True},
+    "page": {"start": 0, "limit": 200, "sort": "id"},
+}  # fmt: skip
+
+
+async def instances_by_id(db: Any, by_model: dict[str, list[int]]) -> list[dict[str, Any]]:
+    """The instances of each model with these ids: one indexed read per run of close ids."""
+    reads = [
+        db[f"cc_ObjectBase_0_pub_{obj}"].find({"bk_obj_id": obj, "bk_inst_id": run_filter(run)}, {"_id": 0})
+        for obj, ids in by_model.items()
+        for run in dense_runs(ids)
+    ]
+    return [doc for docs in await asyncio.gather(*(read.to_list(None) for read in reads)) for doc in docs]
+
+
+async def raw_graph(db: Any) -> int:
+    """The hub's neighbourhood, three hops both ways, as the raw driver reads it best here: per hop and model, one
+    indexed read per run of close ids and direction; then the instances, as `instances_by_id`."""
+    seen = {(SRC, HUB)}
+    frontier: dict[str, list[int]] = {SRC: [HUB]}
+    sides = (("bk_obj_id", "bk_inst_id"), ("bk_asst_obj_id", "bk_asst_inst_id"))
+    for _ in range(DEPTH):
+        reads = [
+            db[f"cc_InstAsst_0_pub_{obj}"].find({**OWNER, model: obj, inst: run_filter(run)}, {"_id": 0})
+            for obj, ids in frontier.items()
+            for run in dense_runs(ids)
+            for model, inst in sides
+        ]
+        frontier = {}
+        for link in (link for links in await asyncio.gather(*(read.to_list(None) for read in reads)) for link in links):
+            for model, inst in sides:
+                if (end := (link[model], int(link[inst]))) not in seen:
+                    seen.add(end)
+                    frontier.setdefault(end[0], []).append(end[1])
+    by_model: dict[str, list[int]] = {}
+    for obj, inst_id in seen:
+        by_model.setdefault(obj, []).append(inst_id)
+    await instances_by_id(db, by_model)
+    return len(seen)
+
+
+async def raw_details(db: Any) -> None:
+    """The page of `DETAILS_PAGE`: the links, then both ends' instances."""
+    cursor = db[SRC_TABLE].find({"bk_obj_asst_id": NN, **OWNER}, {"_id": 0}).sort("id", 1).limit(200)
+    links = await cursor.to_list(None)
+    await instances_by_id(
+        db, {SRC: [link["bk_inst_id"] for link in links], DST: [link["bk_asst_inst_id"] for link in links]}
+    )
 
 
 async def median_ms(step: Callable[[], Awaitable[Any]], runs: int) -> float:
@@ -91,7 +173,7 @@ async def settle(read: Callable[[], Awaitable[Any]]) -> None:
 
 async def one_size(args: argparse.Namespace, uri: str, embedded: bool, size: int) -> dict[str, dict[str, float]]:
     """Every read at one size: the service's median, the raw driver's, their ratio."""
-    doomed = await seed_links(uri, size, args.instances)
+    doomed = await seed_links(uri, size, args.instances, args.runs)
     mongo = await connect(MongoSettings(database=DATABASE), uri)
     try:
         await ensure_indexes(mongo, "0")  # the tables' indexes built before anything is timed
@@ -99,6 +181,7 @@ async def one_size(args: argparse.Namespace, uri: str, embedded: bool, size: int
         await mongo.close()
     raw: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri)
     db = raw[DATABASE]
+    keyed = (await raw.admin.command("buildInfo")).get("process") == "nx_27017"
     rows: dict[str, dict[str, float]] = {}
     try:
         async with service(uri, "pymongo", embedded) as (base, pid), aiohttp.ClientSession() as session:
@@ -124,8 +207,10 @@ async def one_size(args: argparse.Namespace, uri: str, embedded: bool, size: int
 
             async def raw_delete() -> None:
                 link_id = next(deleted)
+                # By the key this server indexes: the `_id` keyed by id on the embedded one, `id` on MongoDB.
+                key = {"_id": link_oid(link_id)} if keyed else {"id": link_id}
                 for table in (SRC_TABLE, DST_TABLE):
-                    await db[table].delete_one({"id": link_id})
+                    await db[table].delete_one(key)
 
             reads: dict[str, tuple[Callable[[], Awaitable[Any]], Callable[[], Awaitable[Any]]]] = {
                 "find related (both directions)": (
@@ -139,6 +224,13 @@ async def one_size(args: argparse.Namespace, uri: str, embedded: bool, size: int
                     lambda: post(f"/api/v3/delete/instassociation/{SRC}/{next(deleted)}", {}, "DELETE"), raw_delete),
                 "instance topology of the hub": (
                     lambda: post(f"/api/v3/find/insttopo/object/{SRC}/inst/{HUB}", {}), raw_related),
+                f"graph, depth {DEPTH} ({len(neighbourhood()) + 1} instances)": (
+                    lambda: post("/api/v3/find/instassociation/graph",
+                                 {"bk_obj_id": SRC, "bk_inst_id": HUB, "direction": "both", "depth": DEPTH}),
+                    lambda: raw_graph(db)),
+                "a page of 200 links with details": (
+                    lambda: post(f"/api/v3/find/instassociation/object/{SRC}/inst/detail", DETAILS_PAGE),
+                    lambda: raw_details(db)),
                 "search, first page of 500": (
                     lambda: post(f"/api/v3/search/instance_associations/object/{SRC}",
                                  {"conditions": {"condition": "AND", "rules": [
