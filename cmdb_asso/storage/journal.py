@@ -122,7 +122,9 @@ class Journal:
             for table in sorted(await self.mongo.db.list_collection_names()):
                 if not table.startswith(prefix):
                     continue
-                query = {CLAIM: {"$exists": True}, CLAIMED_AT: {"$lte": cutoff}}
+                # A claim is a token string: `$gt: ""` finds one through the claim's index on every store, where
+                # the embedded server answers `$exists` by reading every row (a second at a million links).
+                query = {CLAIM: {"$gt": ""}, CLAIMED_AT: {"$lte": cutoff}}
                 found += [(table, doc) for doc in await self.mongo.db[table].find(query).to_list(None)]
         return found
 

@@ -4,6 +4,7 @@ compared with the old form's on the same data, and the commands counted."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
@@ -16,6 +17,8 @@ from cmdb_asso.app import create_app
 from cmdb_asso.config import Settings
 from cmdb_asso.storage.client import MongoConnection, connect
 from cmdb_asso.storage.embedded import EmbeddedMongo
+from cmdb_asso.storage.indexes import CLAIM, CLAIMED_AT
+from cmdb_asso.storage.journal import Journal
 from tests.conftest import AiohttpClient
 from tests.helpers import add_definition, call, link_body
 from tests.wire.conftest import add_instances
@@ -293,3 +296,21 @@ async def test_a_create_reads_the_links_its_rules_need_through_indexes_and_judge
     read = [query for table, query in filters if table.startswith("cc_InstAsst")]
     if kind == "embedded":
         assert [query for query in read if not _served_by_an_index(query)] == [], read
+
+
+async def test_recovery_finds_stale_delete_claims_through_the_claims_index_and_releases_them(
+    face: tuple[str, Client, MongoConnection],
+) -> None:
+    kind, _, mongo = face
+    await _seed(mongo)
+    await mongo.db[HOST_TABLE].update_one({"id": 1007}, {"$set": {CLAIM: "a-killed-delete", CLAIMED_AT: 0.0}})
+    await mongo.db[HOST_TABLE].update_one({"id": 1010}, {"$set": {CLAIM: "a-live-delete", CLAIMED_AT: time.time()}})
+    filters = _link_filters(mongo, {HOST_TABLE})
+
+    await Journal(mongo).recover("0", grace_seconds=60)  # (the service's own recovery may release it first)
+
+    claimed = await mongo.db[HOST_TABLE].find({CLAIM: {"$gt": ""}}, {"_id": 0, "id": 1, CLAIM: 1}).to_list(None)
+    assert claimed == [{"id": 1010, CLAIM: "a-live-delete"}]
+    assert [query for query in filters if CLAIM in str(query)], filters  # the claims were looked for
+    if kind == "embedded":  # `$exists` reads every row there; the claim's index serves a range
+        assert [query for query in filters if "$exists" in str(query)] == [], filters
