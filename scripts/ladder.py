@@ -203,6 +203,13 @@ async def one_size(args: argparse.Namespace, uri: str, embedded: bool, size: int
                 await asyncio.gather(db[SRC_TABLE].find(as_source).sort("id", 1).limit(50).to_list(None),
                                      db[SRC_TABLE].find(as_target).sort("id", 1).limit(50).to_list(None))  # fmt: skip
 
+            async def raw_topology() -> None:
+                """The hub's links both ways, then the instances at their other ends (what the topology shows)."""
+                sides = await asyncio.gather(db[SRC_TABLE].find(as_source, {"_id": 0}).to_list(None),
+                                             db[SRC_TABLE].find(as_target, {"_id": 0}).to_list(None))  # fmt: skip
+                targets = [link["bk_asst_inst_id"] for link in sides[0]]
+                await instances_by_id(db, {DST: targets, SRC: [link["bk_inst_id"] for link in sides[1]]})
+
             deleted = iter(range(doomed, doomed + 4 * (args.runs + WARM_UP)))
 
             async def raw_delete() -> None:
@@ -223,7 +230,7 @@ async def one_size(args: argparse.Namespace, uri: str, embedded: bool, size: int
                 "delete one by id": (
                     lambda: post(f"/api/v3/delete/instassociation/{SRC}/{next(deleted)}", {}, "DELETE"), raw_delete),
                 "instance topology of the hub": (
-                    lambda: post(f"/api/v3/find/insttopo/object/{SRC}/inst/{HUB}", {}), raw_related),
+                    lambda: post(f"/api/v3/find/insttopo/object/{SRC}/inst/{HUB}", {}), raw_topology),
                 f"graph, depth {DEPTH} ({len(neighbourhood()) + 1} instances)": (
                     lambda: post("/api/v3/find/instassociation/graph",
                                  {"bk_obj_id": SRC, "bk_inst_id": HUB, "direction": "both", "depth": DEPTH}),
