@@ -266,8 +266,12 @@ class EventFeed:
             if not await self.store.creates_in_flight(set(by_id)) or time.monotonic() > deadline:
                 break
             await asyncio.sleep(SETTLE_POLL_SECONDS)
-        present = await self.store.present([(c.table, c.document or {}) for c in by_id.values()])
-        gone = [change for link_id, change in by_id.items() if link_id not in present]
+        # By `_id`, one read per table; what that misses (an undone row, or an `_id` that is no ObjectId) is looked
+        # up again by the link's keys.
+        rows = await self.store.rows_present([(c.table, c.oid) for c in by_id.values()])
+        unseen = {link_id: c for link_id, c in by_id.items() if (c.table, c.oid) not in rows}
+        present = await self.store.present([(c.table, c.document or {}) for c in unseen.values()]) if unseen else set()
+        gone = [change for link_id, change in unseen.items() if link_id not in present]
         # A link created and then deleted for real is gone too: its delete left an archive copy.
         copies = await asyncio.gather(*(self.store.archived(change.oid, change.table) for change in gone))
         return {(change.oid, change.table) for change, copy in zip(gone, copies, strict=True) if copy is None}

@@ -237,6 +237,22 @@ class WatchStore:
             found = await asyncio.gather(*(one(table, doc) for table, doc in links))
         return {link_id for link_id in found if link_id is not None}
 
+    async def rows_present(self, rows: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Those of these rows (table, `_id` as text) that their table holds now: one read by `_id` per table (an
+        `_id` that is no ObjectId is not looked for here)."""
+        by_table: dict[str, list[ObjectId]] = {}
+        for table, oid in rows:
+            if ObjectId.is_valid(oid):
+                by_table.setdefault(table, []).append(ObjectId(oid))
+
+        async def one(table: str, oids: list[ObjectId]) -> set[tuple[str, str]]:
+            found = await self.mongo.db[table].find({"_id": {"$in": oids}}, {"_id": 1}).to_list(None)
+            return {(table, str(doc["_id"])) for doc in found}
+
+        with translate_errors(write=False):
+            found = await asyncio.gather(*(one(table, oids) for table, oids in sorted(by_table.items())))
+        return set().union(*found)
+
     async def archived(self, oid: str, table: str) -> dict[str, Any] | None:
         """The `cc_DelArchive` detail of a document removed from `table`."""
         with translate_errors(write=False):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextvars
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -943,3 +944,40 @@ async def test_once_a_links_creation_is_stored_its_copies_read_again_are_neither
     # A delete's detail is looked up by its copy's `_id`: through an index, where the archive is never expired.
     archive_keys = [index["key"] for index in (await wire_mongo.db["cc_DelArchive"].index_information()).values()]
     assert [("oid", 1)] in [list(map(tuple, key)) for key in archive_keys], archive_keys
+
+
+async def test_the_feed_checks_a_rounds_inserted_links_with_one_read_per_table_and_still_finds_an_undone_row(
+    watcher: Client, wire_mongo: MongoConnection
+) -> None:
+    made = [await create(watcher, link_body("bk_switch_belong_bk_host", 11, host)) for host in range(21, 26)]
+    assert [answer.code for answer in made] == [0] * 5, made
+    switch_table, host_table = "cc_InstAsst_0_pub_bk_switch", "cc_InstAsst_0_pub_host"
+    docs = await wire_mongo.db[switch_table].find({"bk_inst_id": 11}).to_list(None)
+    # A row that a write without a transaction inserted and undid: gone, with no archive copy.
+    undone = {"id": Int64(88_888), "bk_obj_id": "bk_switch", "bk_inst_id": Int64(12), "bk_asst_obj_id": "host",
+              "bk_asst_inst_id": Int64(21), "bk_obj_asst_id": "bk_switch_belong_bk_host",
+              "bk_supplier_account": "0"}  # fmt: skip
+    inserted = await wire_mongo.db[host_table].insert_one(dict(undone))
+    await wire_mongo.db[host_table].delete_one({"_id": inserted.inserted_id})
+    changes = [LinkChange("insert", switch_table, str(doc["_id"]), doc, 1, 1) for doc in docs]
+    changes.append(LinkChange("insert", host_table, str(inserted.inserted_id), undone, 1, 1))
+    assert watcher.app is not None
+    feed = watcher.app[WATCH].feed
+    assert feed is not None
+    reads: list[str] = []
+    started = wire_mongo.commands.started
+    # This test's own reads only: the running feeder reads the same tables meanwhile, from its own task.
+    ours = contextvars.ContextVar("ours", default=False)
+
+    def record(event: Any) -> None:
+        if ours.get() and event.command_name == "find" and str(event.command["find"]).startswith("cc_InstAsst"):
+            reads.append(str(event.command["find"]))
+        started(event)
+
+    wire_mongo.commands.started = record  # type: ignore[method-assign]
+    ours.set(True)
+
+    found = await feed._undone(changes)
+
+    assert found == {(str(inserted.inserted_id), host_table)}
+    assert sorted(reads) == [switch_table, host_table, host_table], reads  # before: one read per link (6)
