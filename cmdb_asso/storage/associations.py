@@ -131,7 +131,7 @@ class AssociationStore:
         the embedded server)."""
         table = inst_asst_table(definition.obj_id, supplier_account)
         projection = {"_id": 0, "bk_inst_id": 1, "bk_asst_inst_id": 1}
-        queries = self._existing_links_queries(definition, supplier_account, pairs)
+        queries = self._conflict_filters(definition, supplier_account, pairs)
         with translate_errors(write=False):
             found = await asyncio.gather(
                 *(
@@ -141,26 +141,14 @@ class AssociationStore:
             )
         return _link_ends(doc for docs in found for doc in docs)
 
-    def _existing_links_queries(
+    def _conflict_filters(
         self, definition: Definition, supplier_account: str, pairs: list[tuple[int, int]]
     ) -> list[dict[str, Any]]:
-        """The filters of the links that may conflict with `pairs`: one, or on the embedded server, which reads
-        every row for an `$or` or an `$in`, one equality per end (or pair) where there are a few."""
-        if not self.mongo.embedded or len(pairs) > ONE_AT_A_TIME_AT_MOST:
-            return [_existing_links_query(definition, supplier_account, pairs)]
-        owned = {"bk_obj_asst_id": definition.obj_asst_id, **owner_filter(supplier_account)}
-        sources = [{"bk_obj_id": definition.obj_id, "bk_inst_id": src} for src in sorted({src for src, _ in pairs})]
-        targets = [
-            {"bk_asst_obj_id": definition.asst_obj_id, "bk_asst_inst_id": dst} for dst in sorted({d for _, d in pairs})
-        ]
-        repeats = [
-            {"bk_obj_id": definition.obj_id, "bk_inst_id": src, "bk_asst_inst_id": dst}
-            for src, dst in sorted(set(pairs))
-        ]
-        clauses = {"1:1": [*sources, *targets], "1:n": targets, "n:n": repeats}.get(definition.mapping)
-        if clauses is None:
-            return [_existing_links_query(definition, supplier_account, pairs)]
-        return [{**owned, **clause} for clause in clauses]
+        """The filters of the links that may conflict with `pairs` (`_existing_links_queries`): one, or on the
+        embedded server, which reads every row for an `$or` or an `$in`, one per end (or pair) where there are a
+        few."""
+        one_each = self.mongo.embedded and len(pairs) <= ONE_AT_A_TIME_AT_MOST
+        return _existing_links_queries(definition, supplier_account, pairs, one_each=one_each)
 
     async def link_ids(
         self, definition: Definition, supplier_account: str, pairs: list[tuple[int, int]]
@@ -218,7 +206,7 @@ class AssociationStore:
         if with_links:
             links_projection = {"_id": 0, "bk_inst_id": 1, "bk_asst_inst_id": 1}
             links_table = inst_asst_table(definition.obj_id, supplier_account)
-            for query in self._existing_links_queries(definition, supplier_account, pairs):
+            for query in self._conflict_filters(definition, supplier_account, pairs):
                 parts.append(ReadPart("link", links_table, query, links_projection))
         if src == dst:
             parts.append(ReadPart.names("both", src, sorted({*sources, *targets})))
@@ -664,9 +652,7 @@ class AssociationStore:
             # Each table's copy is archived under its own `_id` (as bk-cmdb's data layer archives every removed
             # document), which is how the event feed finds a delete's detail.
             archives = [
-                {"_id": ObjectId(), **archive_document(table, link, now, str(copies[(table, link.id)]))}
-                if (table, link.id) in copies
-                else {"_id": ObjectId(), **archive_document(table, link, now)}
+                {"_id": ObjectId(), **archive_document(table, link, now, copies.get((table, link.id)))}
                 for table in tables
                 if table == named or (table, link.id) in copies
             ]
@@ -811,22 +797,36 @@ def _copies(items: list[dict[str, Any]]) -> dict[tuple[str, int], Any]:
     return {(table, item["link_id"]): oid for item in items for table, oid in item["copies"]}
 
 
-def _existing_links_query(
-    definition: Definition, supplier_account: str, pairs: list[tuple[int, int]]
-) -> dict[str, Any]:
-    """Links of the definition that share a source or target with `pairs` where the mapping limits it, and
-    (n:n) those that may repeat a pair."""
+def _existing_links_queries(
+    definition: Definition, supplier_account: str, pairs: list[tuple[int, int]], *, one_each: bool
+) -> list[dict[str, Any]]:
+    """Filters of the links of the definition that share a source or target with `pairs` where the mapping limits
+    it, and (n:n) those that may repeat a pair: one filter, or with `one_each` one equality per end (per pair for
+    n:n), which every store serves from an index."""
     sources = sorted({src for src, _ in pairs})
     targets = sorted({dst for _, dst in pairs})
-    same_source = {"bk_obj_id": definition.obj_id, "bk_inst_id": one_or_in(sources)}
-    same_target = {"bk_asst_obj_id": definition.asst_obj_id, "bk_asst_inst_id": one_or_in(targets)}
+
+    def same_source(ids: list[int]) -> dict[str, Any]:
+        return {"bk_obj_id": definition.obj_id, "bk_inst_id": one_or_in(ids)}
+
+    def same_target(ids: list[int]) -> dict[str, Any]:
+        return {"bk_asst_obj_id": definition.asst_obj_id, "bk_asst_inst_id": one_or_in(ids)}
+
     # Under 1:1 and 1:n a repeated pair also repeats its target, so the target clause covers duplicates.
-    clauses = {
-        "1:1": {"$or": [same_source, same_target]},
-        "1:n": same_target,
-        "n:n": {**same_source, "bk_asst_inst_id": one_or_in(targets)},
-    }
-    return {"bk_obj_asst_id": definition.obj_asst_id, **owner_filter(supplier_account), **clauses[definition.mapping]}
+    if one_each:
+        clauses = {
+            "1:1": [*(same_source([src]) for src in sources), *(same_target([dst]) for dst in targets)],
+            "1:n": [same_target([dst]) for dst in targets],
+            "n:n": [{**same_source([src]), "bk_asst_inst_id": dst} for src, dst in sorted(set(pairs))],
+        }
+    else:
+        clauses = {
+            "1:1": [{"$or": [same_source(sources), same_target(targets)]}],
+            "1:n": [same_target(targets)],
+            "n:n": [{**same_source(sources), "bk_asst_inst_id": one_or_in(targets)}],
+        }
+    owned = {"bk_obj_asst_id": definition.obj_asst_id, **owner_filter(supplier_account)}
+    return [{**owned, **clause} for clause in clauses[definition.mapping]]
 
 
 def _name_text(value: Any) -> str:

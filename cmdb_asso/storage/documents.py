@@ -62,11 +62,11 @@ def link_document(link: NewLink, link_id: int, now: datetime) -> dict[str, Any]:
     return doc
 
 
-def archive_document(table: str, link: StoredLink, now: datetime, oid: str | None = None) -> dict[str, Any]:
+def archive_document(table: str, link: StoredLink, now: datetime, oid: Any = None) -> dict[str, Any]:
     """The `cc_DelArchive` copy of a link removed from `table` (`oid`: that table's copy's `_id`, when it is not
-    the document the link was read from)."""
+    the document the link was read from), its `_id` kept as text."""
     return {
-        "oid": oid if oid is not None else str(link.document.get("_id", "")),
+        "oid": str(oid if oid is not None else link.document.get("_id", "")),
         "coll": table,
         "time": now,
         "detail": public_fields(link.document),
