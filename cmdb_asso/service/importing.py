@@ -10,9 +10,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cmdb_asso.domain import AuditRecord, Definition
+from cmdb_asso.domain import MAPPINGS, AuditRecord, Definition
 from cmdb_asso.errors import (
     CmdbError,
+    DefinitionMappingInvalid,
     DuplicateItem,
     ImportRowRefused,
     Language,
@@ -333,6 +334,9 @@ def _parsed_rows(
         definition = definitions.get(row.obj_asst_id)
         if definition is None:
             failed[number] = ImportRowRefused("import_asstid_not_found", row.obj_asst_id)
+            continue
+        if definition.mapping not in MAPPINGS:  # as create: a definition whose rules are unknown is not written
+            failed[number] = DefinitionMappingInvalid()
             continue
         if definition.obj_id == request.obj_id:
             src_keys, dst_keys = own_keys, other_keys.get(definition.asst_obj_id, {})

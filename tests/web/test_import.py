@@ -188,3 +188,23 @@ async def test_key_values_are_compared_by_their_attributes_type(client: Client, 
         {"row": 6, "message": "[bk_switch] model [Ports=48,Tier=core]  does not exists"},
     ]}  # fmt: skip
     assert await links(mock_mongo, "bk_switch") == {(SWITCH_HOST, 12, 23)}
+
+
+async def test_a_row_of_a_definition_whose_stored_mapping_is_unknown_fails_alone_with_1199011s_text(
+    client: Client, mock_mongo: MongoConnection
+) -> None:
+    await mock_mongo.db["cc_ObjAsst"].update_one({"bk_obj_asst_id": SWITCH_HOST}, {"$set": {"mapping": "m:n"}})
+    rows = {
+        3: row(SWITCH_HOST, 2, "Instance Name=switch-11", "Hostname=host-21"),
+        4: row(SWITCH_HOST, 3, "Instance Name=switch-14", "Hostname=host-24"),
+        5: row("bk_router_connect_bk_switch", 2, "Instance Name=router-31", "Instance Name=switch-11"),
+    }
+    before = await links(mock_mongo, "host")
+
+    answer = await send(client, "bk_switch", body("bk_switch", rows))
+
+    assert answer.code == 0, answer  # before: 1199999 with HTTP 500, the whole import lost
+    unknown = "'mapping' the parameter is invalid or does not exist"
+    assert answer.body["data"] == {"err_msg": [{"row": 3, "message": unknown}, {"row": 4, "message": unknown}]}
+    assert await links(mock_mongo, "host") == before  # neither added nor deleted
+    assert ("bk_router_connect_bk_switch", 31, 11) in await links(mock_mongo, "bk_switch")
