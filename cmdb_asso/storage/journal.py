@@ -4,8 +4,10 @@ write, and the recovery that brings any write its process did not finish to one 
 Without a transaction (the embedded server, a standalone mongod) a create writes the audit record, then the
 source model's table, then the target model's; a delete writes its audit records and archive copies, then
 removes the link from both tables. A process killed in between leaves part of that. So every such write first
-inserts one journal entry (`cmdb_asso_journal`, a collection of our own) holding everything the write will
-put or take away, and removes the entry when it is done (or fully undone).
+inserts one journal entry (`cmdb_asso_journal`, a collection of our own) and removes it when the write is done
+(or fully undone). A create's entry names its links (their keys) and their audit records' `_id`s: whatever a
+recovery writes of it, it copies from the tables. A delete's entry holds everything it will write or take away
+(the audit records, the archive copies), since what it removes is gone from the tables.
 
 Recovery looks at entries older than any in-flight request could be and decides each link alone:
 
@@ -192,8 +194,10 @@ class Journal:
         with translate_errors(write=True):
             for item in entry.get("links", []):
                 link, audit = dict(item["link"]), dict(item["audit"])
-                present = [table for table in tables if await db[table].find_one(link_key(link), {"_id": 1})]
-                if present and await self._complete(link, audit, [t for t in tables if t not in present]):
+                copies = {table: doc for table in tables if (doc := await db[table].find_one(link_key(link)))}
+                present = list(copies)
+                missing = [table for table in tables if table not in copies]
+                if present and await self._complete(copies[present[0]], audit, missing):
                     report.rolled_forward += 1
                     report.details.append(f"completed link {link['id']} ({', '.join(tables)})")
                     continue
@@ -203,10 +207,12 @@ class Journal:
                 report.rolled_back += 1
                 report.details.append(f"rolled back link {link['id']} that was never written whole")
 
-    async def _complete(self, link: dict[str, Any], audit: dict[str, Any], missing: list[str]) -> bool:
-        """Write the missing copies and the audit record; False when a unique index refuses a copy (another
-        link took its place meanwhile), after which the caller rolls this link back."""
+    async def _complete(self, present: dict[str, Any], audit: dict[str, Any], missing: list[str]) -> bool:
+        """Write the missing copies of a link from a `present` one (and the audit record, when the entry holds it
+        whole); False when a unique index refuses a copy (another link took its place meanwhile), after which the
+        caller rolls this link back."""
         db = self.mongo.db
+        link = {key: value for key, value in present.items() if key not in (CLAIM, CLAIMED_AT)}
         for table in missing:
             try:
                 await db[table].insert_one(dict(link))
@@ -214,7 +220,10 @@ class Journal:
                 if await db[table].find_one(link_key(link), {"_id": 1}) is None:
                     return False
                 # The same link is there: written meanwhile (by its writer, or a repair). Done, not lost.
-        await _insert_if_missing(db[AUDIT_LOG], audit)
+        if len(audit) > 1:
+            # An entry written before entries were kept small holds the whole record. A small one names only its
+            # `_id`: a create inserts every audit record before any link, so a link with a copy has its record.
+            await _insert_if_missing(db[AUDIT_LOG], audit)
         return True
 
     async def _finish_delete(self, entry: dict[str, Any], report: Recovery) -> None:

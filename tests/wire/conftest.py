@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -18,8 +19,10 @@ from cmdb_asso.storage.schema import seed_demo
 from cmdb_asso.storage.tables import instance_table
 from tests.conftest import AiohttpClient
 from tests.helpers import add_definition
+from tests.wire.faultproxy import FaultProxy
 
 pytestmark = pytest.mark.wire
+Client = TestClient[Any, Any]
 
 
 @pytest.fixture(scope="session")
@@ -109,3 +112,23 @@ async def _insert_in_chunks(collection: Any, docs: list[dict[str, Any]], size: i
     socket timeout on a machine running two test suites."""
     for start in range(0, len(docs), size):
         await collection.insert_many(docs[start : start + size])
+
+
+@pytest.fixture(params=["embedded", "mongodb"])
+async def face(
+    request: pytest.FixtureRequest, embedded: EmbeddedMongo, wire_settings: Settings, wire_mongo: MongoConnection,
+    aiohttp_client: AiohttpClient,
+) -> AsyncIterator[tuple[str, Client, MongoConnection]]:  # fmt: skip
+    """The service over the embedded server as it is, or as a real MongoDB (buildInfo says mongod)."""
+    proxy = await FaultProxy(embedded.port).start()
+    if request.param == "mongodb":
+        proxy.fail("buildInfo", {"ok": 1.0, "version": "7.0.14", "process": "mongod"})
+    # Model rows cached as in production (tests elsewhere turn caching off), so that the link reads are counted.
+    mongodb = replace(wire_settings.mongodb, server_selection_timeout_ms=300, definition_cache_seconds=30)
+    mongo = await connect(mongodb, proxy.uri, embedded=False)
+    client = await aiohttp_client(create_app(replace(wire_settings, mongodb=mongodb), mongo=mongo))
+    try:
+        yield request.param, client, mongo
+    finally:
+        await proxy.stop()
+        await mongo.close()

@@ -5,48 +5,21 @@ compared with the old form's on the same data, and the commands counted."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from dataclasses import replace
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 from bson.int64 import Int64
 
-from cmdb_asso.app import create_app
-from cmdb_asso.config import Settings
-from cmdb_asso.storage.client import MongoConnection, connect
-from cmdb_asso.storage.embedded import EmbeddedMongo
+from cmdb_asso.storage.client import MongoConnection
 from cmdb_asso.storage.indexes import CLAIM, CLAIMED_AT
 from cmdb_asso.storage.journal import Journal
-from tests.conftest import AiohttpClient
 from tests.helpers import add_definition, call, link_body
 from tests.wire.conftest import add_instances
-from tests.wire.faultproxy import FaultProxy
 
 pytestmark = pytest.mark.wire
 Client = TestClient[Any, Any]
 HOST_TABLE = "cc_InstAsst_0_pub_host"
-
-
-@pytest.fixture(params=["embedded", "mongodb"])
-async def face(
-    request: pytest.FixtureRequest, embedded: EmbeddedMongo, wire_settings: Settings, wire_mongo: MongoConnection,
-    aiohttp_client: AiohttpClient,
-) -> AsyncIterator[tuple[str, Client, MongoConnection]]:  # fmt: skip
-    """The service over the embedded server as it is, or as a real MongoDB (buildInfo says mongod)."""
-    proxy = await FaultProxy(embedded.port).start()
-    if request.param == "mongodb":
-        proxy.fail("buildInfo", {"ok": 1.0, "version": "7.0.14", "process": "mongod"})
-    # Model rows cached as in production (tests elsewhere turn caching off), so that the link reads are counted.
-    mongodb = replace(wire_settings.mongodb, server_selection_timeout_ms=300, definition_cache_seconds=30)
-    mongo = await connect(mongodb, proxy.uri, embedded=False)
-    client = await aiohttp_client(create_app(replace(wire_settings, mongodb=mongodb), mongo=mongo))
-    try:
-        yield request.param, client, mongo
-    finally:
-        await proxy.stop()
-        await mongo.close()
 
 
 async def _seed(mongo: MongoConnection) -> None:

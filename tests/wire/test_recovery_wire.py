@@ -18,12 +18,13 @@ from cmdb_asso.clock import utc_now
 from cmdb_asso.config import Settings
 from cmdb_asso.domain import AuditRecord
 from cmdb_asso.storage.client import MongoConnection
-from cmdb_asso.storage.documents import audit_document
+from cmdb_asso.storage.documents import JOURNAL_LINK_FIELDS, audit_document
 from cmdb_asso.storage.embedded import EmbeddedMongo
 from cmdb_asso.storage.indexes import CLAIM, CLAIMED_AT
 from cmdb_asso.storage.journal import JOURNAL, Journal
 from cmdb_asso.storage.repair import find_problems
-from tests.helpers import create, link_body
+from tests.helpers import audit_records, call, create, link_body
+from tests.web.test_batch import SWITCH_HOST, batch
 from tests.wire.conftest import add_instances, open_wire_mongo
 
 pytestmark = pytest.mark.wire
@@ -101,3 +102,51 @@ async def test_check_links_reports_a_killed_deletes_claimed_link_once(
     problems = await find_problems(wire_mongo, "0", grace_seconds=0)
 
     assert [problem.kind for problem in problems if problem.link_id == link_id] == ["unfinished_write"]
+
+
+async def test_a_create_journals_only_its_links_keys_and_recovery_copies_the_rest_from_the_tables(
+    face: tuple[str, TestClient[Any, Any], MongoConnection],
+) -> None:
+    kind, client, mongo = face
+    entries: list[dict[str, Any]] = []
+    started = mongo.commands.started
+
+    def record(event: Any) -> None:
+        if event.command_name == "insert" and event.command.get("insert") == JOURNAL:
+            entries.extend(dict(doc) for doc in event.command["documents"])
+        started(event)
+
+    mongo.commands.started = record  # type: ignore[method-assign]
+    answer = await call(client, "create_many", batch(*SWITCH_HOST, [(11, 21), (12, 22), (13, 23)]))
+    assert answer.code == 0, answer
+    ids = [int(answer.data["success_created"][str(n)]) for n in range(3)]
+    (entry,) = entries
+    assert [item["link"]["id"] for item in entry["links"]] == ids
+    assert all(set(item["link"]) <= set(JOURNAL_LINK_FIELDS) and list(item["audit"]) == ["_id"]
+               for item in entry["links"])  # fmt: skip
+    stored = {table: {int(doc["id"]): doc for doc in await mongo.db[table].find().to_list(None)}
+              for table in (SWITCH, HOST)}  # fmt: skip
+    # Killed after the audit records and two of three source copies, one target copy: as the ordered inserts leave it.
+    await mongo.db[JOURNAL].insert_one(entry)
+    await mongo.db[SWITCH].delete_one({"id": ids[2]})
+    await mongo.db[HOST].delete_many({"id": {"$in": ids[1:]}})
+
+    report = await Journal(mongo).recover("0", grace_seconds=0)
+
+    assert (report.rolled_forward, report.rolled_back) == (2, 1), report.details
+    now = {table: {int(doc["id"]): doc for doc in await mongo.db[table].find().to_list(None)}
+           for table in (SWITCH, HOST)}  # fmt: skip
+
+    def same(doc: dict[str, Any]) -> dict[str, Any]:  # a copy's `_id` is the driver's per table off the embedded store
+        return doc if kind == "embedded" else {key: value for key, value in doc.items() if key != "_id"}
+
+    for table in (SWITCH, HOST):
+        assert sorted(now[table]) == ids[:2]
+        assert [same(now[table][link_id]) for link_id in ids[:2]] == [
+            same(stored[table][link_id]) for link_id in ids[:2]
+        ]
+    audited = Counter(int(doc["resource_id"]) for doc in await audit_records(mongo))
+    assert audited == Counter({11: 1, 12: 1}), audited
+    assert await mongo.db[JOURNAL].count_documents({}) == 0
+    found = await call(client, "find_related", {"condition": {"bk_obj_id": "host", "bk_inst_id": 22}, "fields": ["id"]})
+    assert [link["id"] for link in found.data] == [ids[1]], found
