@@ -11,8 +11,8 @@ recovery writes of it, it copies from the tables. A delete's entry holds everyth
 
 Recovery looks at entries older than any in-flight request could be and decides each link alone:
 
-- a create whose link has a copy in at least one table is rolled forward (the missing copy and the audit
-  record are written): a retrying client was told the link exists, and it does;
+- a create whose link has a copy in at least one table is rolled forward (the missing copy is written from
+  the present one): a retrying client was told the link exists, and it does;
 - a create whose link has no copy anywhere is rolled back (its audit record is removed): a retrying client
   saw nothing and created its own;
 - a delete whose link it claimed is always rolled forward (the remaining copies go, the audit record and
