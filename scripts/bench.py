@@ -11,7 +11,10 @@ runs. References, measured in the same run:
 - database floor: the raw driver, without HTTP, issuing exactly the commands one n:n create needs on this store
   (the two instance reads and the three inserts), and for batches the same documents as three bulk inserts.
 
-Service CPU comes from the service process's own CPU time (/proc), MongoDB commands from its /metrics.
+Service CPU comes from the service process's own CPU time (/proc), MongoDB commands from its /metrics; on the
+embedded store, "store ms" is the server process's CPU time per item. A first row with the event feed off
+shows what the feed costs (on the embedded store measured in the first run only: once a feed has had the server
+track the link tables, its triggers stay).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import itertools
 import json
 import os
@@ -93,6 +97,8 @@ class Measure:
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)
     cpu: float = 0.0
+    # The embedded server's CPU time over the scenario (0 on a server of its own elsewhere).
+    store_cpu: float = 0.0
     commands: float = 0.0
     errors: int = 0
 
@@ -269,8 +275,9 @@ async def auth_run(args: argparse.Namespace, uri: str, embedded: bool, run: int)
                 async with session.get(f"{iam_url}/calls") as response:
                     before = (await response.json())["calls"]
                 measured = await over_http(
-                    session, base, pid, args.concurrency, args.duration, create_step(session, base, pairs)
-                )
+                    session, base, pid, args.concurrency, args.duration, create_step(session, base, pairs),
+                    store_pid=args.store_pid,
+                )  # fmt: skip
                 async with session.get(f"{iam_url}/calls") as response:
                     calls = (await response.json())["calls"] - before
                 rows[f"single create, {name}"] = summary(measured) | {"iam_calls_per_item": measured.per_item(calls)}
@@ -332,12 +339,16 @@ async def over_http(
     step: Callable[[], Awaitable[int]],
     *,
     counts_commands: bool = True,
+    store_pid: int | None = None,
 ) -> Measure:
-    """Drive a scenario against a server process, adding its CPU time and (for the service) its MongoDB commands."""
+    """Drive a scenario against a server process, adding its CPU time, the store's (when `store_pid` is given) and
+    (for the service) its MongoDB commands."""
     cpu_before = cpu_seconds(pid)
+    store_before = cpu_seconds(store_pid) if store_pid else 0.0
     commands_before = await service_commands(session, base) if counts_commands else 0.0
     measure = await drive(concurrency, duration, step)
     measure.cpu = cpu_seconds(pid) - cpu_before
+    measure.store_cpu = cpu_seconds(store_pid) - store_before if store_pid else 0.0
     if counts_commands:
         measure.commands = await service_commands(session, base) - commands_before
     return measure
@@ -542,10 +553,21 @@ async def one_run(args: argparse.Namespace, uri: str, embedded: bool, run: int) 
         rows["ref: HTTP ceiling (bare handler)"] = summary(ceiling)
         rows["ref: database floor (a create's commands)"] = summary(floor)
         rows["ref: raw bulk insert (200 per batch)"] = summary(bulk)
+        http = functools.partial(over_http, store_pid=args.store_pid)
+        # The feed's cost: the same creates with the feed off. On the embedded store only in the first run, before
+        # any feed has had the server track the link tables (its change log's triggers then stay: docs/operations.md).
+        if run == 0 or not embedded:
+            async with service(uri, args.drivers[0], embedded, {"CMDB_ASSO_WATCH_ENABLED": "off"}) as (base, pid):
+                # The first creates make the link tables and their indexes: not what is measured.
+                await drive(args.concurrency, 1.0, create_step(session, base, pairs))
+                unfed = await http(
+                    session, base, pid, args.concurrency, args.duration, create_step(session, base, pairs)
+                )
+                rows[f"single create ({args.drivers[0]}), feed off"] = summary(unfed, floor, ceiling)
         for driver in args.drivers:
             async with service(uri, driver, embedded) as (base, pid):
                 rss_start = rss_mib(pid)
-                single = await over_http(
+                single = await http(
                     session, base, pid, args.concurrency, args.duration, create_step(session, base, pairs)
                 )
                 rows[f"single create ({driver})"] = summary(single, floor, ceiling)
@@ -553,11 +575,9 @@ async def one_run(args: argparse.Namespace, uri: str, embedded: bool, run: int) 
                     continue
                 # Group commit: the same creates from one caller (nothing to group) and from 64.
                 for callers in (1, 64):
-                    measured = await over_http(
-                        session, base, pid, callers, args.duration, create_step(session, base, pairs)
-                    )
+                    measured = await http(session, base, pid, callers, args.duration, create_step(session, base, pairs))
                     rows[f"single create, {callers} caller(s)"] = summary(measured, floor, ceiling)
-                batches = await over_http(
+                batches = await http(
                     session,
                     base,
                     pid,
@@ -566,24 +586,20 @@ async def one_run(args: argparse.Namespace, uri: str, embedded: bool, run: int) 
                     batch_step(session, base, pairs, 200),
                 )
                 rows["batch create of 200"] = summary(batches, bulk, ceiling)
-                searches = await over_http(
-                    session, base, pid, args.concurrency, args.duration, search_step(session, base)
-                )
+                searches = await http(session, base, pid, args.concurrency, args.duration, search_step(session, base))
                 rows["search page of 500"] = summary(searches, None, ceiling)
                 # One caller: the walk's own time and commands (nx-27017 scans its tables for `$in`, so
                 # concurrent walks there only queue behind each other).
-                walks = await over_http(session, base, pid, 1, args.duration, graph_step(session, base))
+                walks = await http(session, base, pid, 1, args.duration, graph_step(session, base))
                 rows["graph, 3 hops around an instance, 1 caller"] = summary(walks, None, ceiling)
-                mixed = await over_http(
+                mixed = await http(
                     session, base, pid, args.concurrency, args.duration, mixed_step(session, base, pairs)
                 )
                 rows["mixed (80% create, 10% search, 10% batch of 20)"] = summary(mixed, None, ceiling)
                 # Group commit of deletes: one caller (nothing to group), then 16, each deleting existing links.
                 for callers in (1, args.concurrency):
                     doomed = await link_ids(session, base, 5000)
-                    deletes = await over_http(
-                        session, base, pid, callers, args.duration, delete_step(session, base, doomed)
-                    )
+                    deletes = await http(session, base, pid, callers, args.duration, delete_step(session, base, doomed))
                     rows[f"single delete, {callers} caller(s)"] = summary(deletes, None, ceiling)
                 rows["service RSS MiB (start, end)"] = {"start": rss_start, "end": rss_mib(pid)}
     return rows
@@ -596,6 +612,7 @@ def summary(measure: Measure, floor: Measure | None = None, ceiling: Measure | N
         "p50_ms": measure.percentile(0.5),
         "p99_ms": measure.percentile(0.99),
         "cpu_ms_per_item": measure.per_item(measure.cpu) * 1000,
+        "store_cpu_ms_per_item": measure.per_item(measure.store_cpu) * 1000,
         "commands_per_item": measure.per_item(measure.commands),
         "errors": float(measure.errors),
     }
@@ -617,8 +634,8 @@ def medians(runs: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, floa
 
 def render(table: dict[str, dict[str, float]], plan: str) -> str:
     """The table as text."""
-    heading = ("per s", "vs ref", "p50 ms", "p99 ms", "CPU ms", "vs bare", "cmds")
-    widths = (9, 7, 8, 8, 7, 7, 6)
+    heading = ("per s", "vs ref", "p50 ms", "p99 ms", "CPU ms", "vs bare", "cmds", "store ms")
+    widths = (9, 7, 8, 8, 7, 7, 6, 8)
     lines = [f"{'scenario':52s} " + " ".join(f"{name:>{width}s}" for name, width in zip(heading, widths, strict=True))]
     for name, row in table.items():
         if "rate" not in row:
@@ -629,7 +646,8 @@ def render(table: dict[str, dict[str, float]], plan: str) -> str:
         lines.append(
             f"{name:52s} {row['rate']:9.1f} {(f'{ratio:.2f}' if ratio else '-'):>7s} {row['p50_ms']:8.2f} "
             f"{row['p99_ms']:8.2f} {row['cpu_ms_per_item']:7.3f} {(f'{bare:.2f}' if bare else '-'):>7s} "
-            f"{row['commands_per_item']:6.3f}"
+            f"{row['commands_per_item']:6.3f} "
+            + (f"{store:8.3f}" if (store := row.get("store_cpu_ms_per_item")) else f"{'-':>8s}")
             + (f"  IAM calls per create {row['iam_calls_per_item']:.3f}" if "iam_calls_per_item" in row else "")
         )
     lines.append(f"search plan: {plan}")
@@ -669,6 +687,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         if uri == "embedded":
             embedded_server = EmbeddedMongo(data_dir)
             uri = await embedded_server.start()
+        args.store_pid = embedded_server.pid if embedded_server is not None else None
         try:
             started = time.monotonic()
             await seed(uri, args.instances)

@@ -106,6 +106,13 @@ class EmbeddedMongo:
             return f"mongodb://127.0.0.1:{port}/?directConnection=true"
         return None
 
+    @property
+    def pid(self) -> int | None:
+        """The server's process id, once started or adopted."""
+        if self._process is not None:
+            return self._process.pid
+        return self._adopted_pid or self._borrowed_pid
+
     def alive(self) -> bool:
         """Whether the server this object started (or adopted) is still running."""
         if self._process is not None:
