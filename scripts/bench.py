@@ -316,15 +316,32 @@ def run_bare_server(port: int) -> None:
     web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
 
 
-async def service_commands(session: aiohttp.ClientSession, base: str) -> float:
-    """The MongoDB commands the service has sent so far, from its /metrics."""
+async def metric(session: aiohttp.ClientSession, base: str, prefix: str) -> float:
+    """The sum of the service's /metrics samples whose line starts with `prefix`."""
     async with session.get(f"{base}/metrics") as response:
         text = await response.text()
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("cmdb_asso_mongodb_commands_total{")
-    )
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
+
+
+async def service_commands(session: aiohttp.ClientSession, base: str) -> float:
+    """The MongoDB commands the service has sent so far, from its /metrics."""
+    return await metric(session, base, "cmdb_asso_mongodb_commands_total{")
+
+
+async def feed_caught_up(session: aiohttp.ClientSession, base: str, pairs: Pairs, quiet: float = 3.0) -> None:
+    """Wait until a freshly started service's event feed has announced what was written before it ran (the
+    references' links, another service's): one create of its own, then until its feeder stored an event and has
+    stored nothing more for `quiet` seconds (at most two minutes). Otherwise the first scenario pays that backlog."""
+    await create_step(session, base, pairs)()
+    deadline = time.monotonic() + 120
+    stored, since = -1.0, time.monotonic()
+    while time.monotonic() < deadline:
+        now = await metric(session, base, "cmdb_asso_watch_events_stored_total")
+        if now != stored:
+            stored, since = now, time.monotonic()
+        elif stored > 0 and time.monotonic() - since >= quiet:
+            return
+        await asyncio.sleep(0.25)
 
 
 # --- scenarios -------------------------------------------------------------------------------------------------
@@ -566,6 +583,7 @@ async def one_run(args: argparse.Namespace, uri: str, embedded: bool, run: int) 
                 rows[f"single create ({args.drivers[0]}), feed off"] = summary(unfed, floor, ceiling)
         for driver in args.drivers:
             async with service(uri, driver, embedded) as (base, pid):
+                await feed_caught_up(session, base, pairs)
                 rss_start = rss_mib(pid)
                 single = await http(
                     session, base, pid, args.concurrency, args.duration, create_step(session, base, pairs)
