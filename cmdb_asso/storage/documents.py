@@ -84,16 +84,6 @@ def link_key(link: ReadOnlyDict[str, Any]) -> dict[str, Any]:
     return {key: link[key] for key in LINK_KEYS if key in link}
 
 
-# What a create's journal entry keeps of each link: enough to find its copies (by the keys above) and to name it in
-# a report. Recovery copies a missing copy from a present one, so the entry needs no whole document.
-JOURNAL_LINK_FIELDS = (*LINK_KEYS, "bk_obj_id", "bk_asst_obj_id")
-
-
-def journal_link(doc: ReadOnlyDict[str, Any]) -> dict[str, Any]:
-    """What a create's journal entry records of a link document."""
-    return {key: doc[key] for key in JOURNAL_LINK_FIELDS if key in doc}
-
-
 def stored_link_from(doc: dict[str, Any]) -> StoredLink:
     """A link document of a model's table as a StoredLink (the document kept for its archive copy)."""
     return StoredLink(

@@ -5,9 +5,9 @@ Without a transaction (the embedded server, a standalone mongod) a create writes
 source model's table, then the target model's; a delete writes its audit records and archive copies, then
 removes the link from both tables. A process killed in between leaves part of that. So every such write first
 inserts one journal entry (`cmdb_asso_journal`, a collection of our own) and removes it when the write is done
-(or fully undone). A create's entry names its links (their keys) and their audit records' `_id`s: whatever a
-recovery writes of it, it copies from the tables. A delete's entry holds everything it will write or take away
-(the audit records, the archive copies), since what it removes is gone from the tables.
+(or fully undone). A create's entry holds its links and names their audit records by `_id` (the records are
+written before any link); a missing copy is written from the copy present. A delete's entry holds everything it
+will write or take away (the audit records, the archive copies), since what it removes is gone from the tables.
 
 Recovery looks at entries older than any in-flight request could be and decides each link alone:
 
