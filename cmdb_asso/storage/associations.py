@@ -607,22 +607,15 @@ class AssociationStore:
             return
         await self.writer.insert(AUDIT_LOG, [item["audit"] for item in items], session)
         await self.writer.insert(DEL_ARCHIVE, [archive for item in items for archive in item["archives"]], session)
+        copies = _copies(items)
         for claims in (False, True):
-            located: dict[str, list[Any]] = {}
-            unlocated: dict[str, list[int]] = {}
+            by_table: dict[str, list[int]] = {}
             for item in items:
-                copies = dict(item["copies"])
                 for table in item["tables"]:
-                    if (table == item["claimed_in"]) != claims:
-                        continue
-                    if table in copies:
-                        located.setdefault(table, []).append(copies[table])
-                    else:  # not there when the delete was planned (a create half way): by id, as a last resort
-                        unlocated.setdefault(table, []).append(item["link_id"])
-            for table in sorted(located.keys() | unlocated.keys()):
-                found = [{"_id": {"$in": located[table]}}] if table in located else []
-                found += [{"id": one_or_in(unlocated[table])}] if table in unlocated else []
-                await self.mongo.db[table].delete_many(found[0] if len(found) == 1 else {"$or": found}, session=session)
+                    if (table == item["claimed_in"]) == claims:
+                        by_table.setdefault(table, []).append(item["link_id"])
+            for table, ids in sorted(by_table.items()):
+                await self.mongo.db[table].delete_many(_copies_filter(table, ids, copies), session=session)
 
     async def _copy_ids(self, named: str, supplier: str, links: list[StoredLink]) -> dict[tuple[str, int], Any]:
         """The `_id` of each copy of the links, by table and link id: the named table's from the links, the
@@ -697,7 +690,7 @@ class AssociationStore:
         self, table: str, ids: list[int], copies: dict[tuple[str, int], Any], token: str, session: Any
     ) -> set[int]:
         """Claim for `token` those of the links' copies in `table` that no delete has claimed; the ids claimed."""
-        located = {"_id": {"$in": [copies[(table, link_id)] for link_id in ids if (table, link_id) in copies]}}
+        located = _copies_filter(table, ids, copies)
         collection = self.mongo.db[table]
         marked = await collection.update_many(
             {**located, "id": one_or_in(ids), CLAIM: {"$exists": False}},
@@ -800,6 +793,16 @@ def _link_ends(docs: Iterable[dict[str, Any]]) -> list[LinkEnds]:
 def _copies(items: list[dict[str, Any]]) -> dict[tuple[str, int], Any]:
     """The `_id` of each copy a delete plan located, by table and link id."""
     return {(table, item["link_id"]): oid for item in items for table, oid in item["copies"]}
+
+
+def _copies_filter(table: str, ids: list[int], copies: dict[tuple[str, int], Any]) -> dict[str, Any]:
+    """The filter of these links' copies in `table`: by the `_id`s the delete plan located (the embedded server
+    indexes no `id`), and by `id` for a copy it did not locate (not there yet when planned: a create half way)."""
+    located = [copies[(table, link_id)] for link_id in ids if (table, link_id) in copies]
+    unlocated = [link_id for link_id in ids if (table, link_id) not in copies]
+    found = [{"_id": {"$in": located}}] if located else []
+    found += [{"id": one_or_in(unlocated)}] if unlocated else []
+    return found[0] if len(found) == 1 else {"$or": found}
 
 
 def _existing_links_queries(
